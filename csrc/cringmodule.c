@@ -1,0 +1,367 @@
+/* cringmodule.c - the only file that knows Python: wraps ring.c as shmray._cring.
+ *
+ * Ring and Doorbell objects hold a Py_buffer on the memory Python gave them, so
+ * the mapping cannot be closed while a ring object (or a wait on it in another
+ * thread) still uses it. Every wait releases the GIL and sleeps in slices of at
+ * most SLICE_NS so that Ctrl-C reaches Python's handlers promptly.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "ring.h"
+
+#define SLICE_NS 50000000LL /* 50 ms */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    shmray_doorbell *bell;
+} DoorbellObject;
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    shmray_ring ring;
+    PyObject *doorbell; /* DoorbellObject or NULL, kept alive with the ring */
+} RingObject;
+
+static PyTypeObject RingType;
+static PyTypeObject DoorbellType;
+
+/* timeout in seconds (None: forever) -> ns, -1 for forever */
+static int timeout_arg(PyObject *obj, int64_t *out) {
+    if (obj == NULL || obj == Py_None) { *out = -1; return 0; }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    if (t < 0) t = 0;
+    *out = (int64_t)(t * 1e9);
+    return 0;
+}
+
+/* Run a wait function in GIL-free slices, checking signals between slices.
+ * Returns SHMRAY_READY, SHMRAY_TIMEOUT, or -2 with a Python error set. */
+typedef int (*slice_fn)(void *arg, int64_t timeout_ns, int64_t spin_ns);
+
+static int wait_sliced(slice_fn fn, void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    int64_t deadline = timeout_ns < 0 ? INT64_MAX : shmray_now_ns() + timeout_ns;
+    for (;;) {
+        int64_t now = shmray_now_ns();
+        int64_t slice = deadline - now;
+        if (slice < 0) slice = 0;
+        if (slice > SLICE_NS) slice = SLICE_NS;
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = fn(arg, slice, spin_ns);
+        Py_END_ALLOW_THREADS
+        if (r == SHMRAY_READY) return r;
+        if (PyErr_CheckSignals() < 0) return -2;
+        if (shmray_now_ns() >= deadline) return SHMRAY_TIMEOUT;
+        spin_ns = 0; /* spin only at the start */
+    }
+}
+
+/* ---------------------------------------------------------------- Doorbell */
+
+static int Doorbell_init(DoorbellObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"buffer", "create", NULL};
+    PyObject *buf;
+    int create = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", kwlist, &buf, &create)) return -1;
+    if (self->bell) { PyErr_SetString(PyExc_RuntimeError, "Doorbell already initialised"); return -1; }
+    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) return -1;
+    int r = create ? shmray_doorbell_format(self->view.buf, self->view.len)
+                   : shmray_doorbell_check(self->view.buf, self->view.len);
+    if (r != 0) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_ValueError, "buffer does not hold a shmray doorbell of this version");
+        return -1;
+    }
+    self->bell = (shmray_doorbell *)self->view.buf;
+    return 0;
+}
+
+static void Doorbell_dealloc(DoorbellObject *self) {
+    if (self->bell) PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject DoorbellType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmray._cring.Doorbell",
+    .tp_basicsize = sizeof(DoorbellObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Doorbell(buffer, create=False): one futex word that lets a consumer sleep on many rings.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Doorbell_init,
+    .tp_dealloc = (destructor)Doorbell_dealloc,
+};
+
+/* -------------------------------------------------------------------- Ring */
+
+static int Ring_init(RingObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"buffer", "create", "doorbell", NULL};
+    PyObject *buf, *bell = Py_None;
+    int create = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pO", kwlist, &buf, &create, &bell)) return -1;
+    if (self->ring.hdr) { PyErr_SetString(PyExc_RuntimeError, "Ring already initialised"); return -1; }
+    if (bell != Py_None && !PyObject_TypeCheck(bell, &DoorbellType)) {
+        PyErr_SetString(PyExc_TypeError, "doorbell must be a shmray._cring.Doorbell or None");
+        return -1;
+    }
+    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) return -1;
+    if (create && shmray_ring_format(self->view.buf, self->view.len) != 0) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_ValueError, "buffer too small for a ring");
+        return -1;
+    }
+    int r = shmray_ring_attach(&self->ring, self->view.buf, self->view.len);
+    if (r != 0) {
+        PyBuffer_Release(&self->view);
+        self->ring.hdr = NULL;
+        PyErr_SetString(PyExc_ValueError,
+                        r == -1 ? "buffer does not hold a shmray ring (bad magic)"
+                        : r == -2 ? "shmray ring version mismatch"
+                                  : "shmray ring capacity does not match the buffer");
+        return -1;
+    }
+    if (bell != Py_None) {
+        Py_INCREF(bell);
+        self->doorbell = bell;
+        self->ring.doorbell = ((DoorbellObject *)bell)->bell;
+    }
+    return 0;
+}
+
+static void Ring_dealloc(RingObject *self) {
+    if (self->ring.hdr) PyBuffer_Release(&self->view);
+    Py_XDECREF(self->doorbell);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ring_ready(RingObject *self) {
+    if (!self->ring.hdr) { PyErr_SetString(PyExc_ValueError, "ring is not initialised"); return 0; }
+    return 1;
+}
+
+typedef struct { shmray_ring *ring; uint32_t len; } push_wait_arg;
+
+static int push_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    push_wait_arg *a = (push_wait_arg *)arg;
+    return shmray_ring_wait_space(a->ring, a->len, timeout_ns, spin_ns);
+}
+
+static PyObject *Ring_push(RingObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"data", "timeout", "spin", NULL};
+    Py_buffer data;
+    PyObject *timeout_obj = NULL;
+    double spin = 0.0;
+    if (!ring_ready(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|Od", kwlist, &data, &timeout_obj, &spin)) return NULL;
+    int64_t timeout_ns = 0;
+    if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) goto fail;
+    if ((uint64_t)data.len > shmray_ring_max_payload(&self->ring)) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds the ring's limit of %u bytes",
+                     data.len, shmray_ring_max_payload(&self->ring));
+        goto fail;
+    }
+    for (;;) {
+        if (shmray_ring_try_push(&self->ring, data.buf, (uint32_t)data.len) == 0) {
+            PyBuffer_Release(&data);
+            Py_RETURN_TRUE;
+        }
+        if (timeout_ns == 0) break;
+        push_wait_arg a = {&self->ring, (uint32_t)data.len};
+        int r = wait_sliced(push_wait_slice, &a, timeout_ns, (int64_t)(spin * 1e9));
+        if (r == -2) goto fail;
+        if (r == SHMRAY_TIMEOUT) break;
+    }
+    PyBuffer_Release(&data);
+    Py_RETURN_FALSE;
+fail:
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
+static PyObject *pop_now(shmray_ring *ring) {
+    const uint8_t *p;
+    int64_t n = shmray_ring_peek(ring, &p);
+    if (n < 0) Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize((const char *)p, n);
+    if (out) shmray_ring_release(ring, (uint32_t)n);
+    return out;
+}
+
+static int pop_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    return shmray_ring_wait_data((shmray_ring *)arg, timeout_ns, spin_ns);
+}
+
+static PyObject *Ring_pop(RingObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"timeout", "spin", NULL};
+    PyObject *timeout_obj = NULL;
+    double spin = 0.0;
+    if (!ring_ready(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Od", kwlist, &timeout_obj, &spin)) return NULL;
+    int64_t timeout_ns = 0;
+    if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
+    if (shmray_ring_nonempty(&self->ring) || timeout_ns == 0) return pop_now(&self->ring);
+    int r = wait_sliced(pop_wait_slice, &self->ring, timeout_ns, (int64_t)(spin * 1e9));
+    if (r == -2) return NULL;
+    if (r == SHMRAY_TIMEOUT) Py_RETURN_NONE;
+    return pop_now(&self->ring);
+}
+
+static PyObject *Ring_used(RingObject *self, void *closure) {
+    if (!ring_ready(self)) return NULL;
+    return PyLong_FromUnsignedLongLong(shmray_ring_used(&self->ring));
+}
+
+static PyObject *Ring_capacity(RingObject *self, void *closure) {
+    if (!ring_ready(self)) return NULL;
+    return PyLong_FromUnsignedLongLong(self->ring.mask + 1);
+}
+
+static PyObject *Ring_max_message(RingObject *self, void *closure) {
+    if (!ring_ready(self)) return NULL;
+    return PyLong_FromUnsignedLong(shmray_ring_max_payload(&self->ring));
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"push", (PyCFunction)(void (*)(void))Ring_push, METH_VARARGS | METH_KEYWORDS,
+     "push(data, timeout=0.0, spin=0.0) -> bool: append one message; wait up to timeout "
+     "seconds (None: forever) for space. False if there was no room in time."},
+    {"pop", (PyCFunction)(void (*)(void))Ring_pop, METH_VARARGS | METH_KEYWORDS,
+     "pop(timeout=0.0, spin=0.0) -> bytes | None: take the next message, spinning for spin "
+     "seconds and then sleeping up to timeout seconds (None: forever)."},
+    {NULL}};
+
+static PyGetSetDef Ring_getset[] = {
+    {"used", (getter)Ring_used, NULL, "bytes currently queued", NULL},
+    {"capacity", (getter)Ring_capacity, NULL, "bytes of record space", NULL},
+    {"max_message", (getter)Ring_max_message, NULL, "largest message accepted", NULL},
+    {NULL}};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmray._cring.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ring(buffer, create=False, doorbell=None): an SPSC message ring in a shared buffer.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
+};
+
+/* ------------------------------------------------------- many-ring waits */
+
+#define MAX_RINGS 256
+
+/* Borrow the C rings of a tuple of Ring objects (the tuple keeps them alive). */
+static int collect_rings(PyObject *tuple, shmray_ring **out) {
+    if (!PyTuple_Check(tuple)) { PyErr_SetString(PyExc_TypeError, "rings must be a tuple"); return -1; }
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    if (n > MAX_RINGS) { PyErr_Format(PyExc_ValueError, "at most %d rings", MAX_RINGS); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyTuple_GET_ITEM(tuple, i);
+        if (!PyObject_TypeCheck(o, &RingType) || !((RingObject *)o)->ring.hdr) {
+            PyErr_SetString(PyExc_TypeError, "rings must hold initialised Ring objects");
+            return -1;
+        }
+        out[i] = &((RingObject *)o)->ring;
+    }
+    return (int)n;
+}
+
+typedef struct { shmray_ring **rings; int n; int start; shmray_doorbell *bell; int index; } any_wait_arg;
+
+static int any_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    any_wait_arg *a = (any_wait_arg *)arg;
+    return shmray_wait_any(a->rings, a->n, a->start, a->bell, timeout_ns, spin_ns, &a->index);
+}
+
+static PyObject *pop_any(PyObject *mod, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"rings", "doorbell", "timeout", "spin", "start", NULL};
+    PyObject *tuple, *bell, *timeout_obj = NULL;
+    double spin = 0.0;
+    int start = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!|Odi", kwlist, &tuple, &DoorbellType, &bell,
+                                     &timeout_obj, &spin, &start))
+        return NULL;
+    shmray_ring *rings[MAX_RINGS];
+    int n = collect_rings(tuple, rings);
+    if (n < 0) return NULL;
+    int64_t timeout_ns = 0;
+    if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
+    any_wait_arg a = {rings, n, start < 0 ? 0 : start, ((DoorbellObject *)bell)->bell, -1};
+    int r;
+    if (timeout_ns == 0) {
+        r = any_wait_slice(&a, 0, 0);
+    } else {
+        r = wait_sliced(any_wait_slice, &a, timeout_ns, (int64_t)(spin * 1e9));
+        if (r == -2) return NULL;
+    }
+    if (r != SHMRAY_READY || a.index < 0) Py_RETURN_NONE;
+    PyObject *msg = pop_now(rings[a.index]);
+    if (!msg) return NULL;
+    if (msg == Py_None) return msg;
+    PyObject *res = Py_BuildValue("(iN)", a.index, msg);
+    return res;
+}
+
+typedef struct { shmray_ring **rings; int n; int64_t poll_ns; } stalled_arg;
+
+static int stalled_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    stalled_arg *a = (stalled_arg *)arg;
+    (void)spin_ns;
+    return shmray_wait_stalled(a->rings, a->n, a->poll_ns, timeout_ns);
+}
+
+static PyObject *wait_stalled(PyObject *mod, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"rings", "poll", "timeout", NULL};
+    PyObject *tuple, *timeout_obj = NULL;
+    double poll;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|O", kwlist, &tuple, &poll, &timeout_obj)) return NULL;
+    shmray_ring *rings[MAX_RINGS];
+    int n = collect_rings(tuple, rings);
+    if (n < 0) return NULL;
+    int64_t timeout_ns = -1;
+    if (timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
+    stalled_arg a = {rings, n, (int64_t)(poll * 1e9)};
+    if (a.poll_ns < 1000) a.poll_ns = 1000;
+    int r = wait_sliced(stalled_slice, &a, timeout_ns, 0);
+    if (r == -2) return NULL;
+    return PyBool_FromLong(r == SHMRAY_READY);
+}
+
+static PyMethodDef module_methods[] = {
+    {"pop_any", (PyCFunction)(void (*)(void))pop_any, METH_VARARGS | METH_KEYWORDS,
+     "pop_any(rings, doorbell, timeout=0.0, spin=0.0, start=0) -> (index, bytes) | None: "
+     "take one message from the first nonempty ring, scanning from start; sleep on the "
+     "doorbell the rings ring when all are empty."},
+    {"wait_stalled", (PyCFunction)(void (*)(void))wait_stalled, METH_VARARGS | METH_KEYWORDS,
+     "wait_stalled(rings, poll, timeout=None) -> bool: poll every poll seconds until some "
+     "ring holds data nobody popped for a whole interval. Costs producers nothing."},
+    {NULL}};
+
+static struct PyModuleDef cring_module = {
+    PyModuleDef_HEAD_INIT, "shmray._cring",
+    "Lock-free shared-memory message rings with futex sleep/wake (see csrc/ring.h).", -1,
+    module_methods};
+
+PyMODINIT_FUNC PyInit__cring(void) {
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoorbellType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&cring_module);
+    if (!m) return NULL;
+    Py_INCREF(&RingType);
+    Py_INCREF(&DoorbellType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObject(m, "Doorbell", (PyObject *)&DoorbellType) < 0 ||
+        PyModule_AddIntConstant(m, "HEADER_SIZE", SHMRAY_RING_HEADER_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "DOORBELL_SIZE", SHMRAY_DOORBELL_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "VERSION", SHMRAY_RING_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,14 @@
+"""Build the C extension shmray._cring from csrc/; everything else is in pyproject.toml."""
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "shmray._cring",
+            sources=["csrc/cringmodule.c", "csrc/ring.c"],
+            depends=["csrc/ring.h"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+        )
+    ]
+)

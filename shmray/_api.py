@@ -1,0 +1,233 @@
+"""The public functions: init, shutdown, remote, get, put, wait and friends.
+
+Arguments are validated here, once, with Ray's messages; the runtime behind
+(``_context.runtime``: the driver's or, inside a task, the worker's) trusts them.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+
+from . import _context, _remote_function, _shm
+from ._object_ref import ObjectRef
+from ._runtime import DriverRuntime
+
+# Ray init() arguments that mean nothing on one node: accepted, warned about once.
+_INIT_IGNORED = {
+    "labels": None, "local_mode": False, "include_dashboard": None, "dashboard_host": None,
+    "dashboard_port": None, "job_config": None, "configure_logging": True,
+    "logging_level": None, "logging_format": None, "logging_config": None, "namespace": None,
+    "enable_resource_isolation": False, "cgroup_path": None, "system_reserved_cpu": None,
+    "system_reserved_memory": None, "proxy_server_url": None, "_enable_object_reconstruction":
+    False, "_plasma_directory": None, "object_spilling_directory": None,
+    "_node_ip_address": None, "_driver_object_store_memory": None, "_memory": None,
+    "_redis_username": None, "_redis_password": None, "_temp_dir": None,
+    "_metrics_export_port": None, "_system_config": None, "_tracing_startup_hook": None,
+    "_node_name": None, "_skip_env_hook": False,
+}
+_LOCAL_ADDRESSES = (None, "local", "auto")
+
+
+class RayContext(dict):
+    """What ``init`` returns: session facts, usable as ``with shmray.init(): ...``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    @property
+    def address_info(self):
+        return dict(self)
+
+
+def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
+         ignore_reinit_error=False, log_to_driver=True, runtime_env=None,
+         resolve_nested_refs=True, **kwargs):
+    """Start a session on this machine (Ray's ``init``); returns a RayContext."""
+    unknown = [k for k in kwargs if k not in _INIT_IGNORED]
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
+    ignored = [k for k, v in kwargs.items() if v != _INIT_IGNORED[k]]
+    if ignored:
+        warnings.warn(f"shmray runs on one node and ignores these init() arguments: "
+                      f"{', '.join(ignored)}", stacklevel=2)
+    if _context.runtime is not None:
+        if ignore_reinit_error:
+            return _context_info(_context.runtime)
+        raise RuntimeError("Maybe you called ray.init twice by accident? This error can be "
+                           "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                           "'ray.shutdown()' prior to 'ray.init()'.")
+    if address not in _LOCAL_ADDRESSES:
+        raise ValueError(f"shmray runs a local session only; cannot connect to {address!r} "
+                         f"(use address=None, 'local' or 'auto')")
+    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0):
+            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        for k, v in resources.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Real) \
+                    or v < 0:
+                raise ValueError(f"resources must map names to non-negative numbers, got "
+                                 f"{k!r}: {v!r}")
+    if object_store_memory is not None and (not isinstance(object_store_memory, int)
+                                            or object_store_memory <= 0):
+        raise ValueError(f"object_store_memory must be a positive int (bytes), got "
+                         f"{object_store_memory!r}")
+    if runtime_env:
+        raise ValueError("runtime_env is not supported by this shmray version yet")
+    rt = DriverRuntime(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                       object_store_memory=object_store_memory,
+                       log_to_driver=bool(log_to_driver),
+                       resolve_nested_refs=bool(resolve_nested_refs))
+    _context.runtime = rt
+    return _context_info(rt)
+
+
+def _context_info(rt):
+    return RayContext(node_id=rt.node_id, session_name=rt.prefix.rstrip("_"),
+                      driver_pid=os.getpid(), address="local")
+
+
+def _auto_init():
+    init()
+
+
+_context.auto_init = _auto_init
+
+
+def shutdown():
+    """Stop the session: workers exit, shared memory is unlinked. Safe to call twice."""
+    rt = _context.runtime
+    if rt is not None and rt.is_driver:
+        rt.shutdown()
+    _context.runtime = None if rt is None or rt.is_driver else rt
+
+
+def is_initialized() -> bool:
+    return _context.runtime is not None
+
+
+def remote(*args, **kwargs):
+    """``@remote`` or ``@remote(num_cpus=..., ...)``: make a function a task."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return _remote_function.make(args[0], {})
+    if args:
+        raise TypeError("The @remote decorator must be applied either with no arguments and "
+                        "no parentheses, for example '@remote', or it must be applied using "
+                        "only keyword arguments, for example '@remote(num_returns=2)'")
+    return lambda function: _remote_function.make(function, kwargs)
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"'timeout' must be a number of seconds or None, got {timeout!r}")
+    if timeout < 0:
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    return float(timeout)
+
+
+def get(object_refs, *, timeout=None):
+    """The value(s) of an ObjectRef or a list of them; waits up to `timeout` seconds."""
+    timeout = _check_timeout(timeout)
+    rt = _context.get_runtime()
+    if type(object_refs) is ObjectRef:
+        return rt.get([object_refs], timeout)[0]
+    if isinstance(object_refs, list):
+        if not rt.resolve_nested and any(type(r) is not ObjectRef for r in object_refs):
+            raise ValueError("'object_refs' must either be an ObjectRef or a list of "
+                             "ObjectRefs.")
+        return rt.get(object_refs, timeout)
+    if not rt.resolve_nested:
+        raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "
+                         "'object_refs' must either be an ObjectRef or a list of ObjectRefs. ")
+    return object_refs  # an already-resolved value (DESIGN.md decision 2)
+
+
+def put(value):
+    """Store `value` and return its ObjectRef."""
+    return _context.get_runtime().put(value)
+
+
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+    """Split refs into (ready, not ready) once num_returns are ready or timeout passes."""
+    if type(object_refs) is ObjectRef:
+        raise TypeError("wait() expected a list of ray.ObjectRef, got a single ray.ObjectRef "
+                        f"{object_refs}")
+    if not isinstance(object_refs, list):
+        raise TypeError(f"wait() expected a list of ray.ObjectRef, got {type(object_refs)}")
+    timeout = _check_timeout(timeout)
+    rt = _context.get_runtime()
+    refs = [r for r in object_refs if type(r) is ObjectRef]
+    if len(refs) != len(object_refs) and not rt.resolve_nested:
+        bad = next(r for r in object_refs if type(r) is not ObjectRef)
+        raise TypeError(f"wait() expected a list of ray.ObjectRef, got list containing "
+                        f"{type(bad)}")
+    if not object_refs:
+        return [], []
+    if len(set(refs)) != len(refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns}.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided "
+                         "to ray.wait.")
+    return rt.wait(object_refs, num_returns, timeout, bool(fetch_local))
+
+
+def cluster_resources() -> dict:
+    return _context.get_runtime().cluster_resources()
+
+
+def available_resources() -> dict:
+    return _context.get_runtime().available_resources()
+
+
+def nodes() -> list:
+    rt = _context.get_runtime()
+    return [{"NodeID": rt.node_id, "Alive": True, "NodeManagerAddress": "127.0.0.1",
+             "Resources": rt.cluster_resources()}]
+
+
+def get_gpu_ids() -> list:
+    rt = _context.get_runtime()
+    return list(getattr(rt, "gpu_ids", []))
+
+
+class RuntimeContext:
+    """What ``get_runtime_context()`` returns: ids of this node, job and task."""
+
+    def __init__(self, rt):
+        self._rt = rt
+
+    def get_node_id(self) -> str:
+        return self._rt.node_id
+
+    def get_job_id(self) -> str:
+        return f"{self._rt.driver_pid if not self._rt.is_driver else os.getpid():08x}"
+
+    def get_task_id(self):
+        tid = getattr(self._rt, "current_task_id", None)
+        return None if tid is None else f"{tid:032x}"
+
+    def get_worker_id(self) -> str:
+        return f"{os.getpid():08x}"
+
+    @property
+    def was_current_actor_reentrant(self):
+        return False
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext(_context.get_runtime())
+
+
+def cleanup_dead_sessions() -> list:
+    """Unlink shared memory left by sessions whose driver died; returns the names."""
+    return _shm.reclaim_dead_sessions()

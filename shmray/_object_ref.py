@@ -1,0 +1,103 @@
+"""ObjectRef: the handle of a value that exists, or will exist, in the object store.
+
+An ObjectRef is an integer id plus a flag saying whether this Python object is the
+owner's handle. The owner's handle tells the runtime, through ``_hooks``, when it
+is dropped (so the object can be freed) and when it is pickled (so the runtime
+knows the ref escaped to another process and must keep the object alive).
+The runtime installs the hooks; this module imports nothing of the runtime.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from itertools import count
+
+
+class _Hooks:
+    """Set by the process's runtime; the defaults do nothing."""
+
+    dropped = None      # callable(oid): the owner's handle was garbage-collected
+    escaped = None      # callable(oid): a handle was pickled
+    future = None       # callable(ref) -> concurrent.futures.Future
+
+
+_hooks = _Hooks()
+
+# Ids: a per-process random 64-bit prefix, a counter, and 8 bits of return index.
+_ID_SHIFT = 8
+_prefix_lock = threading.Lock()
+_prefix = None
+_counter = count(1)
+
+
+def _reset_ids():
+    """Give this process a fresh id prefix (at start and after fork)."""
+    global _prefix, _counter
+    with _prefix_lock:
+        _prefix = int.from_bytes(os.urandom(8), "little") << 64
+        _counter = count(1)
+
+
+_reset_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids)
+
+
+def new_base_id() -> int:
+    """A fresh task or put id; return i of a task is ``base + i``."""
+    return _prefix | (next(_counter) << _ID_SHIFT)
+
+
+class ObjectRef:
+    __slots__ = ("_id", "_owned", "__weakref__")
+
+    def __init__(self, oid: int, _owned: bool = False):
+        self._id = oid
+        self._owned = _owned
+
+    def hex(self) -> str:
+        return f"{self._id:032x}"
+
+    def binary(self) -> bytes:
+        return self._id.to_bytes(16, "big")
+
+    def task_id(self) -> str:
+        return f"{self._id >> _ID_SHIFT << _ID_SHIFT:032x}"
+
+    def __eq__(self, other):
+        return type(other) is ObjectRef and other._id == self._id
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __repr__(self):
+        return f"ObjectRef({self.hex()})"
+
+    def __reduce__(self):
+        escaped = _hooks.escaped
+        if escaped is not None:
+            escaped(self._id)
+        return (ObjectRef, (self._id,))
+
+    def __copy__(self):
+        return ObjectRef(self._id)
+
+    def __deepcopy__(self, memo):
+        return ObjectRef(self._id)
+
+    def __del__(self):
+        if self._owned:
+            dropped = _hooks.dropped
+            if dropped is not None:
+                dropped(self._id)
+
+    def future(self):
+        """A concurrent.futures.Future that resolves to the value (or the task's error)."""
+        if _hooks.future is None:
+            raise RuntimeError("shmray is not initialized; call shmray.init() first")
+        return _hooks.future(self)
+
+    def __await__(self):
+        import asyncio  # only code that awaits refs pays for asyncio
+
+        return asyncio.wrap_future(self.future()).__await__()

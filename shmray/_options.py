@@ -1,0 +1,187 @@
+"""Task options: one validation table for ``@remote(...)`` and ``.options(...)``.
+
+Validation happens once, when a RemoteFunction or an ``.options()`` variant is
+made; the result is a frozen TaskOptions that every call reuses for free.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, field, replace
+
+from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+DEFAULT_MAX_RETRIES = 3
+STRATEGIES = ("DEFAULT", "SPREAD", "NODE_AFFINITY")
+
+
+def _quantity(name, v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return f"'{name}' must be a number, got {type(v).__name__} {v!r}"
+    if v < 0:
+        return f"'{name}' must be non-negative, got {v}"
+    if name == "num_gpus" and v > 1 and v != int(v):
+        return f"'num_gpus' above 1 must be a whole number, got {v}"
+    return None
+
+
+def _count(name, v, minimum):
+    if isinstance(v, bool) or not isinstance(v, int):
+        return f"'{name}' must be an int, got {type(v).__name__} {v!r}"
+    if v < minimum:
+        return f"'{name}' must be >= {minimum}, got {v}"
+    return None
+
+
+def _resources(name, v):
+    if not isinstance(v, dict):
+        return f"'resources' must be a dict, got {type(v).__name__}"
+    if "CPU" in v or "GPU" in v:
+        return ("Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' and 'GPU' "
+                "in 'resources' keyword")
+    for k, q in v.items():
+        if not isinstance(k, str):
+            return f"resource names must be str, got {k!r}"
+        err = _quantity(f"resources[{k!r}]", q)
+        if err:
+            return err
+    return None
+
+
+def _retry_exceptions(name, v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException)
+                                            for t in v):
+        return None
+    return "retry_exceptions must be either a boolean or a list of exceptions"
+
+
+def _strategy(name, v):
+    if isinstance(v, NodeAffinitySchedulingStrategy) or v is None:
+        return None
+    if isinstance(v, str) and v in STRATEGIES:
+        return None
+    return (f"scheduling_strategy must be one of {', '.join(map(repr, STRATEGIES))} or a "
+            f"NodeAffinitySchedulingStrategy, got {v!r}")
+
+
+def _typed(*types):
+    def check(name, v):
+        if not isinstance(v, types):
+            return f"'{name}' must be {' or '.join(t.__name__ for t in types)}, got {v!r}"
+        return None
+    return check
+
+
+def _num_returns(name, v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        return f"'num_returns' must be a non-negative int, got {v!r} (generators are not supported)"
+    if not 0 <= v <= 65535:
+        return f"'num_returns' must be between 0 and 65535, got {v}"
+    return None
+
+
+def _none_only(message):
+    return lambda name, v: None if v is None else message
+
+
+def _ignored(name, v):
+    return None
+
+
+# name -> validator(name, value) -> error text or None. None is accepted for every
+# option and means "the default".
+TASK_OPTIONS = {
+    "num_cpus": _quantity,
+    "num_gpus": _quantity,
+    "memory": _quantity,
+    "resources": _resources,
+    "max_retries": lambda n, v: _count(n, v, -1),
+    "retry_exceptions": _retry_exceptions,
+    "runtime_env": _typed(dict),
+    "max_calls": lambda n, v: _count(n, v, 0),
+    "scheduling_strategy": _strategy,
+    "scheduling_strategy_node_id": _typed(str),
+    "num_returns": _num_returns,
+    "name": _typed(str),
+    "accelerator_type": _typed(str),
+    "label_selector": _typed(dict),
+    "enable_task_events": _typed(bool),
+    "object_store_memory": _none_only("Setting 'object_store_memory' is not implemented for tasks"),
+    "placement_group": _ignored,
+    "placement_group_bundle_index": _ignored,
+    "placement_group_capture_child_tasks": _ignored,
+    "_metadata": _ignored,
+}
+# Accepted for compatibility, meaningless on one node: warned about once.
+_NO_EFFECT = {"accelerator_type", "label_selector", "placement_group",
+              "placement_group_bundle_index", "placement_group_capture_child_tasks"}
+_warned: set = set()
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory: float = 0
+    resources: dict = field(default_factory=dict)
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_exceptions: object = False
+    runtime_env: dict | None = None
+    max_calls: int = 0
+    scheduling_strategy: object = "DEFAULT"
+    scheduling_strategy_node_id: str | None = None
+    num_returns: int = 1
+    name: str | None = None
+
+    def __post_init__(self):
+        # The resource request as a hashable, sorted tuple of (name, amount): the
+        # scheduler's key for "tasks that fit the same slot", computed once.
+        req = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory}
+        req.update(self.resources)
+        object.__setattr__(self, "request", tuple(sorted((k, float(v)) for k, v in req.items() if v)))
+
+
+DEFAULT = TaskOptions()
+
+
+def validate(options: dict, in_options: bool = False) -> dict:
+    """Check every option; raise ValueError naming the first bad one."""
+    for k, v in options.items():
+        check = TASK_OPTIONS.get(k)
+        if check is None:
+            raise ValueError(f"Invalid option keyword {k} for remote functions. "
+                             f"Valid ones are {list(TASK_OPTIONS)}.")
+        if v is None:
+            continue
+        err = check(k, v)
+        if err:
+            raise ValueError(err)
+        if k in _NO_EFFECT and k not in _warned:
+            _warned.add(k)
+            warnings.warn(f"shmray runs on one node: the task option {k!r} has no effect",
+                          stacklevel=4)
+    if in_options and "max_calls" in options:
+        raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
+    if options.get("scheduling_strategy") == "NODE_AFFINITY" and not options.get(
+            "scheduling_strategy_node_id"):
+        raise ValueError("scheduling_strategy='NODE_AFFINITY' needs scheduling_strategy_node_id")
+    return options
+
+
+def merge(base: TaskOptions, options: dict) -> TaskOptions:
+    """Validated `options` applied over `base` (None values mean the default)."""
+    fields = TaskOptions.__dataclass_fields__
+    updates = {}
+    for k, v in options.items():
+        if k not in fields:
+            continue
+        if v is None:
+            v = getattr(DEFAULT, k)
+        if k == "resources":
+            v = dict(v)
+        if k == "retry_exceptions" and isinstance(v, list):
+            v = tuple(v)
+        updates[k] = v
+    return replace(base, **updates) if updates else base

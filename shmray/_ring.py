@@ -1,0 +1,81 @@
+"""Message channels between the driver and one worker, over the C rings.
+
+    driver ──task ring──► worker      FUNC, TASK, REPLY, EXIT
+    driver ◄─result ring── worker     DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
+
+Both rings of a worker live in one segment; every result ring rings the session's
+doorbell (in the control segment) so the driver sleeps on one futex for all
+workers. A message is a pickled tuple whose first item is its kind. A message too
+big for a ring travels in a temporary segment that the receiver unlinks.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+
+from . import _shm
+from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
+
+# Message kinds, driver -> worker
+FUNC, TASK, REPLY, EXIT = 1, 2, 3, 4
+# Message kinds, worker -> driver
+DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, HELLO = 10, 11, 12, 13, 14, 15, 16, 17
+# Either way: the real message is in a temporary segment
+LARGE = 20
+
+TASK_RING_BYTES = 1 << 21
+RESULT_RING_BYTES = 1 << 21
+_RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + RESULT_RING_BYTES}
+CHANNEL_BYTES = _RING_SPAN["tasks"] + _RING_SPAN["results"]
+CONTROL_BYTES = 4096
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+_large_ids = itertools.count()
+
+
+class ControlArea:
+    """The session's control segment: the driver's doorbell (and room for status)."""
+
+    def __init__(self, name: str, create: bool):
+        self.name = name
+        self.mm = _shm.create(name, CONTROL_BYTES) if create else _shm.attach(name)
+        self.doorbell = Doorbell(memoryview(self.mm)[:DOORBELL_SIZE], create=create)
+
+
+class Channel:
+    """A worker's task ring and result ring, in one segment."""
+
+    def __init__(self, name: str, create: bool, doorbell: Doorbell):
+        self.name = name
+        self.mm = _shm.create(name, CHANNEL_BYTES) if create else _shm.attach(name, CHANNEL_BYTES)
+        view = memoryview(self.mm)
+        split = _RING_SPAN["tasks"]
+        self.tasks = Ring(view[:split], create=create)
+        self.results = Ring(view[split:], create=create, doorbell=doorbell)
+        self._spill_prefix = name + "_m"
+
+
+def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
+    data = _dumps(msg, 5)
+    if len(data) > ring.max_message:
+        name = f"{spill_prefix}{os.getpid()}_{next(_large_ids)}"
+        mm = _shm.create(name, len(data))
+        mm[:] = data
+        mm.close()
+        data = _dumps((LARGE, name, len(data)), 5)
+    return data
+
+
+def decode(data: bytes) -> tuple:
+    msg = _loads(data)
+    if msg[0] == LARGE:
+        _, name, size = msg
+        mm = _shm.attach(name, size)
+        try:
+            msg = _loads(mm)
+        finally:
+            mm.close()
+            _shm.unlink(name)
+    return msg

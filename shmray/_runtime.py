@@ -1,0 +1,605 @@
+"""The driver's runtime: one session of workers, object store and scheduler.
+
+      user thread                         background thread
+  submit ─► TaskSpec ─► deps ─► ready ─► place ─► task ring ─► worker
+  get/wait ─┐                                                      │
+            ├─ pump: pop result rings ◄── doorbell ◄───────────────┘
+  bg (only when nobody else pumps) ─┘   DONE/SUBMIT/PUT/GET/WAIT/LOG/BOUNCE
+
+Whoever needs progress pumps: ``get`` pops results itself (no thread hand-off on
+the latency path), ``remote`` drains what is there without waiting, and the
+background thread drains rings that nobody has popped for a millisecond (the user
+is busy elsewhere) and does the housekeeping: dead workers, rpc deadlines,
+outboxes, idle extra workers. Two locks: ``_pump_lock`` makes one thread the
+rings' consumer; ``_lock`` guards the state. Always take them in that order.
+"""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import itertools
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+import warnings
+
+from . import _context, _ring, _serialization as ser, _shm
+from ._cring import pop_any, wait_stalled
+from ._object_ref import ObjectRef, _hooks, new_base_id
+from ._object_store import ObjectStore
+from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, warn_infeasible
+from ._scheduler import Scheduler
+from ._task import TaskSpec
+from ._worker_pool import WorkerPool, describe_exit
+from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, TaskUnschedulableError,
+                         WorkerCrashedError)
+from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+# How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
+# catches a reply from a worker on the other core in well under a microsecond;
+# sleeping costs ~20 µs to wake. Workers spin less: they share cores with the driver.
+DRIVER_SPIN = 50e-6
+WORKER_SPIN = 20e-6
+HOUSEKEEP_EVERY = 0.02
+IDLE_EXTRA_RETIRE = 2.0
+DRAIN_BATCH = 512
+
+
+class DriverRuntime:
+    is_driver = True
+
+    def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
+                 log_to_driver=True, resolve_nested_refs=True, max_workers=None):
+        _shm.reclaim_dead_sessions()
+        self.pid = os.getpid()
+        self.tag = secrets.token_hex(4)
+        self.prefix = _shm.session_prefix(self.pid, self.tag)
+        self.node_id = secrets.token_hex(28)
+        self.started = time.time()
+        self.resolve_nested = resolve_nested_refs
+        self.log_to_driver = log_to_driver
+        self.object_store_memory = object_store_memory
+        totals = node_totals(num_cpus, num_gpus, resources)
+        self.ledger = ResourceLedger(totals)
+        cores = affinity_cpus()
+        n_base = math.ceil(totals["CPU"])
+        self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
+        self.store = ObjectStore()
+        self.pool = WorkerPool(self.prefix, self.control, {
+            "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
+            "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
+            "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
+            "spin": WORKER_SPIN, "totals": totals})
+        self.scheduler = Scheduler(self.ledger, self.pool, cores,
+                                   max_workers or max(64, 4 * n_base))
+        self.n_base = n_base
+        self.fn_bytes = {}          # fn_id -> (pickled function, name)
+        self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
+        self._rpcs = {}             # (worker index, req_id) -> _Rpc
+        self._lock = threading.Lock()
+        self._pump_lock = threading.Lock()
+        self._seg_ids = itertools.count(1)
+        self._rr = 0
+        self._next_housekeep = 0.0
+        self._stopping = False
+        self._closed = False
+        for i in range(n_base):
+            self.pool.spawn(cores[i % len(cores)])
+        _hooks.dropped = self.store.drop_queue.append
+        _hooks.escaped = self.store.escaped.add
+        _hooks.future = self.future
+        self._bg = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
+        self._bg.start()
+        atexit.register(self.shutdown)
+
+    # ================================================================ submit
+    def new_segment_name(self) -> str:
+        return f"{self.prefix}o{next(self._seg_ids)}"
+
+    def submit(self, rf, args, kwargs, options):
+        fn_id = rf._fn_id
+        if fn_id not in self.fn_bytes:
+            try:
+                self.fn_bytes[fn_id] = (rf._pickled(), rf._name)
+            except Exception as e:
+                raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
+                                f"{type(e).__name__}: {e}") from e
+        args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
+        try:
+            args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
+        except TypeError as e:
+            raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
+        task_id = new_base_id()
+        spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, refs, True)
+        with self._lock:
+            self._add_task(spec)
+        if self._pump_lock.acquire(False):
+            try:
+                self._drain(DRAIN_BATCH)
+            finally:
+                self._pump_lock.release()
+        n = spec.num_returns
+        if n == 1:
+            return ObjectRef(task_id, True)
+        return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
+
+    def _add_task(self, spec):
+        """Register a new task (under _lock): expect its returns, wait for its inputs."""
+        store = self.store
+        self.tasks[spec.task_id] = spec
+        for oid in spec.return_ids():
+            store.expect(oid)
+        reason = self._unschedulable(spec)
+        if reason:
+            warn_infeasible(spec.name, reason)
+            self._finish(spec, ser.error_stored(TaskUnschedulableError(reason)))
+            return
+        if spec.deps:
+            for oid in spec.deps:
+                store.need(oid)
+            missing = [oid for oid in spec.deps if oid not in store.values]
+            lost = [oid for oid in missing if oid not in store.pending]
+            if lost:
+                self._finish(spec, ser.error_stored(ObjectLostError(
+                    f"{lost[0]:032x}", "Its value was released or never existed in this session.")))
+                return
+            spec.unresolved = len(missing)
+            for oid in missing:
+                store.on_ready(oid, lambda oid, spec=spec: self._dep_ready(spec))
+            if missing:
+                return
+        self._ready(spec)
+
+    def _unschedulable(self, spec):
+        strategy = spec.options.scheduling_strategy
+        node = None
+        soft = True
+        if isinstance(strategy, NodeAffinitySchedulingStrategy):
+            node, soft = strategy.node_id, strategy.soft
+        elif strategy == "NODE_AFFINITY":
+            node, soft = spec.options.scheduling_strategy_node_id, False
+        if node is not None and node != self.node_id and not soft:
+            return (f"node affinity to node {node!r}, which does not exist (this node is "
+                    f"{self.node_id}) and soft=False")
+        return infeasible(self.ledger.totals, spec.request)
+
+    def _dep_ready(self, spec):
+        spec.unresolved -= 1
+        if spec.unresolved == 0:
+            self._ready(spec)
+
+    def _ready(self, spec):
+        """All inputs exist: fail at once if one is an error, else queue to run."""
+        if spec.deps:
+            values = self.store.values
+            for oid in spec.deps:
+                if values[oid][0] == ser.ERROR:
+                    self._finish(spec, values[oid])
+                    return
+        self.scheduler.push(spec)
+        self._dispatch()
+
+    def _dispatch(self):
+        sched = self.scheduler
+        for request in list(sched.ready):
+            q = sched.ready[request]
+            while q:
+                w = sched.place(q[0])
+                if w is None:
+                    break
+                self._send_task(w, q.popleft())
+            if not q:
+                del sched.ready[request]
+
+    def _send_task(self, w, spec):
+        fn_id = spec.fn_id
+        if fn_id not in w.fns:
+            fn_bytes, name = self.fn_bytes[fn_id]
+            w.send(_ring.encode((_ring.FUNC, fn_id, fn_bytes, name), w.ring, self.prefix))
+            w.fns.add(fn_id)
+        values = self.store.values
+        dep_values = tuple(values[o] for o in spec.deps) if spec.deps else None
+        w.send(_ring.encode((_ring.TASK, spec.task_id, fn_id, spec.num_returns,
+                             spec.args_stored, dep_values), w.ring, self.prefix))
+        w.inflight.append(spec)
+        spec.worker = w
+
+    def _finish(self, spec, outcome):
+        """The task's last attempt is over: store its results (or its error in each)."""
+        self.tasks.pop(spec.task_id, None)
+        spec.worker = None
+        store = self.store
+        ids = spec.return_ids()
+        if outcome[0] == ser.ERROR or len(outcome) != len(ids) or not isinstance(outcome[0], tuple):
+            for oid in ids:
+                store.put(oid, outcome)
+        else:
+            for oid, stored in zip(ids, outcome):
+                store.put(oid, stored)
+        if spec.deps:
+            for oid in spec.deps:
+                store.unneed(oid)
+        if spec.args_stored[0] == ser.SHM:
+            _shm.unlink(spec.args_stored[1])
+
+    # ================================================================ pump
+    def _drain(self, limit):
+        """Handle up to `limit` messages that are already waiting (caller holds _pump_lock)."""
+        workers, rings = self.pool.snapshot
+        if not rings:
+            return 0
+        n = 0
+        with self._lock:
+            while n < limit:
+                got = pop_any(rings, self.control.doorbell, 0.0, 0.0, self._rr)
+                if got is None:
+                    break
+                i, data = got
+                self._rr = i + 1
+                self._handle(workers[i], _ring.decode(data))
+                n += 1
+            self.store.process_drops()
+            if time.monotonic() >= self._next_housekeep:
+                self._housekeep()
+        return n
+
+    def _pump(self, timeout):
+        """Wait up to `timeout` seconds for messages and handle them."""
+        if not self._pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
+            return
+        try:
+            if self._drain(DRAIN_BATCH):
+                return
+            workers, rings = self.pool.snapshot
+            if not rings:
+                time.sleep(min(max(timeout, 0), 0.01))
+                return
+            got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
+                          DRIVER_SPIN, self._rr)
+            if got is not None:
+                i, data = got
+                self._rr = i + 1
+                with self._lock:
+                    self._handle(workers[i], _ring.decode(data))
+            self._drain(DRAIN_BATCH)
+        finally:
+            self._pump_lock.release()
+
+    def _background(self):
+        while not self._stopping:
+            rings = self.pool.snapshot[1]
+            try:
+                wait_stalled(rings, 0.001, HOUSEKEEP_EVERY)
+            except KeyboardInterrupt:  # signals are the main thread's business
+                continue
+            if self._stopping:
+                return
+            if self._pump_lock.acquire(False):
+                try:
+                    self._drain(1 << 30)
+                except Exception as e:  # never die silently: the session depends on us
+                    print(f"shmray: background pump error: {type(e).__name__}: {e}",
+                          file=sys.stderr)
+                finally:
+                    self._pump_lock.release()
+
+    def _handle(self, w, msg):
+        kind = msg[0]
+        if kind == _ring.DONE:
+            self._on_done(w, msg)
+        elif kind == _ring.SUBMIT:
+            self._on_submit(msg)
+        elif kind == _ring.PUT:
+            self.store.put(msg[1], msg[2])
+        elif kind == _ring.GET or kind == _ring.WAIT:
+            self._on_rpc(w, msg)
+        elif kind == _ring.LOG:
+            self._on_log(w, msg)
+        elif kind == _ring.BOUNCE:
+            self._on_bounce(w, msg[1])
+        self._dispatch()
+
+    def _on_done(self, w, msg):
+        _, task_id, outcome, duration = msg
+        spec = w.inflight.popleft()
+        w.tasks_done += 1
+        if not w.inflight and not w.blocked:
+            self.scheduler.uncharge(w)
+            w.idle_since = time.monotonic()
+        self.scheduler.record_duration(spec.fn_id, duration)
+        if outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
+            spec.attempt += 1
+            spec.worker = None
+            self.scheduler.push(spec)
+            return
+        self._finish(spec, outcome)
+
+    def _should_retry(self, spec, outcome) -> bool:
+        opts = spec.options
+        if not opts.retry_exceptions or not (opts.max_retries < 0 or spec.attempt < opts.max_retries):
+            return False
+        if opts.retry_exceptions is True:
+            return True
+        try:
+            exc = ser.load_error(outcome)
+        except Exception:
+            return False
+        cause = exc.cause if isinstance(exc, RayTaskError) else exc
+        return isinstance(cause, tuple(opts.retry_exceptions))
+
+    def _on_submit(self, msg):
+        _, task_id, fn_id, fn_bytes, name, options, args_stored, refs = msg
+        if fn_bytes is not None and fn_id not in self.fn_bytes:
+            self.fn_bytes[fn_id] = (fn_bytes, name)
+        self._add_task(TaskSpec(task_id, fn_id, name, options, args_stored, refs, False))
+
+    def _on_rpc(self, w, msg):
+        """A worker blocks in get/wait: free its resources until it is answered."""
+        if msg[0] == _ring.GET:
+            _, req_id, oids, timeout = msg
+            rpc = _Rpc(w, req_id, oids, None, timeout)
+        else:
+            _, req_id, oids, num_returns, timeout = msg
+            rpc = _Rpc(w, req_id, oids, num_returns, timeout)
+        w.blocked = True
+        self.scheduler.uncharge(w)  # its CPU is free while it waits: children can run
+        self._rpcs[(w.index, req_id)] = rpc
+        store = self.store
+        for oid in oids:
+            if oid not in store.values and oid not in store.pending:
+                store.put(oid, ser.error_stored(ObjectLostError(
+                    f"{oid:032x}", "Its value was released or never existed in this session.")))
+        answer = lambda oid, rpc=rpc: self._answer(rpc, False)
+        for oid in oids:
+            if oid not in store.values:
+                store.on_ready(oid, answer)
+        self._answer(rpc, False)
+
+    def _answer(self, rpc, timed_out):
+        """Reply to a blocked worker if its get/wait is satisfied (or out of time)."""
+        w = rpc.worker
+        key = (w.index, rpc.req_id)
+        if self._rpcs.get(key) is not rpc:
+            return  # answered already
+        values = self.store.values
+        if rpc.num_returns is None:  # GET: every value, or None for a timeout
+            if all(o in values for o in rpc.oids):
+                payload = [values[o] for o in rpc.oids]
+            elif timed_out:
+                payload = None
+            else:
+                return
+        else:  # WAIT: a ready mask with at most num_returns set, in order, as Ray does
+            payload, ready = [], 0
+            for o in rpc.oids:
+                ok = o in values and ready < rpc.num_returns
+                ready += ok
+                payload.append(ok)
+            if ready < rpc.num_returns and not timed_out:
+                return
+        del self._rpcs[key]
+        if w not in self.pool.workers:
+            return
+        w.send(_ring.encode((_ring.REPLY, rpc.req_id, payload), w.ring, self.prefix))
+        w.blocked = False
+        if w.inflight and w.charge is None:
+            self.scheduler.charge(w, w.inflight[0].request)
+
+    def _on_log(self, w, msg):
+        _, fd, name, text = msg
+        stream = sys.stdout if fd == 1 else sys.stderr
+        prefix = f"({name} pid={w.pid}) " if name else f"(pid={w.pid}) "
+        try:
+            stream.write("".join(prefix + line + "\n" for line in text.split("\n")))
+            stream.flush()
+        except Exception:
+            pass
+
+    def _on_bounce(self, w, task_id):
+        for spec in w.inflight:
+            if spec.task_id == task_id:
+                w.inflight.remove(spec)
+                spec.worker = None
+                self.scheduler.push(spec, front=True)
+                return
+
+    # ========================================================= housekeeping
+    def _housekeep(self):
+        now = time.monotonic()
+        self._next_housekeep = now + HOUSEKEEP_EVERY
+        for w in list(self.pool.workers):
+            if w.proc.poll() is not None:
+                self._on_worker_death(w)
+            elif w.outbox:
+                w.flush()
+        for rpc in list(self._rpcs.values()):
+            if rpc.deadline is not None and now >= rpc.deadline:
+                self._answer(rpc, True)
+        extras = [w for w in self.pool.workers if w.extra and w.idle and not w.outbox
+                  and now - w.idle_since > IDLE_EXTRA_RETIRE]
+        for w in extras:
+            w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
+            self.pool.remove(w)
+            _reap_later(w.proc)
+        self._dispatch()
+
+    def _on_worker_death(self, w):
+        # What it managed to send before dying still counts.
+        rings = (w.channel.results,)
+        while True:
+            got = pop_any(rings, self.control.doorbell, 0.0, 0.0, 0)
+            if got is None:
+                break
+            self._handle(w, _ring.decode(got[1]))
+        if w not in self.pool.workers:
+            return
+        self.pool.remove(w)
+        self.scheduler.uncharge(w)
+        for key in [k for k in self._rpcs if k[0] == w.index]:
+            del self._rpcs[key]
+        why = describe_exit(w.proc.returncode)
+        inflight = list(w.inflight)
+        w.inflight.clear()
+        for i, spec in enumerate(inflight):
+            spec.worker = None
+            if i > 0:  # never started: just run it elsewhere
+                self.scheduler.push(spec, front=True)
+                continue
+            opts = spec.options
+            if opts.max_retries < 0 or spec.attempt < opts.max_retries:
+                spec.attempt += 1
+                self.scheduler.push(spec, front=True)
+            else:
+                self._finish(spec, ser.error_stored(WorkerCrashedError(
+                    f"The worker died unexpectedly while executing this task "
+                    f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
+                    f"time(s) (max_retries={opts.max_retries}).")))
+        if not w.extra and not self._stopping:
+            self.pool.spawn(w.core)
+
+    # ================================================================ get/put
+    def put(self, value):
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
+                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
+                            "on it.")
+        stored = ser.to_stored(value, self.new_segment_name)
+        oid = new_base_id()
+        with self._lock:
+            self.store.put(oid, stored)
+        return ObjectRef(oid, True)
+
+    def _wait_until(self, done, timeout):
+        """Pump until done() is true; False if `timeout` seconds pass first."""
+        if done():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = -1.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and remaining <= 0:
+                return done()
+            self._pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY))
+            if done():
+                return True
+
+    def get(self, refs: list, timeout):
+        values = self.store.values
+        oids = [r._id for r in refs if type(r) is ObjectRef]
+        for oid in oids:
+            if oid not in values and oid not in self.store.pending:
+                raise ObjectLostError(f"{oid:032x}",
+                                      "Its value was released or never existed in this session.")
+        if not self._wait_until(lambda: all(o in values for o in oids), timeout):
+            raise GetTimeoutError("Get timed out: some object(s) not ready.")
+        out = []
+        for r in refs:
+            if type(r) is not ObjectRef:
+                out.append(r)
+                continue
+            stored = values[r._id]
+            if stored[0] == ser.ERROR:
+                raise ser.load_error(stored)
+            out.append(ser.from_stored(stored))
+        return out
+
+    def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
+        values = self.store.values
+        is_ready = lambda r: type(r) is not ObjectRef or r._id in values
+        self._wait_until(lambda: sum(1 for r in refs if is_ready(r)) >= num_returns,
+                         timeout if timeout is not None else None)
+        ready, not_ready = [], []
+        for r in refs:
+            (ready if is_ready(r) and len(ready) < num_returns else not_ready).append(r)
+        return ready, not_ready
+
+    def future(self, ref):
+        fut = concurrent.futures.Future()
+
+        def resolve(oid, ref=ref):
+            stored = self.store.values[oid]
+            try:
+                if stored[0] == ser.ERROR:
+                    fut.set_exception(ser.load_error(stored))
+                else:
+                    fut.set_result(ser.from_stored(stored))
+            except Exception as e:
+                fut.set_exception(e)
+
+        with self._lock:
+            self.store.on_ready(ref._id, resolve)
+        return fut
+
+    # ================================================================ info
+    def cluster_resources(self):
+        return {k: v for k, v in self.ledger.totals.items() if v}
+
+    def available_resources(self):
+        with self._lock:
+            return {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
+
+    # ============================================================== shutdown
+    def shutdown(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        atexit.unregister(self.shutdown)
+        if self._bg.is_alive() and threading.current_thread() is not self._bg:
+            self._bg.join(timeout=1.0)
+        with self._lock:
+            self.pool.stop_all(grace=0.2)
+            self.store.clear()
+            for spec in self.tasks.values():
+                if spec.args_stored[0] == ser.SHM:
+                    _shm.unlink(spec.args_stored[1])
+            self.tasks.clear()
+        _shm.unlink(self.control.name)
+        _shm.unlink_prefix(self.prefix)
+        if _hooks.future == self.future:
+            _hooks.dropped = _hooks.escaped = _hooks.future = None
+        if _context.runtime is self:
+            _context.runtime = None
+
+
+class _Rpc:
+    """A worker's pending get (num_returns None) or wait."""
+
+    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline")
+
+    def __init__(self, worker, req_id, oids, num_returns, timeout):
+        self.worker = worker
+        self.req_id = req_id
+        self.oids = oids
+        self.num_returns = num_returns
+        self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+
+
+def _unpicklable_argument(task_name, args, kwargs, error) -> str:
+    """Name the argument that could not be pickled."""
+    for where, value in [(f"argument {i}", a) for i, a in enumerate(args)] + \
+                        [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]:
+        try:
+            ser.dumps(value)
+        except TypeError as e:
+            return f"Could not serialize {where} of task {task_name}: {e}"
+    return f"Could not serialize the arguments of task {task_name}: {error}"
+
+
+def _worker_sys_path():
+    path = list(sys.path)
+    if path and path[0] == "":
+        path[0] = os.getcwd()
+    return path
+
+
+_zombies = []
+
+
+def _reap_later(proc):
+    """Collect exited extra workers without blocking the pump."""
+    _zombies.append(proc)
+    _zombies[:] = [p for p in _zombies if p.poll() is None]
+

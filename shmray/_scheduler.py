@@ -1,0 +1,103 @@
+"""Which worker runs which ready task, within the node's resources.
+
+    ready tasks, grouped by resource request ──place()──► a worker (charged) or wait
+
+A worker runs one task at a time and is charged its task's request while busy.
+Short tasks (by the function's measured mean duration) may queue behind a busy
+worker holding the same request, so the ring always has work and the worker never
+sleeps between them; long or unknown ones wait for an idle worker so a slow task
+cannot hold quick ones hostage. When a task fits the free resources but every
+worker is busy (because some are blocked in get, or requests are fractional),
+an extra worker is started, up to a cap.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from ._resources import ResourceLedger
+from ._worker_pool import WorkerHandle, WorkerPool
+
+# Queue behind a busy worker only while the queued work stays under this much time.
+PIPELINE_SECONDS = 0.002
+PIPELINE_MAX = 64
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    ready: int
+    classes: int
+
+
+class Scheduler:
+    def __init__(self, ledger: ResourceLedger, pool: WorkerPool, cores: list, max_workers: int):
+        self.ledger = ledger
+        self.pool = pool
+        self.cores = cores
+        self.max_workers = max_workers
+        self.ready = {}            # request -> deque[TaskSpec]
+        self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
+        self._spread_next = 0
+
+    def push(self, spec, front=False):
+        q = self.ready.get(spec.request)
+        if q is None:
+            q = self.ready[spec.request] = deque()
+        if front:
+            q.appendleft(spec)
+        else:
+            q.append(spec)
+
+    def record_duration(self, fn_id, seconds):
+        m = self.fn_mean.get(fn_id)
+        self.fn_mean[fn_id] = seconds if m is None else 0.8 * m + 0.2 * seconds
+
+    def place(self, spec) -> WorkerHandle | None:
+        """A worker to run `spec` now, charging its resources; None if none can."""
+        request = spec.request
+        strategy = spec.options.scheduling_strategy
+        workers = self.pool.workers
+        if self.ledger.fits(request):
+            idle = [w for w in workers if not w.inflight and not w.blocked]
+            if idle:
+                if strategy == "SPREAD":
+                    w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30))
+                    self._spread_next = w.index + 1
+                else:
+                    w = max(idle, key=lambda w: w.idle_since)  # the warmest one
+                self.charge(w, request)
+                return w
+            if len(workers) < self.max_workers:
+                w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True)
+                self.charge(w, request)
+                return w
+        return self._pipeline(spec, workers)
+
+    def _pipeline(self, spec, workers):
+        if spec.options.scheduling_strategy == "SPREAD":
+            return None
+        mean = self.fn_mean.get(spec.fn_id)
+        if mean is None:
+            return None
+        depth = PIPELINE_MAX if mean <= 0 else min(PIPELINE_MAX, math.floor(PIPELINE_SECONDS / mean))
+        if depth < 2:
+            return None
+        best = None
+        for w in workers:
+            if w.charge == spec.request and not w.blocked and len(w.inflight) < depth:
+                if best is None or len(w.inflight) < len(best.inflight):
+                    best = w
+        return best
+
+    def charge(self, w, request):
+        w.charge = request
+        self.ledger.acquire(request)
+
+    def uncharge(self, w):
+        if w.charge is not None:
+            self.ledger.release(w.charge)
+            w.charge = None
+
+    def statistics(self) -> SchedulerStats:
+        return SchedulerStats(sum(len(q) for q in self.ready.values()), len(self.ready))

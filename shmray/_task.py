@@ -1,0 +1,28 @@
+"""TaskSpec: a task as the driver tracks it, from submission to its last attempt."""
+from __future__ import annotations
+
+
+class TaskSpec:
+    __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
+                 "unresolved", "attempt", "worker", "num_returns", "owned")
+
+    def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
+        self.task_id = task_id
+        self.fn_id = fn_id
+        self.name = name
+        self.options = options
+        self.request = options.request
+        self.num_returns = options.num_returns
+        self.args_stored = args_stored
+        self.deps = deps            # oids resolved into the arguments, or None
+        self.unresolved = 0         # deps not yet in the store
+        self.attempt = 0
+        self.worker = None          # WorkerHandle while dispatched
+        self.owned = owned          # submitted by the driver (it holds the returned refs)
+
+    def return_ids(self):
+        base = self.task_id
+        return [base + i for i in range(self.num_returns)]
+
+    def __repr__(self):
+        return f"TaskSpec({self.name}, id={self.task_id:032x}, attempt={self.attempt})"

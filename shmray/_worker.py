@@ -1,0 +1,259 @@
+"""A worker process: pop task descriptors from its ring, run them, push results.
+
+    task ring ──► FUNC  cache the function (shipped once per worker)
+              ──► TASK  resolve args (zero-copy) ─► run ─► DONE (inline or shm results)
+              ──► REPLY answer to this worker's own GET/WAIT (nested calls)
+    result ring ◄── DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
+
+Started as ``python -m shmray._worker CONFIG_JSON``; pinned to one core. It never
+imports the driver's runtime. It exits when told to, or when the driver is gone.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import pickle
+import sys
+import threading
+import time
+
+from . import _context, _ring, _serialization as ser
+from ._object_ref import ObjectRef, new_base_id
+from .exceptions import GetTimeoutError
+
+
+class LogStream(io.TextIOBase):
+    """sys.stdout/stderr of a worker: whole lines go to the driver, tagged with the task."""
+
+    def __init__(self, runtime: "WorkerRuntime", fd: int):
+        self._rt = runtime
+        self._fd = fd
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        with self._lock:
+            self._buf += s
+            if "\n" not in self._buf:
+                return len(s)
+            text, _, self._buf = self._buf.rpartition("\n")
+        self._rt.send((_ring.LOG, self._fd, self._rt.current_name, text))
+        return len(s)
+
+    def flush(self):
+        with self._lock:
+            text, self._buf = self._buf, ""
+        if text:
+            self._rt.send((_ring.LOG, self._fd, self._rt.current_name, text))
+
+    def isatty(self):
+        return False
+
+
+class WorkerRuntime:
+    """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
+
+    is_driver = False
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.driver_pid = config["driver_pid"]
+        self.resolve_nested = config["resolve_nested_refs"]
+        self.node_id = config["node_id"]
+        control = _ring.ControlArea(config["control"], create=False)
+        self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
+        self._control = control
+        self._tasks = self.channel.tasks
+        self._results = self.channel.results
+        self._spill = self.channel._spill_prefix
+        self._send_lock = threading.Lock()
+        self._rpc_lock = threading.Lock()
+        self._req_ids = itertools.count(1)
+        self._seg_ids = itertools.count(1)
+        self._seg_prefix = f"{config['session_prefix']}w{os.getpid()}_"
+        self.fns = {}              # fn_id -> (callable or Exception, name)
+        self.known_to_driver = set()
+        self.current_name = None
+        self.current_task_id = None
+        self.gpu_ids = []
+        self.spin = config.get("spin", 0.0)
+
+    # ---------------------------------------------------------------- plumbing
+    def new_segment_name(self) -> str:
+        return f"{self._seg_prefix}{next(self._seg_ids)}"
+
+    def send(self, msg: tuple):
+        data = _ring.encode(msg, self._results, self._spill)
+        with self._send_lock:
+            self._results.push(data, timeout=None)
+
+    # ------------------------------------------------------------- the loop
+    def serve(self):
+        pop = self._tasks.pop
+        decode = _ring.decode
+        while True:
+            data = pop(timeout=1.0, spin=self.spin)
+            if data is None:
+                continue
+            msg = decode(data)
+            kind = msg[0]
+            if kind == _ring.TASK:
+                self.run_task(msg)
+            elif kind == _ring.FUNC:
+                self.register(msg)
+            elif kind == _ring.EXIT:
+                return
+            # a REPLY outside an rpc is stale (its rpc timed out): drop it
+
+    def register(self, msg):
+        _, fn_id, fn_bytes, name = msg
+        try:
+            fn = pickle.loads(fn_bytes)
+        except Exception as e:  # e.g. a module the worker cannot import
+            fn = e
+        self.fns[fn_id] = (fn, name)
+        self.known_to_driver.add(fn_id)
+
+    def run_task(self, msg):
+        _, task_id, fn_id, num_returns, args_stored, dep_values = msg
+        fn, name = self.fns[fn_id]
+        self.current_name, self.current_task_id = name, task_id
+        start = time.perf_counter()
+        try:
+            if isinstance(fn, Exception):
+                raise fn
+            args, kwargs = ser.from_stored(args_stored)
+            if dep_values:
+                args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
+            result = fn(*args, **kwargs)
+            outcome = self.pack_results(result, num_returns)
+        except Exception as e:
+            outcome = ser.task_error_stored(name, e)
+        finally:
+            self.current_name = None
+        self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
+
+    def pack_results(self, result, num_returns):
+        if num_returns == 1:
+            return (ser.to_stored(result, self.new_segment_name),)
+        if num_returns == 0:
+            return ()
+        try:
+            items = tuple(result)
+        except TypeError:
+            raise ValueError(f"Task returned a {type(result).__name__}, but num_returns="
+                             f"{num_returns} needs a sequence of that many values") from None
+        if len(items) != num_returns:
+            raise ValueError(f"Task returned {len(items)} objects, but num_returns={num_returns}.")
+        return tuple(ser.to_stored(x, self.new_segment_name) for x in items)
+
+    # ------------------------------------------------ the API inside a task
+    def submit(self, rf, args, kwargs, options):
+        task_id = new_base_id()
+        args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
+        args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
+        fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
+        self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
+                   args_stored, refs))
+        self.known_to_driver.add(rf._fn_id)
+        n = options.num_returns
+        if n == 1:
+            return ObjectRef(task_id)
+        return [ObjectRef(task_id + i) for i in range(n)] if n else None
+
+    def put(self, value):
+        oid = new_base_id()
+        self.send((_ring.PUT, oid, ser.to_stored(value, self.new_segment_name)))
+        return ObjectRef(oid)
+
+    def _rpc(self, msg):
+        """Send GET/WAIT and wait for the REPLY; tasks that arrive meanwhile go back
+        to the driver, which gives them to a worker that is not blocked."""
+        with self._rpc_lock:
+            req_id = next(self._req_ids)
+            self.send(msg[:1] + (req_id,) + msg[1:])
+            while True:
+                data = self._tasks.pop(timeout=None)
+                reply = _ring.decode(data)
+                kind = reply[0]
+                if kind == _ring.REPLY and reply[1] == req_id:
+                    return reply[2]
+                if kind == _ring.TASK:
+                    self.send((_ring.BOUNCE, reply[1]))
+                elif kind == _ring.FUNC:
+                    self.register(reply)
+                elif kind == _ring.EXIT:
+                    os._exit(0)
+
+    def get(self, refs: list, timeout):
+        oids = [r._id for r in refs if type(r) is ObjectRef]
+        values = {}
+        if oids:
+            stored = self._rpc((_ring.GET, oids, timeout))
+            if stored is None:
+                raise GetTimeoutError("Get timed out: some object(s) not ready.")
+            for oid, s in zip(oids, stored):
+                values[oid] = s
+        out = []
+        for r in refs:
+            if type(r) is not ObjectRef:
+                out.append(r)
+                continue
+            s = values[r._id]
+            if ser.is_error(s):
+                raise ser.load_error(s)
+            out.append(ser.from_stored(s))
+        return out
+
+    def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
+        ready_mask = self._rpc((_ring.WAIT, [r._id for r in refs], num_returns, timeout))
+        ready = [r for r, ok in zip(refs, ready_mask) if ok]
+        return ready, [r for r, ok in zip(refs, ready_mask) if not ok]
+
+
+def _watch_driver(driver_pid: int):
+    """Exit soon after the driver dies, even while a task runs."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != driver_pid:
+            os._exit(1)
+
+
+def main(argv):
+    config = json.loads(argv[1])
+    if config.get("core") is not None:
+        try:
+            os.sched_setaffinity(0, {config["core"]})
+        except OSError:
+            pass
+    os.chdir(config["cwd"])
+    sys.path[:] = config["sys_path"]
+    rt = WorkerRuntime(config)
+    _context.runtime = rt
+    threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,
+                     name="shmray-driver-watch").start()
+    if config["log_to_driver"]:
+        sys.stdout = LogStream(rt, 1)
+        sys.stderr = LogStream(rt, 2)
+    else:
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+    try:
+        rt.serve()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
