@@ -34,8 +34,8 @@ from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, 
 from ._scheduler import Scheduler
 from ._task import TaskSpec
 from ._worker_pool import WorkerPool, describe_exit
-from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, TaskUnschedulableError,
-                         WorkerCrashedError)
+from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, RuntimeEnvSetupError,
+                         TaskUnschedulableError, WorkerCrashedError)
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
@@ -137,6 +137,10 @@ class DriverRuntime:
             warn_infeasible(spec.name, reason)
             self._finish(spec, ser.error_stored(TaskUnschedulableError(reason)))
             return
+        setup_error = self._setup_error(spec)
+        if setup_error:
+            self._finish(spec, ser.error_stored(setup_error))
+            return
         if spec.deps:
             for oid in spec.deps:
                 store.need(oid)
@@ -165,6 +169,13 @@ class DriverRuntime:
             return (f"node affinity to node {node!r}, which does not exist (this node is "
                     f"{self.node_id}) and soft=False")
         return infeasible(self.ledger.totals, spec.request)
+
+    def _setup_error(self, spec):
+        if spec.options.runtime_env:
+            return RuntimeEnvSetupError(
+                f"runtime_env is not supported by this shmray version yet (task {spec.name} "
+                f"asked for {sorted(spec.options.runtime_env)})")
+        return None
 
     def _dep_ready(self, spec):
         spec.unresolved -= 1

@@ -128,9 +128,14 @@ def error_stored(exc: BaseException):
         return (ERROR, pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (unpicklable: {e})")))
 
 
-def task_error_stored(function_name: str, exc: BaseException):
-    """Stored form of an exception raised by the user's task code."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
+    """Stored form of an exception raised by the user's task code; the first
+    `skip_frames` frames (the worker's own) are left out of the traceback."""
+    tb_obj = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb_obj is not None and tb_obj.tb_next is not None:
+            tb_obj = tb_obj.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
     cause = exc
     try:
         cloudpickle.dumps(cause, protocol=5)

@@ -135,7 +135,7 @@ class WorkerRuntime:
             result = fn(*args, **kwargs)
             outcome = self.pack_results(result, num_returns)
         except Exception as e:
-            outcome = ser.task_error_stored(name, e)
+            outcome = ser.task_error_stored(name, e, skip_frames=1)
         finally:
             self.current_name = None
         self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
