@@ -23,8 +23,8 @@ class _Hooks:
 
 _hooks = _Hooks()
 
-# Ids: a per-process random 64-bit prefix, a counter, and 8 bits of return index.
-_ID_SHIFT = 8
+# Ids: a per-process random 64-bit prefix, a counter, and 16 bits of return index.
+_ID_SHIFT = 16
 _prefix_lock = threading.Lock()
 _prefix = None
 _counter = count(1)
@@ -41,6 +41,11 @@ def _reset_ids():
 _reset_ids()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_ids)
+
+
+def task_id_of(oid: int) -> int:
+    """The id of the task whose return `oid` is (the base id for puts)."""
+    return oid >> _ID_SHIFT << _ID_SHIFT
 
 
 def new_base_id() -> int:

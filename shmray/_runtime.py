@@ -28,7 +28,7 @@ import warnings
 
 from . import _context, _ring, _serialization as ser, _shm
 from ._cring import pop_any, wait_stalled
-from ._object_ref import ObjectRef, _hooks, new_base_id
+from ._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from ._object_store import ObjectStore
 from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, warn_infeasible
 from ._scheduler import Scheduler
@@ -74,7 +74,7 @@ class DriverRuntime:
             "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
             "spin": WORKER_SPIN, "totals": totals})
         self.scheduler = Scheduler(self.ledger, self.pool, cores,
-                                   max_workers or max(64, 4 * n_base))
+                                   max_workers or max(32, 4 * n_base))
         self.n_base = n_base
         self.fn_bytes = {}          # fn_id -> (pickled function, name)
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
@@ -190,8 +190,31 @@ class DriverRuntime:
                 if values[oid][0] == ser.ERROR:
                     self._finish(spec, values[oid])
                     return
+        rpc = self.scheduler.awaited.get(spec.task_id)
+        if rpc is not None and self.scheduler.helpable(rpc) and self.ledger.fits(spec.request):
+            self._send_help(rpc.worker, spec)
+            return
         self.scheduler.push(spec)
         self._dispatch()
+
+    def _send_help(self, w, spec):
+        spec.helping = True
+        self.scheduler.charge(w, spec.request)
+        self._send_task(w, spec)
+
+    def _help_blocked(self, w):
+        """`w` waits in get for tasks still queued: let it run one of them itself."""
+        rpc = w.rpcs[-1] if w.rpcs else None
+        if rpc is None or not self.scheduler.helpable(rpc):
+            return
+        values, tasks = self.store.values, self.tasks
+        for oid in rpc.oids:
+            if oid not in values:
+                spec = tasks.get(task_id_of(oid))
+                if spec is not None and spec.queued and self.ledger.fits(spec.request):
+                    self.scheduler.take(spec)
+                    self._send_help(w, spec)
+                    return
 
     def _dispatch(self):
         sched = self.scheduler
@@ -201,7 +224,9 @@ class DriverRuntime:
                 w = sched.place(q[0])
                 if w is None:
                     break
-                self._send_task(w, q.popleft())
+                spec = q.popleft()
+                spec.queued = False
+                self._send_task(w, spec)
             if not q:
                 del sched.ready[request]
 
@@ -214,7 +239,7 @@ class DriverRuntime:
         values = self.store.values
         dep_values = tuple(values[o] for o in spec.deps) if spec.deps else None
         w.send(_ring.encode((_ring.TASK, spec.task_id, fn_id, spec.num_returns,
-                             spec.args_stored, dep_values), w.ring, self.prefix))
+                             spec.args_stored, dep_values, spec.helping), w.ring, self.prefix))
         w.inflight.append(spec)
         spec.worker = w
 
@@ -315,10 +340,16 @@ class DriverRuntime:
 
     def _on_done(self, w, msg):
         _, task_id, outcome, duration = msg
-        spec = w.inflight.popleft()
+        inflight = w.inflight
+        if inflight[0].task_id == task_id:
+            spec = inflight.popleft()
+        else:  # a help task, run on top of a waiting one
+            spec = next(s for s in inflight if s.task_id == task_id)
+            inflight.remove(spec)
+        spec.helping = False
         w.tasks_done += 1
-        if not w.inflight and not w.blocked:
-            self.scheduler.uncharge(w)
+        self._resume(w)
+        if not inflight:
             w.idle_since = time.monotonic()
         self.scheduler.record_duration(spec.fn_id, duration)
         if outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
@@ -355,7 +386,7 @@ class DriverRuntime:
         else:
             _, req_id, oids, num_returns, timeout = msg
             rpc = _Rpc(w, req_id, oids, num_returns, timeout)
-        w.blocked = True
+        w.rpcs.append(rpc)
         self.scheduler.uncharge(w)  # its CPU is free while it waits: children can run
         self._rpcs[(w.index, req_id)] = rpc
         store = self.store
@@ -364,10 +395,14 @@ class DriverRuntime:
                 store.put(oid, ser.error_stored(ObjectLostError(
                     f"{oid:032x}", "Its value was released or never existed in this session.")))
         answer = lambda oid, rpc=rpc: self._answer(rpc, False)
+        awaited = self.scheduler.awaited
         for oid in oids:
             if oid not in store.values:
                 store.on_ready(oid, answer)
+                if rpc.num_returns is None:
+                    awaited[oid] = rpc
         self._answer(rpc, False)
+        self._help_blocked(w)
 
     def _answer(self, rpc, timed_out):
         """Reply to a blocked worker if its get/wait is satisfied (or out of time)."""
@@ -392,12 +427,31 @@ class DriverRuntime:
             if ready < rpc.num_returns and not timed_out:
                 return
         del self._rpcs[key]
+        awaited = self.scheduler.awaited
+        for oid in rpc.oids:
+            if awaited.get(oid) is rpc:
+                del awaited[oid]
         if w not in self.pool.workers:
             return
         w.send(_ring.encode((_ring.REPLY, rpc.req_id, payload), w.ring, self.prefix))
-        w.blocked = False
-        if w.inflight and w.charge is None:
-            self.scheduler.charge(w, w.inflight[0].request)
+        rpc.answered = True
+        if w.rpcs[-1] is rpc:  # the innermost wait: the worker runs again
+            self._resume(w)
+
+    def _resume(self, w):
+        """`w` finished a task or got a reply: it runs again if something is runnable —
+        the task under an answered innermost wait, or its next queued task."""
+        if w.rpcs:
+            if not w.rpcs[-1].answered:
+                self.scheduler.uncharge(w)  # back to waiting
+                self._help_blocked(w)
+                return
+            w.rpcs.pop()
+        if w.inflight:
+            if w.charge is None:
+                self.scheduler.charge(w, w.inflight[0].request)
+        else:
+            self.scheduler.uncharge(w)
 
     def _on_log(self, w, msg):
         _, fd, name, text = msg
@@ -449,14 +503,20 @@ class DriverRuntime:
             return
         self.pool.remove(w)
         self.scheduler.uncharge(w)
+        w.rpcs.clear()
         for key in [k for k in self._rpcs if k[0] == w.index]:
-            del self._rpcs[key]
+            rpc = self._rpcs.pop(key)
+            for oid in rpc.oids:
+                if self.scheduler.awaited.get(oid) is rpc:
+                    del self.scheduler.awaited[oid]
         why = describe_exit(w.proc.returncode)
         inflight = list(w.inflight)
         w.inflight.clear()
         for i, spec in enumerate(inflight):
             spec.worker = None
-            if i > 0:  # never started: just run it elsewhere
+            started = i == 0 or spec.helping
+            spec.helping = False
+            if not started:  # never started: just run it elsewhere
                 self.scheduler.push(spec, front=True)
                 continue
             opts = spec.options
@@ -578,7 +638,7 @@ class DriverRuntime:
 class _Rpc:
     """A worker's pending get (num_returns None) or wait."""
 
-    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline")
+    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline", "answered")
 
     def __init__(self, worker, req_id, oids, num_returns, timeout):
         self.worker = worker
@@ -586,6 +646,7 @@ class _Rpc:
         self.oids = oids
         self.num_returns = num_returns
         self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        self.answered = False
 
 
 def _unpicklable_argument(task_name, args, kwargs, error) -> str:

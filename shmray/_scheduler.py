@@ -8,7 +8,11 @@ worker holding the same request, so the ring always has work and the worker neve
 sleeps between them; long or unknown ones wait for an idle worker so a slow task
 cannot hold quick ones hostage. When a task fits the free resources but every
 worker is busy (because some are blocked in get, or requests are fractional),
-an extra worker is started, up to a cap.
+an extra worker is started, up to a cap. Before that, a worker blocked in ``get``
+on a task's result "helps": it runs that task itself, on top of the frame that
+waits for it. A frame only ever helps its own dependencies, so the help never
+delays it, the stack grows no deeper than the user's recursion, and a recursion
+as wide as you like (fib(20), one task per call) runs on the base workers.
 """
 from __future__ import annotations
 
@@ -38,9 +42,11 @@ class Scheduler:
         self.max_workers = max_workers
         self.ready = {}            # request -> deque[TaskSpec]
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
+        self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
         self._spread_next = 0
 
     def push(self, spec, front=False):
+        spec.queued = True
         q = self.ready.get(spec.request)
         if q is None:
             q = self.ready[spec.request] = deque()
@@ -48,6 +54,20 @@ class Scheduler:
             q.appendleft(spec)
         else:
             q.append(spec)
+
+    def take(self, spec):
+        """Remove a queued task to run it out of turn (a blocked worker helps with it)."""
+        q = self.ready[spec.request]
+        q.remove(spec)
+        if not q:
+            del self.ready[spec.request]
+        spec.queued = False
+
+    def helpable(self, rpc) -> bool:
+        """Can the worker of this open get run a task for it right now?"""
+        w = rpc.worker
+        return (rpc.num_returns is None and not rpc.answered and w.charge is None
+                and bool(w.rpcs) and w.rpcs[-1] is rpc)
 
     def record_duration(self, fn_id, seconds):
         m = self.fn_mean.get(fn_id)
@@ -59,7 +79,7 @@ class Scheduler:
         strategy = spec.options.scheduling_strategy
         workers = self.pool.workers
         if self.ledger.fits(request):
-            idle = [w for w in workers if not w.inflight and not w.blocked]
+            idle = [w for w in workers if not w.inflight and not w.rpcs]
             if idle:
                 if strategy == "SPREAD":
                     w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30))
@@ -85,7 +105,7 @@ class Scheduler:
             return None
         best = None
         for w in workers:
-            if w.charge == spec.request and not w.blocked and len(w.inflight) < depth:
+            if w.charge == spec.request and not w.rpcs and len(w.inflight) < depth:
                 if best is None or len(w.inflight) < len(best.inflight):
                     best = w
         return best

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
-                 "unresolved", "attempt", "worker", "num_returns", "owned")
+                 "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -19,6 +19,8 @@ class TaskSpec:
         self.attempt = 0
         self.worker = None          # WorkerHandle while dispatched
         self.owned = owned          # submitted by the driver (it holds the returned refs)
+        self.helping = False        # runs inside a blocked worker's wait (see _scheduler)
+        self.queued = False         # in the scheduler's ready queues
 
     def return_ids(self):
         base = self.task_id

@@ -74,7 +74,9 @@ class WorkerRuntime:
         self._results = self.channel.results
         self._spill = self.channel._spill_prefix
         self._send_lock = threading.Lock()
-        self._rpc_lock = threading.Lock()
+        self._rpc_lock = threading.RLock()  # re-entered by tasks run while waiting
+        self._waiting = set()      # req_ids of this worker's open rpcs
+        self._replies = {}         # req_id -> reply payload, until its rpc picks it up
         self._req_ids = itertools.count(1)
         self._seg_ids = itertools.count(1)
         self._seg_prefix = f"{config['session_prefix']}w{os.getpid()}_"
@@ -122,8 +124,9 @@ class WorkerRuntime:
         self.known_to_driver.add(fn_id)
 
     def run_task(self, msg):
-        _, task_id, fn_id, num_returns, args_stored, dep_values = msg
+        _, task_id, fn_id, num_returns, args_stored, dep_values, _help = msg
         fn, name = self.fns[fn_id]
+        outer = self.current_name, self.current_task_id  # a help task runs inside another
         self.current_name, self.current_task_id = name, task_id
         start = time.perf_counter()
         try:
@@ -137,7 +140,7 @@ class WorkerRuntime:
         except Exception as e:
             outcome = ser.task_error_stored(name, e, skip_frames=1)
         finally:
-            self.current_name = None
+            self.current_name, self.current_task_id = outer
         self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
 
     def pack_results(self, result, num_returns):
@@ -174,23 +177,33 @@ class WorkerRuntime:
         return ObjectRef(oid)
 
     def _rpc(self, msg):
-        """Send GET/WAIT and wait for the REPLY; tasks that arrive meanwhile go back
-        to the driver, which gives them to a worker that is not blocked."""
+        """Send GET/WAIT and wait for its REPLY. Meanwhile, tasks queued to this worker
+        before it blocked go back to the driver (BOUNCE) for a free worker; a task the
+        driver marks `help` (every worker is busy or blocked, the pool is at its cap)
+        runs right here, on top of the waiting one, so nested tasks never deadlock."""
         with self._rpc_lock:
             req_id = next(self._req_ids)
-            self.send(msg[:1] + (req_id,) + msg[1:])
-            while True:
-                data = self._tasks.pop(timeout=None)
-                reply = _ring.decode(data)
-                kind = reply[0]
-                if kind == _ring.REPLY and reply[1] == req_id:
-                    return reply[2]
-                if kind == _ring.TASK:
-                    self.send((_ring.BOUNCE, reply[1]))
-                elif kind == _ring.FUNC:
-                    self.register(reply)
-                elif kind == _ring.EXIT:
-                    os._exit(0)
+            self._waiting.add(req_id)
+            try:
+                self.send(msg[:1] + (req_id,) + msg[1:])
+                while req_id not in self._replies:
+                    reply = _ring.decode(self._tasks.pop(timeout=None))
+                    kind = reply[0]
+                    if kind == _ring.REPLY:
+                        if reply[1] in self._waiting:  # else stale: its rpc is over
+                            self._replies[reply[1]] = reply[2]
+                    elif kind == _ring.TASK:
+                        if reply[-1]:
+                            self.run_task(reply)
+                        else:
+                            self.send((_ring.BOUNCE, reply[1]))
+                    elif kind == _ring.FUNC:
+                        self.register(reply)
+                    elif kind == _ring.EXIT:
+                        os._exit(0)
+                return self._replies.pop(req_id)
+            finally:
+                self._waiting.discard(req_id)
 
     def get(self, refs: list, timeout):
         oids = [r._id for r in refs if type(r) is ObjectRef]
@@ -235,6 +248,9 @@ def main(argv):
             pass
     os.chdir(config["cwd"])
     sys.path[:] = config["sys_path"]
+    # Help tasks run on top of the frames that wait for them: one nesting level of
+    # user recursion costs a handful of Python frames.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     rt = WorkerRuntime(config)
     _context.runtime = rt
     threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,

@@ -22,7 +22,7 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
-                 "fns", "blocked", "outbox", "extra", "idle_since", "tasks_done", "started")
+                 "fns", "rpcs", "outbox", "extra", "idle_since", "tasks_done", "started")
 
     def __init__(self, index, proc, channel, core, extra):
         self.index = index
@@ -34,7 +34,7 @@ class WorkerHandle:
         self.inflight = deque()     # TaskSpecs pushed to it, in execution order
         self.charge = None          # the resource request it holds while busy
         self.fns = set()            # function ids already shipped to it
-        self.blocked = False        # waiting for the driver inside get/wait
+        self.rpcs = []              # its open get/wait calls, innermost last
         self.outbox = deque()       # encoded messages that did not fit in its ring yet
         self.extra = extra          # started beyond num_cpus (blocked or fractional tasks)
         self.idle_since = time.monotonic()
@@ -51,8 +51,12 @@ class WorkerHandle:
             out.popleft()
 
     @property
+    def blocked(self) -> bool:
+        return bool(self.rpcs)
+
+    @property
     def idle(self) -> bool:
-        return not self.inflight and not self.blocked
+        return not self.inflight and not self.rpcs
 
     def __repr__(self):
         return f"<worker {self.index} pid={self.pid} core={self.core}>"

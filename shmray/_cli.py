@@ -1,0 +1,56 @@
+"""The command line: ``shmray COMMAND`` (or ``python -m shmray COMMAND``).
+
+A command is a subparser plus a handler(args) -> exit status; add one in
+``build_parser`` next to ``demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run_demo(args) -> int:
+    # Imported here, not at the top: the demo brings numpy and a session's worth of task
+    # definitions, which parsing arguments, printing help and other commands need not load.
+    from . import _demo
+    _demo.run(num_cpus=args.num_cpus, quick=args.quick)
+    return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shmray", description="shmray: Ray's Tasks API on one machine, over shared memory.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the seed's task patterns and benchmark against multiprocessing",
+        description="Start a session, run the task patterns of the seed (parallel map, "
+                    "dependencies, map-reduce, fork-join, pipeline, multiple returns, a large "
+                    "shared array), and measure small-task throughput and round-trip latency "
+                    "against multiprocessing.Pool with as many processes as workers.")
+    demo.add_argument("--num-cpus", type=positive_int, default=None, metavar="N",
+                      help="workers, and Pool processes (default: the CPUs this process may "
+                           "run on)")
+    demo.add_argument("--quick", action="store_true",
+                      help="time 2,000 small tasks instead of 20,000")
+    demo.set_defaults(handler=run_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.handler(args)
