@@ -147,8 +147,7 @@ class DriverRuntime:
             missing = [oid for oid in spec.deps if oid not in store.values]
             lost = [oid for oid in missing if oid not in store.pending]
             if lost:
-                self._finish(spec, ser.error_stored(ObjectLostError(
-                    f"{lost[0]:032x}", "Its value was released or never existed in this session.")))
+                self._finish(spec, ser.error_stored(_lost(lost[0])))
                 return
             spec.unresolved = len(missing)
             for oid in missing:
@@ -392,8 +391,7 @@ class DriverRuntime:
         store = self.store
         for oid in oids:
             if oid not in store.values and oid not in store.pending:
-                store.put(oid, ser.error_stored(ObjectLostError(
-                    f"{oid:032x}", "Its value was released or never existed in this session.")))
+                store.put(oid, ser.error_stored(_lost(oid)))
         answer = lambda oid, rpc=rpc: self._answer(rpc, False)
         awaited = self.scheduler.awaited
         for oid in oids:
@@ -561,20 +559,10 @@ class DriverRuntime:
         oids = [r._id for r in refs if type(r) is ObjectRef]
         for oid in oids:
             if oid not in values and oid not in self.store.pending:
-                raise ObjectLostError(f"{oid:032x}",
-                                      "Its value was released or never existed in this session.")
+                raise _lost(oid)
         if not self._wait_until(lambda: all(o in values for o in oids), timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        out = []
-        for r in refs:
-            if type(r) is not ObjectRef:
-                out.append(r)
-                continue
-            stored = values[r._id]
-            if stored[0] == ser.ERROR:
-                raise ser.load_error(stored)
-            out.append(ser.from_stored(stored))
-        return out
+        return ser.values_of(refs, values)
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         values = self.store.values
@@ -647,6 +635,10 @@ class _Rpc:
         self.num_returns = num_returns
         self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         self.answered = False
+
+
+def _lost(oid) -> ObjectLostError:
+    return ObjectLostError(f"{oid:032x}", "Its value was released or never existed in this session.")
 
 
 def _unpicklable_argument(task_name, args, kwargs, error) -> str:

@@ -169,43 +169,21 @@ def extract_refs(args: tuple, kwargs: dict, nested: bool):
     Returns (args, kwargs, refs): refs is None when there were none (the common,
     fast case) and the arguments are returned untouched.
     """
-    refs = None
-    for a in args:
+    for a in (*args, *kwargs.values()):
         t = type(a)
         if t is ObjectRef or (nested and t in _CONTAINERS and _holds_ref(a)):
-            refs = []
             break
     else:
-        for a in kwargs.values():
-            t = type(a)
-            if t is ObjectRef or (nested and t in _CONTAINERS and _holds_ref(a)):
-                refs = []
-                break
-    if refs is None:
         return args, kwargs, None
+    refs = []
 
-    def sub(x):
+    def to_placeholder(x):
         if type(x) is ObjectRef:
             refs.append(x._id)
             return ArgRef(len(refs) - 1)
         return x
 
-    def sub_arg(a):
-        t = type(a)
-        if t is ObjectRef:
-            return sub(a)
-        if nested:
-            if t is list:
-                return [sub(x) for x in a]
-            if t is tuple:
-                return tuple(sub(x) for x in a)
-            if t is dict:
-                return {k: sub(v) for k, v in a.items()}
-        return a
-
-    args = tuple(sub_arg(a) for a in args)
-    kwargs = {k: sub_arg(v) for k, v in kwargs.items()}
-    return args, kwargs, refs
+    return (*_map_args(args, kwargs, to_placeholder, nested), refs)
 
 
 def _holds_ref(container) -> bool:
@@ -218,20 +196,35 @@ def _holds_ref(container) -> bool:
 
 def fill_refs(args: tuple, kwargs: dict, values: list):
     """Inverse of extract_refs: put resolved values where the placeholders are."""
+    return _map_args(args, kwargs, lambda x: values[x.i] if type(x) is ArgRef else x, True)
 
-    def sub(x):
-        return values[x.i] if type(x) is ArgRef else x
 
-    def sub_arg(a):
+def _map_args(args, kwargs, f, nested):
+    """Apply f to each argument, and to the items of list/tuple/dict ones if nested."""
+
+    def one(a):
         t = type(a)
-        if t is ArgRef:
-            return values[a.i]
-        if t is list:
-            return [sub(x) for x in a]
-        if t is tuple:
-            return tuple(sub(x) for x in a)
-        if t is dict:
-            return {k: sub(v) for k, v in a.items()}
-        return a
+        if nested and t in _CONTAINERS:
+            if t is list:
+                return [f(x) for x in a]
+            if t is tuple:
+                return tuple(f(x) for x in a)
+            return {k: f(v) for k, v in a.items()}
+        return f(a)
 
-    return tuple(sub_arg(a) for a in args), {k: sub_arg(v) for k, v in kwargs.items()}
+    return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
+
+
+def values_of(refs: list, stored: dict) -> list:
+    """What ``get`` returns: each ref's value from its stored form (the first error
+    raises); items that are not refs are already values and pass through."""
+    out = []
+    for r in refs:
+        if type(r) is not ObjectRef:
+            out.append(r)
+            continue
+        s = stored[r._id]
+        if s[0] == ERROR:
+            raise load_error(s)
+        out.append(from_stored(s))
+    return out

@@ -207,23 +207,19 @@ class WorkerRuntime:
 
     def get(self, refs: list, timeout):
         oids = [r._id for r in refs if type(r) is ObjectRef]
-        values = {}
-        if oids:
-            stored = self._rpc((_ring.GET, oids, timeout))
-            if stored is None:
-                raise GetTimeoutError("Get timed out: some object(s) not ready.")
-            for oid, s in zip(oids, stored):
-                values[oid] = s
-        out = []
-        for r in refs:
-            if type(r) is not ObjectRef:
-                out.append(r)
-                continue
-            s = values[r._id]
-            if ser.is_error(s):
-                raise ser.load_error(s)
-            out.append(ser.from_stored(s))
-        return out
+        if not oids:
+            return list(refs)
+        stored = self._rpc((_ring.GET, oids, timeout))
+        if stored is None:
+            raise GetTimeoutError("Get timed out: some object(s) not ready.")
+        return ser.values_of(refs, dict(zip(oids, stored)))
+
+    def cluster_resources(self):
+        return {k: v for k, v in self.config["totals"].items() if v}
+
+    def available_resources(self):
+        raise RuntimeError("available_resources() is answered by the driver only; call it "
+                           "outside of tasks")
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         ready_mask = self._rpc((_ring.WAIT, [r._id for r in refs], num_returns, timeout))
