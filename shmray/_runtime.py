@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -610,6 +611,7 @@ class DriverRuntime:
             self._bg.join(timeout=1.0)
         with self._lock:
             self.pool.stop_all(grace=0.2)
+            _reap_zombies()
             self.store.clear()
             for spec in self.tasks.values():
                 if spec.args_stored[0] == ser.SHM:
@@ -666,4 +668,14 @@ def _reap_later(proc):
     """Collect exited extra workers without blocking the pump."""
     _zombies.append(proc)
     _zombies[:] = [p for p in _zombies if p.poll() is None]
+
+
+def _reap_zombies():
+    for p in _zombies:
+        try:
+            p.wait(0.5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    _zombies.clear()
 
