@@ -249,7 +249,7 @@ class DriverRuntime:
         spec.worker = None
         store = self.store
         ids = spec.return_ids()
-        if outcome[0] == ser.ERROR or len(outcome) != len(ids) or not isinstance(outcome[0], tuple):
+        if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
             for oid in ids:
                 store.put(oid, outcome)
         else:
@@ -265,11 +265,9 @@ class DriverRuntime:
     def _drain(self, limit):
         """Handle up to `limit` messages that are already waiting (caller holds _pump_lock)."""
         workers, rings = self.pool.snapshot
-        if not rings:
-            return 0
         n = 0
         with self._lock:
-            while n < limit:
+            while rings and n < limit:
                 got = pop_any(rings, self.control.doorbell, 0.0, 0.0, self._rr)
                 if got is None:
                     break

@@ -398,3 +398,21 @@ def test_exit_without_shutdown_leaves_nothing():
     time.sleep(0.2)
     assert not os.path.exists(f"/proc/{worker_pid}")
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"shmray_{driver_pid}_")]
+
+
+def test_zero_returns_and_zero_cpu_tasks(fresh, tmp_path):
+    fresh.init(num_cpus=0)
+    marker = tmp_path / "ran"
+
+    @fresh.remote(num_returns=0, num_cpus=0)
+    def side_effect(path):
+        open(path, "w").write("ran")
+
+    assert side_effect.remote(str(marker)) is None
+
+    @fresh.remote(num_cpus=0)
+    def free():
+        return "no CPU needed"
+
+    assert fresh.get(free.remote()) == "no CPU needed"
+    assert marker.read_text() == "ran"
