@@ -33,8 +33,12 @@ static int timeout_arg(PyObject *obj, int64_t *out) {
     if (obj == NULL || obj == Py_None) { *out = -1; return 0; }
     double t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred()) return -1;
+    if (t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number of seconds or None, not NaN");
+        return -1;
+    }
     if (t < 0) t = 0;
-    *out = (int64_t)(t * 1e9);
+    *out = t >= 9e9 ? -1 : (int64_t)(t * 1e9); /* beyond ~285 years: forever (also inf) */
     return 0;
 }
 
@@ -151,12 +155,14 @@ static int push_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
 }
 
 static PyObject *Ring_push(RingObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"data", "timeout", "spin", NULL};
+    static char *kwlist[] = {"data", "timeout", "spin", "wake", NULL};
     Py_buffer data;
     PyObject *timeout_obj = NULL;
     double spin = 0.0;
+    int wake = 1;
     if (!ring_ready(self)) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|Od", kwlist, &data, &timeout_obj, &spin)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|Odp", kwlist, &data, &timeout_obj, &spin, &wake))
+        return NULL;
     int64_t timeout_ns = 0;
     if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) goto fail;
     if ((uint64_t)data.len > shmray_ring_max_payload(&self->ring)) {
@@ -165,7 +171,7 @@ static PyObject *Ring_push(RingObject *self, PyObject *args, PyObject *kw) {
         goto fail;
     }
     for (;;) {
-        if (shmray_ring_try_push(&self->ring, data.buf, (uint32_t)data.len) == 0) {
+        if (shmray_ring_try_push(&self->ring, data.buf, (uint32_t)data.len, wake) == 0) {
             PyBuffer_Release(&data);
             Py_RETURN_TRUE;
         }
@@ -185,6 +191,10 @@ fail:
 static PyObject *pop_now(shmray_ring *ring) {
     const uint8_t *p;
     int64_t n = shmray_ring_peek(ring, &p);
+    if (n == -2) {
+        PyErr_SetString(PyExc_RuntimeError, "shmray ring corrupted: impossible record length");
+        return NULL;
+    }
     if (n < 0) Py_RETURN_NONE;
     PyObject *out = PyBytes_FromStringAndSize((const char *)p, n);
     if (out) shmray_ring_release(ring, (uint32_t)n);
@@ -210,6 +220,16 @@ static PyObject *Ring_pop(RingObject *self, PyObject *args, PyObject *kw) {
     return pop_now(&self->ring);
 }
 
+static PyObject *Ring_wake(RingObject *self, PyObject *unused) {
+    if (!ring_ready(self)) return NULL;
+    return PyBool_FromLong(shmray_ring_wake(&self->ring));
+}
+
+static PyObject *Ring_sleeping(RingObject *self, void *closure) {
+    if (!ring_ready(self)) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&self->ring.hdr->consumer_waiting, __ATOMIC_ACQUIRE));
+}
+
 static PyObject *Ring_used(RingObject *self, void *closure) {
     if (!ring_ready(self)) return NULL;
     return PyLong_FromUnsignedLongLong(shmray_ring_used(&self->ring));
@@ -227,8 +247,11 @@ static PyObject *Ring_max_message(RingObject *self, void *closure) {
 
 static PyMethodDef Ring_methods[] = {
     {"push", (PyCFunction)(void (*)(void))Ring_push, METH_VARARGS | METH_KEYWORDS,
-     "push(data, timeout=0.0, spin=0.0) -> bool: append one message; wait up to timeout "
-     "seconds (None: forever) for space. False if there was no room in time."},
+     "push(data, timeout=0.0, spin=0.0, wake=True) -> bool: append one message; wait up to "
+     "timeout seconds (None: forever) for space. False if there was no room in time. "
+     "wake=False leaves a sleeping consumer asleep (call wake() after a batch)."},
+    {"wake", (PyCFunction)Ring_wake, METH_NOARGS,
+     "wake() -> bool: wake the consumer if it sleeps (True if it did)."},
     {"pop", (PyCFunction)(void (*)(void))Ring_pop, METH_VARARGS | METH_KEYWORDS,
      "pop(timeout=0.0, spin=0.0) -> bytes | None: take the next message, spinning for spin "
      "seconds and then sleeping up to timeout seconds (None: forever)."},
@@ -236,6 +259,7 @@ static PyMethodDef Ring_methods[] = {
 
 static PyGetSetDef Ring_getset[] = {
     {"used", (getter)Ring_used, NULL, "bytes currently queued", NULL},
+    {"sleeping", (getter)Ring_sleeping, NULL, "the consumer sleeps on the futex", NULL},
     {"capacity", (getter)Ring_capacity, NULL, "bytes of record space", NULL},
     {"max_message", (getter)Ring_max_message, NULL, "largest message accepted", NULL},
     {NULL}};
@@ -309,25 +333,33 @@ static PyObject *pop_any(PyObject *mod, PyObject *args, PyObject *kw) {
     return res;
 }
 
-typedef struct { shmray_ring **rings; int n; int64_t poll_ns; } stalled_arg;
+typedef struct { shmray_ring **rings; int n; shmray_ring **nudge; int m; int64_t poll_ns; } stalled_arg;
 
 static int stalled_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
     stalled_arg *a = (stalled_arg *)arg;
     (void)spin_ns;
-    return shmray_wait_stalled(a->rings, a->n, a->poll_ns, timeout_ns);
+    return shmray_wait_stalled(a->rings, a->n, a->nudge, a->m, a->poll_ns, timeout_ns);
 }
 
 static PyObject *wait_stalled(PyObject *mod, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"rings", "poll", "timeout", NULL};
-    PyObject *tuple, *timeout_obj = NULL;
+    static char *kwlist[] = {"rings", "poll", "timeout", "nudge", NULL};
+    PyObject *tuple, *timeout_obj = NULL, *nudge_tuple = NULL;
     double poll;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|O", kwlist, &tuple, &poll, &timeout_obj)) return NULL;
-    shmray_ring *rings[MAX_RINGS];
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|OO", kwlist, &tuple, &poll, &timeout_obj,
+                                     &nudge_tuple))
+        return NULL;
+    shmray_ring *rings[MAX_RINGS], *nudge[MAX_RINGS];
     int n = collect_rings(tuple, rings);
     if (n < 0) return NULL;
+    int m = 0;
+    if (nudge_tuple && (m = collect_rings(nudge_tuple, nudge)) < 0) return NULL;
     int64_t timeout_ns = -1;
     if (timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
-    stalled_arg a = {rings, n, (int64_t)(poll * 1e9)};
+    if (poll != poll || poll <= 0) {
+        PyErr_SetString(PyExc_ValueError, "poll must be a positive number of seconds");
+        return NULL;
+    }
+    stalled_arg a = {rings, n, nudge, m, (int64_t)(poll * 1e9)};
     if (a.poll_ns < 1000) a.poll_ns = 1000;
     int r = wait_sliced(stalled_slice, &a, timeout_ns, 0);
     if (r == -2) return NULL;
@@ -340,8 +372,9 @@ static PyMethodDef module_methods[] = {
      "take one message from the first nonempty ring, scanning from start; sleep on the "
      "doorbell the rings ring when all are empty."},
     {"wait_stalled", (PyCFunction)(void (*)(void))wait_stalled, METH_VARARGS | METH_KEYWORDS,
-     "wait_stalled(rings, poll, timeout=None) -> bool: poll every poll seconds until some "
-     "ring holds data nobody popped for a whole interval. Costs producers nothing."},
+     "wait_stalled(rings, poll, timeout=None, nudge=()) -> bool: poll every poll seconds until "
+     "some ring holds data nobody popped for a whole interval. Costs producers nothing. Each "
+     "poll also wakes the sleeping consumer of any nudge ring that holds data."},
     {NULL}};
 
 static struct PyModuleDef cring_module = {

@@ -106,7 +106,8 @@ uint32_t shmray_ring_max_payload(const shmray_ring *ring) {
 }
 
 uint64_t shmray_ring_used(const shmray_ring *ring) {
-    return LOAD_ACQ(&ring->hdr->tail) - LOAD_ACQ(&ring->hdr->head);
+    uint64_t head = LOAD_ACQ(&ring->hdr->head); /* head first: tail >= head then holds */
+    return LOAD_ACQ(&ring->hdr->tail) - head;
 }
 
 int shmray_ring_nonempty(const shmray_ring *ring) {
@@ -120,21 +121,25 @@ static inline uint64_t push_need(const shmray_ring *ring, uint64_t tail, uint32_
     return (off + rec > cap) ? (cap - off) + rec : rec;
 }
 
-static inline void wake_consumer(shmray_ring *ring) {
+int shmray_ring_wake(shmray_ring *ring) {
     FULL_FENCE(); /* order our tail store before reading the sleepers' flags */
+    int woke = 0;
     shmray_ring_header *h = ring->hdr;
     if (LOAD_RLX(&h->consumer_waiting)) {
         __atomic_fetch_add(&h->data_seq, 1, __ATOMIC_SEQ_CST);
         futex_wake_all(&h->data_seq);
+        woke = 1;
     }
     shmray_doorbell *d = ring->doorbell;
     if (d && LOAD_RLX(&d->waiting)) {
         __atomic_fetch_add(&d->seq, 1, __ATOMIC_SEQ_CST);
         futex_wake_all(&d->seq);
+        woke = 1;
     }
+    return woke;
 }
 
-int shmray_ring_try_push(shmray_ring *ring, const void *payload, uint32_t len) {
+int shmray_ring_try_push(shmray_ring *ring, const void *payload, uint32_t len, int wake) {
     shmray_ring_header *h = ring->hdr;
     uint64_t tail = LOAD_RLX(&h->tail); /* only we write it */
     uint64_t head = LOAD_ACQ(&h->head);
@@ -150,7 +155,7 @@ int shmray_ring_try_push(shmray_ring *ring, const void *payload, uint32_t len) {
     memcpy(ring->data + off, &len, 4);
     memcpy(ring->data + off + 4, payload, len);
     STORE_REL(&h->tail, tail + need);
-    wake_consumer(ring);
+    if (wake) shmray_ring_wake(ring);
     return 0;
 }
 
@@ -167,6 +172,11 @@ int64_t shmray_ring_peek(shmray_ring *ring, const uint8_t **payload) {
         off = 0;
         memcpy(&len, ring->data, 4);
     }
+    /* Never trust shared memory with our address space: a corrupt length must not
+     * send the reader past the mapping. */
+    if (len > shmray_ring_max_payload(ring) || off + 4 + (uint64_t)len > ring->mask + 1 ||
+        push_need(ring, head, len) > tail - head)
+        return -2;
     *payload = ring->data + off + 4;
     return len;
 }
@@ -266,14 +276,19 @@ int shmray_wait_any(shmray_ring **rings, int n, int start, shmray_doorbell *door
     return r;
 }
 
-int shmray_wait_stalled(shmray_ring **rings, int n, int64_t poll_ns, int64_t timeout_ns) {
+int shmray_wait_stalled(shmray_ring **rings, int n, shmray_ring **nudge, int m, int64_t poll_ns,
+                        int64_t timeout_ns) {
     uint64_t seen_head[256];
     if (n > 256) n = 256;
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : shmray_now_ns() + timeout_ns;
     for (int i = 0; i < n; i++) seen_head[i] = LOAD_ACQ(&rings[i]->hdr->head);
     for (;;) {
-        struct timespec ts = {poll_ns / 1000000000LL, poll_ns % 1000000000LL};
+        int64_t left = deadline - shmray_now_ns();
+        int64_t nap = poll_ns < left ? poll_ns : (left > 0 ? left : 0);
+        struct timespec ts = {nap / 1000000000LL, nap % 1000000000LL};
         if (nanosleep(&ts, NULL) != 0 && errno == EINTR) return SHMRAY_INTERRUPTED;
+        for (int j = 0; j < m; j++)
+            if (shmray_ring_nonempty(nudge[j])) shmray_ring_wake(nudge[j]);
         for (int i = 0; i < n; i++) {
             uint64_t head = LOAD_ACQ(&rings[i]->hdr->head);
             if (head == seen_head[i] && LOAD_ACQ(&rings[i]->hdr->tail) != head) return SHMRAY_READY;

@@ -54,8 +54,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHMRAY_RING_MAGIC 0x31474e5252524d48ULL      /* "HMRRRNG1" as LE u64 */
-#define SHMRAY_DOORBELL_MAGIC 0x314c454252524d48ULL  /* "HMRRBEL1" as LE u64 */
+#define SHMRAY_RING_MAGIC 0x31474e52524d4853ULL      /* the bytes "SHMRRNG1" */
+#define SHMRAY_DOORBELL_MAGIC 0x314c4542524d4853ULL  /* the bytes "SHMRBEL1" */
 #define SHMRAY_RING_VERSION 1u
 #define SHMRAY_RING_HEADER_SIZE 256u
 #define SHMRAY_DOORBELL_SIZE 64u
@@ -108,9 +108,14 @@ int shmray_doorbell_check(const void *mem, size_t size);
 
 /* Largest payload a ring of this capacity accepts. */
 uint32_t shmray_ring_max_payload(const shmray_ring *ring);
-/* Push one record. 0: pushed; -1: not enough free space now. */
-int shmray_ring_try_push(shmray_ring *ring, const void *payload, uint32_t len);
-/* Length of the next record and a pointer to it, or -1 if the ring is empty. */
+/* Push one record. 0: pushed; -1: not enough free space now. With wake == 0 a
+ * sleeping consumer is left asleep: the caller batches pushes and calls
+ * shmray_ring_wake once (one system call for many records). */
+int shmray_ring_try_push(shmray_ring *ring, const void *payload, uint32_t len, int wake);
+/* Wake the consumer if it sleeps; returns 1 if it did. */
+int shmray_ring_wake(shmray_ring *ring);
+/* Length of the next record and a pointer to it, -1 if the ring is empty, -2 if
+ * the record header is impossible (the shared memory was corrupted). */
 int64_t shmray_ring_peek(shmray_ring *ring, const uint8_t **payload);
 /* Release the record returned by the last peek. */
 void shmray_ring_release(shmray_ring *ring, uint32_t len);
@@ -128,8 +133,11 @@ int shmray_wait_any(shmray_ring **rings, int n, int start, shmray_doorbell *door
                     int64_t timeout_ns, int64_t spin_ns, int *index);
 /* Sleep-poll every poll_ns until some ring holds data that nobody popped during
  * one whole poll interval (its consumer is away), or timeout_ns passes. No
- * futex is involved, so producers pay nothing for this watcher. */
-int shmray_wait_stalled(shmray_ring **rings, int n, int64_t poll_ns, int64_t timeout_ns);
+ * futex is involved, so producers pay nothing for this watcher. On every poll it
+ * also wakes the sleeping consumer of any of the m `nudge` rings that hold data
+ * (records pushed with wake == 0 are delivered within one poll interval). */
+int shmray_wait_stalled(shmray_ring **rings, int n, shmray_ring **nudge, int m, int64_t poll_ns,
+                        int64_t timeout_ns);
 
 int64_t shmray_now_ns(void);
 

@@ -899,3 +899,60 @@ def test_ctrl_c_interrupts_blocking_wait(what):
     assert proc.returncode == 0, (proc.returncode, out, err)
     assert "interrupted" in out
     assert elapsed < 2, elapsed
+
+
+# ------------------------------------------- deferred wakes and bad input
+
+
+def _pop_after_sleeping(name, cap):
+    mm = _shm.attach(name)
+    _, (ring,) = open_rings(mm, 1, cap, create=False)
+    if ring.pop(timeout=5) is None:
+        raise SystemExit("pop timed out")
+
+
+def test_push_without_wake_then_nudge_delivers(shm):
+    cap = 4096
+    name, mm = shm(seg_size(1, cap))
+    _, (ring,) = open_rings(mm, 1, cap, create=True)
+    with running(_pop_after_sleeping, name, cap):
+        deadline = time.monotonic() + 5
+        while not ring.sleeping and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert ring.sleeping
+        assert ring.push(b"batched", wake=False)
+        assert ring.used > 0  # no wake: it would only notice at its next 50 ms re-check...
+        # ...or when a watcher's poll nudges it, which is what the driver relies on
+        assert wait_stalled((), 0.001, timeout=0.05, nudge=(ring,)) is False
+        deadline = time.monotonic() + 5
+        while ring.used and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert ring.used == 0
+
+
+def test_wake_reports_whether_anyone_slept():
+    _, ring = small_ring()
+    assert ring.wake() is False
+    assert ring.sleeping is False
+
+
+def test_nan_timeout_is_rejected_and_inf_means_forever():
+    _, ring = small_ring()
+    with pytest.raises(ValueError, match="NaN"):
+        ring.pop(timeout=float("nan"))
+    ring.push(b"x")
+    assert ring.pop(timeout=float("inf")) == b"x"
+
+
+def test_wait_stalled_honours_a_timeout_shorter_than_its_poll():
+    _, ring = small_ring()
+    result, elapsed = _timed(wait_stalled, (ring,), 1.0, timeout=0.1)
+    assert result is False and elapsed < 0.6
+
+
+def test_corrupt_record_length_raises_instead_of_reading_past_the_mapping():
+    buf, ring = small_ring()
+    ring.push(b"hello")
+    struct.pack_into("<I", buf, HEADER_SIZE, 0x7FFFFFF0)  # an impossible length
+    with pytest.raises(RuntimeError, match="corrupted"):
+        ring.pop()
