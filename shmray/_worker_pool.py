@@ -41,8 +41,10 @@ class WorkerHandle:
         self.tasks_done = 0
         self.started = time.time()
 
-    def send(self, data: bytes):
-        if self.outbox or not self.ring.push(data):
+    def send(self, data: bytes, wake: bool = True):
+        """Push without ever blocking; wake=False leaves a sleeping worker asleep
+        (the caller wakes it after a batch, or the pump's watcher does within 1 ms)."""
+        if self.outbox or not self.ring.push(data, wake=wake):
             self.outbox.append(data)
 
     def flush(self):
@@ -78,6 +80,7 @@ class WorkerPool:
         self.config = config            # the JSON every worker starts with
         self.workers = []
         self.snapshot = ((), ())        # (workers, result rings), replaced on change
+        self.task_rings = ()
         self._next_index = 0
 
     def spawn(self, core, extra=False) -> WorkerHandle:
@@ -106,6 +109,7 @@ class WorkerPool:
     def _refresh(self):
         ws = tuple(self.workers)
         self.snapshot = (ws, tuple(w.channel.results for w in ws))
+        self.task_rings = tuple(w.ring for w in ws)
 
     def statistics(self) -> PoolStats:
         ws = self.workers

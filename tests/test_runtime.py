@@ -416,6 +416,6 @@ def test_zero_returns_and_zero_cpu_tasks(fresh, tmp_path):
 
     assert fresh.get(free.remote()) == "no CPU needed"
     deadline = time.monotonic() + 10  # nothing to get: watch for the side effect
-    while not marker.exists() and time.monotonic() < deadline:
+    while not (marker.exists() and marker.read_text() == "ran") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert marker.read_text() == "ran"

@@ -1,0 +1,95 @@
+"""The functions every engine runs. Plain module-level functions, so that every engine ships
+them the same way: by reference (multiprocessing pickles them by name; shmray, Ray and loky
+find this module on the driver's sys.path)."""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+import numpy as np
+
+
+def no_op(*_):
+    """W1/W2: all that is measured is the framework. Takes and ignores an item for Pool.map."""
+
+
+def busy(loops):
+    """W3: CPU work of a fixed size. A loop count, not a deadline: a worker that loses its core
+    to the driver takes longer, and that lost time must show up in the efficiency."""
+    for _ in range(loops):
+        pass
+
+
+def loops_per_ms() -> float:
+    """How many busy() loops take one millisecond on this machine (the best of 5 tries)."""
+    n = 200_000
+    best = min(_timed(busy, n) for _ in range(5))
+    return n / (best * 1e3)
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def first_element(array, i):
+    """W4: read one element of an array that arrived as an argument (or was resolved from a
+    ref by shmray/Ray)."""
+    return float(array[i, 0])
+
+
+def warm_numpy():
+    """W8 warm-up: makes every worker import numpy, as real tasks do."""
+    return float(np.zeros(4).sum())
+
+
+# -- multiprocessing.shared_memory, the way the pool peers share a large array --------------
+
+def attach(name):
+    """Open an existing segment without the resource tracker: before Python 3.13 attaching
+    registers the segment, and a worker's tracker would unlink it when the worker exits
+    (bpo-39959). `track=False` is the 3.13 spelling of the same."""
+    from multiprocessing import resource_tracker, shared_memory
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args: None
+    try:
+        return shared_memory.SharedMemory(name)
+    finally:
+        resource_tracker.register = register
+
+
+def shm_element(name, shape, dtype, i):
+    """W4 via shared memory: attach, read one element, detach."""
+    shm = attach(name)
+    value = float(np.ndarray(shape, dtype, buffer=shm.buf)[i, 0])  # view dropped before close
+    shm.close()
+    return value
+
+
+def timed_shm_get(name, shape, dtype):
+    """W6 for the pool peers: seconds to attach a segment and view it as an array (their 'get'),
+    measured inside the worker."""
+    start = time.perf_counter()
+    shm = attach(name)
+    array = np.ndarray(shape, dtype, buffer=shm.buf)
+    elapsed = time.perf_counter() - start
+    del array
+    shm.close()
+    return elapsed
+
+
+def timed_get(module_name, box):
+    """W6 for shmray/Ray: seconds `get` takes inside a task. The ref travels two levels deep
+    (`[[ref]]`) because shmray resolves refs one level inside lists before the task runs, which
+    would leave nothing for this get to do; Ray resolves neither level."""
+    engine = importlib.import_module(module_name)
+    ref = box[0][0]
+    start = time.perf_counter()
+    array = engine.get(ref)
+    elapsed = time.perf_counter() - start
+    del array
+    return elapsed
