@@ -86,6 +86,7 @@ class DriverRuntime:
         self.n_base = n_base
         self.fn_bytes = {}          # fn_id -> (pickled function, name)
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
+        self._verdicts = {}         # id(TaskOptions) -> (options, error or None): checked once
         self._rpcs = {}             # (worker index, req_id) -> _Rpc
         self._lock = threading.Lock()
         self._pump_lock = threading.Lock()
@@ -147,16 +148,18 @@ class DriverRuntime:
         """Register a new task (under _lock): expect its returns, wait for its inputs."""
         store = self.store
         self.tasks[spec.task_id] = spec
-        for oid in spec.return_ids():
-            store.expect(oid)
-        reason = self._unschedulable(spec)
-        if reason:
-            warn_infeasible(spec.name, reason)
-            self._finish(spec, ser.error_stored(TaskUnschedulableError(reason)))
-            return
-        setup_error = self._setup_error(spec)
-        if setup_error:
-            self._finish(spec, ser.error_stored(setup_error))
+        if spec.num_returns == 1:
+            store.expect(spec.task_id)
+        else:
+            for oid in spec.return_ids():
+                store.expect(oid)
+        verdict = self._verdicts.get(id(spec.options))
+        if verdict is None or verdict[0] is not spec.options:
+            verdict = self._verdicts[id(spec.options)] = (spec.options, self._never_runs(spec))
+        if verdict[1] is not None:
+            if isinstance(verdict[1], TaskUnschedulableError):
+                warn_infeasible(spec.name, verdict[1].error_message)
+            self._finish(spec, ser.error_stored(verdict[1]))
             return
         if spec.deps:
             for oid in spec.deps:
@@ -172,6 +175,13 @@ class DriverRuntime:
             if missing:
                 return
         self._ready(spec)
+
+    def _never_runs(self, spec):
+        """The error every task with these options gets at once, or None if they can run."""
+        reason = self._unschedulable(spec)
+        if reason:
+            return TaskUnschedulableError(reason)
+        return self._setup_error(spec)
 
     def _unschedulable(self, spec):
         strategy = spec.options.scheduling_strategy
@@ -301,6 +311,8 @@ class DriverRuntime:
                 self._rr = i + 1
                 self._handle(workers[i], _ring.decode(data))
                 n += 1
+            if n:
+                self._dispatch()  # once per batch: results free workers and inputs
             self.store.process_drops()
             if time.monotonic() >= self._next_housekeep:
                 self._housekeep()
@@ -332,6 +344,7 @@ class DriverRuntime:
                 self._rr = i + 1
                 with self._lock:
                     self._handle(workers[i], _ring.decode(data))
+                    self._dispatch()
             self._drain(DRAIN_BATCH)
         finally:
             self._pump_lock.release()
@@ -368,7 +381,6 @@ class DriverRuntime:
             self._on_log(w, msg)
         elif kind == _ring.BOUNCE:
             self._on_bounce(w, msg[1])
-        self._dispatch()
 
     def _on_done(self, w, msg):
         _, task_id, outcome, duration = msg
