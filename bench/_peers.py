@@ -17,8 +17,7 @@ from _tasks import no_op
 
 WORKERS = 2
 ENGINES = ("shmray", "pool", "ppe", "loky", "ray")
-LABELS = {"shmray": "shmray", "pool": "mp.Pool", "ppe": "ProcessPool", "loky": "loky",
-          "ray": "Ray"}
+LABELS = {"shmray": "shmray", "pool": "Pool", "ppe": "ProcPool", "loky": "loky", "ray": "Ray"}
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -29,9 +28,13 @@ class EngineUnavailable(Exception):
 def missing_reason(name):
     """Why `name` cannot run here, or None. Checked without importing (importing Ray is slow)."""
     package = {"loky": "loky", "ray": "ray"}.get(name)
-    if package and importlib.util.find_spec(package) is None:
-        return f"{package} is not importable here (pip install {package})"
-    return None
+    if package is None:
+        return None
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+        found = False
+    return None if found else f"{package} is not importable here (pip install {package})"
 
 
 class Engine:

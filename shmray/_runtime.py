@@ -41,8 +41,11 @@ from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
 # catches a reply from a worker on the other core in well under a microsecond;
-# sleeping costs ~20 µs to wake. Workers spin less: they share cores with the driver.
+# sleeping costs ~20 µs to wake. But a spinning driver takes a core from the
+# workers, so it spins only while tasks are short (recent mean below SPIN_IF_TASKS_UNDER).
+# Workers spin less: they share cores with the driver.
 DRIVER_SPIN = 50e-6
+SPIN_IF_TASKS_UNDER = 200e-6
 WORKER_SPIN = 20e-6
 HOUSEKEEP_EVERY = 0.02
 # Waking a sleeping worker costs a system call and often a context switch on the
@@ -338,7 +341,8 @@ class DriverRuntime:
                 time.sleep(min(max(timeout, 0), 0.01))
                 return
             got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
-                          DRIVER_SPIN, self._rr)
+                          DRIVER_SPIN if self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER else 0.0,
+                          self._rr)
             if got is not None:
                 i, data = got
                 self._rr = i + 1
@@ -609,15 +613,29 @@ class DriverRuntime:
         for oid in oids:
             if oid not in values and oid not in self.store.pending:
                 raise _lost(oid)
-        if not self._wait_until(lambda: all(o in values for o in oids), timeout):
+        missing = [o for o in oids if o not in values]
+        first = 0
+
+        def all_ready():  # results arrive roughly in order: resume at the first missing one
+            nonlocal first
+            while first < len(missing) and missing[first] in values:
+                first += 1
+            return first == len(missing)
+
+        if not self._wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
         return ser.values_of(refs, values)
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         values = self.store.values
         is_ready = lambda r: type(r) is not ObjectRef or r._id in values
-        self._wait_until(lambda: sum(1 for r in refs if is_ready(r)) >= num_returns,
-                         timeout if timeout is not None else None)
+        not_yet = [r for r in refs if not is_ready(r)]
+
+        def enough():
+            not_yet[:] = [r for r in not_yet if r._id not in values]
+            return len(refs) - len(not_yet) >= num_returns
+
+        self._wait_until(enough, timeout)
         ready, not_ready = [], []
         for r in refs:
             (ready if is_ready(r) and len(ready) < num_returns else not_ready).append(r)

@@ -43,6 +43,7 @@ class Scheduler:
         self.ready = {}            # request -> deque[TaskSpec]
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
         self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
+        self.recent_mean = 0.0     # mean run time of the latest tasks, any function
         self._spread_next = 0
 
     def push(self, spec, front=False):
@@ -72,6 +73,7 @@ class Scheduler:
     def record_duration(self, fn_id, seconds):
         m = self.fn_mean.get(fn_id)
         self.fn_mean[fn_id] = seconds if m is None else 0.8 * m + 0.2 * seconds
+        self.recent_mean = 0.8 * self.recent_mean + 0.2 * seconds
 
     def place(self, spec) -> WorkerHandle | None:
         """A worker to run `spec` now, charging its resources; None if none can."""
