@@ -44,7 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true",
                       help="time 2,000 small tasks instead of 20,000")
     demo.set_defaults(handler=run_demo)
+
+    bench = commands.add_parser(
+        "bench", help="short throughput summary against multiprocessing.Pool (full suite: "
+                      "pytest bench/ --benchmark-only)")
+    bench.add_argument("--quick", action="store_true", help="fewer tasks, one round")
+    bench.set_defaults(handler=run_bench)
     return parser
+
+
+def run_bench(args) -> int:
+    from . import _bench  # imported only when asked: it starts a session and a Pool
+
+    return _bench.main(["--quick"] if args.quick else [])
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,173 @@
+"""The figures the workloads record, and the one table (and JSON) made of them at the end."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from _peers import ENGINES, LABELS
+
+
+@dataclass
+class Row:
+    id: str
+    title: str
+    unit: str
+    better: str   # "higher" or "lower": for the figures and for shmray's ratios alike
+    note: str
+
+
+ROWS = [
+    Row("W1", "W1 small tasks, async", "tasks/s", "higher",
+        "20,000 no-op tasks submitted, then all fetched (Pool: apply_async; executors: "
+        "submit/result; shmray, Ray: .remote/get)"),
+    Row("W1map", "W1 small tasks, Pool.map", "tasks/s", "higher",
+        "Pool.map over 20,000 items (chunked). shmray: its W1 figure, since Ray's API has no map"),
+    Row("W2", "W2 sync round trip", "us/call", "lower",
+        "one no-op task submitted and fetched, 2,000 times (Pool: apply)"),
+    Row("W3", "W3 1 ms CPU tasks", "effic.", "higher",
+        "2,000 busy-loop tasks of 1 ms on 2 workers: ideal 1.0 s / measured; 1.0 is perfect"),
+    Row("W4arg", "W4 100 MB to 100 tasks, arg", "ms", "lower",
+        "shmray, Ray: put + 100 tasks given the ref. Pool peers: the array pickled into each "
+        "task (one round: ~25 s each)"),
+    Row("W4shm", "W4 100 MB to 100 tasks, shm", "ms", "lower",
+        "Pool peers: multiprocessing.shared_memory create + copy, 100 tasks attach by name. "
+        "shmray, Ray: the same put + ref run as the row above"),
+    Row("W5", "W5 put 100 MB", "GB/s", "higher",
+        "repeated puts, the previous ref freed. ref: numpy copy into already touched memory; "
+        "Pool column: SharedMemory create + copy (any pool peer would do the same)"),
+    Row("W6d100", "W6 get 100 MB, in driver", "us", "lower",
+        "get of a stored array, dropped again. Pool column: SharedMemory attach + ndarray view"),
+    Row("W6t100", "W6 get 100 MB, in a task", "us", "lower",
+        "timed inside the worker. Pool column: SharedMemory attach + view in a Pool task"),
+    Row("W6d1", "W6 get 1 MB, in driver", "us", "lower", "as W6 100 MB: flat in size"),
+    Row("W6t1", "W6 get 1 MB, in a task", "us", "lower", "as W6 100 MB: flat in size"),
+    Row("W7", "W7 start-up, 1st result", "ms", "lower",
+        "fresh Python process: launch, import, start the engine, get one result"),
+    Row("W8wrss", "W8 RSS per worker", "MB", "lower",
+        "VmRSS of each task worker after warm-up, mean"),
+    Row("W8wpss", "W8 PSS per worker", "MB", "lower",
+        "PSS (shared pages split between sharers) of each task worker, mean"),
+    Row("W8orss", "W8 other processes, RSS", "MB", "lower",
+        "every non-worker process the engine started (Ray: gcs, raylet, dashboard, agents...)"),
+    Row("W8pss", "W8 everything started, PSS", "MB", "lower",
+        "PSS of workers + other processes: what the engine costs beyond the driver"),
+]
+ROW_BY_ID = {row.id: row for row in ROWS}
+COLUMNS = ENGINES + ("ref",)
+PEERS = COLUMNS[1:]
+
+figures = {}   # row id -> {engine: value}
+details = {}   # free-form extras for the JSON (W8 per-process lists, W4 task counts)
+skipped = {}   # engine -> why it did not run
+
+
+def record(row_id, engine, value):
+    assert row_id in ROW_BY_ID and engine in COLUMNS, (row_id, engine)
+    figures.setdefault(row_id, {})[engine] = value
+
+
+def ratio(row_id, peer):
+    values = figures.get(row_id, {})
+    ours, theirs = values.get("shmray"), values.get(peer)
+    if ours is None or not theirs:
+        return None
+    return ours / theirs
+
+
+def fmt(value):
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_ratio(value):
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
+
+
+def table_lines():
+    name_w, unit_w, num_w, rat_w = 28, 8, 11, 10
+    head = (f"{'workload':<{name_w}} {'unit':<{unit_w}} {'better':<6}"
+            + "".join(f"{LABELS.get(c, c):>{num_w}}" for c in COLUMNS) + "  "
+            + "".join(f"{'/' + LABELS.get(c, c):>{rat_w}}" for c in PEERS))
+    lines = ["shmray throughput suite: figures are medians over rounds; the '/peer' columns are "
+             "shmray's figure divided by the peer's.",
+             "'better' applies to the figures and to the ratios: higher -> a ratio above 1 means "
+             "shmray wins; lower -> a ratio below 1 means shmray wins.",
+             head, "-" * len(head)]
+    for row in ROWS:
+        if row.id not in figures:
+            continue
+        values = figures[row.id]
+        lines.append(f"{row.title:<{name_w}} {row.unit:<{unit_w}} {row.better:<6}"
+                     + "".join(f"{fmt(values.get(c)):>{num_w}}" for c in COLUMNS) + "  "
+                     + "".join(f"{fmt_ratio(ratio(row.id, c)):>{rat_w}}" for c in PEERS))
+    lines.append("")
+    lines += [f"  {row.id}: {row.note}" for row in ROWS if row.id in figures]
+    lines += [f"  {LABELS.get(e, e)} skipped: {why}" for e, why in skipped.items()]
+    return lines
+
+
+def machine():
+    cpu = ""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                    if line.startswith("Model name")), "")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def versions():
+    found = {}
+    for name in ("shmray", "ray", "loky", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = getattr(module, "__version__", "?")
+    return found
+
+
+def as_json():
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "ratio": "shmray / peer; 'better' says which way is good",
+        "rows": [{"id": row.id, "workload": row.title, "unit": row.unit, "better": row.better,
+                  "note": row.note, "figures": figures[row.id],
+                  "ratios": {peer: ratio(row.id, peer) for peer in PEERS
+                             if ratio(row.id, peer) is not None}}
+                 for row in ROWS if row.id in figures],
+        "skipped": skipped,
+        "details": details,
+    }
+
+
+def write_json(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(as_json(), f, indent=2, default=str)
+        f.write("\n")
+
+
+def median(benchmark):
+    """Median seconds per round of the benchmark just run."""
+    stats = getattr(benchmark, "stats", None)
+    if not stats:
+        import pytest
+        pytest.skip("nothing was timed (--benchmark-disable)")
+    return stats.stats.median

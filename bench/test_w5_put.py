@@ -1,0 +1,67 @@
+"""W5: put bandwidth of a 100 MB array (GB/s), next to a plain numpy copy into memory that is
+already touched (the ceiling: a put cannot beat one memcpy)."""
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+import _results
+
+SHAPE = (1_250, 10_000)   # 100 MB of float64
+ROUNDS = 10
+GROUP = "W5 put 100 MB"
+
+
+def gb_per_s(benchmark, nbytes):
+    return nbytes / _results.median(benchmark) / 1e9
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("engine", ["ref"], indirect=True)
+def test_numpy_copy(benchmark, engine):
+    source = np.ones(SHAPE)
+    target = np.zeros(SHAPE)
+    target.fill(1.0)  # touch every page first: no page faults in the timed copies
+    benchmark.pedantic(np.copyto, (target, source), rounds=ROUNDS, iterations=1,
+                       warmup_rounds=1)
+    _results.record("W5", "ref", gb_per_s(benchmark, source.nbytes))
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("engine", ["shmray", "ray"], indirect=True)
+def test_put(benchmark, engine):
+    source = np.ones(SHAPE)
+    held = []
+
+    def put():
+        held.append(engine.put(source))
+
+    # held.clear() frees the previous round's ref outside the clock, as a loop that overwrites
+    # its ref would.
+    benchmark.pedantic(put, setup=held.clear, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    held.clear()
+    _results.record("W5", engine.name, gb_per_s(benchmark, source.nbytes))
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("engine", ["pool"], indirect=True)
+def test_shared_memory_copy(benchmark, engine):
+    """The pool peers' 'put': a new segment and a copy into it (engine-independent: any pool
+    user does this; shown in the Pool column)."""
+    source = np.ones(SHAPE)
+    held = []
+
+    def free():
+        for shm in held:
+            shm.close()
+            shm.unlink()
+        held.clear()
+
+    def put():
+        shm = shared_memory.SharedMemory(create=True, size=source.nbytes)
+        held.append(shm)
+        np.ndarray(SHAPE, source.dtype, buffer=shm.buf)[:] = source
+
+    benchmark.pedantic(put, setup=free, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    free()
+    _results.record("W5", "pool", gb_per_s(benchmark, source.nbytes))
