@@ -1,11 +1,11 @@
 """W4: fan-out of a large array. One 100 MB float64 array, 100 tasks each read one element;
 timed from the array in the driver to the 100 results back (ms)."""
-from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
 
 import _results
+from _shared_arrays import SharedArrays
 from _tasks import first_element, shm_element
 
 SHAPE = (1_250, 10_000)   # 12.5 M float64 = 100 MB
@@ -69,23 +69,15 @@ def test_shared_memory(benchmark, engine):
     """What a careful pool user writes: copy into multiprocessing.shared_memory once, pass the
     name, every task attaches. The copy counts, as shmray's put does."""
     array = big_array()
-    held = []
-
-    def free():
-        for shm in held:
-            shm.close()
-            shm.unlink()
-        held.clear()
+    segments = SharedArrays()
 
     def one_round():
-        shm = shared_memory.SharedMemory(create=True, size=array.nbytes)
-        held.append(shm)
-        np.ndarray(SHAPE, array.dtype, buffer=shm.buf)[:] = array  # view dropped: close() works
+        shm = segments.copy_in(array)
         return engine.run_all(shm_element, [(shm.name, SHAPE, array.dtype.str, i)
                                             for i in range(READERS)])
 
-    values = benchmark.pedantic(one_round, setup=free, rounds=DEFAULT_ROUNDS, iterations=1,
-                                warmup_rounds=1)
-    free()
+    values = benchmark.pedantic(one_round, setup=segments.free, rounds=DEFAULT_ROUNDS,
+                                iterations=1, warmup_rounds=1)
+    segments.free()
     assert values == array[:READERS, 0].tolist()
     _results.record("W4shm", engine.name, _results.median(benchmark) * 1e3)

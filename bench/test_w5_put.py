@@ -1,11 +1,11 @@
 """W5: put bandwidth of a 100 MB array (GB/s), next to a plain numpy copy into memory that is
 already touched (the ceiling: a put cannot beat one memcpy)."""
-from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
 
 import _results
+from _shared_arrays import SharedArrays
 
 SHAPE = (1_250, 10_000)   # 100 MB of float64
 ROUNDS = 10
@@ -49,19 +49,8 @@ def test_shared_memory_copy(benchmark, engine):
     """The pool peers' 'put': a new segment and a copy into it (engine-independent: any pool
     user does this; shown in the Pool column)."""
     source = np.ones(SHAPE)
-    held = []
-
-    def free():
-        for shm in held:
-            shm.close()
-            shm.unlink()
-        held.clear()
-
-    def put():
-        shm = shared_memory.SharedMemory(create=True, size=source.nbytes)
-        held.append(shm)
-        np.ndarray(SHAPE, source.dtype, buffer=shm.buf)[:] = source
-
-    benchmark.pedantic(put, setup=free, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    free()
+    segments = SharedArrays()
+    benchmark.pedantic(segments.copy_in, args=(source,), setup=segments.free, rounds=ROUNDS,
+                       iterations=1, warmup_rounds=1)
+    segments.free()
     _results.record("W5", "pool", gb_per_s(benchmark, source.nbytes))
