@@ -556,7 +556,7 @@ def test_pop_any_timeout():
 def test_negative_timeout_means_no_wait():
     _, ring = small_ring()
     result, elapsed = _timed(ring.pop, timeout=-5)
-    assert result is None and elapsed < 0.1
+    assert result is None and elapsed < 1.0  # returned at once, not after 5 s
 
 
 def test_pop_wakes_on_push_from_thread():

@@ -203,34 +203,34 @@ def test_num_returns(ray):
         ray.get(wrong)
 
 
-def test_large_array_is_zero_copy_and_copy_on_write(ray):
-    big = np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)  # 100 MB
-    ref = ray.put(big)
-    timings = []
-    for _ in range(7):
-        start = time.perf_counter()
-        arr = ray.get(ref)
-        timings.append(time.perf_counter() - start)
-    assert sorted(timings)[3] < 1e-3  # the median: mapping, not copying, 100 MB
+def _mapping_behind(arr):
+    """The object at the bottom of an ndarray's chain of bases."""
     base = arr
     while not isinstance(base, (mmap.mmap, bytes, bytearray)) and getattr(base, "base", None) is not None:
         base = base.base
-    assert isinstance(memoryview(base).obj, mmap.mmap)  # backed by the shm mapping
+    return memoryview(base).obj if not isinstance(base, mmap.mmap) else base
+
+
+def test_large_array_is_zero_copy_and_copy_on_write(ray):
+    # Zero-copy is checked by what backs the array, not by timing it: speed
+    # belongs in bench/ (W6), and a timed assertion fails on a loaded machine.
+    big = np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)  # 100 MB
+    ref = ray.put(big)
+    arr = ray.get(ref)
+    assert isinstance(_mapping_behind(arr), mmap.mmap)  # the shm mapping itself
     assert arr.flags.writeable
     arr[0] = -1.0  # copy-on-write: only this reader's page changes
     assert ray.get(ref)[0] == 0.0 and arr[0] == -1.0
 
     @ray.remote
-    def timed_read(holder):
-        start = time.perf_counter()
+    def read_in_task(holder):
         a = ray.get(holder[0][0])  # two levels deep: the task fetches it itself
-        elapsed = time.perf_counter() - start
+        mapped = isinstance(_mapping_behind(a), mmap.mmap)
         a[1] = -5.0
-        return elapsed, float(a[12345]), a.flags.writeable
+        return mapped, float(a[12345]), a.flags.writeable
 
-    results = ray.get([timed_read.remote([[ref]]) for _ in range(5)])
-    assert sorted(r[0] for r in results)[2] < 1e-3
-    assert all(r[1] == 12345.0 and r[2] for r in results)
+    results = ray.get([read_in_task.remote([[ref]]) for _ in range(5)])
+    assert all(r == (True, 12345.0, True) for r in results), results
     assert ray.get(ref)[1] == 1.0
 
 
