@@ -34,7 +34,7 @@ from ._object_store import ObjectStore
 from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, warn_infeasible
 from ._scheduler import Scheduler
 from ._task import TaskSpec
-from ._worker_pool import WorkerPool, describe_exit
+from ._worker_pool import WorkerPool, describe_exit, start_method
 from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, RuntimeEnvSetupError,
                          TaskUnschedulableError, WorkerCrashedError)
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -64,6 +64,7 @@ class DriverRuntime:
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
                  log_to_driver=True, resolve_nested_refs=True, max_workers=None):
+        method = start_method()  # checked before anything is created
         _shm.reclaim_dead_sessions()
         self.pid = os.getpid()
         self.tag = secrets.token_hex(4)
@@ -83,7 +84,7 @@ class DriverRuntime:
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
             "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
-            "spin": WORKER_SPIN, "totals": totals})
+            "spin": WORKER_SPIN, "totals": totals}, method)
         self.scheduler = Scheduler(self.ledger, self.pool, cores,
                                    max_workers or max(32, 4 * n_base))
         self.n_base = n_base

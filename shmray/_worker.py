@@ -5,22 +5,26 @@
               ──► REPLY answer to this worker's own GET/WAIT (nested calls)
     result ring ◄── DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
 
-Started as ``python -m shmray._worker CONFIG_JSON``; pinned to one core. It never
-imports the driver's runtime. It exits when told to, or when the driver is gone.
+Forked from the driver at init when the driver runs a single thread (the fast
+start), else started as ``python -m shmray._worker CONFIG_JSON``; pinned to one
+core. It never imports the driver's runtime. It exits when told to, or when the driver is gone.
 """
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
+import traceback
 
 from . import _context, _ring, _serialization as ser
-from ._object_ref import ObjectRef, new_base_id
+from ._object_ref import ObjectRef, _hooks, new_base_id
 from .exceptions import GetTimeoutError
 
 
@@ -235,15 +239,62 @@ def _watch_driver(driver_pid: int):
             os._exit(1)
 
 
+PROCESS_NAME = "shmray:{driver_pid}"  # what ps -o comm shows; <= 15 bytes
+
+
+def _name_process(driver_pid: int):
+    """Name the process after its driver, so ps and the leak checks can tell whose
+    worker it is (a forked worker's command line is the driver's own)."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(PROCESS_NAME.format(driver_pid=driver_pid))
+    except OSError:
+        pass
+
+
 def main(argv):
+    """Entry point of a spawned worker: ``python -m shmray._worker CONFIG_JSON``."""
     config = json.loads(argv[1])
+    os.chdir(config["cwd"])
+    sys.path[:] = config["sys_path"]
+    run(config)
+
+
+def run_forked(config: dict):
+    """Entry point of a worker forked from the driver at init; never returns.
+
+    The child starts as a copy of the driver, so first it forgets what belongs to
+    the driver: signal handlers, stdin, the driver's hooks, its random state."""
+    try:
+        os.setsid()  # the terminal's Ctrl-C goes to the driver only
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The driver's objects are never collected here: a collection could run
+        # their finalizers (an ObjectRef telling the store it was dropped).
+        gc.freeze()
+        _hooks.dropped = _hooks.escaped = _hooks.future = None
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:  # `random` reseeds itself after fork; numpy does not
+            numpy.random.seed()
+        run(config)
+    except BaseException:
+        traceback.print_exc(file=sys.__stderr__)
+    finally:
+        os._exit(1)  # never return into the driver's code
+
+
+def run(config: dict):
+    _name_process(config["driver_pid"])
     if config.get("core") is not None:
         try:
             os.sched_setaffinity(0, {config["core"]})
         except OSError:
             pass
-    os.chdir(config["cwd"])
-    sys.path[:] = config["sys_path"]
     # Help tasks run on top of the frames that wait for them: one nesting level of
     # user recursion costs a handful of Python frames.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))

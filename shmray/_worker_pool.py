@@ -1,5 +1,10 @@
 """Worker processes: start them pinned to cores, track what each is doing, stop them.
 
+A worker starts as a fork of the driver while the driver runs a single thread
+(at init: a few milliseconds, like multiprocessing's default on Linux), and as a
+fresh interpreter otherwise (forking a process with threads can copy a lock some
+other thread holds) or when SHMRAY_START_METHOD=spawn asks for it.
+
 Each worker owns a Channel (its task ring and result ring in one segment). The
 driver pushes into a task ring without ever blocking: what does not fit waits in
 the worker's outbox and is flushed on the next pump.
@@ -8,16 +13,66 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 
-from . import _ring, _shm
+from . import _ring, _shm, _worker
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+START_METHODS = ("fork", "spawn")
+
+
+class ForkedProcess:
+    """The part of subprocess.Popen's interface the runtime uses, for a forked worker."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else's os.wait()
+                self.returncode = -signal.SIGKILL
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.poll() is None:
+            # A pidfd turns readable when the process exits: no polling loop.
+            fd = os.pidfd_open(self.pid)
+            try:
+                select.select([fd], [], [], timeout)
+            finally:
+                os.close(fd)
+            if self.poll() is None:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+        return self.returncode
+
+    def kill(self):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def start_method() -> str:
+    method = os.environ.get("SHMRAY_START_METHOD", "fork")
+    if method not in START_METHODS:
+        raise ValueError(f"SHMRAY_START_METHOD must be one of {START_METHODS}, got {method!r}")
+    return method
 
 
 class WorkerHandle:
@@ -74,7 +129,7 @@ class PoolStats:
 
 
 class WorkerPool:
-    def __init__(self, prefix: str, control: _ring.ControlArea, config: dict):
+    def __init__(self, prefix: str, control: _ring.ControlArea, config: dict, method: str):
         self.prefix = prefix
         self.control = control
         self.config = config            # the JSON every worker starts with
@@ -82,6 +137,7 @@ class WorkerPool:
         self.snapshot = ((), ())        # (workers, result rings), replaced on change
         self.task_rings = ()
         self._next_index = 0
+        self.method = method            # "fork" or "spawn": see start_method()
 
     def spawn(self, core, extra=False) -> WorkerHandle:
         index = self._next_index
@@ -89,17 +145,37 @@ class WorkerPool:
         name = f"{self.prefix}c{index}"
         channel = _ring.Channel(name, create=True, doorbell=self.control.doorbell)
         config = dict(self.config, channel=name, core=core)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shmray._worker", json.dumps(config)],
-            cwd=config["cwd"], env=env, stdin=subprocess.DEVNULL, close_fds=True,
-            start_new_session=True)  # the terminal's Ctrl-C goes to the driver only
+        if self.method == "fork" and threading.active_count() == 1:
+            proc = self._fork(config)
+        else:
+            proc = self._spawn(config)
         w = WorkerHandle(index, proc, channel, core, extra)
         self.workers.append(w)
         self._refresh()
         return w
+
+    @staticmethod
+    def _fork(config) -> ForkedProcess:
+        for stream in (sys.stdout, sys.stderr):  # or the child could print it again
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        pid = os.fork()
+        if pid == 0:
+            _worker.run_forked(config)  # never returns
+        return ForkedProcess(pid)
+
+    @staticmethod
+    def _spawn(config) -> subprocess.Popen:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+        return subprocess.Popen(
+            [sys.executable, "-c", "import sys, shmray._worker as w; w.main(sys.argv)",
+             json.dumps(config)],
+            cwd=config["cwd"], env=env, stdin=subprocess.DEVNULL, close_fds=True,
+            start_new_session=True)  # the terminal's Ctrl-C goes to the driver only
 
     def remove(self, w: WorkerHandle):
         self.workers.remove(w)

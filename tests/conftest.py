@@ -3,7 +3,6 @@ worker process and no shmray shared-memory segment may remain."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
@@ -44,19 +43,26 @@ def _ours(pid):
 def _leftovers():
     segs = [n for n in os.listdir("/dev/shm")
             if n.startswith("shmray_") and n not in _before and _ours(_owner_pid(n))]
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    procs = [line.strip() for line in ps.splitlines()
-             if "shmray._worker" in line and _worker_driver(line) is not None
-             and _ours(_worker_driver(line))]
-    return segs, procs
+    return segs, [pid for pid, driver in worker_processes() if _ours(driver)]
 
 
-def _worker_driver(ps_line):
-    marker = '"driver_pid": '
-    i = ps_line.find(marker)
-    if i < 0:
-        return None
-    return int(ps_line[i + len(marker):].split(",", 1)[0])
+def worker_processes():
+    """(pid, driver pid) of every live shmray worker: each names itself
+    `shmray:<driver pid>` in /proc/PID/comm, forked or spawned alike."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if comm.startswith("shmray:") and state != "Z":
+            found.append((int(entry), int(comm.split(":", 1)[1])))
+    return found
 
 
 _before = set()
