@@ -2,7 +2,8 @@
 
     put / task result ──► values[oid] = stored form ──► callbacks (deps, rpc, futures)
     owner's ObjectRef dropped ──► freed when no pending task needs it
-                                   (shm segment unlinked; readers keep their mappings)
+                                   (its shm segment goes back to the SegmentPool, or
+                                   is unlinked; readers keep their mappings)
 
 Objects whose ref left the driver (pickled into a task argument or created inside
 a worker) are kept until shutdown: cross-process borrowing is not tracked yet.
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import _serialization as ser
-from . import _shm
+from ._segment_pool import SegmentPool
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class StoreStats:
 
 
 class ObjectStore:
-    def __init__(self):
+    def __init__(self, segments: SegmentPool):
+        self.segments = segments    # where freed segments go
         self.values = {}            # oid -> stored form
         self.pending = set()        # oids a submitted task will produce
         self._callbacks = {}        # oid -> [callable(oid)]
@@ -44,7 +46,7 @@ class ObjectStore:
         self.pending.discard(oid)
         if oid in self._dropped and oid not in self._needed and oid not in self.escaped:
             self._dropped.discard(oid)
-            _release(stored)
+            self.segments.release(stored)
             return
         self.values[oid] = stored
         cbs = self._callbacks.pop(oid, None)
@@ -90,16 +92,17 @@ class ObjectStore:
         self._dropped.discard(oid)
         stored = self.values.pop(oid, None)
         if stored is not None:
-            _release(stored)
+            self.segments.release(stored)
 
     def clear(self):
         for stored in self.values.values():
-            _release(stored)
+            self.segments.release(stored)
         self.values.clear()
         self.pending.clear()
         self._callbacks.clear()
         self._needed.clear()
         self._dropped.clear()
+        self.segments.clear()
 
     def statistics(self) -> StoreStats:
         inline = shm = segs = 0
@@ -112,7 +115,3 @@ class ObjectStore:
         return StoreStats(len(self.values), len(self.pending), inline, shm, segs,
                           len(self.escaped))
 
-
-def _release(stored):
-    if stored[0] == ser.SHM:
-        _shm.unlink(stored[1])

@@ -31,6 +31,7 @@ from . import _context, _ring, _serialization as ser, _shm
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from ._object_store import ObjectStore
+from ._segment_pool import SegmentPool
 from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, warn_infeasible
 from ._scheduler import Scheduler
 from ._task import TaskSpec
@@ -79,7 +80,8 @@ class DriverRuntime:
         cores = affinity_cpus()
         n_base = math.ceil(totals["CPU"])
         self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
-        self.store = ObjectStore()
+        self.segments = SegmentPool(self.new_segment_name)
+        self.store = ObjectStore(self.segments)
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
@@ -267,7 +269,12 @@ class DriverRuntime:
             w.send(_ring.encode((_ring.FUNC, fn_id, fn_bytes, name), w.ring, self.prefix))
             w.fns.add(fn_id)
         values = self.store.values
-        dep_values = tuple(values[o] for o in spec.deps) if spec.deps else None
+        if spec.deps:
+            dep_values = tuple(values[o] for o in spec.deps)
+            for stored in dep_values:
+                self.segments.handed_out(stored)
+        else:
+            dep_values = None
         data = _ring.encode((_ring.TASK, spec.task_id, fn_id, spec.num_returns,
                              spec.args_stored, dep_values, spec.helping), w.ring, self.prefix)
         if self._burst:
@@ -462,6 +469,8 @@ class DriverRuntime:
         if rpc.num_returns is None:  # GET: every value, or None for a timeout
             if all(o in values for o in rpc.oids):
                 payload = [values[o] for o in rpc.oids]
+                for stored in payload:
+                    self.segments.handed_out(stored)
             elif timed_out:
                 payload = None
             else:
@@ -523,6 +532,7 @@ class DriverRuntime:
     def _housekeep(self):
         now = time.monotonic()
         self._next_housekeep = now + HOUSEKEEP_EVERY
+        self.segments.trim(now)
         for w in self._unwoken:
             w.ring.wake()
         self._unwoken.clear()
@@ -589,11 +599,16 @@ class DriverRuntime:
             raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
                             "to do this, you can wrap the ObjectRef in a list and call 'put' "
                             "on it.")
-        stored = ser.to_stored(value, self.new_segment_name)
+        stored = ser.to_stored(value, write_large=self._write_large)
         oid = new_base_id()
         with self._lock:
             self.store.put(oid, stored)
         return ObjectRef(oid, True)
+
+    def _write_large(self, meta, buffers):
+        with self._lock:  # a ref just dropped may free a segment this put can reuse
+            self.store.process_drops()
+        return self.segments.write(meta, buffers)
 
     def _wait_until(self, done, timeout):
         """Pump until done() is true; False if `timeout` seconds pass first."""
@@ -625,7 +640,7 @@ class DriverRuntime:
 
         if not self._wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        return ser.values_of(refs, values)
+        return ser.values_of(refs, values, self.segments.mapped)
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         values = self.store.values
@@ -651,7 +666,7 @@ class DriverRuntime:
                 if stored[0] == ser.ERROR:
                     fut.set_exception(ser.load_error(stored))
                 else:
-                    fut.set_result(ser.from_stored(stored))
+                    fut.set_result(ser.from_stored(stored, self.segments.mapped))
             except Exception as e:
                 fut.set_exception(e)
 

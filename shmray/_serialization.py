@@ -66,17 +66,22 @@ def _describe(value) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__} object {text}"
 
 
-def to_stored(value, shm_name=None):
-    """Serialize `value`; large results go into a new segment named by `shm_name()`."""
+def to_stored(value, shm_name=None, write_large=None):
+    """Serialize `value`. Large values go into a segment: written by
+    `write_large(meta, buffers)` if given, else into a new segment named `shm_name()`;
+    with neither, they stay inline."""
     buffers = []
     meta = dumps(value, buffers)
     size = len(meta) + sum(b.raw().nbytes for b in buffers)
-    if size <= INLINE_MAX or shm_name is None:
+    if size <= INLINE_MAX or (shm_name is None and write_large is None):
         return (INLINE, meta, tuple(b.raw().tobytes() for b in buffers))
+    if write_large is not None:
+        return write_large(meta, buffers)
     return write_segment(shm_name(), meta, buffers)
 
 
-def write_segment(name, meta, buffers):
+def segment_layout(meta, buffers):
+    """Where each out-of-band buffer goes after the pickle bytes: ((offset, n), ...), size."""
     layout = []
     off = len(meta)
     for b in buffers:
@@ -84,18 +89,29 @@ def write_segment(name, meta, buffers):
         n = b.raw().nbytes
         layout.append((off, n))
         off += n
-    mm = _shm.create(name, off)
+    return tuple(layout), off
+
+
+def fill_segment(mm, meta, buffers, layout):
+    mm[0:len(meta)] = meta
+    for b, (o, n) in zip(buffers, layout):
+        mm[o:o + n] = b.raw()
+
+
+def write_segment(name, meta, buffers):
+    """A new segment holding meta + buffers; returns its SHM stored form."""
+    layout, size = segment_layout(meta, buffers)
+    mm = _shm.create(name, size)
     try:
-        mm[0:len(meta)] = meta
-        for b, (o, n) in zip(buffers, layout):
-            mm[o:o + n] = b.raw()
+        fill_segment(mm, meta, buffers, layout)
     finally:
         mm.close()
-    return (SHM, name, off, len(meta), tuple(layout))
+    return (SHM, name, size, len(meta), layout)
 
 
-def from_stored(stored):
-    """The value a stored form holds; arrays come back writable (copy-on-write for shm)."""
+def from_stored(stored, on_map=None):
+    """The value a stored form holds; arrays come back writable (copy-on-write for shm).
+    `on_map(name, mapping)` is told of each segment mapped to build it."""
     kind = stored[0]
     if kind == INLINE:
         bufs = stored[2]
@@ -105,6 +121,8 @@ def from_stored(stored):
     if kind == SHM:
         _, name, size, meta_len, layout = stored
         mm = _shm.map_private(name, size)
+        if on_map is not None:
+            on_map(name, mm)
         view = memoryview(mm)
         return pickle.loads(view[:meta_len], buffers=[view[o:o + n] for o, n in layout])
     raise load_error(stored)
@@ -215,7 +233,7 @@ def _map_args(args, kwargs, f, nested):
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
 
 
-def values_of(refs: list, stored: dict) -> list:
+def values_of(refs: list, stored: dict, on_map=None) -> list:
     """What ``get`` returns: each ref's value from its stored form (the first error
     raises); items that are not refs are already values and pass through."""
     out = []
@@ -226,5 +244,5 @@ def values_of(refs: list, stored: dict) -> list:
         s = stored[r._id]
         if s[0] == ERROR:
             raise load_error(s)
-        out.append(from_stored(s))
+        out.append(from_stored(s, on_map))
     return out

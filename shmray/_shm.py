@@ -29,11 +29,13 @@ def create(name: str, size: int) -> mmap.mmap:
         seg.close_fd()
 
 
-def attach(name: str, size: int | None = None) -> mmap.mmap:
-    """Map an existing segment shared, read-write (rings and control areas)."""
+def attach(name: str, size: int | None = None, populate: bool = False) -> mmap.mmap:
+    """Map an existing segment shared, read-write (rings, control areas, pooled
+    segments). `populate` maps every page now, in one call, not one fault each."""
     seg = posix_ipc.SharedMemory("/" + name)
     try:
-        return mmap.mmap(seg.fd, seg.size if size is None else size)
+        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
+        return mmap.mmap(seg.fd, seg.size if size is None else size, flags=flags)
     finally:
         seg.close_fd()
 

@@ -1,0 +1,110 @@
+"""Warm segments for large puts: reused only when no reader can still map them."""
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import time
+
+import numpy as np
+
+from shmray import _context, _segment_pool, _serialization as ser, _shm
+from shmray._segment_pool import SegmentPool
+
+MB = 1024 * 1024
+
+
+def _segments():
+    return _context.runtime.segments
+
+
+def _segment_of(ref):
+    stored = _context.runtime.store.values[ref._id]
+    assert stored[0] == ser.SHM
+    return stored[1]
+
+
+def _own_segments():
+    return {n for n in os.listdir("/dev/shm") if n.startswith(_context.runtime.prefix)}
+
+
+def test_a_freed_put_is_written_again_in_place(ray):
+    before = _segments().statistics()
+    a = np.arange(4 * MB // 8, dtype=np.float64)
+    for i in range(5):
+        ref = ray.put(a + i)
+        assert ray.get(ref)[7] == 7 + i
+        del ref
+        gc.collect()
+    after = _segments().statistics()
+    assert after.reused - before.reused >= 3
+    assert after.created - before.created <= 2
+
+
+def test_an_array_the_driver_still_holds_keeps_its_segment(ray):
+    ref = ray.put(np.full(2 * MB // 8, 1.0))
+    held = ray.get(ref)  # maps the segment privately
+    del ref
+    gc.collect()
+    for i in range(3):  # same size: would reuse the segment if it were free
+        other = ray.put(np.full(2 * MB // 8, 100.0 + i))
+        assert ray.get(other)[0] == 100.0 + i
+        del other
+    assert held.min() == 1.0 and held.max() == 1.0
+
+
+def test_a_segment_handed_to_a_worker_is_never_reused(ray):
+    @ray.remote
+    def keep(arr):
+        keep.kept = arr  # the worker keeps its mapping beyond the task
+        return float(arr[3])
+
+    ref = ray.put(np.full(2 * MB // 8, 5.0))
+    name = _segment_of(ref)
+    assert ray.get(keep.remote(ref)) == 5.0
+    del ref
+    gc.collect()
+    refs = [ray.put(np.full(2 * MB // 8, float(i))) for i in range(3)]
+    assert name not in {_segment_of(r) for r in refs}
+    assert name not in _own_segments()  # unlinked, not pooled
+
+
+def test_idle_pooled_segments_are_unlinked(ray):
+    ref = ray.put(np.zeros(2 * MB // 8))
+    name = _segment_of(ref)
+    del ref
+    small = ray.put(np.zeros(MB // 8))  # processes the drop; too small to reuse it
+    assert _segment_of(small) != name
+    assert name in _own_segments()  # pooled, still there
+    _segments().trim(time.monotonic() + _segment_pool.IDLE_SECONDS + 1)
+    assert name not in _own_segments()
+
+
+def test_the_pool_keeps_at_most_its_budget():
+    names = iter(f"shmray_{os.getpid()}_pooltest_{i}" for i in range(100))
+    pool = SegmentPool(lambda: next(names), max_free_bytes=3 * MB)
+    try:
+        stored = [pool.write(b"m", [pickle.PickleBuffer(bytearray(MB + 100 * i))])
+                  for i in range(5)]
+        for s in stored:
+            pool.release(s)
+        stats = pool.statistics()
+        assert stats.free_bytes <= 3 * MB and stats.free_segments == 2
+        # a request far smaller than every pooled segment gets a new one
+        small = pool.write(b"m", [pickle.PickleBuffer(bytearray(1000))])
+        assert small[1] not in {s[1] for s in stored}
+        pool.release(small)
+    finally:
+        pool.clear()
+    assert not [n for n in os.listdir("/dev/shm") if "_pooltest_" in n]
+
+
+def test_clear_at_shutdown_unlinks_the_pool(fresh):
+    fresh.init(num_cpus=1)
+    ref = fresh.put(np.zeros(2 * MB // 8))
+    del ref
+    fresh.put(np.zeros(2 * MB // 8))  # reuses, and leaves one live
+    prefix = _context.runtime.prefix
+    fresh.shutdown()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    assert _shm.list_names(prefix) == []
