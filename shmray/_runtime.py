@@ -55,7 +55,7 @@ HOUSEKEEP_EVERY = 0.02
 # their worker; it is woken once per WAKE_BATCH tasks, as soon as the driver waits
 # for anything (get, wait), or by the background watcher within a millisecond.
 BURST_GAP = 200e-6
-WAKE_BATCH = 8
+WAKE_BATCH = 64
 IDLE_EXTRA_RETIRE = 2.0
 DRAIN_BATCH = 512
 
@@ -99,7 +99,8 @@ class DriverRuntime:
         self._seg_ids = itertools.count(1)
         self._rr = 0
         self._last_submit = 0.0
-        self._burst = False          # inside submit, with the previous one just before
+        self._burst = False          # inside submit, with the previous one just before:
+                                     # dispatches defer their wakes
         self._unwoken = {}           # worker -> tasks pushed to it without a wake
         self._next_housekeep = 0.0
         self._stopping = False
@@ -125,26 +126,31 @@ class DriverRuntime:
             except Exception as e:
                 raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
                                 f"{type(e).__name__}: {e}") from e
-        args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
-        try:
-            args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
-        except TypeError as e:
-            raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
+        if args or kwargs:
+            args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
+            try:
+                args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
+            except TypeError as e:
+                raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
+        else:
+            args_stored, refs = ser.NO_ARGS, None
         task_id = new_base_id()
         spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, refs, True)
         now = time.monotonic()
-        with self._lock:
-            self._burst = now - self._last_submit < BURST_GAP
-            try:
-                self._add_task(spec)
-            finally:
-                self._burst = False
+        # Inside a burst, what this call dispatches (its own task, or queued ones
+        # that results free up in the drain below) is pushed without a wake.
+        self._burst = now - self._last_submit < BURST_GAP
         self._last_submit = now
-        if self._pump_lock.acquire(False):
-            try:
-                self._drain(DRAIN_BATCH)
-            finally:
-                self._pump_lock.release()
+        try:
+            with self._lock:
+                self._add_task(spec)
+            if self._pump_lock.acquire(False):
+                try:
+                    self._drain(DRAIN_BATCH)
+                finally:
+                    self._pump_lock.release()
+        finally:
+            self._burst = False
         n = spec.num_returns
         if n == 1:
             return ObjectRef(task_id, True)
@@ -222,11 +228,17 @@ class DriverRuntime:
                 if values[oid][0] == ser.ERROR:
                     self._finish(spec, values[oid])
                     return
-        rpc = self.scheduler.awaited.get(spec.task_id)
-        if rpc is not None and self.scheduler.helpable(rpc) and self.ledger.fits(spec.request):
+        sched = self.scheduler
+        rpc = sched.awaited.get(spec.task_id)
+        if rpc is not None and sched.helpable(rpc) and self.ledger.fits(spec.request):
             self._send_help(rpc.worker, spec)
             return
-        self.scheduler.push(spec)
+        if spec.request not in sched.ready:  # nothing queued ahead of it: place it now
+            w = sched.place(spec)
+            if w is not None:
+                self._send_task(w, spec)
+                return
+        sched.push(spec)
         self._dispatch()
 
     def _send_help(self, w, spec):
@@ -295,12 +307,13 @@ class DriverRuntime:
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
         store = self.store
-        ids = spec.return_ids()
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
-            for oid in ids:
+            for oid in spec.return_ids():
                 store.put(oid, outcome)
+        elif spec.num_returns == 1:
+            store.put(spec.task_id, outcome[0])
         else:
-            for oid, stored in zip(ids, outcome):
+            for oid, stored in zip(spec.return_ids(), outcome):
                 store.put(oid, stored)
         if spec.deps:
             for oid in spec.deps:

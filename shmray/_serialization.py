@@ -27,6 +27,7 @@ INLINE_MAX = 100 * 1024
 _ALIGN = 64
 
 INLINE, SHM, ERROR = 0, 1, 2
+NO_ARGS = (INLINE, pickle.dumps(((), {}), protocol=5), ())  # f.remote(): stored once
 _MAIN_MARK = b"__main__"
 
 
@@ -72,6 +73,8 @@ def to_stored(value, shm_name=None, write_large=None):
     with neither, they stay inline."""
     buffers = []
     meta = dumps(value, buffers)
+    if not buffers and (len(meta) <= INLINE_MAX or (shm_name is None and write_large is None)):
+        return (INLINE, meta, ())  # the common case: a small value, no arrays
     size = len(meta) + sum(b.raw().nbytes for b in buffers)
     if size <= INLINE_MAX or (shm_name is None and write_large is None):
         return (INLINE, meta, tuple(b.raw().tobytes() for b in buffers))
