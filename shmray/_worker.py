@@ -295,6 +295,14 @@ def run(config: dict):
             os.sched_setaffinity(0, {config["core"]})
         except OSError:
             pass
+    # SCHED_BATCH: the same CPU share as any process, but a woken worker does not
+    # preempt the process on its core at once. That process is often the driver
+    # mid-submit (2 cores, 2 workers); preempting it costs the driver more than the
+    # worker gains by starting a few microseconds sooner (W1: about +8% here).
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
     # Help tasks run on top of the frames that wait for them: one nesting level of
     # user recursion costs a handful of Python frames.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
