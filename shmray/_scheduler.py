@@ -81,13 +81,18 @@ class Scheduler:
         strategy = spec.options.scheduling_strategy
         workers = self.pool.workers
         if self.ledger.fits(request):
-            idle = [w for w in workers if not w.inflight and not w.rpcs]
-            if idle:
-                if strategy == "SPREAD":
-                    w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30))
+            if strategy == "SPREAD":
+                idle = [w for w in workers if not w.inflight and not w.rpcs]
+                w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30),
+                        default=None)
+                if w is not None:
                     self._spread_next = w.index + 1
-                else:
-                    w = max(idle, key=lambda w: w.idle_since)  # the warmest one
+            else:
+                w = None  # the warmest idle worker (a loop: this runs once per task)
+                for x in workers:
+                    if not x.inflight and not x.rpcs and (w is None or x.idle_since > w.idle_since):
+                        w = x
+            if w is not None:
                 self.charge(w, request)
                 return w
             if len(workers) < self.max_workers:
