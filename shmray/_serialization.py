@@ -13,7 +13,10 @@ through cloudpickle.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import sys
+import threading
 import traceback
 
 import cloudpickle
@@ -98,7 +101,36 @@ def segment_layout(meta, buffers):
 def fill_segment(mm, meta, buffers, layout):
     mm[0:len(meta)] = meta
     for b, (o, n) in zip(buffers, layout):
-        mm[o:o + n] = b.raw()
+        if n >= PARALLEL_COPY_MIN:
+            _parallel_copy(mm, o, b.raw())
+        else:
+            mm[o:o + n] = b.raw()
+
+
+# One core copies about 7 GB/s here, two about 14: a large buffer is copied in
+# slices by threads, when this process may run on several cores (a worker is
+# pinned to one) and numpy, which copies without holding the GIL, is loaded
+# (out-of-band buffers that large come from numpy arrays anyway).
+PARALLEL_COPY_MIN = 16 << 20
+MAX_COPY_THREADS = 4
+
+
+def _parallel_copy(mm, offset, src):
+    np = sys.modules.get("numpy")
+    k = min(MAX_COPY_THREADS, len(os.sched_getaffinity(0)))
+    if np is None or k < 2:
+        mm[offset:offset + src.nbytes] = src
+        return
+    source = np.frombuffer(src, np.uint8)  # PickleBuffer.raw(): 1-D, format "B"
+    target = np.frombuffer(mm, np.uint8, count=source.size, offset=offset)
+    step = -(-source.size // k) // 4096 * 4096 + 4096  # page-aligned slices
+    threads = [threading.Thread(target=np.copyto, args=(target[i:i + step], source[i:i + step]))
+               for i in range(step, source.size, step)]
+    for t in threads:
+        t.start()
+    np.copyto(target[:step], source[:step])
+    for t in threads:
+        t.join()
 
 
 def write_segment(name, meta, buffers):

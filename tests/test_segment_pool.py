@@ -7,6 +7,7 @@ import pickle
 import time
 
 import numpy as np
+import pytest
 
 from shmray import _context, _segment_pool, _serialization as ser, _shm
 from shmray._segment_pool import SegmentPool
@@ -108,3 +109,12 @@ def test_clear_at_shutdown_unlinks_the_pool(fresh):
     fresh.shutdown()
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
     assert _shm.list_names(prefix) == []
+
+
+@pytest.mark.parametrize("extra", [0, 13, 4095, 4097])
+def test_buffers_copied_in_parallel_slices_arrive_whole(ray, extra):
+    n = ser.PARALLEL_COPY_MIN + 3 * 4096 + extra
+    data = np.random.default_rng(extra).integers(0, 255, n, dtype=np.uint8)
+    assert np.array_equal(ray.get(ray.put(data)), data)
+    grid = np.random.default_rng(extra + 1).random((n // 8 // 16, 16))
+    assert np.array_equal(ray.get(ray.put(grid)), grid)
