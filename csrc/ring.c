@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "ring.h"
 
+#include <sched.h>
+
 #include <errno.h>
 #include <linux/futex.h>
 #include <string.h>
@@ -209,6 +211,9 @@ static int wait_until(ready_fn ready, void *arg, uint32_t *seq, uint32_t *waitin
             if ((i & 31) == 0) {
                 int64_t now = shmray_now_ns();
                 if (now >= spin_end || now >= deadline) break;
+                /* The side we wait for may be runnable on this very core (the driver
+                 * is not pinned): give it the core rather than spin it out. */
+                sched_yield();
             }
         }
     }

@@ -191,7 +191,7 @@ class WorkerRuntime:
             try:
                 self.send(msg[:1] + (req_id,) + msg[1:])
                 while req_id not in self._replies:
-                    reply = _ring.decode(self._tasks.pop(timeout=None))
+                    reply = _ring.decode(self._tasks.pop(timeout=None, spin=self.spin))
                     kind = reply[0]
                     if kind == _ring.REPLY:
                         if reply[1] in self._waiting:  # else stale: its rpc is over
