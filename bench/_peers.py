@@ -104,7 +104,8 @@ class Shmray(RayLike):
         shmray.init(num_cpus=WORKERS)
 
     def worker_pids(self, started):
-        return {p for p in started if "shmray._worker" in _procs.cmdline(p)}
+        # Forked workers share the driver's command line; their name tells them apart.
+        return {p for p in started if _procs.comm(p) == f"shmray:{os.getpid()}"}
 
 
 class Ray(RayLike):

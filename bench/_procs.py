@@ -31,6 +31,15 @@ def descendants(root: int) -> set:
     return found
 
 
+def comm(pid: int) -> str:
+    """The process name (shmray's workers name themselves 'shmray:<driver pid>')."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def cmdline(pid: int) -> str:
     """The command line as the process shows it (Ray's workers rename themselves 'ray::...')."""
     try:

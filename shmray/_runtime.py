@@ -57,6 +57,8 @@ HOUSEKEEP_EVERY = 0.02
 BURST_GAP = 200e-6
 WAKE_BATCH = 64
 IDLE_EXTRA_RETIRE = 2.0
+LEND_MAX = 64                # stored forms lent with one task at most
+LEND_INLINE_MAX = 1024       # inline values lent only up to this size
 DRAIN_BATCH = 512
 
 
@@ -100,6 +102,7 @@ class DriverRuntime:
         self._rr = 0
         self._last_submit = 0.0
         self._submits = 0
+        self._escaping = []          # oids pickled since the last submit began
         self._burst = False          # inside submit, with the previous one just before:
                                      # dispatches defer their wakes
         self._unwoken = {}           # worker -> tasks pushed to it without a wake
@@ -109,7 +112,7 @@ class DriverRuntime:
         for i in range(n_base):
             self.pool.spawn(cores[i % len(cores)])
         _hooks.dropped = self.store.drop_queue.append
-        _hooks.escaped = self.store.escaped.add
+        _hooks.escaped = self._on_escape
         _hooks.future = self.future
         self._bg = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
         self._bg.start()
@@ -129,14 +132,17 @@ class DriverRuntime:
                                 f"{type(e).__name__}: {e}") from e
         if args or kwargs:
             args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
+            self._escaping.clear()
             try:
                 args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
             except TypeError as e:
                 raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
+            lent = self._lend(self._escaping) if self._escaping else None
         else:
-            args_stored, refs = ser.NO_ARGS, None
+            args_stored, refs, lent = ser.NO_ARGS, None, None
         task_id = new_base_id()
         spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, refs, True)
+        spec.lent = lent
         now = time.monotonic()
         # Inside a burst, what this call dispatches (its own task, or queued ones
         # that results free up in the drain below) is pushed without a wake.
@@ -292,8 +298,12 @@ class DriverRuntime:
                 self.segments.handed_out(stored)
         else:
             dep_values = None
+        if spec.lent:
+            for stored in spec.lent.values():
+                self.segments.handed_out(stored)
         data = _ring.encode((_ring.TASK, spec.task_id, fn_id, spec.num_returns,
-                             spec.args_stored, dep_values, spec.helping), w.ring, self.prefix)
+                             spec.args_stored, dep_values, spec.lent, spec.helping),
+                            w.ring, self.prefix)
         if self._burst:
             n = self._unwoken.get(w, 0) + 1
             if n < WAKE_BATCH:
@@ -627,6 +637,26 @@ class DriverRuntime:
         with self._lock:  # a ref just dropped may free a segment this put can reuse
             self.store.process_drops()
         return self.segments.write(meta, buffers)
+
+    def _on_escape(self, oid):
+        """An ObjectRef is being pickled (into task arguments, usually): its object
+        stays until shutdown, and submit lends the task its stored form."""
+        self.store.escaped.add(oid)
+        self._escaping.append(oid)
+
+    def _lend(self, oids):
+        """Stored forms of refs pickled inside a task's arguments that exist already:
+        sent with the task, so a `get` of them inside it needs no round trip.
+        Descriptors only (shm forms, errors, tiny values): the message stays small."""
+        values = self.store.values
+        lent = {}
+        for oid in oids[:LEND_MAX]:
+            stored = values.get(oid)
+            if stored is not None and (stored[0] != ser.INLINE
+                                       or ser.stored_size(stored) <= LEND_INLINE_MAX):
+                lent[oid] = stored
+        oids.clear()
+        return lent or None
 
     def _wait_until(self, done, timeout):
         """Pump until done() is true; False if `timeout` seconds pass first."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
-                 "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued")
+                 "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
+                 "lent")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -21,6 +22,7 @@ class TaskSpec:
         self.owned = owned          # submitted by the driver (it holds the returned refs)
         self.helping = False        # runs inside a blocked worker's wait (see _scheduler)
         self.queued = False         # in the scheduler's ready queues
+        self.lent = None            # oid -> stored form of refs inside the args (see _lend)
 
     def return_ids(self):
         base = self.task_id

@@ -88,6 +88,7 @@ class WorkerRuntime:
         self.known_to_driver = set()
         self.current_name = None
         self.current_task_id = None
+        self._lent = None          # the running task's lent stored forms (oid -> stored)
         self.gpu_ids = []
         self.spin = config.get("spin", 0.0)
 
@@ -128,10 +129,11 @@ class WorkerRuntime:
         self.known_to_driver.add(fn_id)
 
     def run_task(self, msg):
-        _, task_id, fn_id, num_returns, args_stored, dep_values, _help = msg
+        _, task_id, fn_id, num_returns, args_stored, dep_values, lent, _help = msg
         fn, name = self.fns[fn_id]
-        outer = self.current_name, self.current_task_id  # a help task runs inside another
-        self.current_name, self.current_task_id = name, task_id
+        # A help task runs inside another: restore what the outer one had.
+        outer = self.current_name, self.current_task_id, self._lent
+        self.current_name, self.current_task_id, self._lent = name, task_id, lent
         start = time.perf_counter()
         try:
             if isinstance(fn, Exception):
@@ -144,7 +146,7 @@ class WorkerRuntime:
         except Exception as e:
             outcome = ser.task_error_stored(name, e, skip_frames=1)
         finally:
-            self.current_name, self.current_task_id = outer
+            self.current_name, self.current_task_id, self._lent = outer
         self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
 
     def pack_results(self, result, num_returns):
@@ -213,6 +215,9 @@ class WorkerRuntime:
         oids = [r._id for r in refs if type(r) is ObjectRef]
         if not oids:
             return list(refs)
+        lent = self._lent
+        if lent and all(o in lent for o in oids):  # sent with the task: no round trip
+            return ser.values_of(refs, lent)
         stored = self._rpc((_ring.GET, oids, timeout))
         if stored is None:
             raise GetTimeoutError("Get timed out: some object(s) not ready.")

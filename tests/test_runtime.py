@@ -70,6 +70,33 @@ def test_get_inside_a_task_accepts_resolved_values(ray):
     assert ray.get(reader.remote(ray.put([7, 8]))) == 7
 
 
+def test_refs_deep_inside_arguments_are_lent_with_the_task(ray):
+    # Refs two levels deep are not resolved; the ones that already exist travel
+    # with the task, so `get` inside it needs no round trip to the driver (the
+    # values must be the same either way, errors included).
+    @ray.remote
+    def fail():
+        raise KeyError("missing")
+
+    @ray.remote
+    def read(box):
+        out = []
+        for ref in box[0]:
+            try:
+                value = ray.get(ref)
+                out.append(value.shape if isinstance(value, np.ndarray) else value)
+            except KeyError as e:
+                out.append(("KeyError", "missing" in str(e)))
+        return out
+
+    small, big = ray.put(41), ray.put(np.zeros((300, 100)))
+    failed = fail.remote()
+    ray.wait([failed])
+    pending = read.remote([[small]])  # a ref not yet made when the next task is sent
+    got = ray.get(read.remote([[small, big, failed, pending]]))
+    assert got == [41, (300, 100), ("KeyError", True), [41]]
+
+
 def test_error_propagates_through_a_dependency_chain(ray):
     @ray.remote
     def fail():
