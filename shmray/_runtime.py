@@ -57,6 +57,7 @@ HOUSEKEEP_EVERY = 0.02
 BURST_GAP = 200e-6
 WAKE_BATCH = 64
 IDLE_EXTRA_RETIRE = 2.0
+QUIET = 0.01                 # no .remote() for this long: the background thread pumps
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
 DRAIN_BATCH = 512
@@ -103,6 +104,10 @@ class DriverRuntime:
         self._last_submit = 0.0
         self._submits = 0
         self._escaping = []          # oids pickled since the last submit began
+        self._pumpers = 0            # user threads inside _wait_until (they pump)
+        self._pumpers_lock = threading.Lock()
+        self._nobody_pumps = threading.Event()
+        self._bg_parked = False      # the background thread waits for _nobody_pumps
         self._burst = False          # inside submit, with the previous one just before:
                                      # dispatches defer their wakes
         self._unwoken = {}           # worker -> tasks pushed to it without a wake
@@ -364,21 +369,22 @@ class DriverRuntime:
                     w.ring.wake()
                 self._unwoken.clear()
 
-    def _pump(self, timeout):
-        """Wait up to `timeout` seconds for messages and handle them."""
+    def _pump(self, timeout, done=None, spin=True):
+        """Wait up to `timeout` seconds for messages and handle them; return early
+        if done() already holds (another thread may have handled what we wait for)."""
         self._wake_deferred()
         if not self._pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
             return
         try:
-            if self._drain(DRAIN_BATCH):
+            if self._drain(DRAIN_BATCH) or (done is not None and done()):
                 return
             workers, rings = self.pool.snapshot
             if not rings:
                 time.sleep(min(max(timeout, 0), 0.01))
                 return
+            spin = spin and self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER
             got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
-                          DRIVER_SPIN if self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER else 0.0,
-                          self._rr)
+                          DRIVER_SPIN if spin else 0.0, self._rr)
             if got is not None:
                 i, data = got
                 self._rr = i + 1
@@ -390,7 +396,30 @@ class DriverRuntime:
             self._pump_lock.release()
 
     def _background(self):
+        """Handle messages nobody else is handling, and keep house.
+
+        While a user thread waits in get/wait, it handles the messages: this thread
+        parks. While the driver is quiet (no .remote() for QUIET seconds), it sleeps
+        on the doorbell and handles whatever comes. During a burst of submissions,
+        the submitting thread collects results itself, and this one only watches
+        for rings nobody empties (and delivers deferred wakes), every millisecond."""
         while not self._stopping:
+            if self._pumpers:
+                self._bg_parked = True
+                self._nobody_pumps.clear()
+                if self._pumpers:  # re-checked after clear(): a set() cannot be lost
+                    self._nobody_pumps.wait(HOUSEKEEP_EVERY)
+                self._bg_parked = False
+                continue
+            if time.monotonic() - self._last_submit > QUIET:
+                try:
+                    self._pump(HOUSEKEEP_EVERY, spin=False)
+                except KeyboardInterrupt:
+                    pass
+                except Exception as e:  # never die silently: the session depends on us
+                    print(f"shmray: background pump error: {type(e).__name__}: {e}",
+                          file=sys.stderr)
+                continue
             rings = self.pool.snapshot[1]
             try:  # also delivers deferred wakes: it nudges task rings whose worker sleeps
                 wait_stalled(rings, 0.001, HOUSEKEEP_EVERY, self.pool.task_rings)
@@ -663,13 +692,22 @@ class DriverRuntime:
         if done():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = -1.0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and remaining <= 0:
-                return done()
-            self._pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY))
-            if done():
-                return True
+        with self._pumpers_lock:
+            self._pumpers += 1
+        try:
+            while True:
+                remaining = -1.0 if deadline is None else deadline - time.monotonic()
+                if deadline is not None and remaining <= 0:
+                    return done()
+                self._pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY),
+                           done)
+                if done():
+                    return True
+        finally:
+            with self._pumpers_lock:
+                self._pumpers -= 1
+                if not self._pumpers and self._bg_parked:  # only a parked thread needs a wake
+                    self._nobody_pumps.set()
 
     def get(self, refs: list, timeout):
         values = self.store.values

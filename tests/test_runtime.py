@@ -446,3 +446,17 @@ def test_zero_returns_and_zero_cpu_tasks(fresh, tmp_path):
     while not (marker.exists() and marker.read_text() == "ran") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert marker.read_text() == "ran"
+
+
+def test_an_idle_session_costs_the_driver_almost_no_cpu(ray):
+    # The background thread sleeps on the doorbell while nothing happens (it
+    # used to poll every millisecond: ~20 ms of CPU per second).
+    @ray.remote
+    def one():
+        return 1
+
+    assert ray.get(one.remote()) == 1
+    time.sleep(0.1)  # past the quiet period after the last submission
+    start = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - start < 0.01
