@@ -30,7 +30,8 @@ ROWS = [
     Row("W2", "W2 sync round trip", "us/call", "lower",
         "one no-op task submitted and fetched, 2,000 times (Pool: apply)"),
     Row("W3", "W3 1 ms CPU tasks", "effic.", "higher",
-        "2,000 busy-loop tasks of 1 ms on 2 workers: ideal 1.0 s / measured; 1.0 is perfect"),
+        "2,000 busy-loop tasks of ~1 ms on 2 workers: ideal (the same loops in 2 bare "
+        "processes, same run) / measured; 1.0 is perfect"),
     Row("W4arg", "W4 100 MB to 100 tasks, arg", "ms", "lower",
         "shmray, Ray: put + 100 tasks given the ref. Pool peers: the array pickled into each "
         "task (one round: ~25 s each)"),
