@@ -110,11 +110,12 @@ class Scheduler:
         depth = PIPELINE_MAX if mean <= 0 else min(PIPELINE_MAX, math.floor(PIPELINE_SECONDS / mean))
         if depth < 2:
             return None
-        best = None
+        best = None  # the least loaded worker below the depth (a loop: once per task)
+        request = spec.request
         for w in workers:
-            if w.charge == spec.request and not w.rpcs and len(w.inflight) < depth:
-                if best is None or len(w.inflight) < len(best.inflight):
-                    best = w
+            n = len(w.inflight)
+            if n < depth and w.charge == request and not w.rpcs:
+                best, depth = w, n
         return best
 
     def charge(self, w, request):
