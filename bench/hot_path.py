@@ -74,15 +74,15 @@ ROWS = (
     ("driver", "ref", "ObjectRef(...), what .remote() returns", False),
     ("driver", "place", "Scheduler.place(), every worker busy", False),
     ("driver", "send", "DriverRuntime._send_task()", False),
-    ("driver", "encode_task", "_ring.encode(TASK)", True),
-    ("driver", "push_task", "Ring.push(TASK)", True),
+    ("driver", "encode_task", "_ring.encode(TASKS), per task", True),
+    ("driver", "push_task", "Ring.push(TASKS), per task", True),
     ("driver", "pop_any", "pop_any() on the result ring", False),
     ("driver", "decode_done", "_ring.decode(DONE)", False),
     ("driver", "on_done", "DriverRuntime._on_done() -> _finish()", False),
     ("driver", "values", "get: ser.values_of() -> from_stored()", False),
     ("driver", "drop", "ref dropped -> ObjectStore.process_drops()", False),
     ("worker", "pop", "Ring.pop() on the task ring", False),
-    ("worker", "decode_task", "_ring.decode(TASK)", False),
+    ("worker", "decode_task", "_ring.decode(TASKS), per task", False),
     ("worker", "run", "WorkerRuntime.run_task()", False),
     ("worker", "args", "ser.from_stored(NO_ARGS)", True),
     ("worker", "call", "no_op()", True),
@@ -166,7 +166,7 @@ class TaskPath:
 
     def batch(self):
         """BATCH tasks through every stage of their path, one stage at a time; returns the
-        first TASK and DONE messages."""
+        first TASKS batch (its list of task tuples) and the first DONE message."""
         rt, f, handle, worker, timed = self.rt, self.f, self.handle, self.worker, self.timed
         sched, store = rt.scheduler, rt.store
         ids = timed("new_id", new_base_id, itertools.repeat((), BATCH))
@@ -176,10 +176,21 @@ class TaskPath:
         with rt._lock:
             with self.every_worker_busy(specs[0].request):
                 timed("place", sched.place, [(s,) for s in specs])
-            timed("send", rt._send_task, [(handle, s) for s in specs])
-        tasks = timed("pop", worker._tasks.pop, itertools.repeat((), BATCH))
-        task_msgs = timed("decode_task", _ring.decode, [(data,) for data in tasks])
-        timed("run", worker.run_task, [(msg,) for msg in task_msgs])
+            with self.clock("send", BATCH):  # batched, as inside W1's burst of submissions
+                rt._burst = True
+                try:
+                    for s in specs:
+                        rt._send_task(handle, s)
+                    rt._send_batches()
+                finally:
+                    rt._burst = False
+                    rt._unwoken.pop(handle, None)
+        with self.clock("pop", BATCH):
+            messages = list(iter(worker._tasks.pop, None))
+        with self.clock("decode_task", BATCH):
+            batches = [_ring.decode(data)[1] for data in messages]
+        task_msgs = [task for batch in batches for task in batch]
+        timed("run", worker.run_task, [(task,) for task in task_msgs])
         results = timed("pop_any", pop_any, itertools.repeat(
             ((handle.channel.results,), self.doorbell, 0.0, 0.0, 0), BATCH))
         done_msgs = timed("decode_done", _ring.decode, [(data,) for _, data in results])
@@ -191,7 +202,7 @@ class TaskPath:
             refs.clear()
             with rt._lock:
                 store.process_drops()
-        return task_msgs[0], done_msgs[0]
+        return batches[0], done_msgs[0]
 
     @contextlib.contextmanager
     def every_worker_busy(self, request):
@@ -207,20 +218,24 @@ class TaskPath:
             for w in workers:
                 sched.uncharge(w)
 
-    def parts(self, task_msg, done_msg):
+    def parts(self, first_batch, done_msg):
         """The pieces of _send_task and run_task, on real messages; the pushes go to a
         scratch ring that nobody reads (emptied, untimed, after each batch)."""
         timed, worker, scratch = self.timed, self.worker, self.scratch
-        task_data = timed("encode_task", _ring.encode,
-                          itertools.repeat((task_msg, self.handle.ring, self.rt.prefix), BATCH))
+        per_batch = len(first_batch)  # a batch as W1's burst sends them
+        task_data = timed("encode_task", _ring.encode, itertools.repeat(
+            ((_ring.TASKS, first_batch), self.handle.ring, self.rt.prefix), BATCH // per_batch))
+        self.times["encode_task"][-1] /= per_batch
         done_data = timed("encode_done", _ring.encode,
                           itertools.repeat((done_msg, worker._results, worker._spill), BATCH))
-        for key, data in (("push_task", task_data[0]), ("push_done", done_data[0])):
-            timed(key, scratch.push, itertools.repeat((data,), BATCH))
+        for key, data, per_push in (("push_task", task_data[0], per_batch),
+                                    ("push_done", done_data[0], 1)):
+            timed(key, scratch.push, itertools.repeat((data,), BATCH // per_push))
+            self.times[key][-1] /= per_push
             while scratch.pop() is not None:
                 pass
         timed("args", ser.from_stored, itertools.repeat((ser.NO_ARGS,), BATCH))
-        timed("call", worker.fns[task_msg[2]][0], itertools.repeat((), BATCH))
+        timed("call", worker.fns[first_batch[0][1]][0], itertools.repeat((), BATCH))
         timed("result", ser.to_stored, itertools.repeat((None, worker.new_segment_name), BATCH))
 
 

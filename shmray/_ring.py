@@ -1,6 +1,6 @@
 """Message channels between the driver and one worker, over the C rings.
 
-    driver ──task ring──► worker      FUNC, TASK, REPLY, EXIT
+    driver ──task ring──► worker      FUNC, TASKS, REPLY, EXIT
     driver ◄─result ring── worker     DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
 
 Both rings of a worker live in one segment; every result ring rings the session's
@@ -17,8 +17,8 @@ import pickle
 from . import _shm
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
-# Message kinds, driver -> worker
-FUNC, TASK, REPLY, EXIT = 1, 2, 3, 4
+# Message kinds, driver -> worker (TASKS: a list of task tuples, run in order)
+FUNC, TASKS, REPLY, EXIT = 1, 2, 3, 4
 # Message kinds, worker -> driver
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, HELLO = 10, 11, 12, 13, 14, 15, 16, 17
 # Either way: the real message is in a temporary segment

@@ -56,6 +56,10 @@ HOUSEKEEP_EVERY = 0.02
 # for anything (get, wait), or by the background watcher within a millisecond.
 BURST_GAP = 200e-6
 WAKE_BATCH = 64
+# Inside a burst, tasks for one worker are pickled and pushed together: up to
+# TASK_BATCH per message, sent whenever results are collected (every 8th submit),
+# and at the latest when the driver next waits or the background thread looks.
+TASK_BATCH = 16
 IDLE_EXTRA_RETIRE = 2.0
 QUIET = 0.01                 # no .remote() for this long: the background thread pumps
 LEND_MAX = 64                # stored forms lent with one task at most
@@ -111,6 +115,7 @@ class DriverRuntime:
         self._burst = False          # inside submit, with the previous one just before:
                                      # dispatches defer their wakes
         self._unwoken = {}           # worker -> tasks pushed to it without a wake
+        self._batched = set()        # workers with tasks in w.batch, not pushed yet
         self._next_housekeep = 0.0
         self._stopping = False
         self._closed = False
@@ -306,21 +311,38 @@ class DriverRuntime:
         if spec.lent:
             for stored in spec.lent.values():
                 self.segments.handed_out(stored)
-        data = _ring.encode((_ring.TASK, spec.task_id, fn_id, spec.num_returns,
-                             spec.args_stored, dep_values, spec.lent, spec.helping),
-                            w.ring, self.prefix)
-        if self._burst:
-            n = self._unwoken.get(w, 0) + 1
-            if n < WAKE_BATCH:
-                self._unwoken[w] = n
-                w.send(data, wake=False)
-            else:
-                self._unwoken.pop(w, None)
-                w.send(data)
-        else:
-            w.send(data)
+        task = (spec.task_id, fn_id, spec.num_returns, spec.args_stored, dep_values, spec.lent,
+                spec.helping)
         w.inflight.append(spec)
         spec.worker = w
+        if self._burst:  # batched: one message, one pickling for several tasks
+            w.batch.append(task)
+            self._batched.add(w)
+            if len(w.batch) >= TASK_BATCH:
+                self._send_batch(w)
+        else:
+            w.batch.append(task)
+            self._send_batch(w, wake=True)
+
+    def _send_batch(self, w, wake=False):
+        """Push `w`'s batched tasks as one TASKS message. Inside a burst the worker is
+        woken once per WAKE_BATCH tasks (or when the driver next waits)."""
+        batch, w.batch = w.batch, []
+        self._batched.discard(w)
+        if not batch:
+            return
+        data = _ring.encode((_ring.TASKS, batch), w.ring, self.prefix)
+        n = self._unwoken.get(w, 0) + len(batch)
+        if wake or n >= WAKE_BATCH:
+            self._unwoken.pop(w, None)
+            w.send(data)
+        else:
+            self._unwoken[w] = n
+            w.send(data, wake=False)
+
+    def _send_batches(self):
+        for w in list(self._batched):
+            self._send_batch(w)
 
     def _finish(self, spec, outcome):
         """The task's last attempt is over: store its results (or its error in each)."""
@@ -357,14 +379,17 @@ class DriverRuntime:
                 n += 1
             if n:
                 self._dispatch()  # once per batch: results free workers and inputs
+            if self._batched:
+                self._send_batches()
             self.store.process_drops()
             if time.monotonic() >= self._next_housekeep:
                 self._housekeep()
         return n
 
     def _wake_deferred(self):
-        if self._unwoken:
+        if self._unwoken or self._batched:
             with self._lock:
+                self._send_batches()
                 for w in self._unwoken:
                     w.ring.wake()
                 self._unwoken.clear()
@@ -590,6 +615,7 @@ class DriverRuntime:
         now = time.monotonic()
         self._next_housekeep = now + HOUSEKEEP_EVERY
         self.segments.trim(now)
+        self._send_batches()
         for w in self._unwoken:
             w.ring.wake()
         self._unwoken.clear()
@@ -621,6 +647,8 @@ class DriverRuntime:
             return
         self.pool.remove(w)
         self._unwoken.pop(w, None)
+        self._batched.discard(w)
+        w.batch.clear()  # their specs are in w.inflight: requeued below
         self.scheduler.uncharge(w)
         w.rpcs.clear()
         for key in [k for k in self._rpcs if k[0] == w.index]:

@@ -1,7 +1,7 @@
 """A worker process: pop task descriptors from its ring, run them, push results.
 
     task ring ──► FUNC  cache the function (shipped once per worker)
-              ──► TASK  resolve args (zero-copy) ─► run ─► DONE (inline or shm results)
+              ──► TASKS resolve args (zero-copy) ─► run ─► DONE (inline or shm results)
               ──► REPLY answer to this worker's own GET/WAIT (nested calls)
     result ring ◄── DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
 
@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 
 from . import _context, _ring, _serialization as ser
 from ._object_ref import ObjectRef, _hooks, new_base_id
@@ -89,6 +90,7 @@ class WorkerRuntime:
         self.current_name = None
         self.current_task_id = None
         self._lent = None          # the running task's lent stored forms (oid -> stored)
+        self._backlog = deque()    # tasks of the current TASKS message not started yet
         self.gpu_ids = []
         self.spin = config.get("spin", 0.0)
 
@@ -105,14 +107,18 @@ class WorkerRuntime:
     def serve(self):
         pop = self._tasks.pop
         decode = _ring.decode
+        backlog = self._backlog
         while True:
+            if backlog:
+                self.run_task(backlog.popleft())
+                continue
             data = pop(timeout=1.0, spin=self.spin)
             if data is None:
                 continue
             msg = decode(data)
             kind = msg[0]
-            if kind == _ring.TASK:
-                self.run_task(msg)
+            if kind == _ring.TASKS:
+                backlog.extend(msg[1])
             elif kind == _ring.FUNC:
                 self.register(msg)
             elif kind == _ring.EXIT:
@@ -128,8 +134,8 @@ class WorkerRuntime:
         self.fns[fn_id] = (fn, name)
         self.known_to_driver.add(fn_id)
 
-    def run_task(self, msg):
-        _, task_id, fn_id, num_returns, args_stored, dep_values, lent, _help = msg
+    def run_task(self, task):
+        task_id, fn_id, num_returns, args_stored, dep_values, lent, _help = task
         fn, name = self.fns[fn_id]
         # A help task runs inside another: restore what the outer one had.
         outer = self.current_name, self.current_task_id, self._lent
@@ -191,6 +197,11 @@ class WorkerRuntime:
             req_id = next(self._req_ids)
             self._waiting.add(req_id)
             try:
+                # Tasks that came in the same batch as the one blocking now must not
+                # wait behind it (one may be what it waits for): back they go, last
+                # first, since the driver puts each back at the front of its queue.
+                while self._backlog:
+                    self.send((_ring.BOUNCE, self._backlog.pop()[0]))
                 self.send(msg[:1] + (req_id,) + msg[1:])
                 while req_id not in self._replies:
                     reply = _ring.decode(self._tasks.pop(timeout=None, spin=self.spin))
@@ -198,11 +209,12 @@ class WorkerRuntime:
                     if kind == _ring.REPLY:
                         if reply[1] in self._waiting:  # else stale: its rpc is over
                             self._replies[reply[1]] = reply[2]
-                    elif kind == _ring.TASK:
-                        if reply[-1]:
-                            self.run_task(reply)
-                        else:
-                            self.send((_ring.BOUNCE, reply[1]))
+                    elif kind == _ring.TASKS:
+                        for task in reply[1]:
+                            if task[-1]:  # a help task: run it here, on top of this wait
+                                self.run_task(task)
+                            else:
+                                self.send((_ring.BOUNCE, task[0]))
                     elif kind == _ring.FUNC:
                         self.register(reply)
                     elif kind == _ring.EXIT:

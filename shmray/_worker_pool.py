@@ -77,7 +77,7 @@ def start_method() -> str:
 
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
-                 "fns", "rpcs", "outbox", "extra", "idle_since", "tasks_done", "started")
+                 "fns", "rpcs", "outbox", "batch", "extra", "idle_since", "tasks_done", "started")
 
     def __init__(self, index, proc, channel, core, extra):
         self.index = index
@@ -91,6 +91,7 @@ class WorkerHandle:
         self.fns = set()            # function ids already shipped to it
         self.rpcs = []              # its open get/wait calls, innermost last
         self.outbox = deque()       # encoded messages that did not fit in its ring yet
+        self.batch = []             # task tuples for one TASKS message, not pushed yet
         self.extra = extra          # started beyond num_cpus (blocked or fractional tasks)
         self.idle_since = time.monotonic()
         self.tasks_done = 0

@@ -460,3 +460,40 @@ def test_an_idle_session_costs_the_driver_almost_no_cpu(ray):
     start = time.process_time()
     time.sleep(1.0)
     assert time.process_time() - start < 0.01
+
+
+def test_a_task_blocked_in_get_hands_back_the_tasks_batched_behind_it(fresh, tmp_path):
+    # Inside a burst, tasks for one worker travel as one batch. When one of them
+    # blocks in get, the rest of its batch must not wait behind it: here the
+    # blocked task waits for the very task batched after it.
+    fresh.init(num_cpus=1)
+
+    @fresh.remote
+    def noop():
+        return None
+
+    @fresh.remote
+    def mark(path):
+        open(path, "w").close()
+
+    @fresh.remote
+    def exists(path):
+        return os.path.exists(path)
+
+    @fresh.remote
+    def wait_for(path, block):
+        if not block:
+            return "warm"
+        deadline = time.monotonic() + 20
+        while not fresh.get(exists.remote(path)):
+            if time.monotonic() > deadline:
+                return "gave up"
+        return "saw it"
+
+    # Short runs first: the scheduler then queues these behind a busy worker.
+    warm = str(tmp_path / "warm")
+    fresh.get([f for _ in range(3) for f in (noop.remote(), mark.remote(warm),
+                                              wait_for.remote(warm, False))])
+    target = str(tmp_path / "target")
+    refs = [noop.remote(), wait_for.remote(target, True), mark.remote(target)]  # one burst
+    assert fresh.get(refs, timeout=60) == [None, "saw it", None]
