@@ -219,6 +219,14 @@ class RuntimeContext:
     def get_worker_id(self) -> str:
         return f"{os.getpid():08x}"
 
+    def get_assigned_resources(self) -> dict:
+        """The resources the running task holds ({} in the driver)."""
+        return dict(getattr(self._rt, "current_request", ()))
+
+    def get_accelerator_ids(self) -> dict:
+        """The accelerator ids the running task may use, as strings (Ray's form)."""
+        return {"GPU": [str(i) for i in get_gpu_ids()]}
+
     @property
     def was_current_actor_reentrant(self):
         return False

@@ -4,6 +4,7 @@ A request is a sorted tuple of (name, amount) pairs (TaskOptions.request).
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -20,10 +21,23 @@ def affinity_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def detect_gpus() -> int:
+def visible_gpu_ids() -> list[str] | None:
+    """The driver's CUDA_VISIBLE_DEVICES as a list of ids, or None when it is unset."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])
+    if env is None:
+        return None
+    ids = []
+    for d in (d.strip() for d in env.split(",")):
+        if not d or d == "-1":  # CUDA stops at the first invalid entry
+            break
+        ids.append(d)
+    return ids
+
+
+def detect_gpus() -> int:
+    ids = visible_gpu_ids()
+    if ids is not None:
+        return len(ids)
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
@@ -44,16 +58,39 @@ def system_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def node_totals(num_cpus=None, num_gpus=None, resources=None, memory=None) -> dict:
+NODE_IP = "127.0.0.1"
+# Ray gives every node a resource named after its address, and the head node one
+# more: tasks can ask for a sliver of it to say "run on this node".
+NODE_RESOURCES = {f"node:{NODE_IP}": 1.0, "node:__internal_head__": 1.0}
+
+
+def default_object_store_memory() -> int:
+    """Ray's default: 30% of the memory, and no more than /dev/shm can hold."""
+    limit = int(system_memory() * 0.3)
+    try:
+        st = os.statvfs("/dev/shm")
+        limit = min(limit, st.f_blocks * st.f_frsize)
+    except OSError:
+        pass
+    return limit
+
+
+def node_totals(num_cpus=None, num_gpus=None, resources=None, memory=None,
+                object_store_memory=None) -> dict:
     totals = {
         "CPU": float(len(affinity_cpus()) if num_cpus is None else num_cpus),
         "GPU": float(detect_gpus() if num_gpus is None else num_gpus),
         "memory": float(system_memory() if memory is None else memory),
+        "object_store_memory": float(default_object_store_memory()
+                                     if object_store_memory is None else object_store_memory),
+        **NODE_RESOURCES,
     }
     for k, v in (resources or {}).items():
         if k in ("CPU", "GPU"):
             raise ValueError("Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' and "
                              "'GPU' in 'resources' keyword")
+        if k in ("memory", "object_store_memory"):
+            raise ValueError(f"Use the '{k}' keyword instead of {k!r} in 'resources' keyword")
         totals[k] = float(v)
     return totals
 
@@ -63,24 +100,67 @@ def infeasible(totals: dict, request: tuple) -> str | None:
     for name, amount in request:
         have = totals.get(name, 0.0)
         if amount > have + _EPS:
+            shown = {k: v for k, v in totals.items()
+                     if k not in ("memory", "object_store_memory") and k not in NODE_RESOURCES}
             return (f"the task requires {{{name}: {amount:g}}} but this node has "
-                    f"{{{name}: {have:g}}} (total resources: "
-                    f"{ {k: v for k, v in totals.items() if k != 'memory'} })")
+                    f"{{{name}: {have:g}}} (total resources: {shown})")
     return None
+
+
+def gpu_device_ids(total_gpus: float) -> list[str]:
+    """The ids of the node's GPUs: the driver's CUDA_VISIBLE_DEVICES when set (Ray
+    does the same), else 0..n-1 (real or not: init(num_gpus=2) works anywhere)."""
+    n = math.ceil(total_gpus - _EPS)
+    visible = visible_gpu_ids()
+    if visible is None:
+        return [str(i) for i in range(n)]
+    if n > len(visible):
+        raise ValueError(f"init(num_gpus={total_gpus:g}) asks for more GPUs than "
+                         f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} lists")
+    return visible[:n]
+
+
+class GpuSlots:
+    """Which devices a GPU request runs on. A fraction goes to the device with the
+    least room that still fits it (so one GPU fills before the next starts, as in
+    Ray); a whole number N takes N entirely free devices."""
+
+    def __init__(self, total_gpus: float):
+        self.ids = gpu_device_ids(total_gpus)
+        self.free = [min(1.0, total_gpus - i) for i in range(len(self.ids))]
+
+    def assign(self, amount: float) -> tuple | None:
+        """Device ids for `amount` GPUs now, or None if no device has the room."""
+        free = self.free
+        if amount < 1 - _EPS:
+            fits = [i for i in range(len(free)) if free[i] + _EPS >= amount]
+            if not fits:
+                return None
+            return (self.ids[min(fits, key=lambda i: (free[i], i))],)
+        whole = [i for i in range(len(free)) if free[i] >= 1 - _EPS][:round(amount)]
+        return tuple(self.ids[i] for i in whole) if len(whole) == round(amount) else None
+
+    def take(self, devices: tuple, amount: float, sign: float = 1.0):
+        share = amount if amount < 1 - _EPS else 1.0
+        for d in devices:
+            self.free[self.ids.index(d)] -= sign * share
 
 
 @dataclass(frozen=True)
 class ResourceStats:
     total: dict
     available: dict
+    gpu_free: dict
 
 
 class ResourceLedger:
-    """Free amounts per resource; tasks acquire on start and release on finish."""
+    """Free amounts per resource; tasks acquire on start and release on finish.
+    GPUs are also accounted per device (GpuSlots): a GPU task holds its devices."""
 
     def __init__(self, totals: dict):
         self.totals = dict(totals)
         self.available = dict(totals)
+        self.gpus = GpuSlots(totals.get("GPU", 0.0))
 
     def fits(self, request: tuple) -> bool:
         avail = self.available
@@ -89,18 +169,23 @@ class ResourceLedger:
                 return False
         return True
 
-    def acquire(self, request: tuple):
+    def acquire(self, request: tuple, devices: tuple = ()):
         avail = self.available
         for name, amount in request:
             avail[name] = avail.get(name, 0.0) - amount
+            if devices and name == "GPU":
+                self.gpus.take(devices, amount)
 
-    def release(self, request: tuple):
+    def release(self, request: tuple, devices: tuple = ()):
         avail = self.available
         for name, amount in request:
             avail[name] = avail.get(name, 0.0) + amount
+            if devices and name == "GPU":
+                self.gpus.take(devices, amount, -1.0)
 
     def statistics(self) -> ResourceStats:
-        return ResourceStats(dict(self.totals), dict(self.available))
+        return ResourceStats(dict(self.totals), dict(self.available),
+                             dict(zip(self.gpus.ids, self.gpus.free)))
 
 
 def warn_infeasible(name: str, reason: str):

@@ -82,7 +82,8 @@ class DriverRuntime:
         self.resolve_nested = resolve_nested_refs
         self.log_to_driver = log_to_driver
         self.object_store_memory = object_store_memory
-        totals = node_totals(num_cpus, num_gpus, resources)
+        totals = node_totals(num_cpus, num_gpus, resources,
+                             object_store_memory=object_store_memory)
         self.ledger = ResourceLedger(totals)
         cores = affinity_cpus()
         n_base = math.ceil(totals["CPU"])
@@ -251,7 +252,8 @@ class DriverRuntime:
                     return
         sched = self.scheduler
         rpc = sched.awaited.get(spec.task_id)
-        if rpc is not None and sched.helpable(rpc) and self.ledger.fits(spec.request):
+        if (rpc is not None and sched.helpable(rpc) and not spec.options.num_gpus
+                and self.ledger.fits(spec.request)):
             self._send_help(rpc.worker, spec)
             return
         if spec.request not in sched.ready:  # nothing queued ahead of it: place it now
@@ -276,7 +278,8 @@ class DriverRuntime:
         for oid in rpc.oids:
             if oid not in values:
                 spec = tasks.get(task_id_of(oid))
-                if spec is not None and spec.queued and self.ledger.fits(spec.request):
+                if (spec is not None and spec.queued and not spec.options.num_gpus
+                        and self.ledger.fits(spec.request)):
                     self.scheduler.take(spec)
                     self._send_help(w, spec)
                     return
@@ -312,7 +315,7 @@ class DriverRuntime:
             for stored in spec.lent.values():
                 self.segments.handed_out(stored)
         task = (spec.task_id, fn_id, spec.num_returns, spec.args_stored, dep_values, spec.lent,
-                spec.helping)
+                spec.request, spec.helping)
         w.inflight.append(spec)
         spec.worker = w
         if self._burst:  # batched: one message, one pickling for several tasks
@@ -794,7 +797,10 @@ class DriverRuntime:
 
     def available_resources(self):
         with self._lock:
-            return {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
+            free = {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
+            used = self.store.statistics().shm_bytes  # what the objects take, not tasks
+        free["object_store_memory"] = max(0.0, free.get("object_store_memory", 0.0) - used)
+        return free
 
     # ============================================================== shutdown
     def shutdown(self):

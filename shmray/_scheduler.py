@@ -76,13 +76,22 @@ class Scheduler:
         self.recent_mean = 0.8 * self.recent_mean + 0.2 * seconds
 
     def place(self, spec) -> WorkerHandle | None:
-        """A worker to run `spec` now, charging its resources; None if none can."""
+        """A worker to run `spec` now, charging its resources; None if none can.
+
+        A worker runs tasks for one GPU device set only, fixed when it starts
+        (CUDA_VISIBLE_DEVICES; none for CPU workers): a GPU task gets devices from
+        the ledger, then an idle worker of exactly those devices, or a new one."""
         request = spec.request
         strategy = spec.options.scheduling_strategy
         workers = self.pool.workers
         if self.ledger.fits(request):
+            gpus = ()
+            if spec.options.num_gpus:
+                gpus = self.ledger.gpus.assign(spec.options.num_gpus)
+                if gpus is None:  # the GPU total fits, but no device has the room
+                    return None
             if strategy == "SPREAD":
-                idle = [w for w in workers if not w.inflight and not w.rpcs]
+                idle = [w for w in workers if not w.inflight and not w.rpcs and w.gpus == gpus]
                 w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30),
                         default=None)
                 if w is not None:
@@ -90,13 +99,15 @@ class Scheduler:
             else:
                 w = None  # the warmest idle worker (a loop: this runs once per task)
                 for x in workers:
-                    if not x.inflight and not x.rpcs and (w is None or x.idle_since > w.idle_since):
+                    if (not x.inflight and not x.rpcs and x.gpus == gpus
+                            and (w is None or x.idle_since > w.idle_since)):
                         w = x
             if w is not None:
                 self.charge(w, request)
                 return w
             if len(workers) < self.max_workers:
-                w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True)
+                w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
+                                    gpus=gpus)
                 self.charge(w, request)
                 return w
         return self._pipeline(spec, workers)
@@ -120,11 +131,11 @@ class Scheduler:
 
     def charge(self, w, request):
         w.charge = request
-        self.ledger.acquire(request)
+        self.ledger.acquire(request, w.gpus)
 
     def uncharge(self, w):
         if w.charge is not None:
-            self.ledger.release(w.charge)
+            self.ledger.release(w.charge, w.gpus)
             w.charge = None
 
     def statistics(self) -> SchedulerStats:

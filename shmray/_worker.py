@@ -91,7 +91,9 @@ class WorkerRuntime:
         self.current_task_id = None
         self._lent = None          # the running task's lent stored forms (oid -> stored)
         self._backlog = deque()    # tasks of the current TASKS message not started yet
-        self.gpu_ids = []
+        # The GPU devices this worker runs tasks for (Ray returns ints for numeric ids).
+        self.gpu_ids = [int(d) if d.isdigit() else d for d in config.get("gpus", ())]
+        self.current_request = ()  # the running task's resources, as (name, amount) pairs
         self.spin = config.get("spin", 0.0)
 
     # ---------------------------------------------------------------- plumbing
@@ -135,11 +137,12 @@ class WorkerRuntime:
         self.known_to_driver.add(fn_id)
 
     def run_task(self, task):
-        task_id, fn_id, num_returns, args_stored, dep_values, lent, _help = task
+        task_id, fn_id, num_returns, args_stored, dep_values, lent, request, _help = task
         fn, name = self.fns[fn_id]
         # A help task runs inside another: restore what the outer one had.
-        outer = self.current_name, self.current_task_id, self._lent
+        outer = self.current_name, self.current_task_id, self._lent, self.current_request
         self.current_name, self.current_task_id, self._lent = name, task_id, lent
+        self.current_request = request
         start = time.perf_counter()
         try:
             if isinstance(fn, Exception):
@@ -152,7 +155,7 @@ class WorkerRuntime:
         except Exception as e:
             outcome = ser.task_error_stored(name, e, skip_frames=1)
         finally:
-            self.current_name, self.current_task_id, self._lent = outer
+            self.current_name, self.current_task_id, self._lent, self.current_request = outer
         self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
 
     def pack_results(self, result, num_returns):
@@ -307,6 +310,10 @@ def run_forked(config: dict):
 
 def run(config: dict):
     _name_process(config["driver_pid"])
+    if config["gpus"] or config["totals"].get("GPU"):
+        # Its own devices only; none for a CPU worker on a node with GPUs (as Ray
+        # does): a process that initialised CUDA never runs tasks for other devices.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(config["gpus"])
     if config.get("core") is not None:
         try:
             os.sched_setaffinity(0, {config["core"]})

@@ -77,9 +77,10 @@ def start_method() -> str:
 
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
-                 "fns", "rpcs", "outbox", "batch", "extra", "idle_since", "tasks_done", "started")
+                 "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
+                 "started")
 
-    def __init__(self, index, proc, channel, core, extra):
+    def __init__(self, index, proc, channel, core, extra, gpus=()):
         self.index = index
         self.proc = proc
         self.pid = proc.pid
@@ -93,6 +94,7 @@ class WorkerHandle:
         self.outbox = deque()       # encoded messages that did not fit in its ring yet
         self.batch = []             # task tuples for one TASKS message, not pushed yet
         self.extra = extra          # started beyond num_cpus (blocked or fractional tasks)
+        self.gpus = gpus            # GPU device ids it runs tasks for (its CUDA_VISIBLE_DEVICES)
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()
@@ -140,17 +142,18 @@ class WorkerPool:
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
-    def spawn(self, core, extra=False) -> WorkerHandle:
+    def spawn(self, core, extra=False, gpus=()) -> WorkerHandle:
+        """Start a worker pinned to `core`, for the GPU devices `gpus` (CPU tasks: ())."""
         index = self._next_index
         self._next_index += 1
         name = f"{self.prefix}c{index}"
         channel = _ring.Channel(name, create=True, doorbell=self.control.doorbell)
-        config = dict(self.config, channel=name, core=core)
+        config = dict(self.config, channel=name, core=core, gpus=list(gpus))
         if self.method == "fork" and threading.active_count() == 1:
             proc = self._fork(config)
         else:
             proc = self._spawn(config)
-        w = WorkerHandle(index, proc, channel, core, extra)
+        w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus))
         self.workers.append(w)
         self._refresh()
         return w
