@@ -120,10 +120,10 @@ def test_auto_dependency_example_fails_as_written():
     assert "unsupported operand type(s) for +: 'int' and 'list'" in proc.stderr
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.xfail(reason="issue 9: needs a GPU and torch in the task (init(num_gpus=2) "
-                          "schedules, but `import torch` fails here)", strict=True)
+@pytest.mark.timeout(120)
 def test_gpu_example():
+    # init(num_gpus=2) schedules on any machine; the tasks themselves import torch.
+    pytest.importorskip("torch", reason="the seed's GPU example imports torch in its tasks")
     ok("ex09_gpu_resources.py")
 
 
