@@ -181,6 +181,17 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     return rt.wait(object_refs, num_returns, timeout, bool(fetch_local))
 
 
+def cancel(object_ref, *, force=False, recursive=True):
+    """Cancel the task that makes `object_ref` (Ray's ``cancel``): not started yet, it
+    never runs; running, it gets KeyboardInterrupt (force=True kills its worker).
+    `get` then raises TaskCancelledError; a cancelled task is never retried.
+    recursive=True also cancels the tasks it submitted."""
+    if type(object_ref) is not ObjectRef:
+        raise TypeError("ray.cancel() only supported for object refs. For actors, try "
+                        f"ray.kill(), got {type(object_ref).__name__}")
+    _context.get_runtime().cancel(object_ref, bool(force), bool(recursive))
+
+
 def cluster_resources() -> dict:
     return _context.get_runtime().cluster_resources()
 

@@ -19,15 +19,20 @@ from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 # Message kinds, driver -> worker (TASKS: a list of task tuples, run in order)
 FUNC, TASKS, REPLY, EXIT = 1, 2, 3, 4
-# Message kinds, worker -> driver
-DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, HELLO = 10, 11, 12, 13, 14, 15, 16, 17
+# Message kinds, worker -> driver (ABANDON: an rpc left by an exception, e.g. a cancel)
+DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, HELLO, CANCEL, ABANDON = 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
 # Either way: the real message is in a temporary segment
 LARGE = 20
 
 TASK_RING_BYTES = 1 << 21
 RESULT_RING_BYTES = 1 << 21
 _RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + RESULT_RING_BYTES}
-CHANNEL_BYTES = _RING_SPAN["tasks"] + _RING_SPAN["results"]
+# After the rings: the ids of the latest cancelled tasks sent to this worker, as
+# u64 words: [0] a counter of cancels, then CANCEL_SLOTS (low, high) pairs, the
+# n-th cancel in slot n % CANCEL_SLOTS.
+CANCEL_SLOTS = 8
+CANCEL_BYTES = 8 * (1 + 2 * CANCEL_SLOTS)
+CHANNEL_BYTES = _RING_SPAN["tasks"] + _RING_SPAN["results"] + CANCEL_BYTES
 CONTROL_BYTES = 4096
 
 _dumps = pickle.dumps
@@ -52,9 +57,27 @@ class Channel:
         self.mm = _shm.create(name, CHANNEL_BYTES) if create else _shm.attach(name, CHANNEL_BYTES)
         view = memoryview(self.mm)
         split = _RING_SPAN["tasks"]
+        end = split + _RING_SPAN["results"]
         self.tasks = Ring(view[:split], create=create)
-        self.results = Ring(view[split:], create=create, doorbell=doorbell)
+        self.results = Ring(view[split:end], create=create, doorbell=doorbell)
+        self.cancels = view[end:end + CANCEL_BYTES].cast("Q")
         self._spill_prefix = name + "_m"
+
+    def post_cancel(self, task_id: int):
+        """Driver: tell the worker that `task_id` is cancelled (see cancelled_ids)."""
+        words, n = self.cancels, self.cancels[0]
+        slot = 1 + 2 * (n % CANCEL_SLOTS)
+        words[slot] = task_id & 0xFFFFFFFFFFFFFFFF
+        words[slot + 1] = task_id >> 64
+        words[0] = n + 1  # last: the worker reads the slots only after seeing it move
+
+    def cancel_count(self) -> int:
+        return self.cancels[0]
+
+    def cancelled_ids(self) -> set:
+        """Worker: the ids of the latest CANCEL_SLOTS cancelled tasks sent here."""
+        w = self.cancels
+        return {w[1 + 2 * i] | (w[2 + 2 * i] << 64) for i in range(min(w[0], CANCEL_SLOTS))}
 
 
 def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from ._scheduler import Scheduler
 from ._task import TaskSpec
 from ._worker_pool import WorkerPool, describe_exit, start_method
 from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, RuntimeEnvSetupError,
-                         TaskUnschedulableError, WorkerCrashedError)
+                         TaskCancelledError, TaskUnschedulableError, WorkerCrashedError)
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
@@ -244,6 +245,8 @@ class DriverRuntime:
 
     def _ready(self, spec):
         """All inputs exist: fail at once if one is an error, else queue to run."""
+        if spec.cancelled:  # cancelled while it waited for them: finished already
+            return
         if spec.deps:
             values = self.store.values
             for oid in spec.deps:
@@ -318,6 +321,12 @@ class DriverRuntime:
                 spec.request, spec.helping)
         w.inflight.append(spec)
         spec.worker = w
+        max_calls = spec.options.max_calls
+        if max_calls:  # its last call here: the worker gets nothing more, exits when idle
+            calls = w.calls[fn_id] = w.calls.get(fn_id, 0) + 1
+            if calls >= max_calls:
+                w.retiring = True
+                self._send_batch(w, wake=True)
         if self._burst:  # batched: one message, one pickling for several tasks
             w.batch.append(task)
             self._batched.add(w)
@@ -478,6 +487,10 @@ class DriverRuntime:
             self._on_log(w, msg)
         elif kind == _ring.BOUNCE:
             self._on_bounce(w, msg[1])
+        elif kind == _ring.CANCEL:
+            self._cancel(task_id_of(msg[1]), msg[2], msg[3])
+        elif kind == _ring.ABANDON:
+            self._on_abandon(w, msg[1])
 
     def _on_done(self, w, msg):
         _, task_id, outcome, duration = msg
@@ -490,9 +503,14 @@ class DriverRuntime:
         spec.helping = False
         w.tasks_done += 1
         self._resume(w)
+        if w.retiring and w.idle:
+            self._retire(w)
         if not inflight:
             w.idle_since = time.monotonic()
         self.scheduler.record_duration(spec.fn_id, duration)
+        if spec.cancelled:  # whatever it managed to return, it was cancelled
+            self._finish(spec, _cancelled(spec))
+            return
         if outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
             spec.attempt += 1
             spec.worker = None
@@ -514,10 +532,12 @@ class DriverRuntime:
         return isinstance(cause, tuple(opts.retry_exceptions))
 
     def _on_submit(self, msg):
-        _, task_id, fn_id, fn_bytes, name, options, args_stored, refs = msg
+        _, task_id, fn_id, fn_bytes, name, options, args_stored, refs, parent = msg
         if fn_bytes is not None and fn_id not in self.fn_bytes:
             self.fn_bytes[fn_id] = (fn_bytes, name)
-        self._add_task(TaskSpec(task_id, fn_id, name, options, args_stored, refs, False))
+        spec = TaskSpec(task_id, fn_id, name, options, args_stored, refs, False)
+        spec.parent = parent
+        self._add_task(spec)
 
     def _on_rpc(self, w, msg):
         """A worker blocks in get/wait: free its resources until it is answered."""
@@ -595,6 +615,16 @@ class DriverRuntime:
         else:
             self.scheduler.uncharge(w)
 
+    def _retire(self, w):
+        """`w` ran a function max_calls times: it exits, and a base worker is replaced."""
+        w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
+        self.pool.remove(w)
+        self._unwoken.pop(w, None)
+        self.scheduler.uncharge(w)
+        _reap_later(w.proc)
+        if not w.extra and not self._stopping:
+            self.pool.spawn(w.core)
+
     def _on_log(self, w, msg):
         _, fd, name, text = msg
         stream = sys.stdout if fd == 1 else sys.stderr
@@ -610,8 +640,62 @@ class DriverRuntime:
             if spec.task_id == task_id:
                 w.inflight.remove(spec)
                 spec.worker = None
-                self.scheduler.push(spec, front=True)
+                if spec.cancelled:
+                    self._finish(spec, _cancelled(spec))
+                else:
+                    self.scheduler.push(spec, front=True)
                 return
+
+    def _on_abandon(self, w, req_id):
+        """A worker left its get/wait early (a cancel interrupted it): forget the rpc,
+        and charge the worker again, since its task runs on."""
+        rpc = self._rpcs.pop((w.index, req_id), None)
+        if rpc is None:
+            return
+        if rpc in w.rpcs:
+            w.rpcs.remove(rpc)
+        awaited = self.scheduler.awaited
+        for oid in rpc.oids:
+            if awaited.get(oid) is rpc:
+                del awaited[oid]
+        if not w.rpcs and w.inflight and w.charge is None:
+            self.scheduler.charge(w, w.inflight[0].request)
+
+    # ============================================================= cancel
+    def cancel(self, ref, force: bool, recursive: bool):
+        with self._lock:
+            self._cancel(task_id_of(ref._id), force, recursive)
+
+    def _cancel(self, task_id, force, recursive):
+        """Ray's cancel: a task not started never runs; a running one gets
+        KeyboardInterrupt (SIGINT; its worker checks that the cancel is for the task
+        it runs), or loses its worker with force. Never retried; get raises
+        TaskCancelledError. recursive: the tasks it submitted too."""
+        spec = self.tasks.get(task_id)
+        if spec is None or spec.cancelled:
+            return  # finished already, or a put
+        spec.cancelled = True
+        if recursive:
+            for child in [s for s in self.tasks.values() if s.parent == task_id]:
+                self._cancel(child.task_id, force, recursive)
+        w = spec.worker
+        if w is None:  # queued, or waiting for its inputs
+            if spec.queued:
+                self.scheduler.take(spec)
+            self._finish(spec, _cancelled(spec))
+            return
+        for i, task in enumerate(w.batch):
+            if task[0] == task_id:  # not pushed to the worker yet
+                del w.batch[i]
+                w.inflight.remove(spec)
+                self._finish(spec, _cancelled(spec))
+                return
+        w.channel.post_cancel(task_id)  # the worker skips it if it has not started it
+        if w.inflight[0] is spec or spec.helping:  # running now
+            try:
+                os.kill(w.pid, signal.SIGKILL if force else signal.SIGINT)
+            except ProcessLookupError:
+                pass
 
     # ========================================================= housekeeping
     def _housekeep(self):
@@ -666,6 +750,9 @@ class DriverRuntime:
             spec.worker = None
             started = i == 0 or spec.helping
             spec.helping = False
+            if spec.cancelled:  # killed by cancel(force=True), or cancelled meanwhile
+                self._finish(spec, _cancelled(spec))
+                continue
             if not started:  # never started: just run it elsewhere
                 self.scheduler.push(spec, front=True)
                 continue
@@ -854,6 +941,10 @@ def _unpicklable_argument(task_name, args, kwargs, error) -> str:
         except TypeError as e:
             return f"Could not serialize {where} of task {task_name}: {e}"
     return f"Could not serialize the arguments of task {task_name}: {error}"
+
+
+def _cancelled(spec):
+    return ser.error_stored(TaskCancelledError(f"{spec.task_id:032x}"))
 
 
 def _worker_sys_path():

@@ -68,7 +68,7 @@ class Scheduler:
         """Can the worker of this open get run a task for it right now?"""
         w = rpc.worker
         return (rpc.num_returns is None and not rpc.answered and w.charge is None
-                and bool(w.rpcs) and w.rpcs[-1] is rpc)
+                and bool(w.rpcs) and w.rpcs[-1] is rpc and not w.retiring)
 
     def record_duration(self, fn_id, seconds):
         m = self.fn_mean.get(fn_id)
@@ -91,7 +91,8 @@ class Scheduler:
                 if gpus is None:  # the GPU total fits, but no device has the room
                     return None
             if strategy == "SPREAD":
-                idle = [w for w in workers if not w.inflight and not w.rpcs and w.gpus == gpus]
+                idle = [w for w in workers if not w.inflight and not w.rpcs and w.gpus == gpus
+                        and not w.retiring]
                 w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30),
                         default=None)
                 if w is not None:
@@ -99,7 +100,7 @@ class Scheduler:
             else:
                 w = None  # the warmest idle worker (a loop: this runs once per task)
                 for x in workers:
-                    if (not x.inflight and not x.rpcs and x.gpus == gpus
+                    if (not x.inflight and not x.rpcs and x.gpus == gpus and not x.retiring
                             and (w is None or x.idle_since > w.idle_since)):
                         w = x
             if w is not None:
@@ -125,7 +126,7 @@ class Scheduler:
         request = spec.request
         for w in workers:
             n = len(w.inflight)
-            if n < depth and w.charge == request and not w.rpcs:
+            if n < depth and w.charge == request and not w.rpcs and not w.retiring:
                 best, depth = w, n
         return best
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
-                 "lent")
+                 "lent", "parent", "cancelled")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -23,6 +23,8 @@ class TaskSpec:
         self.helping = False        # runs inside a blocked worker's wait (see _scheduler)
         self.queued = False         # in the scheduler's ready queues
         self.lent = None            # oid -> stored form of refs inside the args (see _lend)
+        self.parent = None          # the task that submitted it (None: the driver)
+        self.cancelled = False      # cancel() was called: it ends as TaskCancelledError
 
     def return_ids(self):
         base = self.task_id

@@ -26,7 +26,7 @@ from collections import deque
 
 from . import _context, _ring, _serialization as ser
 from ._object_ref import ObjectRef, _hooks, new_base_id
-from .exceptions import GetTimeoutError
+from .exceptions import GetTimeoutError, TaskCancelledError
 
 
 class LogStream(io.TextIOBase):
@@ -91,6 +91,9 @@ class WorkerRuntime:
         self.current_task_id = None
         self._lent = None          # the running task's lent stored forms (oid -> stored)
         self._backlog = deque()    # tasks of the current TASKS message not started yet
+        self._cancel_words = self.channel.cancels
+        self._cancels_seen = 0     # the channel's cancel counter when last read
+        self._cancelled = set()    # the ids it listed then
         # The GPU devices this worker runs tasks for (Ray returns ints for numeric ids).
         self.gpu_ids = [int(d) if d.isdigit() else d for d in config.get("gpus", ())]
         self.current_request = ()  # the running task's resources, as (name, amount) pairs
@@ -145,6 +148,9 @@ class WorkerRuntime:
         self.current_request = request
         start = time.perf_counter()
         try:
+            if self._cancel_words[0] != self._cancels_seen or self._cancelled:
+                if self.is_cancelled(task_id):
+                    raise KeyboardInterrupt  # cancelled before it started: never runs
             if isinstance(fn, Exception):
                 raise fn
             args, kwargs = ser.from_stored(args_stored)
@@ -154,6 +160,10 @@ class WorkerRuntime:
             outcome = self.pack_results(result, num_returns)
         except Exception as e:
             outcome = ser.task_error_stored(name, e, skip_frames=1)
+        except KeyboardInterrupt:
+            if not self.is_cancelled(task_id):
+                raise  # not ours: a signal from elsewhere ends the worker as before
+            outcome = ser.error_stored(TaskCancelledError(f"{task_id:032x}"))
         finally:
             self.current_name, self.current_task_id, self._lent, self.current_request = outer
         self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
@@ -179,7 +189,7 @@ class WorkerRuntime:
         args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
         fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
         self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
-                   args_stored, refs))
+                   args_stored, refs, self.current_task_id))
         self.known_to_driver.add(rf._fn_id)
         n = options.num_returns
         if n == 1:
@@ -223,6 +233,11 @@ class WorkerRuntime:
                     elif kind == _ring.EXIT:
                         os._exit(0)
                 return self._replies.pop(req_id)
+            except BaseException:
+                if req_id not in self._replies:  # left early (a cancel): the driver forgets it
+                    self.send((_ring.ABANDON, req_id))
+                self._replies.pop(req_id, None)
+                raise
             finally:
                 self._waiting.discard(req_id)
 
@@ -237,6 +252,24 @@ class WorkerRuntime:
         if stored is None:
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
         return ser.values_of(refs, dict(zip(oids, stored)))
+
+    def cancel(self, ref, force: bool, recursive: bool):
+        self.send((_ring.CANCEL, ref._id, force, recursive))
+
+    # ------------------------------------------------------------ cancellation
+    def is_cancelled(self, task_id) -> bool:
+        """Has the driver cancelled `task_id` (see _ring.Channel.post_cancel)?"""
+        n = self._cancel_words[0]
+        if n != self._cancels_seen:
+            self._cancels_seen = n
+            self._cancelled = self.channel.cancelled_ids()
+        return task_id is not None and task_id in self._cancelled
+
+    def on_sigint(self, signum, frame):
+        """The driver cancels a running task with SIGINT: raise KeyboardInterrupt in it
+        (a sleeping task wakes) if the task running now is the one cancelled."""
+        if self.is_cancelled(self.current_task_id):
+            raise KeyboardInterrupt
 
     def cluster_resources(self):
         return {k: v for k, v in self.config["totals"].items() if v}
@@ -332,6 +365,7 @@ def run(config: dict):
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     rt = WorkerRuntime(config)
     _context.runtime = rt
+    signal.signal(signal.SIGINT, rt.on_sigint)
     threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,
                      name="shmray-driver-watch").start()
     if config["log_to_driver"]:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_public_names():
-    for name in ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait",
+    for name in ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
                  "available_resources", "cluster_resources", "nodes", "get_gpu_ids",
                  "get_runtime_context", "ObjectRef", "exceptions", "util"]:
         assert name in shmray.__all__ and hasattr(shmray, name)

@@ -1,0 +1,210 @@
+"""Cancellation and max_calls (issue 5): cancel drops a queued task, interrupts a
+running one (force kills its worker), never retries it, and reaches the tasks it
+submitted; a worker that ran a function max_calls times is replaced."""
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+import pytest
+
+from shmray.exceptions import TaskCancelledError
+
+
+def _wait_for(path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+def test_cancel_a_queued_task_it_never_runs(fresh, tmp_path):
+    fresh.init(num_cpus=1)
+    gate = str(tmp_path / "gate")
+
+    @fresh.remote
+    def block():
+        _wait_for(gate)
+        return "done"
+
+    @fresh.remote
+    def leave_a_trace(path):
+        open(path, "w").close()
+
+    running = block.remote()
+    trace = str(tmp_path / "ran")
+    queued = leave_a_trace.remote(trace)  # one CPU: it waits behind `block`
+    fresh.cancel(queued)
+    with pytest.raises(TaskCancelledError, match="was cancelled"):
+        fresh.get(queued, timeout=10)
+    open(gate, "w").close()
+    assert fresh.get(running, timeout=30) == "done"
+    assert fresh.get(leave_a_trace.remote(str(tmp_path / "later")), timeout=30) is None
+    assert not os.path.exists(trace)
+
+
+@pytest.mark.timeout(60)
+def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
+    started = str(tmp_path / "started")
+
+    @ray.remote(max_retries=3)
+    def sleeper():
+        open(started, "w").close()
+        time.sleep(60)  # the KeyboardInterrupt wakes it
+        return "slept"
+
+    ref = sleeper.remote()
+    _wait_for(started)
+    begun = time.monotonic()
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert time.monotonic() - begun < 30  # not the 60 s sleep
+    assert ray.get(ray.remote(lambda: "still fine").remote(), timeout=30) == "still fine"
+
+
+@pytest.mark.timeout(60)
+def test_a_task_that_catches_the_interrupt_still_ends_cancelled(ray, tmp_path):
+    started = str(tmp_path / "started")
+
+    @ray.remote
+    def stubborn():
+        open(started, "w").close()
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            return "caught it"
+
+    ref = stubborn.remote()
+    _wait_for(started)
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_cancel_a_task_blocked_in_get(ray, tmp_path):
+    started, gate = str(tmp_path / "started"), str(tmp_path / "gate")
+
+    @ray.remote
+    def child():
+        _wait_for(gate)
+        return 1
+
+    @ray.remote
+    def parent():
+        ref = child.remote()
+        open(started, "w").close()
+        return ray.get(ref)
+
+    ref = parent.remote()
+    _wait_for(started)
+    ray.cancel(ref, recursive=False)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+    open(gate, "w").close()
+    assert ray.get([ray.remote(lambda i: i).remote(i) for i in range(10)], timeout=30) == \
+        list(range(10))
+
+
+@pytest.mark.timeout(60)
+def test_force_cancel_kills_the_worker_and_is_not_retried(ray, tmp_path):
+    attempts = tmp_path / "attempts"
+
+    @ray.remote(max_retries=5)
+    def stuck():
+        with open(attempts, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        while True:
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                pass  # ignores the polite cancel
+
+    ref = stuck.remote()
+    _wait_for(str(attempts))
+    pid = int(attempts.read_text().split()[0])
+    ray.cancel(ref, force=True)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    time.sleep(0.3)  # a retry, if there were one, would have started by now
+    assert len(attempts.read_text().split()) == 1
+    assert ray.get(ray.remote(lambda: 2).remote(), timeout=30) == 2
+
+
+@pytest.mark.timeout(60)
+def test_recursive_cancel_reaches_the_children(ray, tmp_path):
+    started = tmp_path / "children"
+
+    @ray.remote
+    def child(i):
+        with open(started, "a") as f:
+            f.write(f"{i}\n")
+        time.sleep(60)
+
+    @ray.remote
+    def parent():
+        refs = [child.remote(i) for i in range(2)]
+        return ray.get(refs)
+
+    ref = parent.remote()
+    deadline = time.monotonic() + 30
+    while (not started.exists() or len(started.read_text().split()) < 2) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    begun = time.monotonic()
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+    # The children were cancelled too: the workers are free again well before 60 s.
+    assert ray.get([ray.remote(lambda i: i).remote(i) for i in range(4)], timeout=30) == \
+        [0, 1, 2, 3]
+    assert time.monotonic() - begun < 30
+
+
+def test_cancel_of_a_finished_task_or_a_put_changes_nothing(ray):
+    ref = ray.remote(lambda: 5).remote()
+    assert ray.get(ref) == 5
+    ray.cancel(ref)
+    assert ray.get(ref) == 5
+    obj = ray.put("kept")
+    ray.cancel(obj)
+    assert ray.get(obj) == "kept"
+    with pytest.raises(TypeError, match="only supported for object refs"):
+        ray.cancel("not a ref")
+
+
+def test_max_calls_replaces_the_worker(fresh):
+    fresh.init(num_cpus=2)
+
+    @fresh.remote(max_calls=3)
+    def pid():
+        return os.getpid()
+
+    pids = fresh.get([pid.remote() for _ in range(15)], timeout=60)
+    counts = collections.Counter(pids)
+    assert max(counts.values()) <= 3 and len(counts) >= 5
+    deadline = time.monotonic() + 10  # every retired worker exits
+    while any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in counts) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(not os.path.exists(f"/proc/{p}") or _state(p) == "Z" for p in counts)
+    # the replacements serve other functions as before
+    assert fresh.get(fresh.remote(lambda: "ok").remote(), timeout=30) == "ok"
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
