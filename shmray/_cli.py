@@ -50,7 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
                       "pytest bench/ --benchmark-only)")
     bench.add_argument("--quick", action="store_true", help="fewer tasks, one round")
     bench.set_defaults(handler=run_bench)
+
+    cleanup = commands.add_parser(
+        "cleanup", help="remove the shared memory of sessions whose driver is gone",
+        description="Unlink every /dev/shm/shmray_<pid>_* segment whose driver process no "
+                    "longer exists (a driver killed with SIGKILL leaves its segments; live "
+                    "sessions are never touched). The next init() does the same.")
+    cleanup.set_defaults(handler=run_cleanup)
     return parser
+
+
+def run_cleanup(args) -> int:
+    from . import _shm  # not the runtime: cleaning up must not start anything
+
+    removed = _shm.reclaim_dead_sessions()
+    for name in removed:
+        print(f"removed /dev/shm/{name}")
+    print(f"{len(removed)} segment(s) of dead sessions removed")
+    return 0
 
 
 def run_bench(args) -> int:

@@ -12,8 +12,11 @@ import os
 
 import posix_ipc
 
+from .exceptions import ObjectStoreFullError
+
 PREFIX = "shmray_"
 SHM_DIR = "/dev/shm"
+CHECK_SPACE_FROM = 1 << 20  # smaller segments: a statvfs would cost more than they risk
 
 
 def session_prefix(driver_pid: int, tag: str) -> str:
@@ -21,7 +24,18 @@ def session_prefix(driver_pid: int, tag: str) -> str:
 
 
 def create(name: str, size: int) -> mmap.mmap:
-    """Create a new segment of `size` bytes and map it shared, read-write."""
+    """Create a new segment of `size` bytes and map it shared, read-write.
+
+    Segments are sparse until written: a segment larger than what /dev/shm has left
+    would be created fine and then kill its writer with SIGBUS. So the free space is
+    checked first, and a clear ObjectStoreFullError raised instead."""
+    if size >= CHECK_SPACE_FROM:
+        st = os.statvfs(SHM_DIR)
+        free = st.f_bavail * st.f_frsize
+        if size > free:
+            raise ObjectStoreFullError(
+                f"Failed to store an object of {size:,} bytes: {SHM_DIR} has {free:,} bytes "
+                f"free. Free objects (drop their refs) or enlarge {SHM_DIR}.")
     seg = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, mode=0o600, size=max(size, 1))
     try:
         return mmap.mmap(seg.fd, max(size, 1))

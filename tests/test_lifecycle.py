@@ -4,12 +4,16 @@ submitted; a worker that ran a function max_calls times is replaced."""
 from __future__ import annotations
 
 import collections
+import mmap
 import os
+import subprocess
+import sys
 import time
 
+import posix_ipc
 import pytest
 
-from shmray.exceptions import TaskCancelledError
+from shmray.exceptions import ObjectStoreFullError, TaskCancelledError
 
 
 def _wait_for(path, timeout=30):
@@ -208,3 +212,40 @@ def _state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def _more_than_shm_has():
+    """A zero-copy array larger than /dev/shm's free space (a sparse anonymous map)."""
+    np = pytest.importorskip("numpy")
+    st = os.statvfs("/dev/shm")
+    return np.frombuffer(mmap.mmap(-1, st.f_bavail * st.f_frsize + 4096), dtype=np.uint8)
+
+
+def test_an_object_larger_than_free_shared_memory_is_a_clear_error(ray):
+    with pytest.raises(ObjectStoreFullError, match="bytes free"):
+        ray.put(_more_than_shm_has())
+
+    @ray.remote
+    def too_big():
+        return _more_than_shm_has()
+
+    with pytest.raises(ObjectStoreFullError, match="bytes free") as info:
+        ray.get(too_big.remote(), timeout=60)
+    assert "too_big" in str(info.value)  # a RayTaskError naming the task
+    assert ray.get(ray.remote(lambda: "alive").remote(), timeout=30) == "alive"
+
+
+def test_cleanup_command_removes_only_dead_sessions(ray):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    dead = f"shmray_{dead_pid}_deadbeef_ctl"
+    posix_ipc.SharedMemory("/" + dead, posix_ipc.O_CREX, size=4096).close_fd()
+    live = sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"shmray_{os.getpid()}_"))
+    assert live  # this session's own segments
+    out = subprocess.run([sys.executable, "-m", "shmray", "cleanup"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"removed /dev/shm/{dead}" in out.stdout
+    assert not os.path.exists(f"/dev/shm/{dead}")
+    assert all(os.path.exists(f"/dev/shm/{n}") for n in live)
