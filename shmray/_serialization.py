@@ -46,6 +46,12 @@ class ArgRef:
         return (ArgRef, (self.i,))
 
 
+# What pickling raises for a value it cannot handle. Anything else comes from the
+# value's own __reduce__ or __getstate__ and goes to the caller as it is (Ray does
+# the same): a task whose result raises Boom while pickled fails with Boom.
+_PICKLING_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
+
+
 def dumps(value, buffers=None) -> bytes:
     """Pickle `value` (protocol 5); out-of-band buffers go to `buffers` if given."""
     cb = None if buffers is None else buffers.append
@@ -53,14 +59,15 @@ def dumps(value, buffers=None) -> bytes:
         data = pickle.dumps(value, protocol=5, buffer_callback=cb)
         if _MAIN_MARK not in data:
             return data
-    except Exception:
-        pass
+    except _PICKLING_ERRORS:
+        pass  # e.g. a lambda or a local class: cloudpickle can do it by value
     if buffers is not None:
         buffers.clear()
     try:
         return cloudpickle.dumps(value, protocol=5, buffer_callback=cb)
-    except Exception as e:
+    except _PICKLING_ERRORS as e:
         raise TypeError(f"Could not serialize {_describe(value)}: {type(e).__name__}: {e}") from e
+
 
 
 def _describe(value) -> str:

@@ -335,6 +335,8 @@ def run_forked(config: dict):
         if numpy is not None:  # `random` reseeds itself after fork; numpy does not
             numpy.random.seed()
         run(config)
+    except SystemExit as e:  # sys.exit() in a task: the exit code the driver reports
+        os._exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
     except BaseException:
         traceback.print_exc(file=sys.__stderr__)
     finally:
