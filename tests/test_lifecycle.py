@@ -13,6 +13,7 @@ import time
 import posix_ipc
 import pytest
 
+from shmray import _context
 from shmray.exceptions import ObjectStoreFullError, TaskCancelledError
 
 
@@ -249,3 +250,31 @@ def test_cleanup_command_removes_only_dead_sessions(ray):
     assert f"removed /dev/shm/{dead}" in out.stdout
     assert not os.path.exists(f"/dev/shm/{dead}")
     assert all(os.path.exists(f"/dev/shm/{n}") for n in live)
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_does_not_wait_for_running_tasks(fresh, tmp_path):
+    fresh.init(num_cpus=2)
+    started = tmp_path / "started"
+
+    @fresh.remote
+    def long_task():
+        with open(started, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(60)
+
+    refs = [long_task.remote() for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while (not started.exists() or len(started.read_text().split()) < 2) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    pids = [int(p) for p in started.read_text().split()]
+    prefix = _context.runtime.prefix
+    begun = time.monotonic()
+    fresh.shutdown()
+    assert time.monotonic() - begun < 10  # not the tasks' 60 s
+    assert all(_state(p) in ("gone", "Z") for p in pids)
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    fresh.init(num_cpus=1)  # and a new session starts at once
+    assert fresh.get(fresh.remote(lambda: "again").remote(), timeout=30) == "again"
+    del refs
