@@ -109,6 +109,7 @@ class DriverRuntime:
         self._rr = 0
         self._last_submit = 0.0
         self._submits = 0
+        self._waited = False         # a get/wait since the last submit (no burst then)
         self._escaping = []          # oids pickled since the last submit began
         self._pumpers = 0            # user threads inside _wait_until (they pump)
         self._pumpers_lock = threading.Lock()
@@ -158,8 +159,9 @@ class DriverRuntime:
         now = time.monotonic()
         # Inside a burst, what this call dispatches (its own task, or queued ones
         # that results free up in the drain below) is pushed without a wake.
-        self._burst = now - self._last_submit < BURST_GAP
+        self._burst = now - self._last_submit < BURST_GAP and not self._waited
         self._last_submit = now
+        self._waited = False
         try:
             with self._lock:
                 self._add_task(spec)
@@ -810,6 +812,7 @@ class DriverRuntime:
         if done():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._waited = True  # a get/wait ends a burst: the next .remote() goes out at once
         with self._pumpers_lock:
             self._pumpers += 1
         try:
