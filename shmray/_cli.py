@@ -61,12 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_cleanup(args) -> int:
-    from . import _shm  # not the runtime: cleaning up must not start anything
+    from . import _shm, _spill  # not the runtime: cleaning up must not start anything
 
     removed = _shm.reclaim_dead_sessions()
     for name in removed:
         print(f"removed /dev/shm/{name}")
-    print(f"{len(removed)} segment(s) of dead sessions removed")
+    spill_dirs = _spill.reclaim_dead_sessions()
+    for name in spill_dirs:
+        print(f"removed spill directory {name}")
+    print(f"{len(removed)} segment(s) and {len(spill_dirs)} spill directory(ies) of dead "
+          f"sessions removed")
     return 0
 
 

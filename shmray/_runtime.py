@@ -28,7 +28,7 @@ import threading
 import time
 import warnings
 
-from . import _context, _ring, _serialization as ser, _shm
+from . import _context, _ring, _serialization as ser, _shm, _spill
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from ._object_store import ObjectStore
@@ -37,8 +37,9 @@ from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, 
 from ._scheduler import Scheduler
 from ._task import TaskSpec
 from ._worker_pool import WorkerPool, describe_exit, start_method
-from .exceptions import (GetTimeoutError, ObjectLostError, RayTaskError, RuntimeEnvSetupError,
-                         TaskCancelledError, TaskUnschedulableError, WorkerCrashedError)
+from .exceptions import (GetTimeoutError, ObjectLostError, ObjectStoreFullError, RayTaskError,
+                         RuntimeEnvSetupError, TaskCancelledError, TaskUnschedulableError,
+                         WorkerCrashedError)
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
@@ -75,6 +76,7 @@ class DriverRuntime:
                  log_to_driver=True, resolve_nested_refs=True, max_workers=None):
         method = start_method()  # checked before anything is created
         _shm.reclaim_dead_sessions()
+        _spill.reclaim_dead_sessions()
         self.pid = os.getpid()
         self.tag = secrets.token_hex(4)
         self.prefix = _shm.session_prefix(self.pid, self.tag)
@@ -90,7 +92,8 @@ class DriverRuntime:
         n_base = math.ceil(totals["CPU"])
         self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
         self.segments = SegmentPool(self.new_segment_name)
-        self.store = ObjectStore(self.segments)
+        self.store = ObjectStore(self.segments, int(totals["object_store_memory"]),
+                                 _spill.spill_dir(self.prefix))
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
@@ -261,6 +264,9 @@ class DriverRuntime:
                 and self.ledger.fits(spec.request)):
             self._send_help(rpc.worker, spec)
             return
+        # A task reading large objects waits for a free worker instead of queueing on a
+        # busy one: its inputs stay in shared memory while it is on a worker.
+        spec.pipelinable = not spec.deps or not self.store.any_large(spec.deps)
         if spec.request not in sched.ready:  # nothing queued ahead of it: place it now
             w = sched.place(spec)
             if w is not None:
@@ -268,6 +274,11 @@ class DriverRuntime:
                 return
         sched.push(spec)
         self._dispatch()
+
+    def _unpin(self, spec):
+        if spec.pinned is not None:
+            self.store.unpin(spec.pinned)
+            spec.pinned = None
 
     def _send_help(self, w, spec):
         spec.helping = True
@@ -309,11 +320,13 @@ class DriverRuntime:
             fn_bytes, name = self.fn_bytes[fn_id]
             w.send(_ring.encode((_ring.FUNC, fn_id, fn_bytes, name), w.ring, self.prefix))
             w.fns.add(fn_id)
-        values = self.store.values
         if spec.deps:
-            dep_values = tuple(values[o] for o in spec.deps)
+            dep_values = tuple(self._readable(o) for o in spec.deps)
             for stored in dep_values:
                 self.segments.handed_out(stored)
+            if spec.pinned is None:  # the worker maps them soon: not spilled meanwhile
+                spec.pinned = spec.deps
+                self.store.pin(spec.deps)
         else:
             dep_values = None
         if spec.lent:
@@ -362,6 +375,7 @@ class DriverRuntime:
         """The task's last attempt is over: store its results (or its error in each)."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
+        self._unpin(spec)
         store = self.store
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
             for oid in spec.return_ids():
@@ -443,37 +457,33 @@ class DriverRuntime:
         the submitting thread collects results itself, and this one only watches
         for rings nobody empties (and delivers deferred wakes), every millisecond."""
         while not self._stopping:
-            if self._pumpers:
-                self._bg_parked = True
-                self._nobody_pumps.clear()
-                if self._pumpers:  # re-checked after clear(): a set() cannot be lost
-                    self._nobody_pumps.wait(HOUSEKEEP_EVERY)
-                self._bg_parked = False
-                continue
-            if time.monotonic() - self._last_submit > QUIET:
-                try:
-                    self._pump(HOUSEKEEP_EVERY, spin=False)
-                except KeyboardInterrupt:
-                    pass
-                except Exception as e:  # never die silently: the session depends on us
-                    print(f"shmray: background pump error: {type(e).__name__}: {e}",
-                          file=sys.stderr)
-                continue
-            rings = self.pool.snapshot[1]
-            try:  # also delivers deferred wakes: it nudges task rings whose worker sleeps
-                wait_stalled(rings, 0.001, HOUSEKEEP_EVERY, self.pool.task_rings)
+            try:
+                self._background_step()
             except KeyboardInterrupt:  # signals are the main thread's business
                 continue
-            if self._stopping:
-                return
-            if self._pump_lock.acquire(False):
-                try:
-                    self._drain(1 << 30)
-                except Exception as e:  # never die silently: the session depends on us
-                    print(f"shmray: background pump error: {type(e).__name__}: {e}",
-                          file=sys.stderr)
-                finally:
-                    self._pump_lock.release()
+            except Exception as e:  # never die: the session depends on this thread
+                print(f"shmray: background thread error: {type(e).__name__}: {e}",
+                      file=sys.stderr)
+                time.sleep(HOUSEKEEP_EVERY)
+
+    def _background_step(self):
+        if self._pumpers:
+            self._bg_parked = True
+            self._nobody_pumps.clear()
+            if self._pumpers:  # re-checked after clear(): a set() cannot be lost
+                self._nobody_pumps.wait(HOUSEKEEP_EVERY)
+            self._bg_parked = False
+            return
+        if time.monotonic() - self._last_submit > QUIET:
+            self._pump(HOUSEKEEP_EVERY, spin=False)
+            return
+        # also delivers deferred wakes: it nudges task rings whose worker sleeps
+        wait_stalled(self.pool.snapshot[1], 0.001, HOUSEKEEP_EVERY, self.pool.task_rings)
+        if not self._stopping and self._pump_lock.acquire(False):
+            try:
+                self._drain(1 << 30)
+            finally:
+                self._pump_lock.release()
 
     def _handle(self, w, msg):
         kind = msg[0]
@@ -575,7 +585,7 @@ class DriverRuntime:
         values = self.store.values
         if rpc.num_returns is None:  # GET: every value, or None for a timeout
             if all(o in values for o in rpc.oids):
-                payload = [values[o] for o in rpc.oids]
+                payload = [self._readable(o) for o in rpc.oids]
                 for stored in payload:
                     self.segments.handed_out(stored)
             elif timed_out:
@@ -642,6 +652,7 @@ class DriverRuntime:
             if spec.task_id == task_id:
                 w.inflight.remove(spec)
                 spec.worker = None
+                self._unpin(spec)
                 if spec.cancelled:
                     self._finish(spec, _cancelled(spec))
                 else:
@@ -750,6 +761,7 @@ class DriverRuntime:
         w.inflight.clear()
         for i, spec in enumerate(inflight):
             spec.worker = None
+            self._unpin(spec)
             started = i == 0 or spec.helping
             spec.helping = False
             if spec.cancelled:  # killed by cancel(force=True), or cancelled meanwhile
@@ -783,9 +795,22 @@ class DriverRuntime:
         return ObjectRef(oid, True)
 
     def _write_large(self, meta, buffers):
+        size = ser.segment_layout(meta, buffers)[1]
         with self._lock:  # a ref just dropped may free a segment this put can reuse
             self.store.process_drops()
+            self.store.reserve(size)  # spills others if needed, or raises
         return self.segments.write(meta, buffers)
+
+    def _readable(self, oid):
+        """The stored form of `oid` to read or hand out: brought back from disk first if
+        it was spilled (an error form if there is no room for it)."""
+        store = self.store
+        try:
+            store.ensure_in_memory(oid)
+        except ObjectStoreFullError as e:
+            return ser.error_stored(e)
+        store.touch(oid)
+        return store.values[oid]
 
     def _on_escape(self, oid):
         """An ObjectRef is being pickled (into task arguments, usually): its object
@@ -801,8 +826,8 @@ class DriverRuntime:
         lent = {}
         for oid in oids[:LEND_MAX]:
             stored = values.get(oid)
-            if stored is not None and (stored[0] != ser.INLINE
-                                       or ser.stored_size(stored) <= LEND_INLINE_MAX):
+            if stored is not None and stored[0] != _spill.SPILLED and (
+                    stored[0] != ser.INLINE or ser.stored_size(stored) <= LEND_INLINE_MAX):
                 lent[oid] = stored
         oids.clear()
         return lent or None
@@ -847,6 +872,10 @@ class DriverRuntime:
 
         if not self._wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
+        if self.store.holds_large():  # spilled ones come back; read ones spill last
+            with self._lock:
+                readable = {oid: self._readable(oid) for oid in oids}
+            return ser.values_of(refs, readable, self.segments.mapped)
         return ser.values_of(refs, values, self.segments.mapped)
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
@@ -868,7 +897,7 @@ class DriverRuntime:
         fut = concurrent.futures.Future()
 
         def resolve(oid, ref=ref):
-            stored = self.store.values[oid]
+            stored = self._readable(oid)
             try:
                 if stored[0] == ser.ERROR:
                     fut.set_exception(ser.load_error(stored))

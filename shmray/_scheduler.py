@@ -114,7 +114,7 @@ class Scheduler:
         return self._pipeline(spec, workers)
 
     def _pipeline(self, spec, workers):
-        if spec.options.scheduling_strategy == "SPREAD":
+        if spec.options.scheduling_strategy == "SPREAD" or not spec.pipelinable:
             return None
         mean = self.fn_mean.get(spec.fn_id)
         if mean is None:

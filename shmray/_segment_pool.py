@@ -165,6 +165,19 @@ class SegmentPool:
         self._handed_out.clear()
         self._readers.clear()
 
+    def new_name(self) -> str:
+        return self._new_name()
+
+    def free_bytes(self) -> int:
+        return sum(s.capacity for s in self._free)
+
+    def drop_free(self):
+        """Unlink every pooled segment (the store needs the memory)."""
+        with self._lock:
+            for seg in self._free:
+                self._discard(seg)
+            self._free.clear()
+
     def statistics(self) -> SegmentPoolStats:
         return SegmentPoolStats(len(self._free), sum(s.capacity for s in self._free),
                                 self._reused, self._created)

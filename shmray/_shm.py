@@ -54,9 +54,17 @@ def attach(name: str, size: int | None = None, populate: bool = False) -> mmap.m
         seg.close_fd()
 
 
+class SegmentGone(Exception):
+    """The segment a stored form names is no longer there (its object was spilled to
+    disk or freed since the form was handed out): ask the driver again."""
+
+
 def map_private(name: str, size: int) -> mmap.mmap:
     """Map an existing segment copy-on-write: writes stay in this process."""
-    seg = posix_ipc.SharedMemory("/" + name)
+    try:
+        seg = posix_ipc.SharedMemory("/" + name)
+    except posix_ipc.ExistentialError:
+        raise SegmentGone(name) from None
     try:
         return mmap.mmap(seg.fd, size, flags=mmap.MAP_PRIVATE,
                          prot=mmap.PROT_READ | mmap.PROT_WRITE)

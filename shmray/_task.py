@@ -5,7 +5,7 @@ from __future__ import annotations
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
-                 "lent", "parent", "cancelled")
+                 "lent", "parent", "cancelled", "pinned", "pipelinable")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -25,6 +25,8 @@ class TaskSpec:
         self.lent = None            # oid -> stored form of refs inside the args (see _lend)
         self.parent = None          # the task that submitted it (None: the driver)
         self.cancelled = False      # cancel() was called: it ends as TaskCancelledError
+        self.pinned = None          # deps handed to its worker: kept in shm until it ends there
+        self.pipelinable = True     # may queue on a busy worker (not when it reads large objects)
 
     def return_ids(self):
         base = self.task_id

@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 
-from . import _context, _ring, _serialization as ser
+from . import _context, _ring, _serialization as ser, _shm
 from ._object_ref import ObjectRef, _hooks, new_base_id
 from .exceptions import GetTimeoutError, TaskCancelledError
 
@@ -247,11 +247,19 @@ class WorkerRuntime:
             return list(refs)
         lent = self._lent
         if lent and all(o in lent for o in oids):  # sent with the task: no round trip
-            return ser.values_of(refs, lent)
-        stored = self._rpc((_ring.GET, oids, timeout))
-        if stored is None:
-            raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        return ser.values_of(refs, dict(zip(oids, stored)))
+            try:
+                return ser.values_of(refs, lent)
+            except _shm.SegmentGone:  # spilled since it was lent: the driver restores it
+                pass
+        for attempt in range(3):
+            stored = self._rpc((_ring.GET, oids, timeout))
+            if stored is None:
+                raise GetTimeoutError("Get timed out: some object(s) not ready.")
+            try:
+                return ser.values_of(refs, dict(zip(oids, stored)))
+            except _shm.SegmentGone:  # spilled again in between (a very full store)
+                if attempt == 2:
+                    raise
 
     def cancel(self, ref, force: bool, recursive: bool):
         self.send((_ring.CANCEL, ref._id, force, recursive))

@@ -133,7 +133,7 @@ class ObjectStoreFullError(RayError):
     def __str__(self):
         return super().__str__() + (
             "\nThe local object store is full of objects that are still in scope and cannot be "
-            "evicted. Tip: use `shmray memory` to list active objects.")
+            "evicted. Tip: drop the refs you no longer need, or raise init(object_store_memory=).")
 
 
 class OutOfMemoryError(RayError):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from shmray import _context
+from shmray.exceptions import ObjectStoreFullError
 
 BIG = 200_000  # elements: past the inline limit for most dtypes
 
@@ -74,8 +75,14 @@ def test_put_of_a_ref_is_refused_as_in_ray(ray):
 
 def _session_shm_bytes():
     prefix = _context.runtime.prefix
-    return sum(os.path.getsize(f"/dev/shm/{n}") for n in os.listdir("/dev/shm")
-               if n.startswith(prefix))
+    total = 0
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(prefix):
+            try:
+                total += os.path.getsize(f"/dev/shm/{name}")
+            except FileNotFoundError:  # freed since listdir: it holds nothing now
+                pass
+    return total
 
 
 def test_put_and_drop_in_a_loop_runs_in_constant_memory(ray):
@@ -107,3 +114,66 @@ def test_a_dropped_task_result_frees_its_memory(ray):
     while _session_shm_bytes() > before + 1024 * 1024 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _session_shm_bytes() <= before + 1024 * 1024
+
+
+MB = 1024 * 1024
+
+
+def _spill_files():
+    return os.listdir(_context.runtime.store.spill_directory) \
+        if os.path.isdir(_context.runtime.store.spill_directory) else []
+
+
+def test_a_full_store_spills_to_disk_and_restores_on_get(fresh):
+    fresh.init(num_cpus=2, object_store_memory=50 * MB)
+    arrays = [np.full(20 * MB // 8, float(i)) for i in range(6)]
+    refs = [fresh.put(a) for a in arrays]  # 120 MB, all still referenced
+    stats = _context.runtime.store.statistics()
+    assert stats.shm_bytes <= 50 * MB and stats.spilled >= 3
+    assert len(_spill_files()) == stats.spilled
+    assert _session_shm_bytes() <= 50 * MB + MB
+    for i, ref in enumerate(refs):  # each comes back, whatever was spilled meanwhile
+        assert fresh.get(ref)[123] == float(i)
+
+    @fresh.remote
+    def read(x):
+        return float(x[7])
+
+    @fresh.remote
+    def fetch(box):
+        return float(fresh.get(box[0][0])[8])  # the task asks for it itself
+
+    assert fresh.get([read.remote(r) for r in refs], timeout=60) == [float(i) for i in range(6)]
+    assert [fresh.get(fetch.remote([[r]]), timeout=60) for r in refs] == \
+        [float(i) for i in range(6)]
+    directory = _context.runtime.store.spill_directory
+    fresh.shutdown()
+    assert not os.path.exists(directory)
+
+
+def test_task_results_beyond_the_capacity_spill_too(fresh):
+    fresh.init(num_cpus=2, object_store_memory=50 * MB)
+
+    @fresh.remote
+    def make(i):
+        return np.full(20 * MB // 8, float(i))
+
+    refs = [make.remote(i) for i in range(5)]
+    fresh.wait(refs, num_returns=5, timeout=60)
+    assert _context.runtime.store.statistics().shm_bytes <= 50 * MB
+    assert [float(fresh.get(r)[3]) for r in refs] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_an_object_larger_than_the_store_is_refused_with_sizes(fresh):
+    fresh.init(num_cpus=2, object_store_memory=10 * MB)
+    with pytest.raises(ObjectStoreFullError, match=r"larger than the object store's capacity "
+                                                   r"\(object_store_memory\) of 10,485,760"):
+        fresh.put(np.zeros(20 * MB // 8))
+
+    @fresh.remote
+    def too_big():
+        return np.zeros(20 * MB // 8)
+
+    with pytest.raises(ObjectStoreFullError, match="larger than the object store's capacity"):
+        fresh.get(too_big.remote(), timeout=60)
+    assert fresh.get(fresh.put(np.ones(MB // 8))).sum() == MB // 8  # the store still works

@@ -1,0 +1,82 @@
+"""Spilling: an object's shared-memory segment moved to a file on disk, and back.
+
+    (SHM, name, size, meta_len, layout) ──spill──► (SPILLED, path, size, meta_len, layout)
+                                        ◄─restore─
+
+A segment is spilled by copying its bytes into a file of the session's spill
+directory; the caller then releases the segment (readers that map it keep their
+pages until they unmap: unlinking never changes what they see). Restoring copies
+the file into a new segment, so every reader maps shared memory as before.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from . import _serialization as ser
+from . import _shm
+
+SPILLED = 3  # a stored form's kind, next to ser.INLINE, ser.SHM and ser.ERROR
+
+
+def spill_dir(session_prefix: str) -> str:
+    """Where a session spills: <tmp>/<session prefix>spill (named like its segments, so a
+    dead session's directory is recognised by its driver's pid)."""
+    return os.path.join(tempfile.gettempdir(), f"{session_prefix}spill")
+
+
+def spill(stored, directory: str, file_name: str):
+    """Copy an SHM object's bytes to a file; returns its SPILLED stored form. The file is
+    named after the object, not the segment: pooled segments are reused under their name."""
+    _, name, size, meta_len, layout = stored
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, file_name)
+    mm = _shm.map_private(name, size)
+    try:
+        with open(path, "wb") as f:
+            f.write(mm)
+    finally:
+        mm.close()
+    return (SPILLED, path, size, meta_len, layout)
+
+
+def restore(spilled, name: str):
+    """Copy a spilled object into a new segment `name`; returns its SHM stored form."""
+    _, path, size, meta_len, layout = spilled
+    mm = _shm.create(name, size)
+    try:
+        with open(path, "rb") as f:
+            f.readinto(memoryview(mm)[:size])
+    finally:
+        mm.close()
+    os.unlink(path)
+    return (ser.SHM, name, size, meta_len, layout)
+
+
+def discard(spilled):
+    try:
+        os.unlink(spilled[1])
+    except FileNotFoundError:
+        pass
+
+
+def remove_dir(directory: str):
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def reclaim_dead_sessions() -> list[str]:
+    """Remove the spill directories of sessions whose driver process is gone."""
+    removed = []
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        if not (entry.startswith(_shm.PREFIX) and entry.endswith("_spill")):
+            continue
+        try:
+            pid = int(entry[len(_shm.PREFIX):].split("_", 1)[0])
+        except ValueError:
+            continue
+        if not _shm.pid_alive(pid):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            removed.append(entry)
+    return removed
