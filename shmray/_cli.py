@@ -53,24 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser(
         "cleanup", help="remove the shared memory of sessions whose driver is gone",
-        description="Unlink every /dev/shm/shmray_<pid>_* segment whose driver process no "
-                    "longer exists (a driver killed with SIGKILL leaves its segments; live "
-                    "sessions are never touched). The next init() does the same.")
+        description="Unlink every /dev/shm/shmray_<pid>_* segment and remove every "
+                    "<tmp>/shmray_<pid>_* directory (spilled or file-backed objects) whose "
+                    "driver process no longer exists (a driver killed with SIGKILL leaves "
+                    "them; live sessions are never touched). The next init() does the same.")
     cleanup.set_defaults(handler=run_cleanup)
     return parser
 
 
 def run_cleanup(args) -> int:
-    from . import _shm, _spill  # not the runtime: cleaning up must not start anything
+    from . import _shm  # not the runtime: cleaning up must not start anything
 
     removed = _shm.reclaim_dead_sessions()
     for name in removed:
-        print(f"removed /dev/shm/{name}")
-    spill_dirs = _spill.reclaim_dead_sessions()
-    for name in spill_dirs:
-        print(f"removed spill directory {name}")
-    print(f"{len(removed)} segment(s) and {len(spill_dirs)} spill directory(ies) of dead "
-          f"sessions removed")
+        print(f"removed {name if name.startswith('/') else '/dev/shm/' + name}")
+    print(f"{len(removed)} segment(s) and directories of dead sessions removed")
     return 0
 
 

@@ -65,14 +65,9 @@ NODE_RESOURCES = {f"node:{NODE_IP}": 1.0, "node:__internal_head__": 1.0}
 
 
 def default_object_store_memory() -> int:
-    """Ray's default: 30% of the memory, and no more than /dev/shm can hold."""
-    limit = int(system_memory() * 0.3)
-    try:
-        st = os.statvfs("/dev/shm")
-        limit = min(limit, st.f_blocks * st.f_frsize)
-    except OSError:
-        pass
-    return limit
+    """Ray's default: 30% of the memory (where it lives is the runtime's choice: /dev/shm
+    when it can hold it, else files)."""
+    return int(system_memory() * 0.3)
 
 
 def node_totals(num_cpus=None, num_gpus=None, resources=None, memory=None,

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +77,6 @@ class DriverRuntime:
                  log_to_driver=True, resolve_nested_refs=True, max_workers=None):
         method = start_method()  # checked before anything is created
         _shm.reclaim_dead_sessions()
-        _spill.reclaim_dead_sessions()
         self.pid = os.getpid()
         self.tag = secrets.token_hex(4)
         self.prefix = _shm.session_prefix(self.pid, self.tag)
@@ -91,14 +91,15 @@ class DriverRuntime:
         cores = affinity_cpus()
         n_base = math.ceil(totals["CPU"])
         self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
+        self.object_prefix = self._object_location(int(totals["object_store_memory"]))
         self.segments = SegmentPool(self.new_segment_name)
         self.store = ObjectStore(self.segments, int(totals["object_store_memory"]),
-                                 _spill.spill_dir(self.prefix))
+                                 _shm.session_dir(self.prefix, "spill"))
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
             "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
-            "spin": WORKER_SPIN, "totals": totals}, method)
+            "spin": WORKER_SPIN, "totals": totals, "object_prefix": self.object_prefix}, method)
         self.scheduler = Scheduler(self.ledger, self.pool, cores,
                                    max_workers or max(32, 4 * n_base))
         self.n_base = n_base
@@ -134,9 +135,23 @@ class DriverRuntime:
         self._bg.start()
         atexit.register(self.shutdown)
 
+    def _object_location(self, capacity: int) -> str:
+        """Where objects' segments go: /dev/shm, or, when /dev/shm cannot hold the store
+        (a default Docker container has 64 MB), files in a session directory, mapped
+        the same way (Ray falls back to /tmp too). Returns the names' prefix."""
+        if capacity <= _shm.shm_size():
+            return self.prefix
+        directory = _shm.session_dir(self.prefix, "objects")
+        os.makedirs(directory, mode=0o700)
+        warnings.warn(f"shmray: {_shm.SHM_DIR} holds {_shm.shm_size():,} bytes, less than the "
+                      f"object store's {capacity:,} (object_store_memory): objects go to files "
+                      f"in {directory} instead, which is slower. Give the machine or container "
+                      f"a larger {_shm.SHM_DIR} (docker run --shm-size=...).", stacklevel=4)
+        return os.path.join(directory, "")
+
     # ================================================================ submit
     def new_segment_name(self) -> str:
-        return f"{self.prefix}o{next(self._seg_ids)}"
+        return f"{self.object_prefix}o{next(self._seg_ids)}"
 
     def submit(self, rf, args, kwargs, options):
         fn_id = rf._fn_id
@@ -940,6 +955,8 @@ class DriverRuntime:
             self.tasks.clear()
         _shm.unlink(self.control.name)
         _shm.unlink_prefix(self.prefix)
+        if self.object_prefix != self.prefix:  # file-backed objects: their directory
+            shutil.rmtree(os.path.dirname(self.object_prefix), ignore_errors=True)
         if _hooks.future == self.future:
             _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
+import tempfile
 
 import posix_ipc
 
@@ -23,35 +25,50 @@ def session_prefix(driver_pid: int, tag: str) -> str:
     return f"{PREFIX}{driver_pid}_{tag}_"
 
 
+def _open(name: str, create: bool = False, size: int = 0) -> tuple[int, int]:
+    """(fd, size) of segment `name`: a POSIX shared-memory object, or a file when the
+    name is an absolute path (objects of a session whose /dev/shm is too small)."""
+    if name.startswith("/"):
+        fd = os.open(name, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+        if create:
+            os.ftruncate(fd, size)
+        return fd, os.fstat(fd).st_size
+    flags = posix_ipc.O_CREX if create else 0
+    seg = posix_ipc.SharedMemory("/" + name, flags, mode=0o600, size=size if create else 0)
+    return seg.fd, seg.size
+
+
 def create(name: str, size: int) -> mmap.mmap:
     """Create a new segment of `size` bytes and map it shared, read-write.
 
-    Segments are sparse until written: a segment larger than what /dev/shm has left
+    Segments are sparse until written: a segment larger than its file system has left
     would be created fine and then kill its writer with SIGBUS. So the free space is
     checked first, and a clear ObjectStoreFullError raised instead."""
+    size = max(size, 1)
     if size >= CHECK_SPACE_FROM:
-        st = os.statvfs(SHM_DIR)
+        where = os.path.dirname(name) if name.startswith("/") else SHM_DIR
+        st = os.statvfs(where)
         free = st.f_bavail * st.f_frsize
         if size > free:
             raise ObjectStoreFullError(
-                f"Failed to store an object of {size:,} bytes: {SHM_DIR} has {free:,} bytes "
-                f"free. Free objects (drop their refs) or enlarge {SHM_DIR}.")
-    seg = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, mode=0o600, size=max(size, 1))
+                f"Failed to store an object of {size:,} bytes: {where} has {free:,} bytes "
+                f"free. Free objects (drop their refs) or enlarge {where}.")
+    fd, _ = _open(name, create=True, size=size)
     try:
-        return mmap.mmap(seg.fd, max(size, 1))
+        return mmap.mmap(fd, size)
     finally:
-        seg.close_fd()
+        os.close(fd)
 
 
 def attach(name: str, size: int | None = None, populate: bool = False) -> mmap.mmap:
     """Map an existing segment shared, read-write (rings, control areas, pooled
     segments). `populate` maps every page now, in one call, not one fault each."""
-    seg = posix_ipc.SharedMemory("/" + name)
+    fd, actual = _open(name)
     try:
         flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
-        return mmap.mmap(seg.fd, seg.size if size is None else size, flags=flags)
+        return mmap.mmap(fd, actual if size is None else size, flags=flags)
     finally:
-        seg.close_fd()
+        os.close(fd)
 
 
 class SegmentGone(Exception):
@@ -62,22 +79,39 @@ class SegmentGone(Exception):
 def map_private(name: str, size: int) -> mmap.mmap:
     """Map an existing segment copy-on-write: writes stay in this process."""
     try:
-        seg = posix_ipc.SharedMemory("/" + name)
-    except posix_ipc.ExistentialError:
+        fd, _ = _open(name)
+    except (posix_ipc.ExistentialError, FileNotFoundError):
         raise SegmentGone(name) from None
     try:
-        return mmap.mmap(seg.fd, size, flags=mmap.MAP_PRIVATE,
-                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
-        seg.close_fd()
+        os.close(fd)
 
 
 def unlink(name: str) -> bool:
     try:
-        posix_ipc.unlink_shared_memory("/" + name)
+        if name.startswith("/"):
+            os.unlink(name)
+        else:
+            posix_ipc.unlink_shared_memory("/" + name)
         return True
-    except posix_ipc.ExistentialError:
+    except (posix_ipc.ExistentialError, FileNotFoundError):
         return False
+
+
+def shm_size() -> int:
+    """How many bytes /dev/shm can hold in all (a default Docker container: 64 MB)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+        return st.f_blocks * st.f_frsize
+    except OSError:
+        return 0
+
+
+def session_dir(session_prefix: str, what: str) -> str:
+    """A directory of the session outside /dev/shm (spilled objects, file-backed ones),
+    named like its segments, so a dead session's is recognised by its driver's pid."""
+    return os.path.join(tempfile.gettempdir(), f"{session_prefix}{what}")
 
 
 def list_names(prefix: str = PREFIX) -> list[str]:
@@ -103,13 +137,24 @@ def pid_alive(pid: int) -> bool:
 
 
 def reclaim_dead_sessions() -> list[str]:
-    """Unlink segments of sessions whose driver process no longer exists."""
+    """Remove the segments and session directories of sessions whose driver process no
+    longer exists; returns what was removed."""
     removed = []
     for name in list_names():
-        try:
-            pid = int(name[len(PREFIX):].split("_", 1)[0])
-        except ValueError:
-            continue
-        if not pid_alive(pid) and unlink(name):
+        if _orphaned(name) and unlink(name):
             removed.append(name)
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        if entry.startswith(PREFIX) and _orphaned(entry):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            removed.append(os.path.join(root, entry))
     return removed
+
+
+def _orphaned(name: str) -> bool:
+    """Is `name` a session's whose driver (the pid in the name) is gone?"""
+    try:
+        pid = int(name[len(PREFIX):].split("_", 1)[0])
+    except ValueError:
+        return False
+    return not pid_alive(pid)

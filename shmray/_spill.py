@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 from . import _serialization as ser
 from . import _shm
 
 SPILLED = 3  # a stored form's kind, next to ser.INLINE, ser.SHM and ser.ERROR
-
-
-def spill_dir(session_prefix: str) -> str:
-    """Where a session spills: <tmp>/<session prefix>spill (named like its segments, so a
-    dead session's directory is recognised by its driver's pid)."""
-    return os.path.join(tempfile.gettempdir(), f"{session_prefix}spill")
 
 
 def spill(stored, directory: str, file_name: str):
@@ -63,20 +56,3 @@ def discard(spilled):
 
 def remove_dir(directory: str):
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def reclaim_dead_sessions() -> list[str]:
-    """Remove the spill directories of sessions whose driver process is gone."""
-    removed = []
-    root = tempfile.gettempdir()
-    for entry in os.listdir(root):
-        if not (entry.startswith(_shm.PREFIX) and entry.endswith("_spill")):
-            continue
-        try:
-            pid = int(entry[len(_shm.PREFIX):].split("_", 1)[0])
-        except ValueError:
-            continue
-        if not _shm.pid_alive(pid):
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-            removed.append(entry)
-    return removed

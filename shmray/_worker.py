@@ -84,7 +84,7 @@ class WorkerRuntime:
         self._replies = {}         # req_id -> reply payload, until its rpc picks it up
         self._req_ids = itertools.count(1)
         self._seg_ids = itertools.count(1)
-        self._seg_prefix = f"{config['session_prefix']}w{os.getpid()}_"
+        self._seg_prefix = f"{config['object_prefix']}w{os.getpid()}_"
         self.fns = {}              # fn_id -> (callable or Exception, name)
         self.known_to_driver = set()
         self.current_name = None

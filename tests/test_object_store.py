@@ -177,3 +177,27 @@ def test_an_object_larger_than_the_store_is_refused_with_sizes(fresh):
     with pytest.raises(ObjectStoreFullError, match="larger than the object store's capacity"):
         fresh.get(too_big.remote(), timeout=60)
     assert fresh.get(fresh.put(np.ones(MB // 8))).sum() == MB // 8  # the store still works
+
+
+def test_a_dev_shm_too_small_for_the_store_falls_back_to_files(fresh, monkeypatch):
+    # As in a default Docker container (64 MB of /dev/shm): the objects go to files of a
+    # session directory, mapped the same way by every process, with one warning.
+    from shmray import _shm
+
+    monkeypatch.setattr(_shm, "shm_size", lambda: 64 * MB)
+    with pytest.warns(UserWarning, match="objects go to files"):
+        fresh.init(num_cpus=2, object_store_memory=200 * MB)
+    directory = os.path.dirname(_context.runtime.object_prefix)
+    assert os.path.isdir(directory)
+    array = np.arange(10 * MB // 8, dtype=np.float64)
+    ref = fresh.put(array)
+    assert os.listdir(directory)  # the put's segment is a file there
+
+    @fresh.remote
+    def twice(x):
+        return x * 2  # a large result: the worker writes it there too
+
+    doubled = fresh.get(twice.remote(ref), timeout=60)
+    assert doubled[12345] == 2 * 12345.0 and fresh.get(ref)[7] == 7.0
+    fresh.shutdown()
+    assert not os.path.exists(directory)
