@@ -145,7 +145,8 @@ class TaskPath:
                                    False)
         self.worker = WorkerRuntime({"driver_pid": os.getpid(), "resolve_nested_refs": True,
                                      "node_id": rt.node_id, "control": rt.prefix + CONTROL,
-                                     "channel": channel.name, "session_prefix": rt.prefix})
+                                     "channel": channel.name, "session_prefix": rt.prefix,
+                                     "object_prefix": rt.object_prefix})
         fn_bytes, name = rt.fn_bytes[f._fn_id]
         self.worker.register((_ring.FUNC, f._fn_id, fn_bytes, name))  # what the 1st send ships
         self.handle.fns.add(f._fn_id)
