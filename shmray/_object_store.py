@@ -35,6 +35,18 @@ class StoreStats:
     spilled_bytes: int
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    object_id: str
+    size: int
+    where: str                  # "inline", "shared memory", "spilled" or "error"
+    created_by: str | None      # a task's name, "put", ...: kept for objects not inline
+    owner_holds_ref: bool       # the driver's ObjectRef is alive (else freed once unneeded)
+    needed_by_tasks: int        # pending tasks that take it as an argument
+    pinned_by_workers: int      # tasks on workers that were handed it (never spilled)
+    kept_until_shutdown: bool   # its ref left the driver (cross-process counting: issue 6)
+
+
 class ObjectStore:
     def __init__(self, segments: SegmentPool, capacity: int, spill_directory: str):
         self.segments = segments    # where freed segments go
@@ -44,6 +56,7 @@ class ObjectStore:
         self.spilled = 0            # objects on disk now
         self._lru = OrderedDict()   # oid -> size of objects in shm, least recently used first
         self._pinned = {}           # oid -> tasks on workers that were handed it: not spilled
+        self._creators = {}         # oid -> what made it, for objects not inline
         self.values = {}            # oid -> stored form
         self.pending = set()        # oids a submitted task will produce
         self._callbacks = {}        # oid -> [callable(oid)]
@@ -56,7 +69,9 @@ class ObjectStore:
     def expect(self, oid):
         self.pending.add(oid)
 
-    def put(self, oid, stored):
+    def put(self, oid, stored, creator=None):
+        """Store an object's stored form; `creator` (a task's name, "put") is kept for
+        the large ones, for statistics (inline ones are too many to be worth it)."""
         self.pending.discard(oid)
         if oid in self._dropped and oid not in self._needed and oid not in self.escaped:
             self._dropped.discard(oid)
@@ -64,6 +79,7 @@ class ObjectStore:
             return
         self.values[oid] = stored
         if stored[0] == ser.SHM:
+            self._creators[oid] = creator
             self._account(oid, stored[2])
             if self.shm_bytes > self.capacity:  # a task's result: room for it comes after
                 if not self.make_room(0, keep=oid):
@@ -114,6 +130,7 @@ class ObjectStore:
             self._release(oid, stored)
 
     def _release(self, oid, stored):
+        self._creators.pop(oid, None)
         if stored[0] == _spill.SPILLED:
             self.spilled -= 1
             _spill.discard(stored)
@@ -207,7 +224,18 @@ class ObjectStore:
         self._needed.clear()
         self._dropped.clear()
         self._pinned.clear()
+        self._creators.clear()
         self.segments.clear()
+
+    def objects(self) -> list:
+        """One ObjectInfo per stored object, largest first (what `shmray status` lists)."""
+        where = {ser.INLINE: "inline", ser.SHM: "shared memory", ser.ERROR: "error",
+                 _spill.SPILLED: "spilled"}
+        infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], self._creators.get(oid),
+                            oid not in self._dropped, self._needed.get(oid, 0),
+                            self._pinned.get(oid, 0), oid in self.escaped)
+                 for oid, s in self.values.items()]
+        return sorted(infos, key=lambda i: -i.size)
 
     def statistics(self) -> StoreStats:
         inline = shm = segs = spilled_bytes = 0
@@ -222,3 +250,6 @@ class ObjectStore:
         return StoreStats(len(self.values), len(self.pending), inline, shm, segs,
                           len(self.escaped), self.spilled, spilled_bytes)
 
+
+def _size(stored) -> int:
+    return stored[2] if stored[0] in (ser.SHM, _spill.SPILLED) else ser.stored_size(stored)

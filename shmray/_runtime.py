@@ -396,10 +396,10 @@ class DriverRuntime:
             for oid in spec.return_ids():
                 store.put(oid, outcome)
         elif spec.num_returns == 1:
-            store.put(spec.task_id, outcome[0])
+            store.put(spec.task_id, outcome[0], spec.name)
         else:
             for oid, stored in zip(spec.return_ids(), outcome):
-                store.put(oid, stored)
+                store.put(oid, stored, spec.name)
         if spec.deps:
             for oid in spec.deps:
                 store.unneed(oid)
@@ -507,7 +507,7 @@ class DriverRuntime:
         elif kind == _ring.SUBMIT:
             self._on_submit(msg)
         elif kind == _ring.PUT:
-            self.store.put(msg[1], msg[2])
+            self.store.put(msg[1], msg[2], f"put in a task (pid={w.pid})")
         elif kind == _ring.GET or kind == _ring.WAIT:
             self._on_rpc(w, msg)
         elif kind == _ring.LOG:
@@ -806,7 +806,7 @@ class DriverRuntime:
         stored = ser.to_stored(value, write_large=self._write_large)
         oid = new_base_id()
         with self._lock:
-            self.store.put(oid, stored)
+            self.store.put(oid, stored, "put")
         return ObjectRef(oid, True)
 
     def _write_large(self, meta, buffers):

@@ -201,3 +201,23 @@ def test_a_dev_shm_too_small_for_the_store_falls_back_to_files(fresh, monkeypatc
     assert doubled[12345] == 2 * 12345.0 and fresh.get(ref)[7] == 7.0
     fresh.shutdown()
     assert not os.path.exists(directory)
+
+
+def test_per_object_statistics(fresh):
+    fresh.init(num_cpus=2)
+
+    @fresh.remote
+    def make_big():
+        return np.zeros(2 * MB // 8)
+
+    big = fresh.put(np.ones(3 * MB // 8))
+    made = make_big.remote()
+    small = fresh.put("tiny")
+    fresh.wait([made], timeout=60)
+    infos = {i.object_id: i for i in _context.runtime.store.objects()}
+    put_info, made_info, small_info = infos[big.hex()], infos[made.hex()], infos[small.hex()]
+    assert put_info.where == "shared memory" and put_info.size >= 3 * MB
+    assert put_info.created_by == "put" and put_info.owner_holds_ref
+    assert made_info.created_by.endswith("make_big") and made_info.size >= 2 * MB
+    assert small_info.where == "inline" and small_info.size < 1024
+    assert list(infos) == sorted(infos, key=lambda k: -infos[k].size)  # largest first
