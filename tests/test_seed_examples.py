@@ -87,13 +87,6 @@ def test_timeout_example_does_not_wait_for_the_slow_task():
 
 
 @pytest.mark.timeout(60)
-def test_timeout_example_does_not_wait_for_the_slow_task():
-    # get(timeout=2) then shutdown(): must not wait for the 10-second task
-    _, _, elapsed = ok("ex13_timeout.py")
-    assert elapsed < 6
-
-
-@pytest.mark.timeout(60)
 def test_retry_example_prints_success_or_the_failure():
     stdout, _, _ = ok("ex11_auto_retry.py")
     assert stdout == "Success\n" or stdout.startswith("Failed after retries: ray::flaky_task()")
