@@ -202,7 +202,7 @@ class ObjectStore:
         self.values[oid] = _spill.spill(stored, self.spill_directory, f"{oid:032x}")
         self.shm_bytes -= self._lru.pop(oid)
         self.spilled += 1
-        self.segments.release(stored)
+        self.segments.release(stored, reuse=False)  # the point was to give the memory back
 
     def ensure_in_memory(self, oid):
         """A spilled object back in shared memory (before anyone is given it)."""

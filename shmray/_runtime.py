@@ -716,6 +716,9 @@ class DriverRuntime:
             if task[0] == task_id:  # not pushed to the worker yet
                 del w.batch[i]
                 w.inflight.remove(spec)
+                if w.idle:  # it was the worker's only task: its resources are free again
+                    self.scheduler.uncharge(w)
+                    w.idle_since = time.monotonic()
                 self._finish(spec, _cancelled(spec))
                 return
         w.channel.post_cancel(task_id)  # the worker skips it if it has not started it

@@ -111,8 +111,9 @@ class SegmentPool:
                 self._readers.setdefault(name, []).append(weakref.ref(mm))
 
     # ------------------------------------------------------------- freeing
-    def release(self, stored):
-        """The object is freed: pool its segment if nothing can map it, else unlink."""
+    def release(self, stored, reuse=True):
+        """The object is freed: pool its segment if nothing can map it (and `reuse`),
+        else unlink."""
         if stored[0] != ser.SHM:
             return
         name = stored[1]
@@ -121,7 +122,8 @@ class SegmentPool:
             readers = self._readers.pop(name, ())
             handed_out = name in self._handed_out
             self._handed_out.discard(name)
-            if seg is None or handed_out or any(r() is not None for r in readers):
+            if (seg is None or not reuse or handed_out
+                    or any(r() is not None for r in readers)):
                 if seg is not None and seg.mm is not None:
                     seg.mm.close()
                 _shm.unlink(name)

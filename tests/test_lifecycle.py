@@ -280,3 +280,26 @@ def test_shutdown_does_not_wait_for_running_tasks(fresh, tmp_path):
     fresh.init(num_cpus=1)  # and a new session starts at once
     assert fresh.get(fresh.remote(lambda: "again").remote(), timeout=30) == "again"
     del refs
+
+
+@pytest.mark.timeout(60)
+def test_cancel_before_the_batch_is_sent_frees_the_workers_resources(fresh, tmp_path):
+    fresh.init(num_cpus=2)
+    gate = str(tmp_path / "gate")
+
+    @fresh.remote
+    def hold():
+        _wait_for(gate)
+
+    @fresh.remote
+    def quick():
+        return "quick"
+
+    running = hold.remote()
+    batched = quick.remote()  # right after: a burst, so it waits in its worker's batch
+    fresh.cancel(batched)
+    with pytest.raises(TaskCancelledError):
+        fresh.get(batched, timeout=10)
+    assert fresh.get(quick.remote(), timeout=10) == "quick"  # the freed CPU runs it now
+    open(gate, "w").close()
+    fresh.get(running, timeout=30)
