@@ -114,7 +114,7 @@ class DriverRuntime:
         self._last_submit = 0.0
         self._submits = 0
         self._waited = False         # a get/wait since the last submit (no burst then)
-        self._escaping = []          # oids pickled since the last submit began
+        self._escaping = None        # while submit pickles arguments: the oids it pickles
         self._pumpers = 0            # user threads inside _wait_until (they pump)
         self._pumpers_lock = threading.Lock()
         self._nobody_pumps = threading.Event()
@@ -163,12 +163,14 @@ class DriverRuntime:
                                 f"{type(e).__name__}: {e}") from e
         if args or kwargs:
             args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
-            self._escaping.clear()
+            escaping = self._escaping = []
             try:
                 args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
             except TypeError as e:
                 raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
-            lent = self._lend(self._escaping) if self._escaping else None
+            finally:
+                self._escaping = None
+            lent = self._lend(escaping) if escaping else None
         else:
             args_stored, refs, lent = ser.NO_ARGS, None, None
         task_id = new_base_id()
@@ -281,7 +283,8 @@ class DriverRuntime:
             return
         # A task reading large objects waits for a free worker instead of queueing on a
         # busy one: its inputs stay in shared memory while it is on a worker.
-        spec.pipelinable = not spec.deps or not self.store.any_large(spec.deps)
+        if spec.deps:
+            spec.pipelinable = not self.store.any_large(spec.deps)
         if spec.request not in sched.ready:  # nothing queued ahead of it: place it now
             w = sched.place(spec)
             if w is not None:
@@ -834,7 +837,9 @@ class DriverRuntime:
         """An ObjectRef is being pickled (into task arguments, usually): its object
         stays until shutdown, and submit lends the task its stored form."""
         self.store.escaped.add(oid)
-        self._escaping.append(oid)
+        escaping = self._escaping
+        if escaping is not None:  # pickled by submit: lent with the task
+            escaping.append(oid)
 
     def _lend(self, oids):
         """Stored forms of refs pickled inside a task's arguments that exist already:
@@ -847,7 +852,6 @@ class DriverRuntime:
             if stored is not None and stored[0] != _spill.SPILLED and (
                     stored[0] != ser.INLINE or ser.stored_size(stored) <= LEND_INLINE_MAX):
                 lent[oid] = stored
-        oids.clear()
         return lent or None
 
     def _wait_until(self, done, timeout):
