@@ -72,6 +72,7 @@ ROWS = (
     ("driver", "new_id", "new_base_id()", False),
     ("driver", "spec", "TaskSpec(...)", False),
     ("driver", "ref", "ObjectRef(...), what .remote() returns", False),
+    ("driver", "own", "ObjectStore.own(): the driver's ref counted", False),
     ("driver", "place", "Scheduler.place(), every worker busy", False),
     ("driver", "send", "DriverRuntime._send_task()", False),
     ("driver", "encode_task", "_ring.encode(TASKS), per task", True),
@@ -80,13 +81,13 @@ ROWS = (
     ("driver", "decode_done", "_ring.decode(DONE)", False),
     ("driver", "on_done", "DriverRuntime._on_done() -> _finish()", False),
     ("driver", "values", "get: ser.values_of() -> from_stored()", False),
-    ("driver", "drop", "ref dropped -> ObjectStore.process_drops()", False),
+    ("driver", "drop", "ref dropped -> ObjectStore.process_refs()", False),
     ("worker", "pop", "Ring.pop() on the task ring", False),
     ("worker", "decode_task", "_ring.decode(TASKS), per task", False),
     ("worker", "run", "WorkerRuntime.run_task()", False),
     ("worker", "args", "ser.from_stored(NO_ARGS)", True),
     ("worker", "call", "no_op()", True),
-    ("worker", "result", "ser.to_stored(None)", True),
+    ("worker", "result", "pack_results(None)", True),
     ("worker", "encode_done", "_ring.encode(DONE)", True),
     ("worker", "push_done", "Ring.push(DONE)", True),
 )
@@ -174,6 +175,8 @@ class TaskPath:
         specs = timed("spec", TaskSpec,
                       [(i, f._fn_id, f._name, f._options, ser.NO_ARGS, None, True) for i in ids])
         refs = timed("ref", ObjectRef, [(i, True) for i in ids])
+        with rt._lock:  # what _add_task counts for the driver's refs
+            timed("own", store.own, [(i,) for i in ids])
         with rt._lock:
             with self.every_worker_busy(specs[0].request):
                 timed("place", sched.place, [(s,) for s in specs])
@@ -202,7 +205,7 @@ class TaskPath:
         with self.clock("drop", BATCH):
             refs.clear()
             with rt._lock:
-                store.process_drops()
+                store.process_refs()
         return batches[0], done_msgs[0]
 
     @contextlib.contextmanager
@@ -237,7 +240,7 @@ class TaskPath:
                 pass
         timed("args", ser.from_stored, itertools.repeat((ser.NO_ARGS,), BATCH))
         timed("call", worker.fns[first_batch[0][1]][0], itertools.repeat((), BATCH))
-        timed("result", ser.to_stored, itertools.repeat((None, worker.new_segment_name), BATCH))
+        timed("result", worker.pack_results, itertools.repeat((None, 1), BATCH))
 
 
 def stages(f, rt) -> dict:

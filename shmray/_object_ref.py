@@ -1,9 +1,11 @@
 """ObjectRef: the handle of a value that exists, or will exist, in the object store.
 
-An ObjectRef is an integer id plus a flag saying whether this Python object is the
-owner's handle. The owner's handle tells the runtime, through ``_hooks``, when it
-is dropped (so the object can be freed) and when it is pickled (so the runtime
-knows the ref escaped to another process and must keep the object alive).
+Every process counts its live ObjectRef instances per object id (reference
+counting across processes, see _object_store): an instance tells the process's
+runtime, through ``_hooks``, when it is created and when it is dropped. When one is
+pickled, the ids go to the thread's collector if shmray is serializing a value
+(the stored value then holds those objects: see `collect_refs`); otherwise the
+ref escaped somewhere shmray cannot follow, and its object is kept until shutdown.
 The runtime installs the hooks; this module imports nothing of the runtime.
 """
 from __future__ import annotations
@@ -14,14 +16,37 @@ from itertools import count
 
 
 class _Hooks:
-    """Set by the process's runtime; the defaults do nothing."""
+    """Set by the process's runtime; the defaults do nothing. Both counting hooks
+    may be called from any thread, in the middle of anything (a garbage
+    collection): they only append to a deque."""
 
-    dropped = None      # callable(oid): the owner's handle was garbage-collected
-    escaped = None      # callable(oid): a handle was pickled
+    created = None      # callable(oid): a new instance (unpickled, copied)
+    dropped = None      # callable(oid): an instance was garbage-collected
+    escaped = None      # callable(oid): pickled outside shmray's own serialization
     future = None       # callable(ref) -> concurrent.futures.Future
 
 
 _hooks = _Hooks()
+
+
+class _Collector(threading.local):
+    oids = None         # while shmray serializes a value: the ids of refs pickled in it
+
+
+_collector = _Collector()
+
+
+def collect_refs(serialize, *args):
+    """Call serialize(*args); returns (its result, ids of the ObjectRefs it pickled)."""
+    outer = _collector.oids
+    oids = _collector.oids = []
+    try:
+        result = serialize(*args)
+    finally:
+        _collector.oids = outer
+    if len(oids) > 1:
+        oids = list(dict.fromkeys(oids))  # a retry with cloudpickle pickles them again
+    return result, oids
 
 # Ids: a per-process random 64-bit prefix, a counter, and 16 bits of return index.
 _ID_SHIFT = 16
@@ -54,11 +79,16 @@ def new_base_id() -> int:
 
 
 class ObjectRef:
-    __slots__ = ("_id", "_owned", "__weakref__")
+    __slots__ = ("_id", "__weakref__")
 
-    def __init__(self, oid: int, _owned: bool = False):
+    def __init__(self, oid: int, _counted: bool = False):
+        """`_counted`: the runtime counted this instance already (a submit's or put's
+        returned handle), so the `created` hook is skipped on the hot path."""
         self._id = oid
-        self._owned = _owned
+        if not _counted:
+            created = _hooks.created
+            if created is not None:
+                created(oid)
 
     def hex(self) -> str:
         return f"{self._id:032x}"
@@ -79,9 +109,13 @@ class ObjectRef:
         return f"ObjectRef({self.hex()})"
 
     def __reduce__(self):
-        escaped = _hooks.escaped
-        if escaped is not None:
-            escaped(self._id)
+        oids = _collector.oids
+        if oids is not None:
+            oids.append(self._id)
+        else:
+            escaped = _hooks.escaped
+            if escaped is not None:
+                escaped(self._id)
         return (ObjectRef, (self._id,))
 
     def __copy__(self):
@@ -91,10 +125,9 @@ class ObjectRef:
         return ObjectRef(self._id)
 
     def __del__(self):
-        if self._owned:
-            dropped = _hooks.dropped
-            if dropped is not None:
-                dropped(self._id)
+        dropped = _hooks.dropped
+        if dropped is not None:
+            dropped(self._id)
 
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or the task's error)."""

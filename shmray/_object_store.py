@@ -1,21 +1,23 @@
-"""The driver's object table: which objects exist, where their bytes are, who waits.
+"""The driver's object table: which objects exist, where their bytes are, who needs them.
 
     put / task result ──► values[oid] = stored form ──► callbacks (deps, rpc, futures)
-    owner's ObjectRef dropped ──► freed when no pending task needs it
-                                   (its shm segment goes back to the SegmentPool, or
-                                   is unlinked; readers keep their mappings)
+    references ──► an object lives while any of these holds it:
+        ObjectRef instances in the driver       (counted by ObjectRef's hooks)
+        workers that hold instances              (borrow/release messages)
+        stored objects whose value contains it   (ids collected when pickled)
+        unfinished tasks that take it            (resolved inputs, refs inside args)
+      ──► then it is freed: its shm segment goes back to the SegmentPool (or is
+          unlinked; readers keep their mappings), and what it contained loses a holder
     shm objects above `capacity` ──► the least recently used spilled to disk
                                    (_spill), restored by ensure_in_memory()
 
-Objects whose ref left the driver (pickled into a task argument or created inside
-a worker) are kept until shutdown: cross-process borrowing is not tracked yet.
+A ref pickled outside shmray's own serialization (the user's pickle.dumps) cannot
+be followed: its object is kept until shutdown, as Ray does.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-
-from collections import OrderedDict
 
 from . import _serialization as ser
 from . import _spill
@@ -30,7 +32,7 @@ class StoreStats:
     inline_bytes: int
     shm_bytes: int
     shm_segments: int
-    pinned: int
+    kept_until_shutdown: int
     spilled: int
     spilled_bytes: int
 
@@ -41,10 +43,16 @@ class ObjectInfo:
     size: int
     where: str                  # "inline", "shared memory", "spilled" or "error"
     created_by: str | None      # a task's name, "put", ...: kept for objects not inline
-    owner_holds_ref: bool       # the driver's ObjectRef is alive (else freed once unneeded)
-    needed_by_tasks: int        # pending tasks that take it as an argument
+    driver_refs: int            # ObjectRef instances in the driver
+    borrowers: int              # references held by workers
+    contained_in: int           # stored objects whose value holds its ref
+    needed_by_tasks: int        # unfinished tasks that take it (as input or inside args)
     pinned_by_workers: int      # tasks on workers that were handed it (never spilled)
-    kept_until_shutdown: bool   # its ref left the driver (cross-process counting: issue 6)
+    kept_until_shutdown: bool   # its ref was pickled outside shmray
+
+    @property
+    def reference_count(self) -> int:
+        return self.driver_refs + self.borrowers + self.contained_in + self.needed_by_tasks
 
 
 class ObjectStore:
@@ -60,24 +68,33 @@ class ObjectStore:
         self.values = {}            # oid -> stored form
         self.pending = set()        # oids a submitted task will produce
         self._callbacks = {}        # oid -> [callable(oid)]
-        self._needed = {}           # oid -> number of pending tasks that read it
-        self._dropped = set()       # owner's handle gone; free once no longer needed
-        self.escaped = set()        # a handle left this process: keep until shutdown
-        self.drop_queue = deque()   # appended by ObjectRef.__del__ from any thread
+        # The holders of an object, each a count (an oid is a key only while > 0):
+        self._local = {}            # ObjectRef instances in the driver
+        self._borrowed = {}         # references held by workers (see DriverRuntime._grant)
+        self._contained = {}        # stored objects whose value holds its ref
+        self._needed = {}           # unfinished tasks that take it
+        self.escaped = set()        # pickled outside shmray: kept until shutdown
+        self._inner = {}            # oid -> ids of the refs inside its value
+        # Appended by ObjectRef's hooks from any thread; counted by process_refs().
+        self.created_queue = deque()
+        self.drop_queue = deque()
 
     # ------------------------------------------------------------ contents
-    def expect(self, oid):
-        self.pending.add(oid)
-
-    def put(self, oid, stored, creator=None):
-        """Store an object's stored form; `creator` (a task's name, "put") is kept for
-        the large ones, for statistics (inline ones are too many to be worth it)."""
+    def put(self, oid, stored, creator=None, inner=()):
+        """Store an object's stored form; `inner`: the ids of the refs inside its value.
+        `creator` (a task's name, "put") is kept for the large ones, for statistics
+        (inline ones are too many to be worth it). An object nothing holds any more
+        (its ref was dropped before the task finished) is released at once."""
         self.pending.discard(oid)
-        if oid in self._dropped and oid not in self._needed and oid not in self.escaped:
-            self._dropped.discard(oid)
+        if oid not in self._local and not self._held(oid):
             self.segments.release(stored)
             return
         self.values[oid] = stored
+        if inner:
+            self._inner[oid] = inner
+            contained = self._contained
+            for i in inner:
+                contained[i] = contained.get(i, 0) + 1
         if stored[0] == ser.SHM:
             self._creators[oid] = creator
             self._account(oid, stored[2])
@@ -100,36 +117,96 @@ class ObjectStore:
         return oid in self.values or oid in self.pending
 
     # ------------------------------------------------------------ lifetime
+    def _held(self, oid) -> bool:
+        return (oid in self._local or oid in self._needed or oid in self._borrowed
+                or oid in self._contained or oid in self.escaped)
+
+    def _add(self, holders: dict, oid, n=1):
+        holders[oid] = holders.get(oid, 0) + n
+
+    def _remove(self, holders: dict, oid, n=1):
+        left = holders.get(oid, 0) - n
+        if left > 0:
+            holders[oid] = left
+            return
+        holders.pop(oid, None)
+        if oid in self.values and not self._held(oid):
+            self._free(oid)
+
+    def own(self, oid):
+        """The driver made an ObjectRef for `oid` without the `created` hook."""
+        self._add(self._local, oid)
+
+    def own_new(self, oid):
+        """own() for an id just made (a task's return): no instance of it exists yet."""
+        self._local[oid] = 1
+
     def need(self, oid):
-        self._needed[oid] = self._needed.get(oid, 0) + 1
+        self._add(self._needed, oid)
 
     def unneed(self, oid):
-        n = self._needed[oid] - 1
-        if n:
-            self._needed[oid] = n
-        else:
-            del self._needed[oid]
-            if oid in self._dropped:
-                self._free(oid)
+        self._remove(self._needed, oid)
 
-    def process_drops(self):
-        q = self.drop_queue
-        while q:
-            oid = q.popleft()
-            if oid in self.escaped:
-                continue
-            if oid in self._needed or oid in self.pending:
-                self._dropped.add(oid)
-            else:
-                self._free(oid)
+    def borrow(self, oid, n=1):
+        self._add(self._borrowed, oid, n)
+
+    def unborrow(self, oid, n=1):
+        self._remove(self._borrowed, oid, n)
+
+    def keep_until_shutdown(self, oid):
+        self.escaped.add(oid)
+
+    def process_refs(self):
+        """Count the driver's ObjectRef instances created and dropped since last time.
+        Drops are counted up to a length read first: each has its creation queued
+        before it, so a count never passes through zero while an instance lives."""
+        drops = self.drop_queue
+        n = len(drops)
+        created = self.created_queue
+        if created:
+            local = self._local
+            while created:
+                oid = created.popleft()
+                local[oid] = local.get(oid, 0) + 1
+        # _remove(local, oid) and _free(oid), inlined: this runs once per task
+        local, values, inner = self._local, self.values, self._inner
+        needed, borrowed, contained, escaped = (self._needed, self._borrowed, self._contained,
+                                                self.escaped)
+        for _ in range(n):
+            oid = drops.popleft()
+            left = local.pop(oid, 0) - 1
+            if left > 0:
+                local[oid] = left
+            elif (oid in values and oid not in needed and oid not in borrowed
+                  and oid not in contained and oid not in escaped):
+                if oid in inner:
+                    self._free(oid)
+                else:
+                    self._release(oid, values.pop(oid))
 
     def _free(self, oid):
-        self._dropped.discard(oid)
-        stored = self.values.pop(oid, None)
-        if stored is not None:
+        """Release `oid`, then whatever only its value held (iteratively: a long
+        chain of refs inside refs must not hit the recursion limit)."""
+        todo = [oid]
+        contained = self._contained
+        while todo:
+            oid = todo.pop()
+            stored = self.values.pop(oid, None)
+            if stored is None:
+                continue
             self._release(oid, stored)
+            for inner in self._inner.pop(oid, ()):
+                left = contained[inner] - 1
+                if left:
+                    contained[inner] = left
+                else:
+                    del contained[inner]
+                    if inner in self.values and not self._held(inner):
+                        todo.append(inner)
 
     def _release(self, oid, stored):
+        if stored[0] == ser.INLINE:
+            return
         self._creators.pop(oid, None)
         if stored[0] == _spill.SPILLED:
             self.spilled -= 1
@@ -221,8 +298,11 @@ class ObjectStore:
         self.values.clear()
         self.pending.clear()
         self._callbacks.clear()
-        self._needed.clear()
-        self._dropped.clear()
+        for holders in (self._local, self._borrowed, self._contained, self._needed,
+                        self._inner, self.escaped):
+            holders.clear()
+        self.created_queue.clear()
+        self.drop_queue.clear()
         self._pinned.clear()
         self._creators.clear()
         self.segments.clear()
@@ -232,7 +312,8 @@ class ObjectStore:
         where = {ser.INLINE: "inline", ser.SHM: "shared memory", ser.ERROR: "error",
                  _spill.SPILLED: "spilled"}
         infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], self._creators.get(oid),
-                            oid not in self._dropped, self._needed.get(oid, 0),
+                            self._local.get(oid, 0), self._borrowed.get(oid, 0),
+                            self._contained.get(oid, 0), self._needed.get(oid, 0),
                             self._pinned.get(oid, 0), oid in self.escaped)
                  for oid, s in self.values.items()]
         return sorted(infos, key=lambda i: -i.size)

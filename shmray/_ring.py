@@ -1,7 +1,7 @@
 """Message channels between the driver and one worker, over the C rings.
 
     driver ──task ring──► worker      FUNC, TASKS, REPLY, EXIT
-    driver ◄─result ring── worker     DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
+    driver ◄─result ring── worker     DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, ...
 
 Both rings of a worker live in one segment; every result ring rings the session's
 doorbell (in the control segment) so the driver sleeps on one futex for all
@@ -19,8 +19,9 @@ from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 # Message kinds, driver -> worker (TASKS: a list of task tuples, run in order)
 FUNC, TASKS, REPLY, EXIT = 1, 2, 3, 4
-# Message kinds, worker -> driver (ABANDON: an rpc left by an exception, e.g. a cancel)
-DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, HELLO, CANCEL, ABANDON = 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
+# Message kinds, worker -> driver (ABANDON: an rpc left by an exception, e.g. a cancel;
+# REFS: the refs the worker came to hold, and let go of)
+DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
 # Either way: the real message is in a temporary segment
 LARGE = 20
 

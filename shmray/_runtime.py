@@ -31,7 +31,7 @@ import warnings
 
 from . import _context, _ring, _serialization as ser, _shm, _spill
 from ._cring import pop_any, wait_stalled
-from ._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
+from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from ._object_store import ObjectStore
 from ._segment_pool import SegmentPool
 from ._resources import ResourceLedger, affinity_cpus, infeasible, node_totals, warn_infeasible
@@ -114,7 +114,6 @@ class DriverRuntime:
         self._last_submit = 0.0
         self._submits = 0
         self._waited = False         # a get/wait since the last submit (no burst then)
-        self._escaping = None        # while submit pickles arguments: the oids it pickles
         self._pumpers = 0            # user threads inside _wait_until (they pump)
         self._pumpers_lock = threading.Lock()
         self._nobody_pumps = threading.Event()
@@ -128,8 +127,9 @@ class DriverRuntime:
         self._closed = False
         for i in range(n_base):
             self.pool.spawn(cores[i % len(cores)])
+        _hooks.created = self.store.created_queue.append
         _hooks.dropped = self.store.drop_queue.append
-        _hooks.escaped = self._on_escape
+        _hooks.escaped = self.store.keep_until_shutdown
         _hooks.future = self.future
         self._bg = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
         self._bg.start()
@@ -163,19 +163,22 @@ class DriverRuntime:
                                 f"{type(e).__name__}: {e}") from e
         if args or kwargs:
             args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
-            escaping = self._escaping = []
             try:
-                args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
+                if ser.args_hold_no_refs(args, kwargs):
+                    args_stored, held = ser.to_stored((args, kwargs), self.new_segment_name), None
+                else:
+                    args_stored, held = collect_refs(ser.to_stored, (args, kwargs),
+                                                     self.new_segment_name)
             except TypeError as e:
-                raise TypeError(_unpicklable_argument(rf._name, args, kwargs, e)) from None
-            finally:
-                self._escaping = None
-            lent = self._lend(escaping) if escaping else None
+                raise TypeError(collect_refs(_unpicklable_argument, rf._name, args, kwargs,
+                                             e)[0]) from None
         else:
-            args_stored, refs, lent = ser.NO_ARGS, None, None
+            args_stored, refs, held = ser.NO_ARGS, None, None
         task_id = new_base_id()
         spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, refs, True)
-        spec.lent = lent
+        if held:  # refs inside the arguments: the task holds their objects until it ends
+            spec.held = held
+            spec.lent = self._lend(held)
         now = time.monotonic()
         # Inside a burst, what this call dispatches (its own task, or queued ones
         # that results free up in the drain below) is pushed without a wake.
@@ -201,15 +204,27 @@ class DriverRuntime:
             return ObjectRef(task_id, True)
         return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
 
-    def _add_task(self, spec):
-        """Register a new task (under _lock): expect its returns, wait for its inputs."""
+    def _add_task(self, spec, submitter=None):
+        """Register a new task (under _lock): expect its returns, count the refs to
+        them (the driver's, or the submitting worker's), wait for its inputs."""
         store = self.store
         self.tasks[spec.task_id] = spec
         if spec.num_returns == 1:
-            store.expect(spec.task_id)
+            store.pending.add(spec.task_id)
+            if submitter is None:
+                store.own_new(spec.task_id)
+            else:
+                self._grant(submitter, spec.task_id)
         else:
             for oid in spec.return_ids():
-                store.expect(oid)
+                store.pending.add(oid)
+                if submitter is None:
+                    store.own_new(oid)
+                else:
+                    self._grant(submitter, oid)
+        if spec.held:
+            for oid in spec.held:
+                store.need(oid)
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
             verdict = self._verdicts[id(spec.options)] = (spec.options, self._never_runs(spec))
@@ -389,8 +404,9 @@ class DriverRuntime:
         for w in list(self._batched):
             self._send_batch(w)
 
-    def _finish(self, spec, outcome):
-        """The task's last attempt is over: store its results (or its error in each)."""
+    def _finish(self, spec, outcome, inner=None):
+        """The task's last attempt is over: store its results (or its error in each);
+        `inner`: per result, the ids of the refs inside it (None: none anywhere)."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
         self._unpin(spec)
@@ -399,12 +415,15 @@ class DriverRuntime:
             for oid in spec.return_ids():
                 store.put(oid, outcome)
         elif spec.num_returns == 1:
-            store.put(spec.task_id, outcome[0], spec.name)
+            store.put(spec.task_id, outcome[0], spec.name, inner[0] if inner else ())
         else:
-            for oid, stored in zip(spec.return_ids(), outcome):
-                store.put(oid, stored, spec.name)
+            for i, (oid, stored) in enumerate(zip(spec.return_ids(), outcome)):
+                store.put(oid, stored, spec.name, inner[i] if inner else ())
         if spec.deps:
             for oid in spec.deps:
+                store.unneed(oid)
+        if spec.held:
+            for oid in spec.held:
                 store.unneed(oid)
         if spec.args_stored[0] == ser.SHM:
             _shm.unlink(spec.args_stored[1])
@@ -427,7 +446,7 @@ class DriverRuntime:
                 self._dispatch()  # once per batch: results free workers and inputs
             if self._batched:
                 self._send_batches()
-            self.store.process_drops()
+            self.store.process_refs()
             if time.monotonic() >= self._next_housekeep:
                 self._housekeep()
         return n
@@ -507,10 +526,14 @@ class DriverRuntime:
         kind = msg[0]
         if kind == _ring.DONE:
             self._on_done(w, msg)
+        elif kind == _ring.REFS:
+            self._on_refs(w, msg)
         elif kind == _ring.SUBMIT:
-            self._on_submit(msg)
+            self._on_submit(w, msg)
         elif kind == _ring.PUT:
-            self.store.put(msg[1], msg[2], f"put in a task (pid={w.pid})")
+            _, oid, stored, inner = msg
+            self._grant(w, oid)
+            self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
         elif kind == _ring.GET or kind == _ring.WAIT:
             self._on_rpc(w, msg)
         elif kind == _ring.LOG:
@@ -523,7 +546,7 @@ class DriverRuntime:
             self._on_abandon(w, msg[1])
 
     def _on_done(self, w, msg):
-        _, task_id, outcome, duration = msg
+        _, task_id, outcome, duration, inner = msg
         inflight = w.inflight
         if inflight[0].task_id == task_id:
             spec = inflight.popleft()
@@ -533,20 +556,19 @@ class DriverRuntime:
         spec.helping = False
         w.tasks_done += 1
         self._resume(w)
-        if w.retiring and w.idle:
-            self._retire(w)
         if not inflight:
             w.idle_since = time.monotonic()
         self.scheduler.record_duration(spec.fn_id, duration)
         if spec.cancelled:  # whatever it managed to return, it was cancelled
             self._finish(spec, _cancelled(spec))
-            return
-        if outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
+        elif outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
             spec.attempt += 1
             spec.worker = None
             self.scheduler.push(spec)
-            return
-        self._finish(spec, outcome)
+        else:
+            self._finish(spec, outcome, inner)
+        if w.retiring and w.idle:  # after the results hold the refs inside them
+            self._retire(w)
 
     def _should_retry(self, spec, outcome) -> bool:
         opts = spec.options
@@ -561,13 +583,51 @@ class DriverRuntime:
         cause = exc.cause if isinstance(exc, RayTaskError) else exc
         return isinstance(cause, tuple(opts.retry_exceptions))
 
-    def _on_submit(self, msg):
-        _, task_id, fn_id, fn_bytes, name, options, args_stored, refs, parent = msg
+    def _on_submit(self, w, msg):
+        _, task_id, fn_id, fn_bytes, name, options, args_stored, refs, held, parent = msg
         if fn_bytes is not None and fn_id not in self.fn_bytes:
             self.fn_bytes[fn_id] = (fn_bytes, name)
         spec = TaskSpec(task_id, fn_id, name, options, args_stored, refs, False)
         spec.parent = parent
-        self._add_task(spec)
+        if held:
+            spec.held = held
+            spec.lent = self._lend(held)
+        self._add_task(spec, submitter=w)
+
+    # ====================================================== borrowed refs
+    # A worker holding ObjectRef instances of an object keeps it alive: the driver
+    # counts, per worker, the references it was granted. A grant comes with each
+    # SUBMIT and PUT (the refs the worker gets back), and with a REFS message for
+    # refs the worker came to hold otherwise (unpickled from arguments or values).
+    # The worker sends REFS borrows before, and releases after, the message that
+    # made or ended them (a DONE whose result holds the ref counts first). Until a
+    # task's DONE, whatever it was given is held by the task itself (its inputs,
+    # the refs inside its arguments), so nothing it reads can go in between.
+    def _grant(self, w, oid, n=1):
+        w.grants[oid] = w.grants.get(oid, 0) + n
+        self.store.borrow(oid, n)
+
+    def _on_refs(self, w, msg):
+        _, borrows, releases, escaped = msg
+        store = self.store
+        for oid in borrows:
+            self._grant(w, oid)
+        for oid in escaped:
+            store.keep_until_shutdown(oid)
+        grants = w.grants
+        for oid, n in releases:
+            left = grants.get(oid, 0) - n
+            if left > 0:
+                grants[oid] = left
+            else:
+                grants.pop(oid, None)
+            store.unborrow(oid, n)
+
+    def _drop_grants(self, w):
+        """`w` is gone (exited or died): its refs no longer hold anything."""
+        grants, w.grants = w.grants, {}
+        for oid, n in grants.items():
+            self.store.unborrow(oid, n)
 
     def _on_rpc(self, w, msg):
         """A worker blocks in get/wait: free its resources until it is answered."""
@@ -583,6 +643,7 @@ class DriverRuntime:
         store = self.store
         for oid in oids:
             if oid not in store.values and oid not in store.pending:
+                store.keep_until_shutdown(oid)  # a tiny error, kept for whoever asks again
                 store.put(oid, ser.error_stored(_lost(oid)))
         answer = lambda oid, rpc=rpc: self._answer(rpc, False)
         awaited = self.scheduler.awaited
@@ -649,6 +710,7 @@ class DriverRuntime:
         """`w` ran a function max_calls times: it exits, and a base worker is replaced."""
         w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
         self.pool.remove(w)
+        self._drop_grants(w)
         self._unwoken.pop(w, None)
         self.scheduler.uncharge(w)
         _reap_later(w.proc)
@@ -753,6 +815,7 @@ class DriverRuntime:
         for w in extras:
             w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
             self.pool.remove(w)
+            self._drop_grants(w)
             _reap_later(w.proc)
         self._dispatch()
 
@@ -800,6 +863,7 @@ class DriverRuntime:
                     f"The worker died unexpectedly while executing this task "
                     f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
                     f"time(s) (max_retries={opts.max_retries}).")))
+        self._drop_grants(w)
         if not w.extra and not self._stopping:
             self.pool.spawn(w.core)
 
@@ -809,16 +873,17 @@ class DriverRuntime:
             raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
                             "to do this, you can wrap the ObjectRef in a list and call 'put' "
                             "on it.")
-        stored = ser.to_stored(value, write_large=self._write_large)
+        stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
         oid = new_base_id()
         with self._lock:
-            self.store.put(oid, stored, "put")
+            self.store.own(oid)
+            self.store.put(oid, stored, "put", inner)
         return ObjectRef(oid, True)
 
     def _write_large(self, meta, buffers):
         size = ser.segment_layout(meta, buffers)[1]
         with self._lock:  # a ref just dropped may free a segment this put can reuse
-            self.store.process_drops()
+            self.store.process_refs()
             self.store.reserve(size)  # spills others if needed, or raises
         return self.segments.write(meta, buffers)
 
@@ -832,14 +897,6 @@ class DriverRuntime:
             return ser.error_stored(e)
         store.touch(oid)
         return store.values[oid]
-
-    def _on_escape(self, oid):
-        """An ObjectRef is being pickled (into task arguments, usually): its object
-        stays until shutdown, and submit lends the task its stored form."""
-        self.store.escaped.add(oid)
-        escaping = self._escaping
-        if escaping is not None:  # pickled by submit: lent with the task
-            escaping.append(oid)
 
     def _lend(self, oids):
         """Stored forms of refs pickled inside a task's arguments that exist already:
@@ -965,7 +1022,7 @@ class DriverRuntime:
         if self.object_prefix != self.prefix:  # file-backed objects: their directory
             shutil.rmtree(os.path.dirname(self.object_prefix), ignore_errors=True)
         if _hooks.future == self.future:
-            _hooks.dropped = _hooks.escaped = _hooks.future = None
+            _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:
             _context.runtime = None
 

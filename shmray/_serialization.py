@@ -216,6 +216,24 @@ def is_error(stored) -> bool:
     return stored[0] == ERROR
 
 
+# Values of these types hold no ObjectRef: pickling them needs no collecting of refs.
+_REF_FREE = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def holds_no_refs(value) -> bool:
+    return type(value) in _REF_FREE
+
+
+def args_hold_no_refs(args: tuple, kwargs: dict) -> bool:
+    for a in args:
+        if type(a) not in _REF_FREE:
+            return False
+    for a in kwargs.values():
+        if type(a) not in _REF_FREE:
+            return False
+    return True
+
+
 # ------------------------------------------------------------ task arguments
 
 _CONTAINERS = (list, tuple, dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
-                 "lent", "parent", "cancelled", "pinned", "pipelinable")
+                 "lent", "held", "parent", "cancelled", "pinned", "pipelinable")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -22,7 +22,8 @@ class TaskSpec:
         self.owned = owned          # submitted by the driver (it holds the returned refs)
         self.helping = False        # runs inside a blocked worker's wait (see _scheduler)
         self.queued = False         # in the scheduler's ready queues
-        self.lent = None            # oid -> stored form of refs inside the args (see _lend)
+        self.held = None            # ids of the refs pickled inside the args: held until it ends
+        self.lent = None            # oid -> stored form of those refs (see _lend)
         self.parent = None          # the task that submitted it (None: the driver)
         self.cancelled = False      # cancel() was called: it ends as TaskCancelledError
         self.pinned = None          # deps handed to its worker: kept in shm until it ends there

@@ -3,7 +3,7 @@
     task ring ──► FUNC  cache the function (shipped once per worker)
               ──► TASKS resolve args (zero-copy) ─► run ─► DONE (inline or shm results)
               ──► REPLY answer to this worker's own GET/WAIT (nested calls)
-    result ring ◄── DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE
+    result ring ◄── DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS (refs held here)
 
 Forked from the driver at init when the driver runs a single thread (the fast
 start), else started as ``python -m shmray._worker CONFIG_JSON``; pinned to one
@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 
 from . import _context, _ring, _serialization as ser, _shm
-from ._object_ref import ObjectRef, _hooks, new_base_id
+from ._object_ref import ObjectRef, _collector, _hooks, collect_refs, new_base_id
 from .exceptions import GetTimeoutError, TaskCancelledError
 
 
@@ -98,15 +98,76 @@ class WorkerRuntime:
         self.gpu_ids = [int(d) if d.isdigit() else d for d in config.get("gpus", ())]
         self.current_request = ()  # the running task's resources, as (name, amount) pairs
         self.spin = config.get("spin", 0.0)
+        # Reference counting (see DriverRuntime._grant): ObjectRef instances here,
+        # counted from the hooks' queues when a message goes out.
+        self._created = deque()    # oids of instances created (appended by the hooks)
+        self._dropped = deque()    # oids of instances dropped
+        self._escaped = []         # oids pickled outside shmray: the driver keeps them
+        self._counts = {}          # oid -> live instances here
+        self._granted = {}         # oid -> references the driver counts for this worker
 
     # ---------------------------------------------------------------- plumbing
     def new_segment_name(self) -> str:
         return f"{self._seg_prefix}{next(self._seg_ids)}"
 
-    def send(self, msg: tuple):
+    def send(self, msg: tuple, grants=()):
+        """Push `msg`; the refs this worker came to hold go first, the ones it let go
+        of after (a DONE's result may hold one). `grants`: oids the driver counts for
+        this worker on receiving `msg` (the refs a SUBMIT or PUT returns)."""
         data = _ring.encode(msg, self._results, self._spill)
         with self._send_lock:
-            self._results.push(data, timeout=None)
+            push = self._results.push
+            if self._created or self._dropped or self._escaped:
+                borrows, releases, escaped = self._ref_changes()
+                if borrows or escaped:
+                    push(_ring.encode((_ring.REFS, borrows, (), escaped), self._results,
+                                      self._spill), timeout=None)
+                push(data, timeout=None)
+                if releases:
+                    push(_ring.encode((_ring.REFS, (), releases, ()), self._results,
+                                      self._spill), timeout=None)
+            else:
+                push(data, timeout=None)
+            granted = self._granted
+            for oid in grants:
+                granted[oid] = granted.get(oid, 0) + 1
+
+    def send_ref_changes(self):
+        """Tell the driver about refs created or dropped since the last message."""
+        with self._send_lock:
+            borrows, releases, escaped = self._ref_changes()
+            if borrows or releases or escaped:
+                self._results.push(_ring.encode((_ring.REFS, borrows, releases, escaped),
+                                                self._results, self._spill), timeout=None)
+
+    def _ref_changes(self):
+        """Count the queued creations and drops (under _send_lock). Returns the oids
+        now held here that the driver does not count for this worker, the
+        (oid, grants) it counts for oids held here no more, and escaped oids.
+        Drops are counted up to a length read first (see ObjectStore.process_refs)."""
+        dropped, created, counts = self._dropped, self._created, self._counts
+        n = len(dropped)
+        touched = set()
+        while created:
+            oid = created.popleft()
+            counts[oid] = counts.get(oid, 0) + 1
+            touched.add(oid)
+        for _ in range(n):
+            oid = dropped.popleft()
+            left = counts.get(oid, 0) - 1
+            if left > 0:
+                counts[oid] = left
+            else:
+                counts.pop(oid, None)  # (an instance inherited from the driver at fork: < 0)
+            touched.add(oid)
+        granted = self._granted
+        borrows = [oid for oid in touched if oid in counts and oid not in granted]
+        for oid in borrows:
+            granted[oid] = 1
+        releases = [(oid, granted.pop(oid)) for oid in touched
+                    if oid not in counts and oid in granted]
+        escaped, self._escaped = self._escaped, []
+        return borrows, releases, escaped
 
     # ------------------------------------------------------------- the loop
     def serve(self):
@@ -117,6 +178,8 @@ class WorkerRuntime:
             if backlog:
                 self.run_task(backlog.popleft())
                 continue
+            if self._created or self._dropped or self._escaped:
+                self.send_ref_changes()  # refs dropped since the last message (a GC)
             data = pop(timeout=1.0, spin=self.spin)
             if data is None:
                 continue
@@ -148,6 +211,17 @@ class WorkerRuntime:
         self.current_request = request
         start = time.perf_counter()
         try:
+            outcome, inner = self._execute(fn, name, task_id, num_returns, args_stored,
+                                           dep_values)
+        finally:
+            self.current_name, self.current_task_id, self._lent, self.current_request = outer
+        # The arguments and the result are gone by now: the refs among them that
+        # nothing here holds any more are released right after the DONE.
+        self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start, inner))
+
+    def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
+        """Run one task; returns (stored results, per result the refs inside it or None)."""
+        try:
             if self._cancel_words[0] != self._cancels_seen or self._cancelled:
                 if self.is_cancelled(task_id):
                     raise KeyboardInterrupt  # cancelled before it started: never runs
@@ -156,23 +230,28 @@ class WorkerRuntime:
             args, kwargs = ser.from_stored(args_stored)
             if dep_values:
                 args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
-            result = fn(*args, **kwargs)
-            outcome = self.pack_results(result, num_returns)
+            return self.pack_results(fn(*args, **kwargs), num_returns)
         except Exception as e:
-            outcome = ser.task_error_stored(name, e, skip_frames=1)
+            return ser.task_error_stored(name, e, skip_frames=1), None
         except KeyboardInterrupt:
             if not self.is_cancelled(task_id):
                 raise  # not ours: a signal from elsewhere ends the worker as before
-            outcome = ser.error_stored(TaskCancelledError(f"{task_id:032x}"))
-        finally:
-            self.current_name, self.current_task_id, self._lent, self.current_request = outer
-        self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start))
+            return ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None
 
     def pack_results(self, result, num_returns):
         if num_returns == 1:
-            return (ser.to_stored(result, self.new_segment_name),)
+            if ser.holds_no_refs(result):  # None, a number, a string: nothing to collect
+                return (ser.to_stored(result, self.new_segment_name),), None
+            collector = _collector  # collect_refs(), inlined: once per task
+            outer = collector.oids
+            inner = collector.oids = []
+            try:
+                stored = ser.to_stored(result, self.new_segment_name)
+            finally:
+                collector.oids = outer
+            return (stored,), ((list(dict.fromkeys(inner)),) if inner else None)
         if num_returns == 0:
-            return ()
+            return (), None
         try:
             items = tuple(result)
         except TypeError:
@@ -180,25 +259,33 @@ class WorkerRuntime:
                              f"{num_returns} needs a sequence of that many values") from None
         if len(items) != num_returns:
             raise ValueError(f"Task returned {len(items)} objects, but num_returns={num_returns}.")
-        return tuple(ser.to_stored(x, self.new_segment_name) for x in items)
+        packed = [collect_refs(ser.to_stored, x, self.new_segment_name) for x in items]
+        inner = tuple(refs for _, refs in packed)
+        return tuple(stored for stored, _ in packed), (inner if any(inner) else None)
 
     # ------------------------------------------------ the API inside a task
     def submit(self, rf, args, kwargs, options):
         task_id = new_base_id()
         args, kwargs, refs = ser.extract_refs(args, kwargs, self.resolve_nested)
-        args_stored = ser.to_stored((args, kwargs), self.new_segment_name)
+        if ser.args_hold_no_refs(args, kwargs):
+            args_stored, held = ser.to_stored((args, kwargs), self.new_segment_name), None
+        else:
+            args_stored, held = collect_refs(ser.to_stored, (args, kwargs),
+                                             self.new_segment_name)
         fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
-        self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
-                   args_stored, refs, self.current_task_id))
-        self.known_to_driver.add(rf._fn_id)
         n = options.num_returns
+        returns = [task_id + i for i in range(n)]
+        self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
+                   args_stored, refs, held or None, self.current_task_id), grants=returns)
+        self.known_to_driver.add(rf._fn_id)
         if n == 1:
             return ObjectRef(task_id)
-        return [ObjectRef(task_id + i) for i in range(n)] if n else None
+        return [ObjectRef(oid) for oid in returns] if n else None
 
     def put(self, value):
         oid = new_base_id()
-        self.send((_ring.PUT, oid, ser.to_stored(value, self.new_segment_name)))
+        stored, inner = collect_refs(ser.to_stored, value, self.new_segment_name)
+        self.send((_ring.PUT, oid, stored, inner), grants=(oid,))
         return ObjectRef(oid)
 
     def _rpc(self, msg):
@@ -338,7 +425,7 @@ def run_forked(config: dict):
         # The driver's objects are never collected here: a collection could run
         # their finalizers (an ObjectRef telling the store it was dropped).
         gc.freeze()
-        _hooks.dropped = _hooks.escaped = _hooks.future = None
+        _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         numpy = sys.modules.get("numpy")
         if numpy is not None:  # `random` reseeds itself after fork; numpy does not
             numpy.random.seed()
@@ -375,6 +462,9 @@ def run(config: dict):
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     rt = WorkerRuntime(config)
     _context.runtime = rt
+    _hooks.created = rt._created.append
+    _hooks.dropped = rt._dropped.append
+    _hooks.escaped = rt._escaped.append
     signal.signal(signal.SIGINT, rt.on_sigint)
     threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,
                      name="shmray-driver-watch").start()

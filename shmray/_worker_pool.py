@@ -78,7 +78,7 @@ def start_method() -> str:
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
                  "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring")
+                 "started", "calls", "retiring", "grants")
 
     def __init__(self, index, proc, channel, core, extra, gpus=()):
         self.index = index
@@ -97,6 +97,7 @@ class WorkerHandle:
         self.gpus = gpus            # GPU device ids it runs tasks for (its CUDA_VISIBLE_DEVICES)
         self.calls = {}             # fn_id -> tasks sent, for functions with max_calls
         self.retiring = False       # reached a max_calls: gets no more tasks, exits when idle
+        self.grants = {}            # oid -> references it holds (see DriverRuntime._grant)
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()

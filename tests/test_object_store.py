@@ -217,7 +217,8 @@ def test_per_object_statistics(fresh):
     infos = {i.object_id: i for i in _context.runtime.store.objects()}
     put_info, made_info, small_info = infos[big.hex()], infos[made.hex()], infos[small.hex()]
     assert put_info.where == "shared memory" and put_info.size >= 3 * MB
-    assert put_info.created_by == "put" and put_info.owner_holds_ref
+    assert put_info.created_by == "put"
+    assert put_info.driver_refs == 1 and put_info.reference_count == 1
     assert made_info.created_by.endswith("make_big") and made_info.size >= 2 * MB
     assert small_info.where == "inline" and small_info.size < 1024
     assert list(infos) == sorted(infos, key=lambda k: -infos[k].size)  # largest first
