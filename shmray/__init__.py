@@ -11,7 +11,7 @@
 from . import exceptions, util
 from ._api import (RayContext, RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_gpu_ids, get_runtime_context, init, is_initialized, nodes, put,
-                   remote, shutdown, wait)
+                   remote, shutdown, timeline, wait)
 from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction
 
@@ -20,6 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "available_resources", "cluster_resources", "nodes", "get_gpu_ids", "get_runtime_context",
-    "ObjectRef", "RemoteFunction", "RayContext", "RuntimeContext", "exceptions", "util",
+    "timeline", "ObjectRef", "RemoteFunction", "RayContext", "RuntimeContext", "exceptions", "util",
     "__version__",
 ]

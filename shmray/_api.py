@@ -5,6 +5,7 @@ Arguments are validated here, once, with Ray's messages; the runtime behind
 """
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import warnings
@@ -204,6 +205,24 @@ def nodes() -> list:
     rt = _context.get_runtime()
     return [{"NodeID": rt.node_id, "Alive": True, "NodeManagerAddress": "127.0.0.1",
              "Resources": rt.cluster_resources()}]
+
+
+def timeline(filename=None):
+    """Ray's ``timeline``: Chrome-trace events of the tasks that ran (the latest
+    10,000), one complete event per task on a track per worker. With `filename`,
+    the events are written there as JSON (open it in chrome://tracing or Perfetto)
+    and None is returned; else the list of events is."""
+    rt = _context.runtime
+    if rt is None:
+        raise RuntimeError("Ray has not been started yet. You can start Ray with 'ray.init()'.")
+    if not rt.is_driver:
+        raise RuntimeError("timeline() is answered by the driver only; call it outside of tasks")
+    events = rt.timeline()
+    if filename is None:
+        return events
+    with open(os.fspath(filename), "w") as f:
+        json.dump(events, f)
+    return None
 
 
 def get_gpu_ids() -> list:

@@ -6,7 +6,12 @@ A command is a subparser plus a handler(args) -> exit status; add one in
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+
+from . import _report, _shm, _stats, _status  # never the runtime: looking must not start anything
 
 
 def run_demo(args) -> int:
@@ -52,22 +57,214 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=run_bench)
 
     cleanup = commands.add_parser(
-        "cleanup", help="remove the shared memory of sessions whose driver is gone",
-        description="Unlink every /dev/shm/shmray_<pid>_* segment and remove every "
-                    "<tmp>/shmray_<pid>_* directory (spilled or file-backed objects) whose "
-                    "driver process no longer exists (a driver killed with SIGKILL leaves "
-                    "them; live sessions are never touched). The next init() does the same.")
+        "cleanup", help="remove what sessions whose driver is gone left behind",
+        description="Kill worker processes (named shmray:<driver pid>) whose driver no "
+                    "longer exists, unlink its /dev/shm/shmray_<pid>_* segments and remove "
+                    "its <tmp>/shmray-sessions/session_<pid>_* directory (status files, spilled or "
+                    "file-backed objects). A driver killed with SIGKILL leaves them; live "
+                    "sessions are never touched. The next init() does the same.")
     cleanup.set_defaults(handler=run_cleanup)
+
+    def session_command(name, help, description, handler):
+        cmd = commands.add_parser(name, help=help, description=description)
+        cmd.add_argument("--session", metavar="PID|TAG",
+                         help="which live session (default: the newest; see `shmray list "
+                              "sessions`)")
+        cmd.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    status = session_command(
+        "status", "the live session: resources, tasks, workers, object store",
+        "Read a live session's status area (shared memory; the session is not joined "
+        "and keeps running undisturbed): the driver, resources in use, task counts, one row "
+        "per worker (pid, core, state, current task and for how long, tasks done, resident "
+        "memory) and the object store.", run_status)
+    status.add_argument("--watch", nargs="?", type=float, const=1.0, metavar="SECONDS",
+                        help="refresh in place every SECONDS (default 1) until Ctrl-C")
+    session_command(
+        "memory", "one row per object: size, where, references, creator (like `ray memory`)",
+        "List the objects of a live session, largest first: id, size, where it is (inline, "
+        "shared memory, spilled), how many references hold it, and the task or put that "
+        "created it; then the totals.", run_memory)
+    listing = session_command(
+        "list", "list tasks (recent and unfinished) or live sessions",
+        "`list tasks`: the unfinished tasks and the latest finished ones (up to 10,000 "
+        "remembered) with state, attempt, worker, run time and error type. "
+        "`list sessions`: every live session on this machine.", run_list)
+    listing.add_argument("what", choices=("tasks", "sessions"))
+    listing.add_argument("--limit", type=positive_int, default=100, metavar="N",
+                         help="at most N rows (default 100)")
+    summary = session_command(
+        "summary", "tasks grouped by function name",
+        "Per function name: tasks in each state and their mean run time.", run_summary)
+    summary.add_argument("what", choices=("tasks",))
+    timeline = session_command(
+        "timeline", "write a Chrome-trace JSON of task execution per worker",
+        "Write the tasks that ran (the latest 10,000) as Chrome-trace JSON: one event per "
+        "task on a track per worker. Open it in chrome://tracing or https://ui.perfetto.dev.",
+        run_timeline)
+    timeline.add_argument("file", nargs="?", metavar="FILE",
+                          help="where to write (default: shmray-timeline-<pid>-<time>.json "
+                               "in the current directory)")
     return parser
 
 
-def run_cleanup(args) -> int:
-    from . import _shm  # not the runtime: cleaning up must not start anything
+# ----------------------------------------------------------- session commands
+def _open(args):
+    """(session info, all live sessions), or print why not and return None."""
+    try:
+        return _status.find_session(args.session)
+    except _status.NoSession as e:
+        print(e, file=sys.stderr)
+        return None
 
+
+def _snapshot(info):
+    snapshot, fresh = _status.fetch_snapshot(info)
+    if snapshot is None:
+        print(f"The session of driver pid {info['driver_pid']} did not answer within 2 s "
+              f"(busy outside shmray?); try again.", file=sys.stderr)
+    return snapshot, fresh
+
+
+def _print_json(data):
+    json.dump(data, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def run_status(args) -> int:
+    found = _open(args)
+    if found is None:
+        return 1
+    info, sessions = found
+    while True:
+        try:
+            live = _status.read_live(info)
+        except (OSError, ValueError):
+            print(f"The session of driver pid {info['driver_pid']} has ended.", file=sys.stderr)
+            return 1
+        snapshot, fresh = _status.fetch_snapshot(info)
+        if args.json:
+            _print_json({"session": info, "driver": live["driver"], "workers": live["workers"],
+                         "snapshot_fresh": fresh,
+                         "resources": snapshot["resources"] if snapshot else None,
+                         "functions": snapshot["functions"] if snapshot else None,
+                         "store": snapshot["store"] if snapshot else None})
+        else:
+            text = _report.status(info, live, snapshot, fresh, sessions)
+            if args.watch:
+                sys.stdout.write("\x1b[H\x1b[2J")  # clear, top left: refresh in place
+            print(text)
+        if not args.watch:
+            return 0
+        sys.stdout.flush()
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def run_memory(args) -> int:
+    found = _open(args)
+    if found is None:
+        return 1
+    snapshot, _ = _snapshot(found[0])
+    if snapshot is None:
+        return 1
+    if args.json:
+        _print_json({"objects": snapshot["objects"], "store": snapshot["store"]})
+    else:
+        print(_report.memory(snapshot))
+    return 0
+
+
+def run_list(args) -> int:
+    if args.what == "sessions":
+        sessions = _status.list_sessions()
+        if args.json:
+            _print_json(sessions)
+        elif not sessions:
+            print("No shmray session is running on this machine.", file=sys.stderr)
+            return 1
+        else:
+            print(_report.sessions(sessions))
+        return 0
+    found = _open(args)
+    if found is None:
+        return 1
+    snapshot, _ = _snapshot(found[0])
+    if snapshot is None:
+        return 1
+    rows = snapshot["tasks"]
+    finished = [r for r in rows if r["state"] in (_stats.FINISHED, _stats.FAILED)]
+    unfinished = [r for r in rows if r["state"] not in (_stats.FINISHED, _stats.FAILED)]
+    rows = (unfinished + finished[::-1])[:args.limit]  # unfinished, then the latest first
+    _add_running_since(rows, found[0], snapshot)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(_report.tasks(snapshot, rows))
+    return 0
+
+
+def _add_running_since(rows, info, snapshot):
+    """Running tasks get their start from their worker's words (the driver learns it
+    only when they end), in the snapshot's clock."""
+    try:
+        live = _status.read_live(info)
+    except (OSError, ValueError):
+        return
+    since = {w["task_id"]: w["since_ns"] for w in live["workers"] if w["task_id"]}
+    for row in rows:
+        if row["state"] == _stats.RUNNING and row["task_id"] in since:
+            row["start"] = since[row["task_id"]] / 1e9
+
+
+def run_summary(args) -> int:
+    found = _open(args)
+    if found is None:
+        return 1
+    snapshot, _ = _snapshot(found[0])
+    if snapshot is None:
+        return 1
+    groups = _stats.summarize(snapshot["tasks"])
+    if args.json:
+        _print_json(groups)
+    else:
+        print(_report.summary(groups))
+    return 0
+
+
+def run_timeline(args) -> int:
+    found = _open(args)
+    if found is None:
+        return 1
+    snapshot, _ = _snapshot(found[0])
+    if snapshot is None:
+        return 1
+    events = _stats.chrome_trace(snapshot)
+    path = args.file or time.strftime(
+        f"shmray-timeline-{found[0]['driver_pid']}-%Y%m%d-%H%M%S.json")
+    with open(path, "w") as f:
+        json.dump(events, f)
+    tasks = sum(1 for e in events if e["ph"] == "X")
+    if args.json:
+        _print_json({"file": os.path.abspath(path), "events": len(events), "tasks": tasks})
+    else:
+        print(f"{tasks} task(s) written to {path}\n"
+              f"open it in chrome://tracing or https://ui.perfetto.dev")
+    return 0
+
+
+def run_cleanup(args) -> int:
     removed = _shm.reclaim_dead_sessions()
     for name in removed:
-        print(f"removed {name if name.startswith('/') else '/dev/shm/' + name}")
-    print(f"{len(removed)} segment(s) and directories of dead sessions removed")
+        if name.startswith("pid "):
+            print(f"killed worker process {name[4:]} (its driver is gone)")
+        else:
+            print(f"removed {name if name.startswith('/') else '/dev/shm/' + name}")
+    print(f"{len(removed)} leftover(s) of dead sessions removed (live sessions untouched)")
     return 0
 
 
@@ -83,4 +280,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # `shmray list tasks | head`: the reader has seen enough
+        sys.stderr.close()
+        return 0

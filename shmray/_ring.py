@@ -33,8 +33,15 @@ _RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + R
 # n-th cancel in slot n % CANCEL_SLOTS.
 CANCEL_SLOTS = 8
 CANCEL_BYTES = 8 * (1 + 2 * CANCEL_SLOTS)
-CHANNEL_BYTES = _RING_SPAN["tasks"] + _RING_SPAN["results"] + CANCEL_BYTES
+# Last, the worker's status words (see _status.WorkerStatus).
+CHANNEL_STATUS_OFFSET = _RING_SPAN["tasks"] + _RING_SPAN["results"] + CANCEL_BYTES
+CHANNEL_STATUS_BYTES = 64
+CHANNEL_BYTES = CHANNEL_STATUS_OFFSET + CHANNEL_STATUS_BYTES
+# The control segment: the doorbell, then the driver's status words (_status.DriverStatus).
+CONTROL_STATUS_OFFSET = 64
+CONTROL_STATUS_BYTES = 256
 CONTROL_BYTES = 4096
+assert DOORBELL_SIZE <= CONTROL_STATUS_OFFSET
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -42,7 +49,7 @@ _large_ids = itertools.count()
 
 
 class ControlArea:
-    """The session's control segment: the driver's doorbell (and room for status)."""
+    """The session's control segment: the driver's doorbell and status words."""
 
     def __init__(self, name: str, create: bool):
         self.name = name

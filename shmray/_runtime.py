@@ -28,8 +28,9 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 
-from . import _context, _ring, _serialization as ser, _shm, _spill
+from . import _context, _ring, _serialization as ser, _shm, _spill, _stats, _status
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from ._object_store import ObjectStore
@@ -52,6 +53,7 @@ DRIVER_SPIN = 50e-6
 SPIN_IF_TASKS_UNDER = 200e-6
 WORKER_SPIN = 20e-6
 HOUSEKEEP_EVERY = 0.02
+HISTORY = 10_000             # finished tasks remembered for `shmray list tasks` / timeline
 # Waking a sleeping worker costs a system call and often a context switch on the
 # driver's core (~25 µs, more than the rest of a submit). Inside a burst of
 # .remote() calls (less than BURST_GAP apart) tasks are pushed without waking
@@ -91,6 +93,20 @@ class DriverRuntime:
         cores = affinity_cpus()
         n_base = math.ceil(totals["CPU"])
         self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
+        # What `shmray status` reads (see _status): words in the control segment, and
+        # the session's directory with session.json and, when asked, snapshot.json.
+        self.status = _status.DriverStatus(self.control.mm, self.pid, self.started)
+        self.session_root = _shm.session_root(self.prefix)
+        self.session_info = {
+            "driver_pid": self.pid, "tag": self.tag, "prefix": self.prefix,
+            "control": self.control.name, "started": self.started, "node_id": self.node_id,
+            "python": _status.python_description(), "argv": list(sys.argv),
+            "cwd": os.getcwd(), "totals": totals}
+        _status.write_session_file(self.session_root, self.session_info)
+        self.history = deque(maxlen=HISTORY)  # (spec, worker pid, start, end, error type)
+        self.submitted = 0
+        self.finished = 0            # tasks whose last attempt succeeded
+        self.failed = 0              # ... or failed (cancelled ones too)
         self.object_prefix = self._object_location(int(totals["object_store_memory"]))
         self.segments = SegmentPool(self.new_segment_name)
         self.store = ObjectStore(self.segments, int(totals["object_store_memory"]),
@@ -209,6 +225,7 @@ class DriverRuntime:
         them (the driver's, or the submitting worker's), wait for its inputs."""
         store = self.store
         self.tasks[spec.task_id] = spec
+        self.submitted += 1
         if spec.num_returns == 1:
             store.pending.add(spec.task_id)
             if submitter is None:
@@ -404,19 +421,27 @@ class DriverRuntime:
         for w in list(self._batched):
             self._send_batch(w)
 
-    def _finish(self, spec, outcome, inner=None):
+    def _finish(self, spec, outcome, inner=None, ran=(None, None, None)):
         """The task's last attempt is over: store its results (or its error in each);
-        `inner`: per result, the ids of the refs inside it (None: none anywhere)."""
+        `inner`: per result, the ids of the refs inside it (None: none anywhere);
+        `ran`: (worker pid, start, end) of the attempt, if it ran."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
         self._unpin(spec)
         store = self.store
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
+            self.failed += 1
+            end = ran[2] if ran[2] is not None else time.monotonic()
+            self.history.append((spec, ran[0], ran[1], end, ser.error_name(outcome)))
             for oid in spec.return_ids():
                 store.put(oid, outcome)
         elif spec.num_returns == 1:
+            self.finished += 1
+            self.history.append((spec, *ran, None))
             store.put(spec.task_id, outcome[0], spec.name, inner[0] if inner else ())
         else:
+            self.finished += 1
+            self.history.append((spec, *ran, None))
             for i, (oid, stored) in enumerate(zip(spec.return_ids(), outcome)):
                 store.put(oid, stored, spec.name, inner[i] if inner else ())
         if spec.deps:
@@ -546,7 +571,7 @@ class DriverRuntime:
             self._on_abandon(w, msg[1])
 
     def _on_done(self, w, msg):
-        _, task_id, outcome, duration, inner = msg
+        _, task_id, outcome, start, end, inner = msg
         inflight = w.inflight
         if inflight[0].task_id == task_id:
             spec = inflight.popleft()
@@ -558,15 +583,15 @@ class DriverRuntime:
         self._resume(w)
         if not inflight:
             w.idle_since = time.monotonic()
-        self.scheduler.record_duration(spec.fn_id, duration)
+        self.scheduler.record_duration(spec.fn_id, end - start)
         if spec.cancelled:  # whatever it managed to return, it was cancelled
-            self._finish(spec, _cancelled(spec))
+            self._finish(spec, _cancelled(spec), ran=(w.pid, start, end))
         elif outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
             spec.attempt += 1
             spec.worker = None
             self.scheduler.push(spec)
         else:
-            self._finish(spec, outcome, inner)
+            self._finish(spec, outcome, inner, (w.pid, start, end))
         if w.retiring and w.idle:  # after the results hold the refs inside them
             self._retire(w)
 
@@ -797,6 +822,10 @@ class DriverRuntime:
     def _housekeep(self):
         now = time.monotonic()
         self._next_housekeep = now + HOUSEKEEP_EVERY
+        self.status.publish(self._counters())
+        request = self.status.requested()
+        if request is not None:
+            self._write_snapshot(request)
         self.segments.trim(now)
         self._send_batches()
         for w in self._unwoken:
@@ -990,13 +1019,56 @@ class DriverRuntime:
         return fut
 
     # ================================================================ info
+    def _counters(self) -> tuple:
+        """The live counters (_status.COUNTERS, in order), for the status words."""
+        workers = self.pool.workers
+        running = on_workers = 0
+        for w in workers:
+            if w.inflight:  # its first task runs, and help tasks on top of a blocked one
+                running += 1 + (sum(1 for s in w.inflight if s.helping) if w.rpcs else 0)
+                on_workers += len(w.inflight)
+        queued = sum(len(q) for q in self.scheduler.ready.values())
+        waiting = max(0, len(self.tasks) - queued - on_workers)  # for their inputs
+        queued += on_workers - running
+        store = self.store
+        spilled_bytes = store.statistics().spilled_bytes if store.spilled else 0
+        return (len(workers), sum(1 for w in workers if w.rpcs), self.submitted, self.finished,
+                self.failed, queued, waiting, running, len(store.values), store.shm_bytes,
+                store.capacity, store.spilled, spilled_bytes)
+
+    def snapshot(self) -> dict:
+        """The session as plain data (what `shmray status/memory/list` print)."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict:  # under _lock
+        self.store.process_refs()
+        return _stats.snapshot(
+            self.session_info, dict(zip(_status.COUNTERS, self._counters())),
+            {"total": self.cluster_resources(), "available": self._available()},
+            {fn_id: name for fn_id, (_, name) in self.fn_bytes.items()},
+            self.pool.workers, self.store, self.history, list(self.tasks.values()))
+
+    def _write_snapshot(self, request):  # under _lock (from _housekeep)
+        try:
+            _status.write_snapshot(self.session_root, self._snapshot())
+        except OSError as e:  # a full /tmp must not break the session
+            print(f"shmray: could not write the status snapshot: {e}", file=sys.stderr)
+        self.status.served(request)
+
+    def timeline(self) -> list:
+        return _stats.chrome_trace(self.snapshot())
+
     def cluster_resources(self):
         return {k: v for k, v in self.ledger.totals.items() if v}
 
     def available_resources(self):
         with self._lock:
-            free = {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
-            used = self.store.statistics().shm_bytes  # what the objects take, not tasks
+            return self._available()
+
+    def _available(self):
+        free = {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
+        used = self.store.shm_bytes  # what the objects take, not tasks
         free["object_store_memory"] = max(0.0, free.get("object_store_memory", 0.0) - used)
         return free
 
@@ -1019,8 +1091,8 @@ class DriverRuntime:
             self.tasks.clear()
         _shm.unlink(self.control.name)
         _shm.unlink_prefix(self.prefix)
-        if self.object_prefix != self.prefix:  # file-backed objects: their directory
-            shutil.rmtree(os.path.dirname(self.object_prefix), ignore_errors=True)
+        # the session's directory: status files, spilled and file-backed objects
+        _status.remove_session_directory(self.session_root)
         if _hooks.future == self.future:
             _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:

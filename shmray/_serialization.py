@@ -212,6 +212,17 @@ def load_error(stored) -> BaseException:
     return exc
 
 
+def error_name(stored) -> str:
+    """The type name of the exception an error's stored form holds (the user's own
+    exception's, for a failed task)."""
+    try:
+        exc = pickle.loads(stored[1])
+    except Exception:
+        return "RayError"
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    return type(cause).__name__
+
+
 def is_error(stored) -> bool:
     return stored[0] == ERROR
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+import signal
 import tempfile
 
 import posix_ipc
@@ -71,6 +72,15 @@ def attach(name: str, size: int | None = None, populate: bool = False) -> mmap.m
         os.close(fd)
 
 
+def map_readonly(name: str) -> mmap.mmap:
+    """Map an existing segment read-only (the status CLI: it looks, never touches)."""
+    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
+    try:
+        return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
 class SegmentGone(Exception):
     """The segment a stored form names is no longer there (its object was spilled to
     disk or freed since the form was handed out): ask the driver again."""
@@ -108,10 +118,26 @@ def shm_size() -> int:
         return 0
 
 
+SESSION_DIR_PREFIX = "session_"
+
+
+def sessions_root() -> str:
+    """<tmp>/shmray-sessions: one directory per session, and the session_latest link.
+    (Not <tmp>/shmray: a script run from <tmp> would import that directory as the
+    shmray package.)"""
+    return os.path.join(tempfile.gettempdir(), "shmray-sessions")
+
+
+def session_root(session_prefix: str) -> str:
+    """The session's directory outside /dev/shm (status files, spilled objects,
+    file-backed ones): session_<driver pid>_<tag>, so a dead session's is recognised
+    by its driver's pid."""
+    pid_tag = session_prefix[len(PREFIX):].rstrip("_")
+    return os.path.join(sessions_root(), f"{SESSION_DIR_PREFIX}{pid_tag}")
+
+
 def session_dir(session_prefix: str, what: str) -> str:
-    """A directory of the session outside /dev/shm (spilled objects, file-backed ones),
-    named like its segments, so a dead session's is recognised by its driver's pid."""
-    return os.path.join(tempfile.gettempdir(), f"{session_prefix}{what}")
+    return os.path.join(session_root(session_prefix), what)
 
 
 def list_names(prefix: str = PREFIX) -> list[str]:
@@ -137,24 +163,65 @@ def pid_alive(pid: int) -> bool:
 
 
 def reclaim_dead_sessions() -> list[str]:
-    """Remove the segments and session directories of sessions whose driver process no
-    longer exists; returns what was removed."""
-    removed = []
+    """Remove what sessions whose driver process no longer exists left behind: worker
+    processes still running (they exit on their own within a second, unless stuck),
+    segments, session directories. Returns what was removed: "pid N" for a process,
+    a segment's name, or a directory's path."""
+    removed = [f"pid {pid}" for pid in _kill_orphaned_workers()]
     for name in list_names():
-        if _orphaned(name) and unlink(name):
+        if _orphaned(name, PREFIX) and unlink(name):
             removed.append(name)
-    root = tempfile.gettempdir()
-    for entry in os.listdir(root):
-        if entry.startswith(PREFIX) and _orphaned(entry):
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-            removed.append(os.path.join(root, entry))
+    for root, prefix in ((tempfile.gettempdir(), PREFIX), (sessions_root(), SESSION_DIR_PREFIX)):
+        try:
+            entries = os.listdir(root)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.startswith(prefix) and _orphaned(entry, prefix):
+                shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+                removed.append(os.path.join(root, entry))
+    latest = os.path.join(sessions_root(), "session_latest")
+    if os.path.islink(latest) and not os.path.exists(latest):
+        try:
+            os.unlink(latest)
+        except OSError:
+            pass
     return removed
 
 
-def _orphaned(name: str) -> bool:
-    """Is `name` a session's whose driver (the pid in the name) is gone?"""
+def _orphaned(name: str, prefix: str) -> bool:
+    """Is `name` a session's whose driver (the pid after `prefix`) is gone?"""
     try:
-        pid = int(name[len(PREFIX):].split("_", 1)[0])
+        pid = int(name[len(prefix):].split("_", 1)[0])
     except ValueError:
         return False
     return not pid_alive(pid)
+
+
+WORKER_COMM = "shmray:"  # a worker's /proc/PID/comm: shmray:<driver pid>
+
+
+def _kill_orphaned_workers() -> list[int]:
+    """SIGKILL the workers whose driver is gone; returns their pids."""
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if not comm.startswith(WORKER_COMM):
+            continue
+        try:
+            driver = int(comm[len(WORKER_COMM):])
+        except ValueError:
+            continue
+        if not pid_alive(driver):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed

@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 
-from . import _context, _ring, _serialization as ser, _shm
+from . import _context, _ring, _serialization as ser, _shm, _status
 from ._object_ref import ObjectRef, _collector, _hooks, collect_refs, new_base_id
 from .exceptions import GetTimeoutError, TaskCancelledError
 
@@ -75,6 +75,7 @@ class WorkerRuntime:
         control = _ring.ControlArea(config["control"], create=False)
         self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
         self._control = control
+        self.status = _status.WorkerStatus(self.channel.mm, os.getpid(), config.get("core"))
         self._tasks = self.channel.tasks
         self._results = self.channel.results
         self._spill = self.channel._spill_prefix
@@ -209,15 +210,22 @@ class WorkerRuntime:
         outer = self.current_name, self.current_task_id, self._lent, self.current_request
         self.current_name, self.current_task_id, self._lent = name, task_id, lent
         self.current_request = request
-        start = time.perf_counter()
+        status = self.status
+        under = status.save() if outer[1] is not None else None
+        status.begin(task_id, fn_id)
+        start = time.monotonic()
         try:
             outcome, inner = self._execute(fn, name, task_id, num_returns, args_stored,
                                            dep_values)
         finally:
             self.current_name, self.current_task_id, self._lent, self.current_request = outer
+            if under is None:
+                status.end()
+            else:
+                status.restore(under)
         # The arguments and the result are gone by now: the refs among them that
         # nothing here holds any more are released right after the DONE.
-        self.send((_ring.DONE, task_id, outcome, time.perf_counter() - start, inner))
+        self.send((_ring.DONE, task_id, outcome, start, time.monotonic(), inner))
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
         """Run one task; returns (stored results, per result the refs inside it or None)."""
@@ -296,6 +304,7 @@ class WorkerRuntime:
         with self._rpc_lock:
             req_id = next(self._req_ids)
             self._waiting.add(req_id)
+            self.status.blocked(True)
             try:
                 # Tasks that came in the same batch as the one blocking now must not
                 # wait behind it (one may be what it waits for): back they go, last
@@ -327,6 +336,7 @@ class WorkerRuntime:
                 raise
             finally:
                 self._waiting.discard(req_id)
+                self.status.blocked(False)
 
     def get(self, refs: list, timeout):
         oids = [r._id for r in refs if type(r) is ObjectRef]
@@ -387,7 +397,7 @@ def _watch_driver(driver_pid: int):
             os._exit(1)
 
 
-PROCESS_NAME = "shmray:{driver_pid}"  # what ps -o comm shows; <= 15 bytes
+PROCESS_NAME = _shm.WORKER_COMM + "{driver_pid}"  # what ps -o comm shows; <= 15 bytes
 
 
 def _name_process(driver_pid: int):

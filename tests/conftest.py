@@ -8,6 +8,7 @@ import time
 import pytest
 
 import shmray
+from shmray import _shm
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,11 @@ def _ours(pid):
 def _leftovers():
     segs = [n for n in os.listdir("/dev/shm")
             if n.startswith("shmray_") and n not in _before and _ours(_owner_pid(n))]
-    return segs, [pid for pid, driver in worker_processes() if _ours(driver)]
+    root = _shm.sessions_root()
+    dirs = [d for d in (os.listdir(root) if os.path.isdir(root) else ())
+            if d.startswith("session_") and d != "session_latest" and d not in _before
+            and _ours(_owner_pid(d))]
+    return segs + dirs, [pid for pid, driver in worker_processes() if _ours(driver)]
 
 
 def worker_processes():
@@ -70,6 +75,8 @@ _before = set()
 
 def pytest_sessionstart(session):
     _before.update(n for n in os.listdir("/dev/shm") if n.startswith("shmray_"))
+    root = _shm.sessions_root()
+    _before.update(os.listdir(root) if os.path.isdir(root) else ())
 
 
 def pytest_sessionfinish(session, exitstatus):

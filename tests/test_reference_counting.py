@@ -11,6 +11,7 @@ import os
 import pickle
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,7 +56,9 @@ def _freed(oid):
 
 
 def _info(oid):
-    return {i.object_id: i for i in _store().objects()}[f"{oid:032x}"]
+    """The object's row in a snapshot (taken after the driver counted its refs)."""
+    rows = {o["object_id"]: o for o in _context.runtime.snapshot()["objects"]}
+    return SimpleNamespace(**rows[f"{oid:032x}"])
 
 
 def big(i=0):

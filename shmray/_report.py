@@ -1,0 +1,165 @@
+"""Human-readable reports of a session, as the CLI prints them: aligned tables that
+fit in 100 columns. Input is plain data (_status.read_live, a _stats snapshot);
+output is text. Nothing here reads or changes a session."""
+from __future__ import annotations
+
+import os
+import time
+
+from . import _stats
+
+WIDTH = 100
+
+# Ray's task state names (what --json prints), shortened for the human tables.
+STATE_LABELS = {_stats.RUNNING: "RUNNING", _stats.SUBMITTED_TO_WORKER: "SUBMITTED",
+                _stats.PENDING_NODE_ASSIGNMENT: "PENDING", _stats.PENDING_ARGS_AVAIL:
+                "PENDING_ARGS", _stats.FINISHED: "FINISHED", _stats.FAILED: "FAILED"}
+
+
+def size(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def table(headers, rows, flexible=(), right=()) -> list:
+    """Lines of an aligned table at most WIDTH wide: the `flexible` columns (indexes)
+    are cut with "~" when the rest leaves them too little room; `right` columns are
+    right-aligned (numbers)."""
+    cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r]
+                                           for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    excess = sum(widths) + 2 * (len(widths) - 1) - WIDTH
+    for i in sorted(flexible, key=lambda i: -widths[i]):
+        if excess <= 0:
+            break
+        floor = max(len(headers[i]), 8)
+        cut = min(excess, widths[i] - floor)
+        if cut > 0:
+            widths[i] -= cut
+            excess -= cut
+    lines = []
+    for row in cells:
+        out = []
+        for i, (text, w) in enumerate(zip(row, widths)):
+            if len(text) > w:
+                text = text[:w - 1] + "~"
+            out.append(text.rjust(w) if i in right else text.ljust(w))
+        lines.append("  ".join(out).rstrip())
+    return lines
+
+
+def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str:
+    """`shmray status`: the session, resources, tasks, workers, object store."""
+    d = live["driver"]
+    now = time.time()
+    lines = [f"shmray session: driver pid {info['driver_pid']} (tag {info['tag']}), up "
+             f"{duration(now - info['started'])}, {info['python']}"]
+    if info.get("argv"):
+        lines.append(f"  command: {' '.join(info['argv'])}"[:WIDTH])
+    if len(sessions) > 1:
+        others = ", ".join(str(s["driver_pid"]) for s in sessions if s is not info)
+        lines.append(f"  other live sessions (choose with --session PID): {others}"[:WIDTH])
+    beat = (live["monotonic_ns"] - d["heartbeat_ns"]) / 1e9
+    if not fresh or beat > 2.0:
+        lines.append(f"  note: the driver has not answered for {beat:.1f}s (busy outside "
+                     f"shmray?); counters below are that old")
+    if snapshot is not None:
+        total, free = snapshot["resources"]["total"], snapshot["resources"]["available"]
+        parts = []
+        for key in ("CPU", "GPU", "memory", "object_store_memory"):
+            if key in total:
+                used = total[key] - free.get(key, 0.0)
+                fmt = size if "memory" in key else (lambda v: f"{v:g}")
+                parts.append(f"{key} {fmt(used)}/{fmt(total[key])}")
+        custom = [k for k in total if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                  and not k.startswith("node:")]
+        parts += [f"{k} {total[k] - free.get(k, 0.0):g}/{total[k]:g}" for k in custom]
+        lines.append("resources used: " + ", ".join(parts))
+    lines.append(f"tasks: {d['tasks_running']} running, {d['tasks_queued']} queued, "
+                 f"{d['tasks_waiting_for_inputs']} waiting for inputs, "
+                 f"{d['tasks_finished']:,} finished, {d['tasks_failed']:,} failed "
+                 f"({d['tasks_submitted']:,} submitted)")
+    functions = snapshot["functions"] if snapshot else {}
+    known = {w["index"]: w for w in snapshot["workers"]} if snapshot else {}
+    rows = []
+    for w in live["workers"]:
+        if not w["pid"] and w["index"] in known:  # starting: its words are not written yet
+            w = dict(w, pid=known[w["index"]]["pid"], core=known[w["index"]]["core"])
+        name = functions.get(str(w["fn_id"]), "?") if w["fn_id"] is not None else None
+        since = None if w["since_ns"] is None else (live["monotonic_ns"] - w["since_ns"]) / 1e9
+        rows.append([w["pid"], "-" if w["core"] is None else w["core"], w["state"], name,
+                     duration(since), w["tasks_done"], size(w["rss_bytes"])])
+    lines.append(f"workers: {d['workers']} ({d['blocked_workers']} blocked in get/wait)")
+    lines += ["  " + line for line in table(
+        ["PID", "CORE", "STATE", "CURRENT TASK", "FOR", "DONE", "RSS"], rows,
+        flexible=(3,), right=(0, 1, 5, 6))]
+    spilled = f", {d['spilled']} spilled ({size(d['spilled_bytes'])})" if d["spilled"] else ""
+    lines.append(f"object store: {size(d['shm_bytes'])} of {size(d['capacity'])} in shared "
+                 f"memory, {d['objects']:,} objects{spilled}")
+    return "\n".join(lines)
+
+
+def memory(snapshot: dict) -> str:
+    """`shmray memory`: one row per object, largest first, then totals."""
+    rows = [[o["object_id"], size(o["size"]), o["where"], o["reference_count"],
+             o["created_by"] or "-"] for o in snapshot["objects"]]
+    lines = table(["OBJECT ID", "SIZE", "WHERE", "REFS", "CREATED BY"], rows,
+                  flexible=(4,), right=(1, 3))
+    st = snapshot["store"]
+    listed = "" if st["objects_listed"] == st["objects"] else \
+        f" (the largest {st['objects_listed']:,} listed)"
+    lines.append(f"{st['objects']:,} objects{listed}: {size(st['shm_bytes'])} in shared memory "
+                 f"({st['shm_segments']} segments), {size(st['inline_bytes'])} inline, "
+                 f"{st['spilled']} spilled ({size(st['spilled_bytes'])}); capacity "
+                 f"{size(st['capacity'])}")
+    return "\n".join(lines)
+
+
+def tasks(snapshot: dict, rows: list) -> str:
+    """`shmray list tasks`: one row per task, unfinished ones first, then the latest."""
+    table_rows = []
+    for r in rows:
+        took = None if r["start"] is None else max(0.0, (
+            r["end"] if r["end"] is not None else snapshot["monotonic"]) - r["start"])
+        table_rows.append([r["task_id"], r["name"], STATE_LABELS.get(r["state"], r["state"]),
+                           r["attempt"], r["worker_pid"], duration(took), r["error"]])
+    return "\n".join(table(["TASK ID", "NAME", "STATE", "TRY", "WORKER", "TOOK", "ERROR"],
+                           table_rows, flexible=(1, 6), right=(3, 4, 5)))
+
+
+def summary(groups: list) -> str:
+    """`shmray summary tasks`: per function name, tasks in each state."""
+    rows = [[g["name"], g["total"], g[_stats.RUNNING], g[_stats.SUBMITTED_TO_WORKER]
+             + g[_stats.PENDING_NODE_ASSIGNMENT] + g[_stats.PENDING_ARGS_AVAIL],
+             g[_stats.FINISHED], g[_stats.FAILED], duration(g["mean_seconds"])]
+            for g in groups]
+    return "\n".join(table(["NAME", "TOTAL", "RUNNING", "PENDING", "FINISHED", "FAILED",
+                            "MEAN RUN"], rows, flexible=(0,), right=(1, 2, 3, 4, 5, 6)))
+
+
+def sessions(found: list) -> str:
+    rows = [[s["driver_pid"], s["tag"], duration(time.time() - s["started"]),
+             " ".join(s.get("argv") or []), os.path.basename(s["directory"])] for s in found]
+    return "\n".join(table(["DRIVER PID", "TAG", "UP", "COMMAND", "DIRECTORY"], rows,
+                           flexible=(3,), right=(0,)))

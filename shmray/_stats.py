@@ -1,0 +1,133 @@
+"""What the session looks like, as plain data: the driver's snapshot, task rows, traces.
+
+    DriverRuntime ── snapshot(...) ──► dict (JSON-ready) ──► _status.write_snapshot
+    snapshot["tasks"] ── chrome_trace() ──► Chrome-trace events (timeline)
+    snapshot["tasks"] ── summarize()    ──► per-function counts and times
+
+Times in task rows are CLOCK_MONOTONIC seconds, shared by every process on the
+machine; a snapshot carries `taken` (wall clock) and `monotonic` (the same moment)
+to turn them into dates. The CLI and the driver's `timeline()` share these
+functions: the CLI on a snapshot it read, the driver on one it just built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+SNAPSHOT_VERSION = 1
+MAX_OBJECTS = 10_000        # object rows in a snapshot, largest first (totals count all)
+MAX_LIVE_TASKS = 10_000     # rows of unfinished tasks in a snapshot
+
+FINISHED, FAILED = "FINISHED", "FAILED"
+RUNNING = "RUNNING"
+SUBMITTED_TO_WORKER = "SUBMITTED_TO_WORKER"           # on a worker, behind another task
+PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"   # waiting for resources
+PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"             # waiting for its inputs
+STATES = (RUNNING, SUBMITTED_TO_WORKER, PENDING_NODE_ASSIGNMENT, PENDING_ARGS_AVAIL, FINISHED,
+          FAILED)
+
+
+def finished_row(entry) -> dict:
+    """A row of the driver's history: (spec, worker pid, start, end, error type name)."""
+    spec, pid, start, end, error = entry
+    return {"task_id": f"{spec.task_id:032x}", "name": spec.name,
+            "state": FAILED if error else FINISHED, "attempt": spec.attempt, "worker_pid": pid,
+            "start": start, "end": end, "error": error}
+
+
+def live_row(spec, state: str, pid=None) -> dict:
+    return {"task_id": f"{spec.task_id:032x}", "name": spec.name, "state": state,
+            "attempt": spec.attempt, "worker_pid": pid, "start": None, "end": None,
+            "error": None}
+
+
+def live_tasks(specs, workers) -> list:
+    """Rows of the tasks not finished yet: on a worker (running, or queued behind the
+    running one), waiting for a worker, or waiting for their inputs."""
+    rows = []
+    on_workers = set()
+    for w in workers:
+        batched = {task[0] for task in w.batch}  # not pushed to the worker yet
+        for i, spec in enumerate(w.inflight):
+            running = (i == 0 and spec.task_id not in batched) or spec.helping
+            rows.append(live_row(spec, RUNNING if running else SUBMITTED_TO_WORKER, w.pid))
+            on_workers.add(spec.task_id)
+    for spec in specs:
+        if len(rows) >= MAX_LIVE_TASKS:
+            break
+        if spec.task_id in on_workers:
+            continue
+        rows.append(live_row(spec, PENDING_ARGS_AVAIL if spec.unresolved
+                             else PENDING_NODE_ASSIGNMENT))
+    return rows
+
+
+def snapshot(session: dict, counters: dict, resources: dict, functions: dict, workers,
+             store, history, specs) -> dict:
+    """The driver's state as JSON-ready data (see the module docstring)."""
+    stats = store.statistics()
+    objects = store.objects()
+    return {
+        "version": SNAPSHOT_VERSION,
+        "taken": time.time(),
+        "monotonic": time.monotonic(),
+        "session": session,
+        "counters": counters,
+        "resources": resources,
+        "functions": {str(fn_id): name for fn_id, name in functions.items()},
+        "workers": [{"index": w.index, "pid": w.pid, "core": w.core, "gpus": list(w.gpus),
+                     "extra": w.extra, "tasks_queued": max(0, len(w.inflight) - 1),
+                     "blocked": w.blocked, "retiring": w.retiring,
+                     "tasks_done": w.tasks_done, "channel": w.channel.name}
+                    for w in workers],
+        "store": {**dataclasses.asdict(stats), "capacity": store.capacity,
+                  "objects_listed": min(len(objects), MAX_OBJECTS)},
+        "objects": [{**dataclasses.asdict(info), "reference_count": info.reference_count}
+                    for info in objects[:MAX_OBJECTS]],
+        "tasks": [finished_row(entry) for entry in history] + live_tasks(specs, workers),
+    }
+
+
+def chrome_trace(snap: dict) -> list:
+    """Chrome-trace events (chrome://tracing, Perfetto): one complete ("X") event per
+    finished task that ran, on a track per worker, in microseconds since the epoch."""
+    offset = snap["taken"] - snap["monotonic"]
+    driver = snap["session"]["driver_pid"]
+    events, tracks = [], {}
+    for row in snap["tasks"]:
+        if row["start"] is None or row["state"] not in (FINISHED, FAILED):
+            continue
+        pid = row["worker_pid"]
+        tracks.setdefault(pid, len(tracks))
+        events.append({
+            "name": row["name"], "cat": "task", "ph": "X", "pid": driver, "tid": pid,
+            "ts": (row["start"] + offset) * 1e6,
+            "dur": max(0.0, row["end"] - row["start"]) * 1e6,
+            "args": {"task_id": row["task_id"], "attempt": row["attempt"],
+                     "state": row["state"], **({"error": row["error"]} if row["error"] else {})},
+        })
+    meta = [{"name": "process_name", "ph": "M", "pid": driver,
+             "args": {"name": f"shmray session (driver pid {driver})"}}]
+    meta += [{"name": "thread_name", "ph": "M", "pid": driver, "tid": pid,
+              "args": {"name": f"worker pid {pid}"}} for pid in tracks]
+    return meta + events
+
+
+def summarize(rows: list) -> list:
+    """Per function name: tasks in each state, and the run time of the finished ones."""
+    by_name = {}
+    for row in rows:
+        s = by_name.setdefault(row["name"], {"name": row["name"], "total": 0,
+                                             **{state: 0 for state in STATES},
+                                             "run_seconds": 0.0, "timed": 0})
+        s["total"] += 1
+        s[row["state"]] += 1
+        if row["start"] is not None and row["end"] is not None:
+            s["run_seconds"] += row["end"] - row["start"]
+            s["timed"] += 1
+    out = []
+    for s in by_name.values():
+        timed = s.pop("timed")
+        s["mean_seconds"] = s["run_seconds"] / timed if timed else None
+        out.append(s)
+    return sorted(out, key=lambda s: -s["total"])
