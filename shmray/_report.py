@@ -96,8 +96,8 @@ def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str
                   and not k.startswith("node:")]
         parts += [f"{k} {total[k] - free.get(k, 0.0):g}/{total[k]:g}" for k in custom]
         lines.append("resources used: " + ", ".join(parts))
-    lines.append(f"tasks: {d['tasks_running']} running, {d['tasks_queued']} queued, "
-                 f"{d['tasks_waiting_for_inputs']} waiting for inputs, "
+    lines.append(f"tasks: {d['tasks_running']:,} running, {d['tasks_queued']:,} queued, "
+                 f"{d['tasks_waiting_for_inputs']:,} waiting for inputs, "
                  f"{d['tasks_finished']:,} finished, {d['tasks_failed']:,} failed "
                  f"({d['tasks_submitted']:,} submitted)")
     functions = snapshot["functions"] if snapshot else {}

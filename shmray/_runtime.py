@@ -21,7 +21,6 @@ import itertools
 import math
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +102,10 @@ class DriverRuntime:
             "python": _status.python_description(), "argv": list(sys.argv),
             "cwd": os.getcwd(), "totals": totals}
         _status.write_session_file(self.session_root, self.session_info)
-        self.history = deque(maxlen=HISTORY)  # (spec, worker pid, start, end, error type)
+        # Finished tasks: (task id, name, attempt, (worker pid, start, end) or None,
+        # error type or None). Plain values only: tuples of them leave the GC's lists,
+        # so 10,000 of them cost no time in collections (TaskSpecs would).
+        self.history = deque(maxlen=HISTORY)
         self.submitted = 0
         self.finished = 0            # tasks whose last attempt succeeded
         self.failed = 0              # ... or failed (cancelled ones too)
@@ -421,27 +423,28 @@ class DriverRuntime:
         for w in list(self._batched):
             self._send_batch(w)
 
-    def _finish(self, spec, outcome, inner=None, ran=(None, None, None)):
+    def _finish(self, spec, outcome, inner=None, ran=None):
         """The task's last attempt is over: store its results (or its error in each);
         `inner`: per result, the ids of the refs inside it (None: none anywhere);
-        `ran`: (worker pid, start, end) of the attempt, if it ran."""
+        `ran`: (worker pid, start ns, end ns) of the attempt, if it ran (CLOCK_MONOTONIC)."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
         self._unpin(spec)
         store = self.store
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
             self.failed += 1
-            end = ran[2] if ran[2] is not None else time.monotonic()
-            self.history.append((spec, ran[0], ran[1], end, ser.error_name(outcome)))
+            self.history.append((spec.task_id, spec.name, spec.attempt,
+                                 ran or (None, None, time.monotonic_ns()),
+                                 ser.error_name(outcome)))
             for oid in spec.return_ids():
                 store.put(oid, outcome)
         elif spec.num_returns == 1:
             self.finished += 1
-            self.history.append((spec, *ran, None))
+            self.history.append((spec.task_id, spec.name, spec.attempt, ran, None))
             store.put(spec.task_id, outcome[0], spec.name, inner[0] if inner else ())
         else:
             self.finished += 1
-            self.history.append((spec, *ran, None))
+            self.history.append((spec.task_id, spec.name, spec.attempt, ran, None))
             for i, (oid, stored) in enumerate(zip(spec.return_ids(), outcome)):
                 store.put(oid, stored, spec.name, inner[i] if inner else ())
         if spec.deps:
@@ -583,7 +586,7 @@ class DriverRuntime:
         self._resume(w)
         if not inflight:
             w.idle_since = time.monotonic()
-        self.scheduler.record_duration(spec.fn_id, end - start)
+        self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
         if spec.cancelled:  # whatever it managed to return, it was cancelled
             self._finish(spec, _cancelled(spec), ran=(w.pid, start, end))
         elif outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):

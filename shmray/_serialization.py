@@ -228,19 +228,15 @@ def is_error(stored) -> bool:
 
 
 # Values of these types hold no ObjectRef: pickling them needs no collecting of refs.
-_REF_FREE = frozenset({type(None), bool, int, float, complex, str, bytes})
-
-
-def holds_no_refs(value) -> bool:
-    return type(value) in _REF_FREE
+REF_FREE = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def args_hold_no_refs(args: tuple, kwargs: dict) -> bool:
     for a in args:
-        if type(a) not in _REF_FREE:
+        if type(a) not in REF_FREE:
             return False
     for a in kwargs.values():
-        if type(a) not in _REF_FREE:
+        if type(a) not in REF_FREE:
             return False
     return True
 

@@ -28,11 +28,14 @@ STATES = (RUNNING, SUBMITTED_TO_WORKER, PENDING_NODE_ASSIGNMENT, PENDING_ARGS_AV
 
 
 def finished_row(entry) -> dict:
-    """A row of the driver's history: (spec, worker pid, start, end, error type name)."""
-    spec, pid, start, end, error = entry
-    return {"task_id": f"{spec.task_id:032x}", "name": spec.name,
-            "state": FAILED if error else FINISHED, "attempt": spec.attempt, "worker_pid": pid,
-            "start": start, "end": end, "error": error}
+    """A row of the driver's history: (task id, name, attempt, (worker pid, start ns,
+    end ns) or None if it never ran, error type name or None). Times become seconds."""
+    task_id, name, attempt, ran, error = entry
+    pid, start, end = ran or (None, None, None)
+    return {"task_id": f"{task_id:032x}", "name": name,
+            "state": FAILED if error else FINISHED, "attempt": attempt, "worker_pid": pid,
+            "start": None if start is None else start * 1e-9,
+            "end": None if end is None else end * 1e-9, "error": error}
 
 
 def live_row(spec, state: str, pid=None) -> dict:

@@ -36,7 +36,6 @@ STATE_NAMES = {STARTING: "starting", IDLE: "idle", RUNNING: "running", BLOCKED: 
 NO_CORE = 0xFFFFFFFFFFFFFFFF
 
 _BEGIN = struct.Struct("=5Q")   # state, task lo, task hi, fn id, since (monotonic ns)
-_END = struct.Struct("=6Q")     # state .. tasks done
 _MASK = (1 << 64) - 1
 
 
@@ -50,15 +49,18 @@ class WorkerStatus:
         self._words[W_PID] = pid
         self._words[W_CORE] = NO_CORE if core is None else core
         self._words[W_STATE] = IDLE
+        self._state_at = self._at + 8 * W_STATE
         self.done = 0
 
-    def begin(self, task_id: int, fn_id: int):
-        _BEGIN.pack_into(self._mm, self._at + 8 * W_STATE, RUNNING, task_id & _MASK,
-                         task_id >> 64, fn_id & _MASK, time.monotonic_ns())
+    def begin(self, task_id: int, fn_id: int, now_ns: int):
+        _BEGIN.pack_into(self._mm, self._state_at, RUNNING, task_id & _MASK, task_id >> 64,
+                         fn_id, now_ns)
 
     def end(self):
         self.done += 1
-        _END.pack_into(self._mm, self._at + 8 * W_STATE, IDLE, 0, 0, 0, 0, self.done)
+        words = self._words
+        words[W_STATE] = IDLE  # (the task words stay: a reader ignores them when idle)
+        words[W_DONE] = self.done
 
     def save(self) -> bytes:
         """The words of the task running now (a help task runs on top of it)."""

@@ -212,8 +212,8 @@ class WorkerRuntime:
         self.current_request = request
         status = self.status
         under = status.save() if outer[1] is not None else None
-        status.begin(task_id, fn_id)
-        start = time.monotonic()
+        start = time.monotonic_ns()
+        status.begin(task_id, fn_id, start)
         try:
             outcome, inner = self._execute(fn, name, task_id, num_returns, args_stored,
                                            dep_values)
@@ -225,7 +225,7 @@ class WorkerRuntime:
                 status.restore(under)
         # The arguments and the result are gone by now: the refs among them that
         # nothing here holds any more are released right after the DONE.
-        self.send((_ring.DONE, task_id, outcome, start, time.monotonic(), inner))
+        self.send((_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner))
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
         """Run one task; returns (stored results, per result the refs inside it or None)."""
@@ -248,7 +248,7 @@ class WorkerRuntime:
 
     def pack_results(self, result, num_returns):
         if num_returns == 1:
-            if ser.holds_no_refs(result):  # None, a number, a string: nothing to collect
+            if type(result) in ser.REF_FREE:  # None, a number, a string: nothing to collect
                 return (ser.to_stored(result, self.new_segment_name),), None
             collector = _collector  # collect_refs(), inlined: once per task
             outer = collector.oids
