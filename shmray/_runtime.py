@@ -244,6 +244,9 @@ class DriverRuntime:
         if spec.held:
             for oid in spec.held:
                 store.need(oid)
+        if spec.deps:  # before anything can _finish it (which lets go of them)
+            for oid in spec.deps:
+                store.need(oid)
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
             verdict = self._verdicts[id(spec.options)] = (spec.options, self._never_runs(spec))
@@ -253,8 +256,6 @@ class DriverRuntime:
             self._finish(spec, ser.error_stored(verdict[1]))
             return
         if spec.deps:
-            for oid in spec.deps:
-                store.need(oid)
             missing = [oid for oid in spec.deps if oid not in store.values]
             lost = [oid for oid in missing if oid not in store.pending]
             if lost:
@@ -425,7 +426,8 @@ class DriverRuntime:
 
     def _finish(self, spec, outcome, inner=None, ran=None):
         """The task's last attempt is over: store its results (or its error in each);
-        `inner`: per result, the ids of the refs inside it (None: none anywhere);
+        `inner`: per result, the ids of the refs inside it (None: none anywhere), or
+        for an error, the ids of those inside the exception;
         `ran`: (worker pid, start ns, end ns) of the attempt, if it ran (CLOCK_MONOTONIC)."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
@@ -437,7 +439,7 @@ class DriverRuntime:
                                  ran or (None, None, time.monotonic_ns()),
                                  ser.error_name(outcome)))
             for oid in spec.return_ids():
-                store.put(oid, outcome)
+                store.put(oid, outcome, None, inner or ())
         elif spec.num_returns == 1:
             self.finished += 1
             self.history.append((spec.task_id, spec.name, spec.attempt, ran, None))
@@ -551,6 +553,8 @@ class DriverRuntime:
                 self._pump_lock.release()
 
     def _handle(self, w, msg):
+        if w.gone:  # retired or dead: what it sends after is void (its refs are dropped)
+            return
         kind = msg[0]
         if kind == _ring.DONE:
             self._on_done(w, msg)

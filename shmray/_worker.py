@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from threading import get_ident
 
 from . import _context, _ring, _serialization as ser, _shm, _status
 from ._object_ref import ObjectRef, _collector, _hooks, collect_refs, new_base_id
@@ -103,9 +104,12 @@ class WorkerRuntime:
         # counted from the hooks' queues when a message goes out.
         self._created = deque()    # oids of instances created (appended by the hooks)
         self._dropped = deque()    # oids of instances dropped
-        self._escaped = []         # oids pickled outside shmray: the driver keeps them
+        self._escaped = deque()    # oids pickled outside shmray: the driver keeps them
         self._counts = {}          # oid -> live instances here
         self._granted = {}         # oid -> references the driver counts for this worker
+        self._main_thread = threading.main_thread().ident
+        self._critical = 0         # depth of sections a cancel's interrupt waits for
+        self._interrupt_pending = False
 
     # ---------------------------------------------------------------- plumbing
     def new_segment_name(self) -> str:
@@ -116,30 +120,53 @@ class WorkerRuntime:
         of after (a DONE's result may hold one). `grants`: oids the driver counts for
         this worker on receiving `msg` (the refs a SUBMIT or PUT returns)."""
         data = _ring.encode(msg, self._results, self._spill)
-        with self._send_lock:
-            push = self._results.push
-            if self._created or self._dropped or self._escaped:
-                borrows, releases, escaped = self._ref_changes()
-                if borrows or escaped:
-                    push(_ring.encode((_ring.REFS, borrows, (), escaped), self._results,
-                                      self._spill), timeout=None)
-                push(data, timeout=None)
-                if releases:
-                    push(_ring.encode((_ring.REFS, (), releases, ()), self._results,
-                                      self._spill), timeout=None)
-            else:
-                push(data, timeout=None)
-            granted = self._granted
-            for oid in grants:
-                granted[oid] = granted.get(oid, 0) + 1
+        held = self._hold_interrupts()
+        try:
+            with self._send_lock:
+                if self._created or self._dropped or self._escaped:
+                    self._push_with_ref_changes(data)
+                else:
+                    self._results.push(data, timeout=None)
+                granted = self._granted
+                for oid in grants:
+                    granted[oid] = granted.get(oid, 0) + 1
+        finally:
+            if held:
+                self._release_interrupts()
 
     def send_ref_changes(self):
         """Tell the driver about refs created or dropped since the last message."""
-        with self._send_lock:
+        held = self._hold_interrupts()
+        try:
+            with self._send_lock:
+                self._push_with_ref_changes(None)
+        finally:
+            if held:
+                self._release_interrupts()
+
+    def _push_with_ref_changes(self, data):
+        """Under _send_lock: REFS borrows, `data` (if any), REFS releases. The garbage
+        collector is off meanwhile: a user's __del__ run by it could print or put, and
+        so re-enter send() under the lock."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
             borrows, releases, escaped = self._ref_changes()
-            if borrows or releases or escaped:
-                self._results.push(_ring.encode((_ring.REFS, borrows, releases, escaped),
-                                                self._results, self._spill), timeout=None)
+            push, results, spill = self._results.push, self._results, self._spill
+            if data is None:
+                if borrows or releases or escaped:
+                    push(_ring.encode((_ring.REFS, borrows, releases, escaped), results, spill),
+                         timeout=None)
+                return
+            if borrows or escaped:
+                push(_ring.encode((_ring.REFS, borrows, (), escaped), results, spill),
+                     timeout=None)
+            push(data, timeout=None)
+            if releases:
+                push(_ring.encode((_ring.REFS, (), releases, ()), results, spill), timeout=None)
+        finally:
+            if gc_was_on:
+                gc.enable()
 
     def _ref_changes(self):
         """Count the queued creations and drops (under _send_lock). Returns the oids
@@ -167,8 +194,26 @@ class WorkerRuntime:
             granted[oid] = 1
         releases = [(oid, granted.pop(oid)) for oid in touched
                     if oid not in counts and oid in granted]
-        escaped, self._escaped = self._escaped, []
+        escaped_queue = self._escaped
+        escaped = [escaped_queue.popleft() for _ in range(len(escaped_queue))]
         return borrows, releases, escaped
+
+    # A cancel's KeyboardInterrupt (on_sigint) must not land between pushing a message
+    # and recording what it granted, or between a SUBMIT and the ObjectRef it returns:
+    # the driver's counts and this worker's would disagree. The main thread (where
+    # Python runs signal handlers) defers it to the end of such a section.
+    def _hold_interrupts(self) -> bool:
+        if get_ident() != self._main_thread:
+            return False
+        self._critical += 1
+        return True
+
+    def _release_interrupts(self):
+        self._critical -= 1
+        if not self._critical and self._interrupt_pending:
+            self._interrupt_pending = False
+            if self.is_cancelled(self.current_task_id):
+                raise KeyboardInterrupt
 
     # ------------------------------------------------------------- the loop
     def serve(self):
@@ -228,7 +273,8 @@ class WorkerRuntime:
         self.send((_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner))
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
-        """Run one task; returns (stored results, per result the refs inside it or None)."""
+        """Run one task; returns (its stored results, per result the ids of the refs
+        inside it, or None), or for an error (the stored error, the refs inside it)."""
         try:
             if self._cancel_words[0] != self._cancels_seen or self._cancelled:
                 if self.is_cancelled(task_id):
@@ -239,8 +285,9 @@ class WorkerRuntime:
             if dep_values:
                 args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
             return self.pack_results(fn(*args, **kwargs), num_returns)
-        except Exception as e:
-            return ser.task_error_stored(name, e, skip_frames=1), None
+        except Exception as e:  # refs inside the exception: held by the stored error
+            stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
+            return stored, (inner or None)
         except KeyboardInterrupt:
             if not self.is_cancelled(task_id):
                 raise  # not ours: a signal from elsewhere ends the worker as before
@@ -283,18 +330,28 @@ class WorkerRuntime:
         fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
         n = options.num_returns
         returns = [task_id + i for i in range(n)]
-        self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
-                   args_stored, refs, held or None, self.current_task_id), grants=returns)
-        self.known_to_driver.add(rf._fn_id)
-        if n == 1:
-            return ObjectRef(task_id)
-        return [ObjectRef(oid) for oid in returns] if n else None
+        critical = self._hold_interrupts()  # until the refs exist (see _hold_interrupts)
+        try:
+            self.send((_ring.SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
+                       args_stored, refs, held or None, self.current_task_id), grants=returns)
+            self.known_to_driver.add(rf._fn_id)
+            if n == 1:
+                return ObjectRef(task_id)
+            return [ObjectRef(oid) for oid in returns] if n else None
+        finally:
+            if critical:
+                self._release_interrupts()
 
     def put(self, value):
         oid = new_base_id()
         stored, inner = collect_refs(ser.to_stored, value, self.new_segment_name)
-        self.send((_ring.PUT, oid, stored, inner), grants=(oid,))
-        return ObjectRef(oid)
+        critical = self._hold_interrupts()
+        try:
+            self.send((_ring.PUT, oid, stored, inner), grants=(oid,))
+            return ObjectRef(oid)
+        finally:
+            if critical:
+                self._release_interrupts()
 
     def _rpc(self, msg):
         """Send GET/WAIT and wait for its REPLY. Meanwhile, tasks queued to this worker
@@ -374,7 +431,10 @@ class WorkerRuntime:
         """The driver cancels a running task with SIGINT: raise KeyboardInterrupt in it
         (a sleeping task wakes) if the task running now is the one cancelled."""
         if self.is_cancelled(self.current_task_id):
-            raise KeyboardInterrupt
+            if self._critical:
+                self._interrupt_pending = True  # raised when the section ends
+            else:
+                raise KeyboardInterrupt
 
     def cluster_resources(self):
         return {k: v for k, v in self.config["totals"].items() if v}
@@ -474,7 +534,7 @@ def run(config: dict):
     _context.runtime = rt
     _hooks.created = rt._created.append
     _hooks.dropped = rt._dropped.append
-    _hooks.escaped = rt._escaped.append
+    _hooks.escaped = rt._escaped.append  # (a deque, never replaced)
     signal.signal(signal.SIGINT, rt.on_sigint)
     threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,
                      name="shmray-driver-watch").start()

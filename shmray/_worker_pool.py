@@ -78,7 +78,7 @@ def start_method() -> str:
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
                  "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring", "grants")
+                 "started", "calls", "retiring", "grants", "gone")
 
     def __init__(self, index, proc, channel, core, extra, gpus=()):
         self.index = index
@@ -98,6 +98,7 @@ class WorkerHandle:
         self.calls = {}             # fn_id -> tasks sent, for functions with max_calls
         self.retiring = False       # reached a max_calls: gets no more tasks, exits when idle
         self.grants = {}            # oid -> references it holds (see DriverRuntime._grant)
+        self.gone = False           # removed from the pool: its messages are ignored
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()
@@ -185,6 +186,7 @@ class WorkerPool:
             start_new_session=True)  # the terminal's Ctrl-C goes to the driver only
 
     def remove(self, w: WorkerHandle):
+        w.gone = True
         self.workers.remove(w)
         self._refresh()
         _shm.unlink(w.channel.name)

@@ -292,3 +292,156 @@ def test_passing_refs_through_tasks_in_a_loop_runs_in_constant_memory(ray):
         del ref
     gc.collect()
     _eventually(lambda: _store().shm_bytes <= start, "shared memory back to where it was")
+
+
+# ---------------------------------------------------------------- regressions
+# Found by an adversarial review of the reference counting; each failed before its fix.
+
+def test_a_ref_a_worker_pickles_itself_is_kept_until_shutdown(ray):
+    @ray.remote
+    def stash(box):
+        _kept().append(pickle.dumps(box[0][0]))  # bytes shmray cannot follow
+        return True
+
+    @ray.remote
+    def unstash():
+        return float(ray.get(pickle.loads(_kept().pop()))[0])
+
+    for i in range(3):  # the first stash's report must not break the later ones
+        ref = ray.put(big(20 + i))
+        oid = ref._id
+        assert ray.get(stash.remote([[ref]]), timeout=60)
+        del ref
+        gc.collect()
+        _eventually(lambda: _info(oid).kept_until_shutdown, "the worker's escape reported")
+        assert ray.get(unstash.remote(), timeout=60) == 20.0 + i
+
+
+def test_a_ref_inside_a_tasks_exception_lives_as_long_as_the_error(ray):
+    class CarriesRef(Exception):
+        pass
+
+    @ray.remote
+    def fail():
+        raise CarriesRef(ray.put(big(30)))
+
+    err_ref = fail.remote()
+    with pytest.raises(CarriesRef) as info:
+        ray.get(err_ref, timeout=60)
+    inner = info.value.cause.args[0]  # the user's exception, as raised in the task
+    oid = inner._id
+    del info
+    time.sleep(0.1)  # the worker's own ref is released by now: the error holds it
+    assert float(ray.get(inner)[0]) == 30.0
+    del inner, err_ref
+    _freed(oid)
+
+
+def test_a_task_that_can_never_run_leaves_the_inputs_of_others_alone(ray):
+    @ray.remote
+    def slow_total(x):
+        time.sleep(0.3)
+        return float(x.sum())
+
+    ref = ray.put(big(1))
+    queued = [slow_total.remote(ref) for _ in range(3)]  # one worker: some wait
+    with pytest.warns(UserWarning):
+        never = slow_total.options(resources={"no_such_thing": 1}).remote(ref)
+    del ref
+    gc.collect()
+    assert ray.get(queued, timeout=60) == [float(MB // 8)] * 3
+    with pytest.raises(shmray.exceptions.TaskUnschedulableError):
+        ray.get(never, timeout=60)
+
+
+def test_a_finalizer_that_prints_or_submits_inside_a_task_does_not_deadlock(ray):
+    @ray.remote
+    def noop():
+        return 0
+
+    @ray.remote
+    def work(box):
+        class Noisy:
+            def __init__(self):
+                self.me = self  # a cycle: only the cyclic collector frees it
+
+            def __del__(self):
+                print("finalized")
+                ray.put(0)
+
+        old = gc.get_threshold()
+        gc.set_threshold(50)  # collections at any allocation, also inside send()
+        try:
+            refs = []
+            for _ in range(300):
+                Noisy()
+                refs.append(box[0][0])      # new ref instances: send() has ref changes
+                refs.append(noop.remote())
+            return len(refs)
+        finally:
+            gc.set_threshold(*old)
+
+    assert ray.get(work.remote([[ray.put(1)]]), timeout=60) == 600
+
+
+def test_cancelling_a_task_in_the_middle_of_puts_leaks_nothing(ray):
+    @ray.remote
+    def putter(box):
+        while True:
+            ray.put(0)  # dropped at once: freed
+            sum(range(300))
+
+    before = set(_store().values)
+    for _ in range(5):
+        ref = ray.put(1)
+        task = putter.remote([[ref]])
+        time.sleep(0.05)
+        ray.cancel(task)
+        with pytest.raises(shmray.exceptions.TaskCancelledError):
+            ray.get(task, timeout=60)
+        del task, ref
+        _eventually(lambda: not set(_store().values) - before, "every put of the task freed")
+
+
+def test_a_retiring_workers_late_release_takes_no_other_holders_count(fresh):
+    """max_calls: the worker's release right after its last DONE arrives after the
+    driver dropped all its refs on retiring it; it must not count twice. (Last in
+    the module: it needs two workers, so it ends the module's session.)"""
+    ray = fresh
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    def keep_a_while(box):
+        _kept().append(box[0][0])
+        time.sleep(0.3)  # the other worker takes the next task
+        return os.getpid()
+
+    @ray.remote
+    def read_on(pid):
+        if os.getpid() != pid:
+            return None
+        return [float(ray.get(r)[0]) for r in _kept()]
+
+    @ray.remote(max_calls=1)
+    def borrow_and_drop(box):
+        x = box[0][0]
+        print("a message that makes the worker report its borrow first")
+        del x, box  # released after the DONE
+        return os.getpid()
+
+    ref = ray.put(big(40))
+    oid = ref._id
+    keeper = keep_a_while.remote([[ref]])  # one borrower keeps it
+    rt = _context.runtime
+    done = borrow_and_drop.remote([[ref]])
+    del ref
+    gc.collect()
+    with rt._pump_lock:  # the driver is busy: DONE and the release wait together
+        time.sleep(0.5)
+    keeper_pid, dropper_pid = ray.get([keeper, done], timeout=60)
+    assert keeper_pid != dropper_pid
+    time.sleep(0.1)
+    assert _info(oid).borrowers == 1
+    reads = [r for r in ray.get([read_on.remote(keeper_pid) for _ in range(4)], timeout=60)
+             if r is not None]
+    assert not reads or reads[0][-1] == 40.0
