@@ -102,9 +102,9 @@ class DriverRuntime:
             "python": _status.python_description(), "argv": list(sys.argv),
             "cwd": os.getcwd(), "totals": totals}
         _status.write_session_file(self.session_root, self.session_info)
-        # Finished tasks: (task id, name, attempt, (worker pid, start, end) or None,
-        # error type or None). Plain values only: tuples of them leave the GC's lists,
-        # so 10,000 of them cost no time in collections (TaskSpecs would).
+        # The latest finished tasks: (task id, name, attempt, (worker pid, start ns,
+        # end ns) or None, error type or None). Plain values: tuples of them leave the
+        # GC's lists, so keeping 10,000 costs collections nothing.
         self.history = deque(maxlen=HISTORY)
         self.submitted = 0
         self.finished = 0            # tasks whose last attempt succeeded
@@ -231,7 +231,7 @@ class DriverRuntime:
         if spec.num_returns == 1:
             store.pending.add(spec.task_id)
             if submitter is None:
-                store.own_new(spec.task_id)
+                store.own_new(spec.task_id)  # what ObjectRef(task_id, True) stands for
             else:
                 self._grant(submitter, spec.task_id)
         else:

@@ -27,15 +27,17 @@ STATES = (RUNNING, SUBMITTED_TO_WORKER, PENDING_NODE_ASSIGNMENT, PENDING_ARGS_AV
           FAILED)
 
 
-def finished_row(entry) -> dict:
-    """A row of the driver's history: (task id, name, attempt, (worker pid, start ns,
-    end ns) or None if it never ran, error type name or None). Times become seconds."""
-    task_id, name, attempt, ran, error = entry
-    pid, start, end = ran or (None, None, None)
-    return {"task_id": f"{task_id:032x}", "name": name,
-            "state": FAILED if error else FINISHED, "attempt": attempt, "worker_pid": pid,
-            "start": None if start is None else start * 1e-9,
-            "end": None if end is None else end * 1e-9, "error": error}
+def finished_rows(history) -> list:
+    """Task rows of the driver's history: entries (task id, name, attempt, (worker pid,
+    start ns, end ns) or None if it never ran, error type name or None)."""
+    rows = []
+    for task_id, name, attempt, ran, error in history:
+        pid, start, end = ran if ran is not None else (None, None, None)
+        rows.append({"task_id": f"{task_id:032x}", "name": name,
+                     "state": FAILED if error else FINISHED, "attempt": attempt,
+                     "worker_pid": pid, "start": None if start is None else start * 1e-9,
+                     "end": None if end is None else end * 1e-9, "error": error})
+    return rows
 
 
 def live_row(spec, state: str, pid=None) -> dict:
@@ -87,7 +89,7 @@ def snapshot(session: dict, counters: dict, resources: dict, functions: dict, wo
                   "objects_listed": min(len(objects), MAX_OBJECTS)},
         "objects": [{**dataclasses.asdict(info), "reference_count": info.reference_count}
                     for info in objects[:MAX_OBJECTS]],
-        "tasks": [finished_row(entry) for entry in history] + live_tasks(specs, workers),
+        "tasks": finished_rows(history) + live_tasks(specs, workers),
     }
 
 

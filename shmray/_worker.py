@@ -270,7 +270,18 @@ class WorkerRuntime:
                 status.restore(under)
         # The arguments and the result are gone by now: the refs among them that
         # nothing here holds any more are released right after the DONE.
-        self.send((_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner))
+        done = (_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner)
+        if outer[1] is not None:  # a help task: the task under it may be cancelled
+            self.send(done)
+            return
+        # No cancel can interrupt this (on_sigint acts on the running task only, and
+        # none runs now): send() without deferring interrupts, the per-task path.
+        data = _ring.encode(done, self._results, self._spill)
+        with self._send_lock:
+            if self._created or self._dropped or self._escaped:
+                self._push_with_ref_changes(data)
+            else:
+                self._results.push(data, timeout=None)
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
         """Run one task; returns (its stored results, per result the ids of the refs
