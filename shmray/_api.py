@@ -10,7 +10,7 @@ import numbers
 import os
 import warnings
 
-from . import _context, _remote_function, _shm
+from . import _context, _remote_function, _runtime_env, _shm
 from ._object_ref import ObjectRef
 from ._runtime import DriverRuntime
 
@@ -79,12 +79,11 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                                             or object_store_memory <= 0):
         raise ValueError(f"object_store_memory must be a positive int (bytes), got "
                          f"{object_store_memory!r}")
-    if runtime_env:
-        raise ValueError("runtime_env is not supported by this shmray version yet")
+    runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
     rt = DriverRuntime(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                        object_store_memory=object_store_memory,
                        log_to_driver=bool(log_to_driver),
-                       resolve_nested_refs=bool(resolve_nested_refs))
+                       resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
     _context.runtime = rt
     return _context_info(rt)
 

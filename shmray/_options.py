@@ -9,6 +9,7 @@ import numbers
 import warnings
 from dataclasses import dataclass, field, replace
 
+from . import _runtime_env
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 DEFAULT_MAX_RETRIES = 3
@@ -82,6 +83,14 @@ def _num_returns(name, v):
     return None
 
 
+def _runtime_env_check(name, v):
+    try:
+        _runtime_env.normalize(v)
+    except (TypeError, ValueError) as e:
+        return str(e)
+    return None
+
+
 def _none_only(message):
     return lambda name, v: None if v is None else message
 
@@ -99,7 +108,7 @@ TASK_OPTIONS = {
     "resources": _resources,
     "max_retries": lambda n, v: _count(n, v, -1),
     "retry_exceptions": _retry_exceptions,
-    "runtime_env": _typed(dict),
+    "runtime_env": _runtime_env_check,
     "max_calls": lambda n, v: _count(n, v, 0),
     "scheduling_strategy": _strategy,
     "scheduling_strategy_node_id": _typed(str),
@@ -183,5 +192,7 @@ def merge(base: TaskOptions, options: dict) -> TaskOptions:
             v = dict(v)
         if k == "retry_exceptions" and isinstance(v, list):
             v = tuple(v)
+        if k == "runtime_env":  # absolute paths now: relative ones mean the current directory
+            v = _runtime_env.normalize(v)
         updates[k] = v
     return replace(base, **updates) if updates else base

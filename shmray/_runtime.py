@@ -29,7 +29,8 @@ import time
 import warnings
 from collections import deque
 
-from . import _context, _ring, _serialization as ser, _shm, _spill, _stats, _status
+from . import (_context, _ring, _runtime_env, _serialization as ser, _shm, _spill, _stats,
+               _status)
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from ._object_store import ObjectStore
@@ -65,6 +66,7 @@ WAKE_BATCH = 64
 # and at the latest when the driver next waits or the background thread looks.
 TASK_BATCH = 16
 IDLE_EXTRA_RETIRE = 2.0
+IDLE_ENV_RETIRE = 10.0       # a runtime_env's worker costs more to start again
 QUIET = 0.01                 # no .remote() for this long: the background thread pumps
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
@@ -75,7 +77,8 @@ class DriverRuntime:
     is_driver = True
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-                 log_to_driver=True, resolve_nested_refs=True, max_workers=None):
+                 log_to_driver=True, resolve_nested_refs=True, max_workers=None,
+                 runtime_env=None):
         method = start_method()  # checked before anything is created
         _shm.reclaim_dead_sessions()
         self.pid = os.getpid()
@@ -123,7 +126,10 @@ class DriverRuntime:
         self.n_base = n_base
         self.fn_bytes = {}          # fn_id -> (pickled function, name)
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
-        self._verdicts = {}         # id(TaskOptions) -> (options, error or None): checked once
+        self._verdicts = {}         # id(TaskOptions) -> (options, error or None, env key or
+                                    # None): worked out once per options
+        self.job_env = runtime_env  # init(runtime_env=...), normalized: tasks inherit it
+        self._envs = {}             # runtime_env key -> _EnvState
         self._rpcs = {}             # (worker index, req_id) -> _Rpc
         self._lock = threading.Lock()
         self._pump_lock = threading.Lock()
@@ -143,12 +149,17 @@ class DriverRuntime:
         self._next_housekeep = 0.0
         self._stopping = False
         self._closed = False
+        base_env = self._job_env_now()
         for i in range(n_base):
-            self.pool.spawn(cores[i % len(cores)])
+            self.pool.spawn(cores[i % len(cores)], env=base_env)
         _hooks.created = self.store.created_queue.append
         _hooks.dropped = self.store.drop_queue.append
         _hooks.escaped = self.store.keep_until_shutdown
         _hooks.future = self.future
+        job_env = self._register_env(self.job_env)
+        if job_env is not None and self._envs[job_env].prepared is None and \
+                self.job_env.get("config", {}).get("eager_install", True):
+            self._start_env_setup(job_env)  # as Ray: the job's pip packages install at init
         self._bg = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
         self._bg.start()
         atexit.register(self.shutdown)
@@ -249,7 +260,11 @@ class DriverRuntime:
                 store.need(oid)
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
-            verdict = self._verdicts[id(spec.options)] = (spec.options, self._never_runs(spec))
+            verdict = self._verdicts[id(spec.options)] = (
+                spec.options, self._never_runs(spec), self._env_key(spec.options))
+        if verdict[2] is not None:  # a runtime_env: its own workers, its own queue
+            spec.env = verdict[2]
+            spec.queue = (spec.request, verdict[2])
         if verdict[1] is not None:
             if isinstance(verdict[1], TaskUnschedulableError):
                 warn_infeasible(spec.name, verdict[1].error_message)
@@ -273,7 +288,7 @@ class DriverRuntime:
         reason = self._unschedulable(spec)
         if reason:
             return TaskUnschedulableError(reason)
-        return self._setup_error(spec)
+        return None
 
     def _unschedulable(self, spec):
         strategy = spec.options.scheduling_strategy
@@ -288,12 +303,79 @@ class DriverRuntime:
                     f"{self.node_id}) and soft=False")
         return infeasible(self.ledger.totals, spec.request)
 
-    def _setup_error(self, spec):
-        if spec.options.runtime_env:
-            return RuntimeEnvSetupError(
-                f"runtime_env is not supported by this shmray version yet (task {spec.name} "
-                f"asked for {sorted(spec.options.runtime_env)})")
-        return None
+    # ======================================================== runtime_env
+    # A task with a runtime_env (its own, or the job's) runs on workers started for
+    # that environment. The first such task sets the environment up on a thread
+    # (copies, a pip venv: seconds to minutes); its tasks wait meanwhile, and fail
+    # with RuntimeEnvSetupError if it cannot be set up. Other tasks go on as usual.
+    def _env_key(self, options):
+        """The key of the environment tasks with these options run in, or None."""
+        return self._register_env(_runtime_env.merge(self.job_env, options.runtime_env))
+
+    def _register_env(self, env):
+        if not env or not any(k in env for k in _runtime_env.EFFECTIVE):
+            return None
+        key = _runtime_env.key(env)
+        if key not in self._envs:
+            self._envs[key] = _EnvState(env)
+        return key
+
+    def _job_env_now(self):
+        """The job's runtime_env, set up now unless it needs pip (seconds to minutes:
+        that one is set up on a thread, and the base workers stay plain meanwhile).
+        Returns what the base workers start in (None: plain)."""
+        key = self._register_env(self.job_env)
+        if key is None or "pip" in self.job_env:
+            return None
+        state = self._envs[key]
+        state.prepared = _runtime_env.prepare(state.env, self.session_root, _env_log)
+        self.scheduler.envs[key] = state.prepared
+        return state.prepared
+
+    def _env_ready(self, spec) -> bool:
+        """Is the task's environment set up? If not, the task waits for it (or fails,
+        if setting it up failed)."""
+        state = self._envs[spec.env]
+        if state.prepared is not None:
+            return True
+        if state.error is not None:
+            self._finish(spec, ser.error_stored(state.error))
+            return False
+        state.waiting.append(spec)
+        self._start_env_setup(spec.env)
+        return False
+
+    def _start_env_setup(self, key):
+        state = self._envs[key]
+        if state.thread is None:
+            state.thread = threading.Thread(target=self._set_up_env, args=(key,), daemon=True,
+                                            name=f"shmray-runtime-env-{key}")
+            state.thread.start()
+
+    def _set_up_env(self, key):
+        """(A thread.) Prepare the environment, then run or fail its waiting tasks."""
+        state = self._envs[key]
+        try:
+            prepared, error = _runtime_env.prepare(state.env, self.session_root,
+                                                   _env_log), None
+        except RuntimeEnvSetupError as e:
+            prepared, error = None, e
+        except Exception as e:  # a copy that failed, a full disk...
+            prepared, error = None, RuntimeEnvSetupError(
+                f"Failed to set up runtime environment {state.env}: {type(e).__name__}: {e}")
+        with self._lock:
+            if self._stopping:
+                return
+            state.prepared, state.error = prepared, error
+            if prepared is not None:
+                self.scheduler.envs[key] = prepared
+            waiting, state.waiting = state.waiting, []
+            for spec in waiting:
+                if error is not None:
+                    if not spec.cancelled:
+                        self._finish(spec, ser.error_stored(error))
+                else:
+                    self._ready(spec)
 
     def _dep_ready(self, spec):
         spec.unresolved -= 1
@@ -310,17 +392,19 @@ class DriverRuntime:
                 if values[oid][0] == ser.ERROR:
                     self._finish(spec, values[oid])
                     return
+        if spec.env is not None and not self._env_ready(spec):
+            return  # its runtime_env is being set up: _env_prepared() brings it back
         sched = self.scheduler
         rpc = sched.awaited.get(spec.task_id)
         if (rpc is not None and sched.helpable(rpc) and not spec.options.num_gpus
-                and self.ledger.fits(spec.request)):
+                and rpc.worker.env == spec.env and self.ledger.fits(spec.request)):
             self._send_help(rpc.worker, spec)
             return
         # A task reading large objects waits for a free worker instead of queueing on a
         # busy one: its inputs stay in shared memory while it is on a worker.
         if spec.deps:
             spec.pipelinable = not self.store.any_large(spec.deps)
-        if spec.request not in sched.ready:  # nothing queued ahead of it: place it now
+        if spec.queue not in sched.ready:  # nothing queued ahead of it: place it now
             w = sched.place(spec)
             if w is not None:
                 self._send_task(w, spec)
@@ -348,7 +432,7 @@ class DriverRuntime:
             if oid not in values:
                 spec = tasks.get(task_id_of(oid))
                 if (spec is not None and spec.queued and not spec.options.num_gpus
-                        and self.ledger.fits(spec.request)):
+                        and spec.env == w.env and self.ledger.fits(spec.request)):
                     self.scheduler.take(spec)
                     self._send_help(w, spec)
                     return
@@ -847,7 +931,7 @@ class DriverRuntime:
             if rpc.deadline is not None and now >= rpc.deadline:
                 self._answer(rpc, True)
         extras = [w for w in self.pool.workers if w.extra and w.idle and not w.outbox
-                  and now - w.idle_since > IDLE_EXTRA_RETIRE]
+                  and now - w.idle_since > (IDLE_ENV_RETIRE if w.env else IDLE_EXTRA_RETIRE)]
         for w in extras:
             w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
             self.pool.remove(w)
@@ -1085,6 +1169,7 @@ class DriverRuntime:
             return
         self._closed = True
         self._stopping = True
+        _runtime_env.stop_setups()  # a pip install of this session's: killed, not awaited
         atexit.unregister(self.shutdown)
         if self._bg.is_alive() and threading.current_thread() is not self._bg:
             self._bg.join(timeout=1.0)
@@ -1104,6 +1189,23 @@ class DriverRuntime:
             _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:
             _context.runtime = None
+
+
+class _EnvState:
+    """A runtime_env of this session: set up once, on a thread."""
+
+    __slots__ = ("env", "thread", "prepared", "error", "waiting")
+
+    def __init__(self, env):
+        self.env = env              # the merged, normalized runtime_env
+        self.thread = None          # setting it up
+        self.prepared = None        # _runtime_env.Prepared, once set up
+        self.error = None           # RuntimeEnvSetupError, if that failed
+        self.waiting = []           # TaskSpecs ready but for the environment
+
+
+def _env_log(text):
+    print(f"shmray: {text}", file=sys.stderr, flush=True)
 
 
 class _Rpc:

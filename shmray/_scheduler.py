@@ -40,17 +40,18 @@ class Scheduler:
         self.pool = pool
         self.cores = cores
         self.max_workers = max_workers
-        self.ready = {}            # request -> deque[TaskSpec]
+        self.ready = {}            # spec.queue (request, + runtime_env) -> deque[TaskSpec]
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
         self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
+        self.envs = {}             # runtime_env key -> _runtime_env.Prepared, once ready
         self.recent_mean = 0.0     # mean run time of the latest tasks, any function
         self._spread_next = 0
 
     def push(self, spec, front=False):
         spec.queued = True
-        q = self.ready.get(spec.request)
+        q = self.ready.get(spec.queue)
         if q is None:
-            q = self.ready[spec.request] = deque()
+            q = self.ready[spec.queue] = deque()
         if front:
             q.appendleft(spec)
         else:
@@ -58,10 +59,10 @@ class Scheduler:
 
     def take(self, spec):
         """Remove a queued task to run it out of turn (a blocked worker helps with it)."""
-        q = self.ready[spec.request]
+        q = self.ready[spec.queue]
         q.remove(spec)
         if not q:
-            del self.ready[spec.request]
+            del self.ready[spec.queue]
         spec.queued = False
 
     def helpable(self, rpc) -> bool:
@@ -84,6 +85,7 @@ class Scheduler:
         request = spec.request
         strategy = spec.options.scheduling_strategy
         workers = self.pool.workers
+        env = spec.env  # a runtime_env's tasks run only on workers started for it
         if self.ledger.fits(request):
             gpus = ()
             if spec.options.num_gpus:
@@ -92,7 +94,7 @@ class Scheduler:
                     return None
             if strategy == "SPREAD":
                 idle = [w for w in workers if not w.inflight and not w.rpcs and w.gpus == gpus
-                        and not w.retiring]
+                        and not w.retiring and w.env == env]
                 w = min(idle, key=lambda w: (w.index - self._spread_next) % (1 << 30),
                         default=None)
                 if w is not None:
@@ -101,14 +103,14 @@ class Scheduler:
                 w = None  # the warmest idle worker (a loop: this runs once per task)
                 for x in workers:
                     if (not x.inflight and not x.rpcs and x.gpus == gpus and not x.retiring
-                            and (w is None or x.idle_since > w.idle_since)):
+                            and x.env == env and (w is None or x.idle_since > w.idle_since)):
                         w = x
             if w is not None:
                 self.charge(w, request)
                 return w
             if len(workers) < self.max_workers:
                 w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
-                                    gpus=gpus)
+                                    gpus=gpus, env=self.envs.get(env))
                 self.charge(w, request)
                 return w
         return self._pipeline(spec, workers)
@@ -123,10 +125,11 @@ class Scheduler:
         if depth < 2:
             return None
         best = None  # the least loaded worker below the depth (a loop: once per task)
-        request = spec.request
+        request, env = spec.request, spec.env
         for w in workers:
             n = len(w.inflight)
-            if n < depth and w.charge == request and not w.rpcs and not w.retiring:
+            if (n < depth and w.charge == request and not w.rpcs and not w.retiring
+                    and w.env == env):
                 best, depth = w, n
         return best
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
-                 "lent", "held", "parent", "cancelled", "pinned", "pipelinable")
+                 "lent", "held", "parent", "cancelled", "pinned", "pipelinable", "env", "queue")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -28,6 +28,8 @@ class TaskSpec:
         self.cancelled = False      # cancel() was called: it ends as TaskCancelledError
         self.pinned = None          # deps handed to its worker: kept in shm until it ends there
         self.pipelinable = True     # may queue on a busy worker (not when it reads large objects)
+        self.env = None             # its runtime_env's key (None: the plain workers)
+        self.queue = self.request   # its queue in the scheduler: request, and env if any
 
     def return_ids(self):
         base = self.task_id

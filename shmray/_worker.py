@@ -485,7 +485,10 @@ def main(argv):
     """Entry point of a spawned worker: ``python -m shmray._worker CONFIG_JSON``."""
     config = json.loads(argv[1])
     os.chdir(config["cwd"])
-    sys.path[:] = config["sys_path"]
+    if config.get("keep_sys_path"):  # a pip environment's: its own paths stay
+        sys.path[:0] = config["sys_path"]
+    else:
+        sys.path[:] = config["sys_path"]
     run(config)
 
 

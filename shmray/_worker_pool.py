@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from . import _ring, _shm, _worker
+from . import _ring, _runtime_env, _shm, _worker
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,9 +78,9 @@ def start_method() -> str:
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
                  "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring", "grants", "gone")
+                 "started", "calls", "retiring", "grants", "gone", "env")
 
-    def __init__(self, index, proc, channel, core, extra, gpus=()):
+    def __init__(self, index, proc, channel, core, extra, gpus=(), env=None):
         self.index = index
         self.proc = proc
         self.pid = proc.pid
@@ -99,6 +99,7 @@ class WorkerHandle:
         self.retiring = False       # reached a max_calls: gets no more tasks, exits when idle
         self.grants = {}            # oid -> references it holds (see DriverRuntime._grant)
         self.gone = False           # removed from the pool: its messages are ignored
+        self.env = env              # the runtime_env key it was started for (None: plain)
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()
@@ -146,18 +147,22 @@ class WorkerPool:
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
-    def spawn(self, core, extra=False, gpus=()) -> WorkerHandle:
-        """Start a worker pinned to `core`, for the GPU devices `gpus` (CPU tasks: ())."""
+    def spawn(self, core, extra=False, gpus=(), env=None) -> WorkerHandle:
+        """Start a worker pinned to `core`, for the GPU devices `gpus` (CPU tasks: ())
+        and the runtime environment `env` (a _runtime_env.Prepared, or None)."""
         index = self._next_index
         self._next_index += 1
         name = f"{self.prefix}c{index}"
         channel = _ring.Channel(name, create=True, doorbell=self.control.doorbell)
         config = dict(self.config, channel=name, core=core, gpus=list(gpus))
-        if self.method == "fork" and threading.active_count() == 1:
+        if env is not None:
+            proc = self._spawn_in(env, config)
+        elif self.method == "fork" and threading.active_count() == 1:
             proc = self._fork(config)
         else:
             proc = self._spawn(config)
-        w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus))
+        w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus),
+                         None if env is None else env.key)
         self.workers.append(w)
         self._refresh()
         return w
@@ -184,6 +189,24 @@ class WorkerPool:
              json.dumps(config)],
             cwd=config["cwd"], env=env, stdin=subprocess.DEVNULL, close_fds=True,
             start_new_session=True)  # the terminal's Ctrl-C goes to the driver only
+
+    @staticmethod
+    def _spawn_in(env, config) -> subprocess.Popen:
+        """A worker for a runtime environment: its interpreter (a pip venv's), its
+        env_vars, its working_dir copy as the directory, its paths first on sys.path."""
+        config = dict(config, cwd=env.cwd or config["cwd"])
+        if env.venv:  # the venv's own sys.path, then the base's (linked by the bootstrap)
+            config["sys_path"], config["keep_sys_path"] = list(env.paths_first), True
+        else:
+            config["sys_path"] = list(env.paths_first) + config["sys_path"]
+        process_env = dict(os.environ, **env.env_vars)
+        if not env.venv:
+            process_env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+        return subprocess.Popen(
+            [env.python, "-c", _runtime_env.worker_bootstrap(env), json.dumps(config)],
+            cwd=config["cwd"], env=process_env, stdin=subprocess.DEVNULL, close_fds=True,
+            start_new_session=True)
 
     def remove(self, w: WorkerHandle):
         w.gone = True

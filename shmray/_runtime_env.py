@@ -1,0 +1,370 @@
+"""Runtime environments (Ray's ``runtime_env``): env_vars, working_dir, py_modules, pip.
+
+    @remote(runtime_env=...) / init(runtime_env=...) ──normalize()──► plain dict
+    job env + task env ──merge()──► the task's env, named by key()
+    first task of an env ──prepare() on a thread──► Prepared: the python to run, env vars,
+        working directory and import paths
+          working_dir, py_modules: copied into the session directory (excludes honoured)
+          pip: a virtual environment in the cache (cache_dir()), built once per
+               requirement set, across sessions too (a file lock), and reused
+    its workers start from Prepared; tasks of an env run only on them
+
+A pip environment is a plain venv whose workers also see the base environment's
+packages (shmray, numpy, cloudpickle...) after their own: what the requirements
+install wins. pip resolves against both, so it installs only what is missing or
+pinned differently. One exception, by design: a binary package built for NumPy 1
+that fails to import under the base's NumPy 2 gets `numpy<2` in its environment.
+"""
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from .exceptions import RuntimeEnvSetupError
+
+SUPPORTED = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
+EFFECTIVE = ("env_vars", "working_dir", "py_modules", "pip")  # what needs workers of its own
+CONFIG_KEYS = ("setup_timeout_seconds", "eager_install")
+DEFAULT_SETUP_TIMEOUT = 600     # seconds, as Ray's RuntimeEnvConfig
+READY_MARK = ".shmray-ready"    # written last: a venv without it is half-built
+
+
+# ------------------------------------------------------------------ validation
+def normalize(env) -> dict | None:
+    """The runtime_env as a plain dict with absolute paths and pip as a sorted list,
+    or None when empty. Raises ValueError/TypeError naming what is wrong."""
+    if env is None:
+        return None
+    if not isinstance(env, dict):
+        raise TypeError(f"runtime_env must be a dict, got {type(env).__name__} {env!r}")
+    unknown = [k for k in env if k not in SUPPORTED]
+    if unknown:
+        raise ValueError(f"runtime_env key(s) {', '.join(map(repr, unknown))} not supported by "
+                         f"shmray (supported: {', '.join(SUPPORTED)})")
+    out = {}
+    if env.get("env_vars"):
+        ev = env["env_vars"]
+        if not isinstance(ev, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                               for k, v in ev.items()):
+            raise TypeError(f"runtime_env['env_vars'] must be a dict of str to str, got {ev!r}")
+        out["env_vars"] = dict(ev)
+    if env.get("working_dir") is not None:
+        out["working_dir"] = _local_dir(env["working_dir"], "working_dir")
+    if env.get("py_modules"):
+        mods = env["py_modules"]
+        if not isinstance(mods, (list, tuple)):
+            raise TypeError(f"runtime_env['py_modules'] must be a list of paths, got {mods!r}")
+        out["py_modules"] = [_local_module(m) for m in mods]
+    if env.get("excludes"):
+        ex = env["excludes"]
+        if not isinstance(ex, (list, tuple)) or not all(isinstance(p, str) for p in ex):
+            raise TypeError(f"runtime_env['excludes'] must be a list of str, got {ex!r}")
+        out["excludes"] = list(ex)
+    if env.get("pip"):
+        out["pip"] = _pip_packages(env["pip"])
+    if env.get("config"):
+        cfg = env["config"]
+        if not isinstance(cfg, dict) or any(k not in CONFIG_KEYS for k in cfg):
+            raise ValueError(f"runtime_env['config'] may hold {', '.join(CONFIG_KEYS)}; got "
+                             f"{cfg!r}")
+        timeout = cfg.get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or \
+                not (timeout > 0 or timeout == -1):
+            raise ValueError("runtime_env['config']['setup_timeout_seconds'] must be a positive "
+                             f"int or -1 (no limit), got {timeout!r}")
+        out["config"] = dict(cfg)
+    return out or None
+
+
+def _local_dir(path, key) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"runtime_env['{key}'] must be a path, got {path!r}")
+    full = os.path.abspath(os.fspath(path))
+    if "://" in os.fspath(path):
+        raise ValueError(f"runtime_env['{key}'] must be a local directory on this machine "
+                         f"(shmray runs on one node), got the URI {path!r}")
+    if not os.path.isdir(full):
+        raise ValueError(f"runtime_env['{key}'] {path!r} is not an existing directory")
+    return full
+
+
+def _local_module(module) -> str:
+    if isinstance(module, type(os)):  # a module object: its file or package directory
+        file = getattr(module, "__file__", None)
+        if not file:
+            raise ValueError(f"runtime_env['py_modules']: module {module.__name__} has no file")
+        return os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
+    if not isinstance(module, (str, os.PathLike)):
+        raise TypeError(f"runtime_env['py_modules'] entries must be paths or modules, got "
+                        f"{module!r}")
+    full = os.path.abspath(os.fspath(module))
+    if not os.path.exists(full):
+        raise ValueError(f"runtime_env['py_modules'] entry {module!r} does not exist")
+    if os.path.isfile(full) and not full.endswith(".py"):
+        raise ValueError(f"runtime_env['py_modules'] entry {module!r} is neither a directory "
+                         f"nor a .py file (wheels are not supported)")
+    return full
+
+
+def _pip_packages(pip) -> list:
+    """Ray accepts a list of requirements, a dict with 'packages', or the path of a
+    requirements.txt."""
+    if isinstance(pip, dict):
+        extra = [k for k in pip if k not in ("packages", "pip_check", "pip_version")]
+        if extra or "packages" not in pip:
+            raise ValueError(f"runtime_env['pip'] as a dict needs 'packages' (and may have "
+                             f"'pip_check', 'pip_version'); got {pip!r}")
+        pip = pip["packages"]
+    if isinstance(pip, str):
+        if not os.path.isfile(pip):
+            raise ValueError(f"runtime_env['pip'] {pip!r}: no such requirements file")
+        with open(pip) as f:
+            pip = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    if not isinstance(pip, (list, tuple)) or not all(isinstance(p, str) and p.strip()
+                                                     for p in pip):
+        raise TypeError(f"runtime_env['pip'] must be a list of requirement strings, got {pip!r}")
+    return sorted({p.strip() for p in pip})
+
+
+def merge(job: dict | None, task: dict | None) -> dict | None:
+    """Ray's rule: the task's fields override the job's, env_vars merge (the task's win)."""
+    if not job:
+        return task
+    if not task:
+        return job
+    out = {**job, **task}
+    if "env_vars" in job and "env_vars" in task:
+        out["env_vars"] = {**job["env_vars"], **task["env_vars"]}
+    return out
+
+
+def key(env: dict) -> str:
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ preparing
+@dataclass(frozen=True)
+class Prepared:
+    """How to start a worker for an environment."""
+
+    key: str
+    python: str                 # interpreter: the venv's for pip, else this one
+    env_vars: dict
+    cwd: str | None             # the working_dir's copy, or None (the driver's)
+    paths_first: tuple          # working_dir and py_modules copies, first on sys.path
+    venv: bool                  # a pip venv: keep its own sys.path, then the base's
+
+
+def prepare(env: dict, session_dir: str, log) -> Prepared:
+    """Everything `env` needs, ready to start workers; RuntimeEnvSetupError if not.
+    `log(text)` reports progress (a first pip environment takes a while)."""
+    k = key(env)
+    root = os.path.join(session_dir, "runtime_env", k)
+    paths, cwd = [], None
+    if "working_dir" in env:
+        cwd = os.path.join(root, "working_dir")
+        _copy_tree(env["working_dir"], cwd, env.get("excludes", ()))
+        paths.append(cwd)
+    if "py_modules" in env:
+        modules = os.path.join(root, "py_modules")
+        os.makedirs(modules, exist_ok=True)
+        for src in env["py_modules"]:
+            dst = os.path.join(modules, os.path.basename(src.rstrip(os.sep)))
+            if os.path.isdir(src):
+                _copy_tree(src, dst, env.get("excludes", ()))
+            else:
+                shutil.copy2(src, dst)
+        paths.append(modules)
+    python = sys.executable
+    if "pip" in env:
+        timeout = env.get("config", {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT)
+        python = pip_environment(env["pip"], log, None if timeout == -1 else timeout)
+    return Prepared(k, python, dict(env.get("env_vars", {})), cwd, tuple(paths), "pip" in env)
+
+
+def _excluded(rel: str, is_dir: bool, patterns) -> bool:
+    """gitignore-style matching, as Ray's `excludes`: "*.log" anywhere, "/x" at the top,
+    "a/b*" anchored, "dir/" directories only."""
+    name = rel.rsplit("/", 1)[-1]
+    for p in patterns:
+        if p.endswith("/"):
+            if not is_dir:
+                continue
+            p = p.rstrip("/")
+        if p.startswith("/"):
+            if fnmatch.fnmatch(rel, p[1:]):
+                return True
+        elif "/" in p:
+            if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.lstrip("*/")):
+                return True
+        elif fnmatch.fnmatch(name, p):
+            return True
+    return False
+
+
+def _copy_tree(src: str, dst: str, excludes):
+    """A snapshot of `src` without the excluded files (the task cannot see them)."""
+    def ignore(directory, names):
+        rel_dir = os.path.relpath(directory, src)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        return {n for n in names
+                if _excluded(rel_dir + n, os.path.isdir(os.path.join(directory, n)), excludes)}
+
+    shutil.copytree(src, dst, ignore=ignore if excludes else None, symlinks=True,
+                    dirs_exist_ok=True)
+
+
+# -------------------------------------------------------------------- pip
+def cache_dir() -> str:
+    """Where pip environments live, across sessions: $SHMRAY_CACHE_DIR, else
+    $XDG_CACHE_HOME/shmray, else ~/.cache/shmray."""
+    explicit = os.environ.get("SHMRAY_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "shmray")
+
+
+def base_paths() -> list:
+    """The import paths of this interpreter that a pip environment's workers (and pip)
+    see after the venv's own: the base's packages, shmray included."""
+    return [p for p in sys.path if p and os.path.isdir(p)]
+
+
+# A pip environment's python runs this first: the base's paths after its own (site
+# dirs, so their .pth files, editable installs among them, work too).
+LINK_BASE = ("import site, sys\n"
+             "for p in {paths!r}:\n"
+             "    site.addsitedir(p)\n")
+
+_building = {}                  # venv dir -> lock: one build per set in this process
+_building_lock = threading.Lock()
+
+
+def pip_environment(packages: list, log, timeout) -> str:
+    """The python of a venv with `packages` installed (built now if not cached)."""
+    tag = f"{sys.implementation.cache_tag}-{sys.prefix}-{json.dumps(packages)}"
+    venv = os.path.join(cache_dir(), "pip", hashlib.sha256(tag.encode()).hexdigest()[:16])
+    python = os.path.join(venv, "bin", "python")
+    with _building_lock:
+        local = _building.setdefault(venv, threading.Lock())
+    with local:  # this process
+        if os.path.exists(os.path.join(venv, READY_MARK)):
+            return python
+        os.makedirs(os.path.dirname(venv), exist_ok=True)
+        with open(venv + ".lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # other sessions on this machine
+            if os.path.exists(os.path.join(venv, READY_MARK)):
+                log(f"runtime_env: another session built the pip environment {packages}")
+                return python
+            _build(venv, packages, log, timeout)
+    return python
+
+
+def _build(venv: str, packages: list, log, timeout):
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    log(f"runtime_env: creating a pip environment for {packages} in {venv} (first use: this "
+        f"takes a while; later sessions reuse it)")
+    shutil.rmtree(venv, ignore_errors=True)  # a half-built one from an interrupted run
+    _run([sys.executable, "-m", "venv", venv], "python -m venv", log, deadline)
+    python = os.path.join(venv, "bin", "python")
+    install = [python, "-c", LINK_BASE.format(paths=base_paths())
+               + "import runpy; sys.argv[0] = 'pip'; runpy.run_module('pip', run_name='__main__')",
+               "install", "--disable-pip-version-check", "--progress-bar", "off", *packages]
+    _run(install, "pip install", log, deadline)
+    broken = _import_check(python, packages)
+    if broken and "numpy" in broken.lower() and not any(p.startswith("numpy") for p in packages):
+        log("runtime_env: a package was built for NumPy 1 and the base has NumPy 2: "
+            "installing numpy<2 into its environment")
+        _run(install + ["numpy<2"], "pip install", log, deadline)
+        broken = _import_check(python, packages)
+    if broken:
+        raise RuntimeEnvSetupError(f"Failed to set up runtime environment: the packages "
+                                   f"{packages} installed but do not import:\n{broken}")
+    with open(os.path.join(venv, READY_MARK), "w") as f:
+        f.write(json.dumps(packages))
+    log(f"runtime_env: pip environment ready ({time.monotonic() - started:.1f} s)")
+
+
+_setups = set()                 # setup processes running now (shutdown kills them)
+# pip's lines worth showing while it works (everything is kept for an error message)
+_PROGRESS = ("Collecting", "Downloading", "Installing", "Successfully", "ERROR", "error:")
+
+
+def stop_setups():
+    for proc in list(_setups):
+        proc.kill()
+
+
+def _run(cmd, what, log, deadline):
+    """Run a setup step, its output streamed to `log`; RuntimeEnvSetupError with the
+    output's tail if it fails or runs past the deadline."""
+    lines = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    _setups.add(proc)
+    timer = None
+    if deadline is not None:
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), proc.kill)
+        timer.start()
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                lines.append(line)
+                if line.lstrip().startswith(_PROGRESS):
+                    log(f"  {what}: {line.strip()}")
+        code = proc.wait()
+    finally:
+        _setups.discard(proc)
+        if timer is not None:
+            timer.cancel()
+    if code != 0:
+        why = ("ran past runtime_env['config']['setup_timeout_seconds']"
+               if deadline is not None and time.monotonic() >= deadline else f"exit code {code}")
+        tail = "\n".join(lines[-30:])
+        raise RuntimeEnvSetupError(f"Failed to set up runtime environment: {what} failed "
+                                   f"({why}):\n{tail}")
+
+
+_IMPORT_CHECK = """
+import importlib, importlib.metadata as md, re, sys
+failed = []
+for req in sys.argv[1:]:
+    name = re.split(r"[<>=!~;\\[ ]", req, maxsplit=1)[0]
+    try:
+        top = (md.distribution(name).read_text("top_level.txt") or "").split()
+    except Exception:
+        top = []
+    for module in top or [name.replace("-", "_")]:
+        if module.startswith("_"):
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            failed.append(f"import {module}: {type(e).__name__}: {e}")
+print("\\n".join(failed))
+"""
+
+
+def _import_check(python, packages) -> str:
+    """Import what was asked for, in the environment; returns the failures' text."""
+    out = subprocess.run([python, "-c", LINK_BASE.format(paths=base_paths()) + _IMPORT_CHECK,
+                          *packages], capture_output=True, text=True, timeout=300)
+    return (out.stdout.strip() + ("\n" + out.stderr.strip() if out.returncode else "")).strip()
+
+
+def worker_bootstrap(prepared: Prepared) -> str:
+    """The -c code a worker of `prepared` starts with (a venv: link the base first)."""
+    link = LINK_BASE.format(paths=base_paths()) if prepared.venv else "import sys\n"
+    return link + "import shmray._worker as w; w.main(sys.argv)"
