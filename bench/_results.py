@@ -57,6 +57,10 @@ ROWS = [
         "every non-worker process the engine started (Ray: gcs, raylet, dashboard, agents...)"),
     Row("W8pss", "W8 everything started, PSS", "MB", "lower",
         "PSS of workers + other processes: what the engine costs beyond the driver"),
+    Row("W9", "W9 1 GB cupy chain, per hop", "ms", "lower",
+        "a 1 GB cupy array through 4 GPU tasks, each returning it to the next (shmray: CUDA "
+        "IPC handles; ref: the same hops through host memory, .get() then cupy.asarray); "
+        "only with cupy and a GPU"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
 COLUMNS = ENGINES + ("ref",)

@@ -240,7 +240,7 @@ class TaskPath:
                 pass
         timed("args", ser.from_stored, itertools.repeat((ser.NO_ARGS,), BATCH))
         timed("call", worker.fns[first_batch[0][1]][0], itertools.repeat((), BATCH))
-        timed("result", worker.pack_results, itertools.repeat((None, 1), BATCH))
+        timed("result", worker.pack_results, itertools.repeat((None, 1, 0), BATCH))
 
 
 def stages(f, rt) -> dict:

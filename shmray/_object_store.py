@@ -75,6 +75,9 @@ class ObjectStore:
         self._needed = {}           # unfinished tasks that take it
         self.escaped = set()        # pickled outside shmray: kept until shutdown
         self._inner = {}            # oid -> ids of the refs inside its value
+        self.gpu_producers = {}     # oid -> the worker keeping its cupy arrays (None: the
+                                    # driver), see _gpu
+        self.on_gpu_free = None     # callable(oid, producer), when such an object is freed
         # Appended by ObjectRef's hooks from any thread; counted by process_refs().
         self.created_queue = deque()
         self.drop_queue = deque()
@@ -87,7 +90,7 @@ class ObjectStore:
         (its ref was dropped before the task finished) is released at once."""
         self.pending.discard(oid)
         if oid not in self._local and not self._held(oid):
-            self.segments.release(stored)
+            self._release(oid, stored)
             return
         self.values[oid] = stored
         if inner:
@@ -205,6 +208,8 @@ class ObjectStore:
                         todo.append(inner)
 
     def _release(self, oid, stored):
+        if self.gpu_producers and oid in self.gpu_producers:
+            self.on_gpu_free(oid, self.gpu_producers.pop(oid))
         if stored[0] == ser.INLINE:
             return
         self._creators.pop(oid, None)
@@ -303,6 +308,7 @@ class ObjectStore:
             holders.clear()
         self.created_queue.clear()
         self.drop_queue.clear()
+        self.gpu_producers.clear()
         self._pinned.clear()
         self._creators.clear()
         self.segments.clear()

@@ -4,10 +4,12 @@ A request is a sorted tuple of (name, amount) pairs (TaskOptions.request).
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -35,6 +37,9 @@ def visible_gpu_ids() -> list[str] | None:
 
 
 def detect_gpus() -> int:
+    """The GPUs of this machine: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list,
+    else cupy's device count. cupy asks in a child process: CUDA initialised in the
+    driver would break the workers forked from it."""
     ids = visible_gpu_ids()
     if ids is not None:
         return len(ids)
@@ -43,6 +48,14 @@ def detect_gpus() -> int:
             out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
             return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
         except (OSError, subprocess.SubprocessError):
+            return 0
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
+                capture_output=True, text=True, timeout=30)
+            return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+        except (OSError, subprocess.SubprocessError, ValueError):
             return 0
     return 0
 

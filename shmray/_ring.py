@@ -17,11 +17,13 @@ import pickle
 from . import _shm
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
-# Message kinds, driver -> worker (TASKS: a list of task tuples, run in order)
-FUNC, TASKS, REPLY, EXIT = 1, 2, 3, 4
+# Message kinds, driver -> worker (TASKS: a list of task tuples, run in order;
+# GPU_FREE: objects freed whose cupy arrays the worker keeps, see _gpu)
+FUNC, TASKS, REPLY, EXIT, GPU_FREE = 1, 2, 3, 4, 5
 # Message kinds, worker -> driver (ABANDON: an rpc left by an exception, e.g. a cancel;
 # REFS: the refs the worker came to hold, and let go of)
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
+GPU_HOST = 21  # an rpc: host copies of a GPU object's arrays (see _gpu)
 # Either way: the real message is in a temporary segment
 LARGE = 20
 

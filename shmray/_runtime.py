@@ -29,8 +29,8 @@ import time
 import warnings
 from collections import deque
 
-from . import (_context, _ring, _runtime_env, _serialization as ser, _shm, _spill, _stats,
-               _status)
+from . import (_context, _gpu, _ring, _runtime_env, _serialization as ser, _shm, _spill,
+               _stats, _status)
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from ._object_store import ObjectStore
@@ -156,6 +156,9 @@ class DriverRuntime:
         _hooks.dropped = self.store.drop_queue.append
         _hooks.escaped = self.store.keep_until_shutdown
         _hooks.future = self.future
+        _gpu.host_copy = self._gpu_host_copy
+        self.store.on_gpu_free = self._on_gpu_free
+        self._host_copies = {}      # GPU object id -> stored form of its arrays' host copies
         job_env = self._register_env(self.job_env)
         if job_env is not None and self._envs[job_env].prepared is None and \
                 self.job_env.get("config", {}).get("eager_install", True):
@@ -647,9 +650,15 @@ class DriverRuntime:
         elif kind == _ring.SUBMIT:
             self._on_submit(w, msg)
         elif kind == _ring.PUT:
-            _, oid, stored, inner = msg
+            _, oid, stored, inner, gpu = msg
             self._grant(w, oid)
+            if gpu:
+                self._gpu_object(oid, w)
             self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
+        elif kind == _ring.GPU_HOST:
+            _, req_id, oid = msg
+            w.send(_ring.encode((_ring.REPLY, req_id, self._gpu_host_stored(oid)), w.ring,
+                                self.prefix))
         elif kind == _ring.GET or kind == _ring.WAIT:
             self._on_rpc(w, msg)
         elif kind == _ring.LOG:
@@ -662,7 +671,7 @@ class DriverRuntime:
             self._on_abandon(w, msg[1])
 
     def _on_done(self, w, msg):
-        _, task_id, outcome, start, end, inner = msg
+        _, task_id, outcome, start, end, inner, gpu = msg
         inflight = w.inflight
         if inflight[0].task_id == task_id:
             spec = inflight.popleft()
@@ -676,14 +685,18 @@ class DriverRuntime:
             w.idle_since = time.monotonic()
         self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
         if spec.cancelled:  # whatever it managed to return, it was cancelled
+            self._discard_gpu_results(w, spec, gpu)
             self._finish(spec, _cancelled(spec), ran=(w.pid, start, end))
         elif outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
             spec.attempt += 1
             spec.worker = None
             self.scheduler.push(spec)
         else:
+            if gpu:  # results whose cupy arrays the worker keeps
+                for i in gpu:
+                    self._gpu_object(spec.task_id + i, w)
             self._finish(spec, outcome, inner, (w.pid, start, end))
-        if w.retiring and w.idle:  # after the results hold the refs inside them
+        if w.retiring and w.idle and not w.exports:  # after the results hold their refs
             self._retire(w)
 
     def _should_retry(self, spec, outcome) -> bool:
@@ -931,6 +944,7 @@ class DriverRuntime:
             if rpc.deadline is not None and now >= rpc.deadline:
                 self._answer(rpc, True)
         extras = [w for w in self.pool.workers if w.extra and w.idle and not w.outbox
+                  and not w.exports
                   and now - w.idle_since > (IDLE_ENV_RETIRE if w.env else IDLE_EXTRA_RETIRE)]
         for w in extras:
             w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
@@ -984,6 +998,13 @@ class DriverRuntime:
                     f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
                     f"time(s) (max_retries={opts.max_retries}).")))
         self._drop_grants(w)
+        for oid in w.exports:  # its GPU arrays died with it
+            self.store.gpu_producers.pop(oid, None)
+            if oid in self.store.values:
+                self.store.values[oid] = ser.error_stored(ObjectLostError(
+                    f"{oid:032x}", f"Its GPU arrays were in worker pid={w.pid}, which died "
+                                   f"({why})."))
+        w.exports.clear()
         if not w.extra and not self._stopping:
             self.pool.spawn(w.core)
 
@@ -993,10 +1014,17 @@ class DriverRuntime:
             raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
                             "to do this, you can wrap the ObjectRef in a list and call 'put' "
                             "on it.")
-        stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
         oid = new_base_id()
+        if "cupy" in sys.modules:  # cupy arrays go out as IPC handles (see _gpu)
+            with _gpu.exporting(oid) as gpu:
+                stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
+        else:
+            gpu = None
+            stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
         with self._lock:
             self.store.own(oid)
+            if gpu is not None and gpu.exported:
+                self.store.gpu_producers[oid] = None  # the driver keeps the arrays
             self.store.put(oid, stored, "put", inner)
         return ObjectRef(oid, True)
 
@@ -1030,6 +1058,54 @@ class DriverRuntime:
                     stored[0] != ser.INLINE or ser.stored_size(stored) <= LEND_INLINE_MAX):
                 lent[oid] = stored
         return lent or None
+
+    # ============================================================== GPU objects
+    # A GPU object's cupy arrays stay in the process that made them (see _gpu); the
+    # driver tells it when the object is freed, keeps the worker until then, and
+    # makes host copies for readers that cannot open the IPC handles.
+    def _gpu_object(self, oid, w):
+        self.store.gpu_producers[oid] = w
+        w.exports.add(oid)
+
+    def _on_gpu_free(self, oid, producer):
+        """(From the store, under _lock.) The object is freed: its arrays may go."""
+        copy = self._host_copies.pop(oid, None)
+        if copy is not None and copy[0] == ser.SHM:
+            _shm.unlink(copy[1])
+        if producer is None:
+            _gpu.release((oid,))
+            return
+        producer.exports.discard(oid)
+        if not producer.gone:
+            producer.send(_ring.encode((_ring.GPU_FREE, (oid,)), producer.ring, self.prefix))
+            if producer.retiring and producer.idle and not producer.exports:
+                self._retire(producer)
+
+    def _discard_gpu_results(self, w, spec, gpu):
+        """Results of a cancelled task: the worker may drop their cupy arrays."""
+        if gpu:
+            oids = tuple(spec.task_id + i for i in gpu)
+            w.send(_ring.encode((_ring.GPU_FREE, oids), w.ring, self.prefix))
+
+    def _gpu_host_stored(self, oid):
+        """The stored form of {index: numpy array}: host copies of a GPU object's
+        arrays (made once, kept while the object lives), or the error to raise."""
+        stored = self._host_copies.get(oid)
+        if stored is None:
+            try:
+                value = self._readable(oid)
+                arrays = _gpu.host_arrays(lambda: ser.from_stored(value, self.segments.mapped))
+                stored = ser.to_stored(arrays, self.new_segment_name)
+            except Exception as e:
+                return ser.error_stored(e)
+            self._host_copies[oid] = stored
+        return stored
+
+    def _gpu_host_copy(self, oid) -> dict:
+        """In the driver: host copies for a descriptor it could not open itself."""
+        with self._lock:
+            stored = self._gpu_host_stored(oid)
+        return ser.from_stored(stored)
 
     def _wait_until(self, done, timeout):
         """Pump until done() is true; False if `timeout` seconds pass first."""

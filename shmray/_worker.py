@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 from threading import get_ident
 
-from . import _context, _ring, _serialization as ser, _shm, _status
+from . import _context, _gpu, _ring, _serialization as ser, _shm, _status
 from ._object_ref import ObjectRef, _collector, _hooks, collect_refs, new_base_id
 from .exceptions import GetTimeoutError, TaskCancelledError
 
@@ -235,6 +235,8 @@ class WorkerRuntime:
                 backlog.extend(msg[1])
             elif kind == _ring.FUNC:
                 self.register(msg)
+            elif kind == _ring.GPU_FREE:
+                _gpu.release(msg[1])
             elif kind == _ring.EXIT:
                 return
             # a REPLY outside an rpc is stale (its rpc timed out): drop it
@@ -260,8 +262,8 @@ class WorkerRuntime:
         start = time.monotonic_ns()
         status.begin(task_id, fn_id, start)
         try:
-            outcome, inner = self._execute(fn, name, task_id, num_returns, args_stored,
-                                           dep_values)
+            outcome, inner, gpu = self._execute(fn, name, task_id, num_returns, args_stored,
+                                                dep_values)
         finally:
             self.current_name, self.current_task_id, self._lent, self.current_request = outer
             if under is None:
@@ -270,7 +272,7 @@ class WorkerRuntime:
                 status.restore(under)
         # The arguments and the result are gone by now: the refs among them that
         # nothing here holds any more are released right after the DONE.
-        done = (_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner)
+        done = (_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner, gpu)
         if outer[1] is not None:  # a help task: the task under it may be cancelled
             self.send(done)
             return
@@ -285,7 +287,8 @@ class WorkerRuntime:
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
         """Run one task; returns (its stored results, per result the ids of the refs
-        inside it, or None), or for an error (the stored error, the refs inside it)."""
+        inside it or None, the indexes of results holding GPU arrays or None), or for
+        an error (the stored error, the refs inside it, None)."""
         try:
             if self._cancel_words[0] != self._cancels_seen or self._cancelled:
                 if self.is_cancelled(task_id):
@@ -295,19 +298,24 @@ class WorkerRuntime:
             args, kwargs = ser.from_stored(args_stored)
             if dep_values:
                 args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
-            return self.pack_results(fn(*args, **kwargs), num_returns)
+            return self.pack_results(fn(*args, **kwargs), num_returns, task_id)
         except Exception as e:  # refs inside the exception: held by the stored error
             stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
-            return stored, (inner or None)
+            return stored, (inner or None), None
         except KeyboardInterrupt:
             if not self.is_cancelled(task_id):
                 raise  # not ours: a signal from elsewhere ends the worker as before
-            return ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None
+            return ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None
 
-    def pack_results(self, result, num_returns):
+    def pack_results(self, result, num_returns, task_id):
+        """(stored results, per result the refs inside it or None, the indexes of the
+        results whose cupy arrays went out as IPC handles (kept here) or None)."""
         if num_returns == 1:
             if type(result) in ser.REF_FREE:  # None, a number, a string: nothing to collect
-                return (ser.to_stored(result, self.new_segment_name),), None
+                return (ser.to_stored(result, self.new_segment_name),), None, None
+            if "cupy" in sys.modules:
+                stored, inner, gpu = self._store_value(result, task_id)
+                return (stored,), ((inner,) if inner else None), ((0,) if gpu else None)
             collector = _collector  # collect_refs(), inlined: once per task
             outer = collector.oids
             inner = collector.oids = []
@@ -315,9 +323,9 @@ class WorkerRuntime:
                 stored = ser.to_stored(result, self.new_segment_name)
             finally:
                 collector.oids = outer
-            return (stored,), ((list(dict.fromkeys(inner)),) if inner else None)
+            return (stored,), ((list(dict.fromkeys(inner)),) if inner else None), None
         if num_returns == 0:
-            return (), None
+            return (), None, None
         try:
             items = tuple(result)
         except TypeError:
@@ -325,9 +333,21 @@ class WorkerRuntime:
                              f"{num_returns} needs a sequence of that many values") from None
         if len(items) != num_returns:
             raise ValueError(f"Task returned {len(items)} objects, but num_returns={num_returns}.")
-        packed = [collect_refs(ser.to_stored, x, self.new_segment_name) for x in items]
-        inner = tuple(refs for _, refs in packed)
-        return tuple(stored for stored, _ in packed), (inner if any(inner) else None)
+        packed = [self._store_value(x, task_id + i) for i, x in enumerate(items)]
+        inner = tuple(refs for _, refs, _ in packed)
+        gpu = tuple(i for i, (_, _, exported) in enumerate(packed) if exported)
+        return (tuple(stored for stored, _, _ in packed), (inner if any(inner) else None),
+                gpu or None)
+
+    def _store_value(self, value, oid):
+        """(stored form, ids of the refs inside, whether cupy arrays went out as IPC
+        handles) of `value` stored as object `oid`."""
+        if "cupy" not in sys.modules:  # no cupy array can be in it
+            stored, inner = collect_refs(ser.to_stored, value, self.new_segment_name)
+            return stored, inner, False
+        with _gpu.exporting(oid) as gpu:
+            stored, inner = collect_refs(ser.to_stored, value, self.new_segment_name)
+        return stored, inner, gpu.exported
 
     # ------------------------------------------------ the API inside a task
     def submit(self, rf, args, kwargs, options):
@@ -355,10 +375,10 @@ class WorkerRuntime:
 
     def put(self, value):
         oid = new_base_id()
-        stored, inner = collect_refs(ser.to_stored, value, self.new_segment_name)
+        stored, inner, gpu = self._store_value(value, oid)
         critical = self._hold_interrupts()
         try:
-            self.send((_ring.PUT, oid, stored, inner), grants=(oid,))
+            self.send((_ring.PUT, oid, stored, inner, gpu), grants=(oid,))
             return ObjectRef(oid)
         finally:
             if critical:
@@ -394,6 +414,8 @@ class WorkerRuntime:
                                 self.send((_ring.BOUNCE, task[0]))
                     elif kind == _ring.FUNC:
                         self.register(reply)
+                    elif kind == _ring.GPU_FREE:
+                        _gpu.release(reply[1])
                     elif kind == _ring.EXIT:
                         os._exit(0)
                 return self._replies.pop(req_id)
@@ -428,6 +450,11 @@ class WorkerRuntime:
 
     def cancel(self, ref, force: bool, recursive: bool):
         self.send((_ring.CANCEL, ref._id, force, recursive))
+
+    def gpu_host_copy(self, oid) -> dict:
+        """Host copies of a GPU object's arrays, made by the driver (see _gpu)."""
+        stored = self._rpc((_ring.GPU_HOST, oid))
+        return ser.from_stored(stored)
 
     # ------------------------------------------------------------ cancellation
     def is_cancelled(self, task_id) -> bool:
@@ -546,6 +573,7 @@ def run(config: dict):
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     rt = WorkerRuntime(config)
     _context.runtime = rt
+    _gpu.host_copy = rt.gpu_host_copy
     _hooks.created = rt._created.append
     _hooks.dropped = rt._dropped.append
     _hooks.escaped = rt._escaped.append  # (a deque, never replaced)

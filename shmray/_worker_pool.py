@@ -78,7 +78,7 @@ def start_method() -> str:
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
                  "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring", "grants", "gone", "env")
+                 "started", "calls", "retiring", "grants", "gone", "env", "exports")
 
     def __init__(self, index, proc, channel, core, extra, gpus=(), env=None):
         self.index = index
@@ -100,6 +100,7 @@ class WorkerHandle:
         self.grants = {}            # oid -> references it holds (see DriverRuntime._grant)
         self.gone = False           # removed from the pool: its messages are ignored
         self.env = env              # the runtime_env key it was started for (None: plain)
+        self.exports = set()        # GPU objects whose cupy arrays it keeps (see _gpu)
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()
