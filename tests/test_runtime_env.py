@@ -3,6 +3,7 @@ environments (real installs from the package index, in a cache made for this tes
 run), job-level environments merged with the task's, and clear errors."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -18,8 +19,10 @@ from shmray.exceptions import RuntimeEnvSetupError
 
 pytestmark = pytest.mark.timeout(300)
 
-# A package the base environment has (six 1.17 here), pinned to another version.
-PINNED = "six==1.16.0"
+# A package the base environment has (pytest needs it), pinned to another version.
+BASE_VERSION = importlib.metadata.version("iniconfig")
+PINNED_VERSION = "1.1.1" if BASE_VERSION != "1.1.1" else "2.0.0"
+PINNED = f"iniconfig=={PINNED_VERSION}"
 
 
 @pytest.fixture(scope="module")
@@ -170,25 +173,26 @@ def test_pip_forms_are_normalized():
 
 def test_a_pip_environment_gives_the_task_its_pinned_version(fresh, pip_cache,
                                                              index_reachable):
-    import six
-    assert six.__version__ != "1.16.0"  # the base has another one
     fresh.init(num_cpus=2)
 
     @fresh.remote(runtime_env={"pip": [PINNED]})
     def version():
+        import importlib.metadata
+
+        import iniconfig  # noqa: F401 (it imports)
         import numpy  # the base's packages stay importable
-        import six
-        return six.__version__, numpy.__name__
+        return importlib.metadata.version("iniconfig"), numpy.__name__
 
     @fresh.remote
     def base_version():
-        import six
-        return six.__version__
+        import importlib.metadata
+
+        return importlib.metadata.version("iniconfig")
 
     # two tasks at once: the environment is built once
     refs = [version.remote() for _ in range(2)]
-    assert fresh.get(refs, timeout=240) == [("1.16.0", "numpy")] * 2
-    assert fresh.get(base_version.remote(), timeout=60) == six.__version__
+    assert fresh.get(refs, timeout=240) == [(PINNED_VERSION, "numpy")] * 2
+    assert fresh.get(base_version.remote(), timeout=60) == BASE_VERSION
     venvs = [d for d in os.listdir(pip_cache / "pip") if not d.endswith(".lock")]
     assert len(venvs) == 1
 
@@ -199,8 +203,8 @@ SESSION = textwrap.dedent("""
 
     @ray.remote(runtime_env={"pip": [%r]})
     def version():
-        import six
-        return six.__version__
+        import importlib.metadata
+        return importlib.metadata.version("iniconfig")
 
     print(ray.get(version.remote()))
     ray.shutdown()
@@ -217,7 +221,7 @@ def test_a_second_session_reuses_the_cached_environment(pip_cache, index_reachab
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                              timeout=240, env=env)
         assert out.returncode == 0, out.stderr
-        assert out.stdout == "1.16.0\n"
+        assert out.stdout == PINNED_VERSION + "\n"
         runs.append((out.stderr, time.monotonic() - start))
     # the second session installs nothing (the first built it, unless an earlier test did)
     assert "creating a pip environment" not in runs[1][0]
