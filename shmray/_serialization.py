@@ -31,6 +31,7 @@ _ALIGN = 64
 
 INLINE, SHM, ERROR = 0, 1, 2
 NO_ARGS = (INLINE, pickle.dumps(((), {}), protocol=5), ())  # f.remote(): stored once
+NONE = (INLINE, pickle.dumps(None, protocol=5), ())         # a task that returns None
 _MAIN_MARK = b"__main__"
 
 

@@ -63,6 +63,10 @@ class LogStream(io.TextIOBase):
         return False
 
 
+_NO_ARGS_PICKLE = ser.NO_ARGS[1]
+_NONE_RESULT = (ser.NONE,)
+
+
 class WorkerRuntime:
     """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
 
@@ -295,7 +299,10 @@ class WorkerRuntime:
                     raise KeyboardInterrupt  # cancelled before it started: never runs
             if isinstance(fn, Exception):
                 raise fn
-            args, kwargs = ser.from_stored(args_stored)
+            if args_stored[1] == _NO_ARGS_PICKLE:  # f.remote(): nothing to unpickle
+                args, kwargs = (), {}
+            else:
+                args, kwargs = ser.from_stored(args_stored)
             if dep_values:
                 args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
             return self.pack_results(fn(*args, **kwargs), num_returns, task_id)
@@ -311,7 +318,9 @@ class WorkerRuntime:
         """(stored results, per result the refs inside it or None, the indexes of the
         results whose cupy arrays went out as IPC handles (kept here) or None)."""
         if num_returns == 1:
-            if type(result) in ser.REF_FREE:  # None, a number, a string: nothing to collect
+            if result is None:
+                return _NONE_RESULT, None, None
+            if type(result) in ser.REF_FREE:  # a number, a string: no refs to collect
                 return (ser.to_stored(result, self.new_segment_name),), None, None
             if "cupy" in sys.modules:
                 stored, inner, gpu = self._store_value(result, task_id)
