@@ -248,6 +248,13 @@ class RuntimeContext:
     def get_worker_id(self) -> str:
         return f"{os.getpid():08x}"
 
+    @property
+    def runtime_env(self) -> dict:
+        """The runtime_env the current task runs in (the job's in the driver)."""
+        if self._rt.is_driver:
+            return dict(self._rt.job_env or {})
+        return dict(self._rt.config.get("runtime_env") or {})
+
     def get_assigned_resources(self) -> dict:
         """The resources the running task holds ({} in the driver)."""
         return dict(getattr(self._rt, "current_request", ()))

@@ -42,6 +42,20 @@ def duration(seconds) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def wrapped(label: str, parts: list) -> list:
+    """`label` then the parts, comma-separated, in lines at most WIDTH wide (the
+    continuation lines indented)."""
+    lines, line = [], label
+    for i, part in enumerate(parts):
+        text = part + ("," if i < len(parts) - 1 else "")
+        if len(line) + 1 + len(text) > WIDTH and line.strip():
+            lines.append(line)
+            line = "   "
+        line += (" " if line.strip() else "") + text
+    lines.append(line)
+    return lines
+
+
 def table(headers, rows, flexible=(), right=()) -> list:
     """Lines of an aligned table at most WIDTH wide: the `flexible` columns (indexes)
     are cut with "~" when the rest leaves them too little room; `right` columns are
@@ -95,11 +109,12 @@ def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str
         custom = [k for k in total if k not in ("CPU", "GPU", "memory", "object_store_memory")
                   and not k.startswith("node:")]
         parts += [f"{k} {total[k] - free.get(k, 0.0):g}/{total[k]:g}" for k in custom]
-        lines.append("resources used: " + ", ".join(parts))
-    lines.append(f"tasks: {d['tasks_running']:,} running, {d['tasks_queued']:,} queued, "
-                 f"{d['tasks_waiting_for_inputs']:,} waiting for inputs, "
-                 f"{d['tasks_finished']:,} finished, {d['tasks_failed']:,} failed "
-                 f"({d['tasks_submitted']:,} submitted)")
+        lines += wrapped("resources used:", parts)
+    lines += wrapped("tasks:", [
+        f"{d['tasks_running']:,} running", f"{d['tasks_queued']:,} queued",
+        f"{d['tasks_waiting_for_inputs']:,} waiting for inputs",
+        f"{d['tasks_finished']:,} finished", f"{d['tasks_failed']:,} failed",
+        f"{d['tasks_submitted']:,} submitted"])
     functions = snapshot["functions"] if snapshot else {}
     known = {w["index"]: w for w in snapshot["workers"]} if snapshot else {}
     rows = []
@@ -114,9 +129,11 @@ def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str
     lines += ["  " + line for line in table(
         ["PID", "CORE", "STATE", "CURRENT TASK", "FOR", "DONE", "RSS"], rows,
         flexible=(3,), right=(0, 1, 5, 6))]
-    spilled = f", {d['spilled']} spilled ({size(d['spilled_bytes'])})" if d["spilled"] else ""
-    lines.append(f"object store: {size(d['shm_bytes'])} of {size(d['capacity'])} in shared "
-                 f"memory, {d['objects']:,} objects{spilled}")
+    store = [f"{size(d['shm_bytes'])} of {size(d['capacity'])} in shared memory",
+             f"{d['objects']:,} objects"]
+    if d["spilled"]:
+        store.append(f"{d['spilled']:,} spilled ({size(d['spilled_bytes'])})")
+    lines += wrapped("object store:", store)
     return "\n".join(lines)
 
 
@@ -129,10 +146,11 @@ def memory(snapshot: dict) -> str:
     st = snapshot["store"]
     listed = "" if st["objects_listed"] == st["objects"] else \
         f" (the largest {st['objects_listed']:,} listed)"
-    lines.append(f"{st['objects']:,} objects{listed}: {size(st['shm_bytes'])} in shared memory "
-                 f"({st['shm_segments']} segments), {size(st['inline_bytes'])} inline, "
-                 f"{st['spilled']} spilled ({size(st['spilled_bytes'])}); capacity "
-                 f"{size(st['capacity'])}")
+    lines += wrapped(f"{st['objects']:,} objects{listed}:", [
+        f"{size(st['shm_bytes'])} in shared memory ({st['shm_segments']:,} segments)",
+        f"{size(st['inline_bytes'])} inline",
+        f"{st['spilled']:,} spilled ({size(st['spilled_bytes'])})",
+        f"capacity {size(st['capacity'])}"])
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,12 @@ class DriverRuntime:
         self.prefix = _shm.session_prefix(self.pid, self.tag)
         self.node_id = secrets.token_hex(28)
         self.started = time.time()
+        self.session_root = _shm.session_root(self.prefix)
+        _runtime_env.allow_setups()
+        self.job_env = runtime_env  # init(runtime_env=...), normalized: tasks inherit it
+        self._envs = {}             # runtime_env key -> _EnvState
+        self._job_key = self._register_env(runtime_env)
+        base_env = self._job_env_now()  # first: if it cannot be set up, nothing is left over
         self.resolve_nested = resolve_nested_refs
         self.log_to_driver = log_to_driver
         self.object_store_memory = object_store_memory
@@ -98,7 +105,6 @@ class DriverRuntime:
         # What `shmray status` reads (see _status): words in the control segment, and
         # the session's directory with session.json and, when asked, snapshot.json.
         self.status = _status.DriverStatus(self.control.mm, self.pid, self.started)
-        self.session_root = _shm.session_root(self.prefix)
         self.session_info = {
             "driver_pid": self.pid, "tag": self.tag, "prefix": self.prefix,
             "control": self.control.name, "started": self.started, "node_id": self.node_id,
@@ -128,8 +134,10 @@ class DriverRuntime:
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
         self._verdicts = {}         # id(TaskOptions) -> (options, error or None, env key or
                                     # None): worked out once per options
-        self.job_env = runtime_env  # init(runtime_env=...), normalized: tasks inherit it
-        self._envs = {}             # runtime_env key -> _EnvState
+        self._child_envs = {}       # (id(TaskOptions), parent's env key) -> (options, key)
+        self.scheduler.evict = self._evict
+        if base_env is not None:
+            self.scheduler.envs[base_env.key] = base_env
         self._rpcs = {}             # (worker index, req_id) -> _Rpc
         self._lock = threading.Lock()
         self._pump_lock = threading.Lock()
@@ -149,7 +157,6 @@ class DriverRuntime:
         self._next_housekeep = 0.0
         self._stopping = False
         self._closed = False
-        base_env = self._job_env_now()
         for i in range(n_base):
             self.pool.spawn(cores[i % len(cores)], env=base_env)
         _hooks.created = self.store.created_queue.append
@@ -159,10 +166,9 @@ class DriverRuntime:
         _gpu.host_copy = self._gpu_host_copy
         self.store.on_gpu_free = self._on_gpu_free
         self._host_copies = {}      # GPU object id -> stored form of its arrays' host copies
-        job_env = self._register_env(self.job_env)
-        if job_env is not None and self._envs[job_env].prepared is None and \
+        if self._job_key is not None and self._envs[self._job_key].prepared is None and \
                 self.job_env.get("config", {}).get("eager_install", True):
-            self._start_env_setup(job_env)  # as Ray: the job's pip packages install at init
+            self._start_env_setup(self._job_key)  # as Ray: the job's pip packages, at init
         self._bg = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
         self._bg.start()
         atexit.register(self.shutdown)
@@ -265,9 +271,10 @@ class DriverRuntime:
         if verdict is None or verdict[0] is not spec.options:
             verdict = self._verdicts[id(spec.options)] = (
                 spec.options, self._never_runs(spec), self._env_key(spec.options))
-        if verdict[2] is not None:  # a runtime_env: its own workers, its own queue
-            spec.env = verdict[2]
-            spec.queue = (spec.request, verdict[2])
+        env = verdict[2] if submitter is None else self._task_env(spec, verdict, submitter)
+        if env is not None:  # a runtime_env: its own workers, its own queue
+            spec.env = env
+            spec.queue = (spec.request, env)
         if verdict[1] is not None:
             if isinstance(verdict[1], TaskUnschedulableError):
                 warn_infeasible(spec.name, verdict[1].error_message)
@@ -325,15 +332,53 @@ class DriverRuntime:
 
     def _job_env_now(self):
         """The job's runtime_env, set up now unless it needs pip (seconds to minutes:
-        that one is set up on a thread, and the base workers stay plain meanwhile).
-        Returns what the base workers start in (None: plain)."""
+        that one is set up on a thread, and the base workers start plain and are
+        replaced once it is ready). Returns what the base workers start in (None:
+        plain). RuntimeEnvSetupError if it cannot be set up (nothing is left behind)."""
         key = self._register_env(self.job_env)
         if key is None or "pip" in self.job_env:
             return None
         state = self._envs[key]
-        state.prepared = _runtime_env.prepare(state.env, self.session_root, _env_log)
-        self.scheduler.envs[key] = state.prepared
+        try:
+            state.prepared = _runtime_env.prepare(state.env, self.session_root, _env_log)
+        except BaseException as e:
+            shutil.rmtree(self.session_root, ignore_errors=True)
+            if isinstance(e, RuntimeEnvSetupError) or not isinstance(e, Exception):
+                raise
+            raise RuntimeEnvSetupError(f"Failed to set up runtime environment "
+                                       f"{state.env}: {type(e).__name__}: {e}") from e
         return state.prepared
+
+    def _task_env(self, spec, verdict, submitter):
+        """The key of the environment `spec` runs in: its options' merged with its
+        parent's, which is the job's for the driver's tasks and the submitting
+        worker's environment for tasks submitted inside a task (Ray's inheritance)."""
+        parent = None if submitter is None else submitter.env
+        if parent is None or parent == self._job_key:
+            return verdict[2]
+        cache_key = (id(spec.options), parent)
+        cached = self._child_envs.get(cache_key)
+        if cached is None or cached[0] is not spec.options:
+            env = _runtime_env.merge(self._envs[parent].env, spec.options.runtime_env)
+            cached = self._child_envs[cache_key] = (spec.options, self._register_env(env))
+        return cached[1]
+
+    def _evict(self, w):
+        """The pool is full and a task needs a worker of another kind (runtime_env or
+        GPU devices): `w`, idle, extra, goes to make room."""
+        w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
+        self.pool.remove(w)
+        self._drop_grants(w)
+        self._unwoken.pop(w, None)
+        _reap_later(w.proc)
+
+    def _rebase(self, prepared):
+        """The job's pip environment is ready: the base workers, idle and plain until
+        now (every task has the job's environment), start again in it."""
+        for w in [w for w in self.pool.workers if not w.extra and w.env is None and w.idle
+                  and not w.exports]:
+            self._evict(w)
+            self.pool.spawn(w.core, env=prepared)
 
     def _env_ready(self, spec) -> bool:
         """Is the task's environment set up? If not, the task waits for it (or fails,
@@ -372,6 +417,8 @@ class DriverRuntime:
             state.prepared, state.error = prepared, error
             if prepared is not None:
                 self.scheduler.envs[key] = prepared
+                if key == self._job_key:
+                    self._rebase(prepared)
             waiting, state.waiting = state.waiting, []
             for spec in waiting:
                 if error is not None:
@@ -843,8 +890,8 @@ class DriverRuntime:
         self._unwoken.pop(w, None)
         self.scheduler.uncharge(w)
         _reap_later(w.proc)
-        if not w.extra and not self._stopping:
-            self.pool.spawn(w.core)
+        if not w.extra and not self._stopping:  # a base worker: replaced, in its environment
+            self.pool.spawn(w.core, env=self.scheduler.envs.get(w.env))
 
     def _on_log(self, w, msg):
         _, fd, name, text = msg
@@ -1006,7 +1053,7 @@ class DriverRuntime:
                                    f"({why})."))
         w.exports.clear()
         if not w.extra and not self._stopping:
-            self.pool.spawn(w.core)
+            self.pool.spawn(w.core, env=self.scheduler.envs.get(w.env))
 
     # ================================================================ get/put
     def put(self, value):
@@ -1195,6 +1242,7 @@ class DriverRuntime:
                 running += 1 + (sum(1 for s in w.inflight if s.helping) if w.rpcs else 0)
                 on_workers += len(w.inflight)
         queued = sum(len(q) for q in self.scheduler.ready.values())
+        queued += sum(len(state.waiting) for state in self._envs.values())  # their env
         waiting = max(0, len(self.tasks) - queued - on_workers)  # for their inputs
         queued += on_workers - running
         store = self.store
@@ -1246,6 +1294,9 @@ class DriverRuntime:
         self._closed = True
         self._stopping = True
         _runtime_env.stop_setups()  # a pip install of this session's: killed, not awaited
+        for state in self._envs.values():  # copies stop at their next directory
+            if state.thread is not None:
+                state.thread.join(timeout=2.0)
         atexit.unregister(self.shutdown)
         if self._bg.is_alive() and threading.current_thread() is not self._bg:
             self._bg.join(timeout=1.0)

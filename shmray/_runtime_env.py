@@ -128,11 +128,20 @@ def _pip_packages(pip) -> list:
         if not os.path.isfile(pip):
             raise ValueError(f"runtime_env['pip'] {pip!r}: no such requirements file")
         with open(pip) as f:
-            pip = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    if not isinstance(pip, (list, tuple)) or not all(isinstance(p, str) and p.strip()
-                                                     for p in pip):
+            pip = f.read().splitlines()
+    if not isinstance(pip, (list, tuple)) or not all(isinstance(p, str) for p in pip):
         raise TypeError(f"runtime_env['pip'] must be a list of requirement strings, got {pip!r}")
-    return sorted({p.strip() for p in pip})
+    lines = [_uncommented(p) for p in pip]
+    return list(dict.fromkeys(p for p in lines if p))  # pip's order kept, duplicates dropped
+
+
+def _uncommented(line: str) -> str:
+    """A requirements line without its comment (`#` at the start or after a space)."""
+    line = line.strip()
+    if line.startswith("#"):
+        return ""
+    cut = line.find(" #")
+    return (line[:cut] if cut >= 0 else line).strip()
 
 
 def merge(job: dict | None, task: dict | None) -> dict | None:
@@ -157,6 +166,7 @@ class Prepared:
     """How to start a worker for an environment."""
 
     key: str
+    env: dict                   # the runtime_env itself (get_runtime_context().runtime_env)
     python: str                 # interpreter: the venv's for pip, else this one
     env_vars: dict
     cwd: str | None             # the working_dir's copy, or None (the driver's)
@@ -188,7 +198,8 @@ def prepare(env: dict, session_dir: str, log) -> Prepared:
     if "pip" in env:
         timeout = env.get("config", {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT)
         python = pip_environment(env["pip"], log, None if timeout == -1 else timeout)
-    return Prepared(k, python, dict(env.get("env_vars", {})), cwd, tuple(paths), "pip" in env)
+    return Prepared(k, env, python, dict(env.get("env_vars", {})), cwd, tuple(paths),
+                    "pip" in env)
 
 
 def _excluded(rel: str, is_dir: bool, patterns) -> bool:
@@ -214,13 +225,13 @@ def _excluded(rel: str, is_dir: bool, patterns) -> bool:
 def _copy_tree(src: str, dst: str, excludes):
     """A snapshot of `src` without the excluded files (the task cannot see them)."""
     def ignore(directory, names):
+        _check_not_stopped()
         rel_dir = os.path.relpath(directory, src)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         return {n for n in names
                 if _excluded(rel_dir + n, os.path.isdir(os.path.join(directory, n)), excludes)}
 
-    shutil.copytree(src, dst, ignore=ignore if excludes else None, symlinks=True,
-                    dirs_exist_ok=True)
+    shutil.copytree(src, dst, ignore=ignore, symlinks=True, dirs_exist_ok=True)
 
 
 # -------------------------------------------------------------------- pip
@@ -278,16 +289,20 @@ def _build(venv: str, packages: list, log, timeout):
     shutil.rmtree(venv, ignore_errors=True)  # a half-built one from an interrupted run
     _run([sys.executable, "-m", "venv", venv], "python -m venv", log, deadline)
     python = os.path.join(venv, "bin", "python")
+    requirements = os.path.join(venv, "requirements.txt")  # lines as given: options too
+    with open(requirements, "w") as f:
+        f.write("\n".join(packages) + "\n")
     install = [python, "-c", LINK_BASE.format(paths=base_paths())
                + "import runpy; sys.argv[0] = 'pip'; runpy.run_module('pip', run_name='__main__')",
-               "install", "--disable-pip-version-check", "--progress-bar", "off", *packages]
+               "install", "--disable-pip-version-check", "--progress-bar", "off",
+               "-r", requirements]
     _run(install, "pip install", log, deadline)
-    broken = _import_check(python, packages)
+    broken = _import_check(python, packages, deadline)
     if broken and "numpy" in broken.lower() and not any(p.startswith("numpy") for p in packages):
         log("runtime_env: a package was built for NumPy 1 and the base has NumPy 2: "
             "installing numpy<2 into its environment")
         _run(install + ["numpy<2"], "pip install", log, deadline)
-        broken = _import_check(python, packages)
+        broken = _import_check(python, packages, deadline)
     if broken:
         raise RuntimeEnvSetupError(f"Failed to set up runtime environment: the packages "
                                    f"{packages} installed but do not import:\n{broken}")
@@ -297,22 +312,41 @@ def _build(venv: str, packages: list, log, timeout):
 
 
 _setups = set()                 # setup processes running now (shutdown kills them)
+_stopped = threading.Event()    # shutdown: setups stop at their next step
 # pip's lines worth showing while it works (everything is kept for an error message)
 _PROGRESS = ("Collecting", "Downloading", "Installing", "Successfully", "ERROR", "error:")
 
 
 def stop_setups():
+    """Shutdown: running setups stop (pip killed, copies abandoned at the next
+    directory) and none starts."""
+    _stopped.set()
     for proc in list(_setups):
         proc.kill()
 
 
-def _run(cmd, what, log, deadline):
-    """Run a setup step, its output streamed to `log`; RuntimeEnvSetupError with the
-    output's tail if it fails or runs past the deadline."""
+def allow_setups():
+    """A new session: setups may run again."""
+    _stopped.clear()
+
+
+def _check_not_stopped():
+    if _stopped.is_set():
+        raise RuntimeEnvSetupError("Failed to set up runtime environment: the session shut "
+                                   "down meanwhile")
+
+
+def _run(cmd, what, log, deadline, progress=True):
+    """Run a setup step, its output streamed to `log` (pip's progress lines only, or
+    every line with progress=False); RuntimeEnvSetupError with the output's tail if it
+    fails or runs past the deadline."""
     lines = []
+    _check_not_stopped()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)
     _setups.add(proc)
+    if _stopped.is_set():  # shutdown came between the check and the start
+        proc.kill()
     timer = None
     if deadline is not None:
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), proc.kill)
@@ -322,7 +356,7 @@ def _run(cmd, what, log, deadline):
             line = line.rstrip()
             if line:
                 lines.append(line)
-                if line.lstrip().startswith(_PROGRESS):
+                if not progress or line.lstrip().startswith(_PROGRESS):
                     log(f"  {what}: {line.strip()}")
         code = proc.wait()
     finally:
@@ -338,16 +372,28 @@ def _run(cmd, what, log, deadline):
 
 
 _IMPORT_CHECK = """
-import importlib, importlib.metadata as md, re, sys
+import importlib, importlib.metadata as md, importlib.util, re, sys
 failed = []
 for req in sys.argv[1:]:
-    name = re.split(r"[<>=!~;\\[ ]", req, maxsplit=1)[0]
+    if req.startswith("-") or "/" in req or ":" in req:
+        continue  # an option, a path or a URL: no name to check
+    name = re.split(r"[<>=!~;\\[ @]", req, maxsplit=1)[0]
     try:
-        top = (md.distribution(name).read_text("top_level.txt") or "").split()
+        dist = md.distribution(name)
     except Exception:
-        top = []
-    for module in top or [name.replace("-", "_")]:
-        if module.startswith("_"):
+        continue
+    tops = set((dist.read_text("top_level.txt") or "").split())
+    if not tops:  # most wheels built without setuptools: the files' first parts
+        for f in dist.files or ():
+            first = f.parts[0] if f.parts else ""
+            if first.endswith((".dist-info", ".egg-info", ".data")) or first in ("..", "__pycache__"):
+                continue
+            tops.add(first[:-3] if len(f.parts) == 1 and first.endswith(".py")
+                     else first.split(".")[0] if len(f.parts) == 1 else first)
+    for module in tops:
+        if not module.isidentifier() or module.startswith("_"):
+            continue
+        if importlib.util.find_spec(module) is None:
             continue
         try:
             importlib.import_module(module)
@@ -357,11 +403,17 @@ print("\\n".join(failed))
 """
 
 
-def _import_check(python, packages) -> str:
-    """Import what was asked for, in the environment; returns the failures' text."""
-    out = subprocess.run([python, "-c", LINK_BASE.format(paths=base_paths()) + _IMPORT_CHECK,
-                          *packages], capture_output=True, text=True, timeout=300)
-    return (out.stdout.strip() + ("\n" + out.stderr.strip() if out.returncode else "")).strip()
+def _import_check(python, packages, deadline) -> str:
+    """Import what was asked for, in the environment (a module that is there but does
+    not import: a broken install). Returns the failures' text."""
+    lines = []
+    try:
+        _run([python, "-c", LINK_BASE.format(paths=base_paths()) + _IMPORT_CHECK, *packages],
+             "import check", lines.append, deadline, progress=False)
+    except RuntimeEnvSetupError as e:
+        return str(e)
+    return "\n".join(line.split(": ", 1)[1] if ": " in line else line for line in lines
+                     if line.strip())
 
 
 def worker_bootstrap(prepared: Prepared) -> str:

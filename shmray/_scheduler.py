@@ -44,6 +44,7 @@ class Scheduler:
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
         self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
         self.envs = {}             # runtime_env key -> _runtime_env.Prepared, once ready
+        self.evict = None          # callable(worker): the runtime retires an idle worker
         self.recent_mean = 0.0     # mean run time of the latest tasks, any function
         self._spread_next = 0
 
@@ -108,12 +109,23 @@ class Scheduler:
             if w is not None:
                 self.charge(w, request)
                 return w
+            if len(workers) >= self.max_workers:
+                self._make_room(workers, env, gpus)
+                workers = self.pool.workers
             if len(workers) < self.max_workers:
                 w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
                                     gpus=gpus, env=self.envs.get(env))
                 self.charge(w, request)
                 return w
         return self._pipeline(spec, workers)
+
+    def _make_room(self, workers, env, gpus):
+        """The pool is full, with no idle worker of this kind (runtime_env, GPU devices):
+        the longest idle extra worker of another kind goes (Ray does the same)."""
+        idle = [w for w in workers if w.extra and not w.inflight and not w.rpcs
+                and not w.exports and not w.outbox and (w.env != env or w.gpus != gpus)]
+        if idle:
+            self.evict(min(idle, key=lambda w: w.idle_since))
 
     def _pipeline(self, spec, workers):
         if spec.options.scheduling_strategy == "SPREAD" or not spec.pipelinable:

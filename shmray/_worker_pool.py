@@ -195,15 +195,17 @@ class WorkerPool:
     def _spawn_in(env, config) -> subprocess.Popen:
         """A worker for a runtime environment: its interpreter (a pip venv's), its
         env_vars, its working_dir copy as the directory, its paths first on sys.path."""
-        config = dict(config, cwd=env.cwd or config["cwd"])
+        config = dict(config, cwd=env.cwd or config["cwd"], runtime_env=env.env)
+        # Its PYTHONPATH (env_vars) comes right after the working_dir and py_modules.
+        user_path = [p for p in env.env_vars.get("PYTHONPATH", "").split(os.pathsep) if p]
         if env.venv:  # the venv's own sys.path, then the base's (linked by the bootstrap)
-            config["sys_path"], config["keep_sys_path"] = list(env.paths_first), True
+            config["sys_path"], config["keep_sys_path"] = list(env.paths_first) + user_path, True
         else:
-            config["sys_path"] = list(env.paths_first) + config["sys_path"]
+            config["sys_path"] = list(env.paths_first) + user_path + config["sys_path"]
         process_env = dict(os.environ, **env.env_vars)
-        if not env.venv:
+        if not env.venv:  # shmray importable before the worker sets its sys.path
             process_env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+                p for p in (*user_path, _PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
         return subprocess.Popen(
             [env.python, "-c", _runtime_env.worker_bootstrap(env), json.dumps(config)],
             cwd=config["cwd"], env=process_env, stdin=subprocess.DEVNULL, close_fds=True,

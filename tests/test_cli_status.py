@@ -275,3 +275,27 @@ def _workers_of(driver_pid):
         except OSError:
             continue
     return found
+
+
+def test_long_status_lines_wrap_within_100_columns():
+    """Many custom resources, big counts, 12,345 objects: still 100 columns at most."""
+    from shmray import _report
+
+    total = {"CPU": 64.0, "memory": 1e12, "object_store_memory": 3e11,
+             **{f"accelerator_slot_{i}": 4.0 for i in range(12)}}
+    snapshot = {"resources": {"total": total, "available": {k: v / 2 for k, v in total.items()}},
+                "functions": {}, "workers": [], "monotonic": 0.0,
+                "store": {"objects": 12_345, "objects_listed": 10_000, "shm_bytes": 5 << 40,
+                          "shm_segments": 12_000, "inline_bytes": 1 << 30, "spilled": 9_999,
+                          "spilled_bytes": 3 << 40, "capacity": 8 << 40}, "objects": []}
+    driver = {"heartbeat_ns": 0, "workers": 64, "blocked_workers": 3, "tasks_submitted": 10**9,
+              "tasks_finished": 10**9 - 10**6, "tasks_failed": 1_234_567, "tasks_queued": 999_999,
+              "tasks_waiting_for_inputs": 123_456, "tasks_running": 64, "objects": 12_345,
+              "shm_bytes": 5 << 40, "capacity": 8 << 40, "spilled": 9_999,
+              "spilled_bytes": 3 << 40}
+    info = {"driver_pid": 1, "tag": "t", "started": time.time(), "python": "cpython 3.11",
+            "argv": ["x" * 300]}
+    live = {"driver": driver, "workers": [], "monotonic_ns": 0}
+    text = _report.status(info, live, snapshot, True, [info]) + "\n" + _report.memory(snapshot)
+    assert all(len(line) <= 100 for line in text.splitlines()), text
+    assert "accelerator_slot_11 2/4" in text and "12,345 objects" in text

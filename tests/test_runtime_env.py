@@ -162,7 +162,9 @@ def test_bad_runtime_envs_are_refused_at_the_api_edge(env, message):
 
 
 def test_pip_forms_are_normalized():
-    assert _runtime_env.normalize({"pip": ["b", "a", "a"]}) == {"pip": ["a", "b"]}
+    assert _runtime_env.normalize({"pip": ["b", "a", "a"]}) == {"pip": ["b", "a"]}  # pip's order
+    assert _runtime_env.normalize({"pip": ["x==1  # pinned", "# a comment", " ", "--pre"]}) == \
+        {"pip": ["x==1", "--pre"]}
     assert _runtime_env.normalize({"pip": {"packages": ["x"], "pip_check": False}}) == \
         {"pip": ["x"]}
     assert _runtime_env.normalize({}) is None
@@ -247,3 +249,115 @@ def test_a_bad_requirement_fails_with_pips_error_and_the_session_goes_on(fresh, 
     assert fresh.get(fine.remote(), timeout=60) == "fine"
     with pytest.raises(RuntimeEnvSetupError):  # known bad: fails at once now
         fresh.get(needs_it.remote(), timeout=60)
+
+
+# ------------------------------------------------------- found in review, each failed before
+def test_tasks_submitted_inside_a_task_inherit_its_environment(fresh):
+    fresh.init(num_cpus=2)
+
+    @fresh.remote
+    def child():
+        return os.environ.get("FROM_PARENT"), os.environ.get("OWN")
+
+    @fresh.remote(runtime_env={"env_vars": {"OWN": "child"}})
+    def child_with_its_own():
+        return os.environ.get("FROM_PARENT"), os.environ.get("OWN")
+
+    @fresh.remote(runtime_env={"env_vars": {"FROM_PARENT": "yes"}})
+    def parent():
+        return fresh.get([child.remote(), child_with_its_own.remote()])
+
+    assert fresh.get(parent.remote(), timeout=60) == [("yes", None), ("yes", "child")]
+
+
+def test_pythonpath_in_env_vars_is_honoured(fresh, tmp_path):
+    (tmp_path / "on_the_path.py").write_text("WHERE = 'user path'\n")
+    fresh.init(num_cpus=1)
+
+    @fresh.remote(runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path)}})
+    def where():
+        import on_the_path
+        return on_the_path.WHERE, os.environ["PYTHONPATH"].split(os.pathsep)[0]
+
+    assert fresh.get(where.remote(), timeout=60) == ("user path", str(tmp_path))
+
+
+def test_a_replaced_base_worker_keeps_the_jobs_environment(fresh):
+    fresh.init(num_cpus=1, runtime_env={"env_vars": {"JOB": "1"}})
+
+    @fresh.remote(max_calls=1)
+    def once():
+        return os.getpid()
+
+    @fresh.remote
+    def job_var():
+        return os.environ.get("JOB"), os.getpid()
+
+    first = fresh.get(once.remote(), timeout=60)  # its worker retires, a base one replaces it
+    value, pid = fresh.get(job_var.remote(), timeout=60)
+    assert value == "1" and pid != first
+    rt = shmray._context.runtime
+    assert [w.extra for w in rt.pool.workers] == [False]  # the replacement did the work
+    assert rt.pool.workers[0].env is not None
+
+
+def test_a_job_environment_that_cannot_be_set_up_fails_init_and_leaves_nothing(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    os.mkfifo(wd / "a_fifo")  # copying it fails
+    before = set(os.listdir("/dev/shm"))
+    with pytest.raises(RuntimeEnvSetupError, match="Failed to set up runtime environment"):
+        shmray.init(num_cpus=1, runtime_env={"working_dir": str(wd)})
+    assert not shmray.is_initialized()
+    assert not [n for n in set(os.listdir("/dev/shm")) - before
+                if n.startswith(f"shmray_{os.getpid()}_")]
+    root = shmray._shm.sessions_root()
+    assert not [d for d in (os.listdir(root) if os.path.isdir(root) else ())
+                if d.startswith(f"session_{os.getpid()}_")]
+
+
+def test_shutdown_during_a_working_dir_copy_leaves_no_session_directory(fresh, tmp_path):
+    wd = tmp_path / "many"
+    for d in range(200):
+        (wd / f"d{d}").mkdir(parents=True)
+        for f in range(40):
+            (wd / f"d{d}" / f"f{f}.txt").write_text("x")
+    fresh.init(num_cpus=1)
+    root = shmray._context.runtime.session_root
+
+    @fresh.remote(runtime_env={"working_dir": str(wd)})
+    def never_needed():
+        return 1
+
+    never_needed.remote()  # the copy starts on its thread
+    time.sleep(0.05)
+    fresh.shutdown()
+    assert not os.path.exists(root)
+
+
+def test_many_environments_share_a_full_pool(fresh, monkeypatch):
+    """A pool at its cap with idle workers of other environments makes room for a
+    new one at once (without, the task would wait for an idle worker to retire)."""
+    monkeypatch.setattr(shmray._runtime, "IDLE_ENV_RETIRE", 3600.0)
+    fresh.init(num_cpus=1)
+    shmray._context.runtime.scheduler.max_workers = 3
+
+    @fresh.remote
+    def value_of_e():
+        return os.environ["E"]
+
+    got = [fresh.get(value_of_e.options(runtime_env={"env_vars": {"E": str(i)}}).remote(),
+                     timeout=60) for i in range(6)]
+    assert got == [str(i) for i in range(6)]
+    assert len(shmray._context.runtime.pool.workers) <= 3
+
+
+def test_a_package_whose_import_name_differs_installs(fresh, pip_cache, index_reachable):
+    fresh.init(num_cpus=1)
+
+    @fresh.remote(runtime_env={"pip": ["beautifulsoup4==4.12.3  # imports as bs4"]})
+    def version():
+        import bs4
+        return bs4.__version__
+
+    assert fresh.get(version.remote(), timeout=240) == "4.12.3"
