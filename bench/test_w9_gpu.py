@@ -1,6 +1,9 @@
 """W9: a 1 GB cupy array through a chain of GPU tasks (ms per hop), shmray's CUDA IPC
 handles against the same hops through host memory. Skipped without cupy and a GPU."""
 
+import subprocess
+import sys
+
 import pytest
 
 import _results
@@ -12,16 +15,19 @@ GROUP = "W9 1 GB cupy array through GPU tasks"
 
 
 def _gpu_missing():
-    try:
-        import cupy
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no GPU"
-    except Exception as e:  # ImportError, or CUDA without a device
-        return f"needs cupy and a GPU ({type(e).__name__}: {e})"
-    return None
+    """Asked in a child process: CUDA initialised here would reach forked workers."""
+    out = subprocess.run([sys.executable, "-c",
+                          "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return f"needs cupy and a GPU ({(out.stderr.strip().splitlines() or ['?'])[-1]})"
+    return None if int(out.stdout.strip() or 0) > 0 else "no GPU"
 
 
-pytestmark = pytest.mark.skipif(_gpu_missing() is not None, reason=str(_gpu_missing()))
+_MISSING = _gpu_missing()
+
+
+pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
 
 @pytest.mark.benchmark(group=GROUP)
@@ -34,7 +40,9 @@ def test_ipc_chain(benchmark, engine):
     def start():
         return cupy.ones(ELEMENTS, dtype=cupy.float32)
 
-    @shmray.remote(num_gpus=0.5)
+    # SPREAD: each hop goes to the other idle worker, so every hop opens the handle in
+    # another process (on the same worker it would be the producer's own array).
+    @shmray.remote(num_gpus=0.5, scheduling_strategy="SPREAD")
     def hop(x):
         return x  # the same array goes on: only a handle travels
 

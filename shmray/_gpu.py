@@ -37,7 +37,7 @@ host_copy = None    # callable(oid) -> {(origin, index): numpy array}
 
 
 class _Exporting(threading.local):
-    target = None       # (oid, list) while a value is stored as object `oid`
+    target = None       # (oid, arrays, devices) while a value is stored as object `oid`
 
 
 _exporting = _Exporting()
@@ -60,20 +60,29 @@ class exporting:
     """Context: cupy arrays pickled in this thread go out as IPC handles of object `oid`.
     After it, `exported` says whether any did."""
 
-    __slots__ = ("oid", "arrays", "outer")
+    __slots__ = ("oid", "arrays", "devices", "outer")
 
     def __init__(self, oid):
         self.oid = oid
         self.arrays = []
+        self.devices = set()
 
     def __enter__(self):
         register_if_loaded()
         self.outer = _exporting.target
-        _exporting.target = (self.oid, self.arrays)
+        _exporting.target = (self.oid, self.arrays, self.devices)
         return self
 
     def __exit__(self, *exc):
         _exporting.target = self.outer
+        if exc[0] is None and self.devices:
+            # Kernels run asynchronously and IPC orders nothing between processes: what
+            # the handles show must be written before anyone can open them.
+            import cupy
+
+            for device in self.devices:
+                with cupy.cuda.Device(device):
+                    cupy.cuda.runtime.deviceSynchronize()
         if self.arrays and exc[0] is None:
             exports.setdefault(self.oid, []).extend(self.arrays)
         return False
@@ -87,6 +96,16 @@ def release(oids):
     """The driver freed these objects: their arrays may go (back to cupy's pool)."""
     for oid in oids:
         exports.pop(oid, None)
+
+
+def _forget_after_fork():
+    """A forked child has none of its parent's CUDA mappings or exports."""
+    exports.clear()
+    _opened.clear()
+    _mapped.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 # ------------------------------------------------------------------- producing
@@ -104,20 +123,31 @@ def _reduce_cupy(arr):
         return arr.__reduce__()
     import cupy
 
-    oid, arrays = target
+    oid, arrays, devices = target
+    if arr.size == 0:  # no memory to share
+        return arr.__reduce__()
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
         arr = cupy.ascontiguousarray(arr)  # a strided view: its own allocation (on device)
-    meta = (arr.shape, arr.dtype.str, arr.strides)
+    meta = (arr.shape, arr.dtype, arr.strides)
     mapped = _mapped.get(id(arr.data.mem))
-    if mapped is not None:  # memory mapped from another process's object: pass it on
-        opened, origin, index, producer = mapped
-        return (_rebuild, (opened.handle, opened.pci, arr.data.ptr - opened.ptr, opened.size,
-                           *meta, origin, index, producer, ObjectRef(origin)))
+    if mapped is not None:  # memory mapped from another process's object
+        opened, origin, index, producer, exact = mapped
+        if (arr.data.ptr - opened.ptr, *meta) == exact:  # that very array: pass it on
+            devices.add(arr.device.id)
+            return (_rebuild, (opened.handle, opened.pci, arr.data.ptr - opened.ptr,
+                               opened.size, *meta, origin, index, producer, ObjectRef(origin)))
+        arr = arr.copy()  # a view of it: its own allocation, exported as any other
     device = arr.device.id
-    with cupy.cuda.Device(device):
-        base, size = _address_range(arr.data.ptr)
-        handle = bytes(cupy.cuda.runtime.ipcGetMemHandle(base))
-        pci = cupy.cuda.runtime.deviceGetPCIBusId(device)
+    try:
+        with cupy.cuda.Device(device):
+            cupy.cuda.runtime.free(0)  # (cudaFree(0): this thread's context is current)
+            base, size = _address_range(arr.data.ptr)
+            handle = bytes(cupy.cuda.runtime.ipcGetMemHandle(base))
+            pci = cupy.cuda.runtime.deviceGetPCIBusId(device)
+    except (RuntimeError, cupy.cuda.runtime.CUDARuntimeError):
+        # memory IPC cannot share (cudaMallocAsync pools, managed memory): a host copy
+        return arr.__reduce__()
+    devices.add(device)
     index = len(arrays)
     arrays.append(arr)
     return (_rebuild, (handle, pci, arr.data.ptr - base, size, *meta, oid, index, os.getpid(),
@@ -147,15 +177,17 @@ def _address_range(ptr: int) -> tuple[int, int]:
 class _Opened:
     """A handle opened in this process, closed when the last array on it is gone."""
 
-    __slots__ = ("handle", "ptr", "size", "pci", "users")
+    __slots__ = ("handle", "ptr", "size", "pci", "device", "users")
 
-    def __init__(self, handle, ptr, size, pci):
+    def __init__(self, handle, ptr, size, pci, device):
         self.handle, self.ptr, self.size, self.pci = handle, ptr, size, pci
+        self.device = device
         self.users = 0
 
 
 _opened = {}            # handle -> _Opened
-_mapped = {}            # id(cupy UnownedMemory) -> (_Opened, origin, index, producer)
+_mapped = {}            # id(cupy UnownedMemory) -> (_Opened, origin, index, producer,
+                        # (offset, shape, dtype, strides) of the array it was opened as)
 _opened_lock = threading.RLock()  # (a _Holder.__del__ may run inside, from a collection)
 
 
@@ -169,18 +201,20 @@ class _Holder:
         self.opened, self.ref, self.key = opened, ref, None
 
     def __del__(self):
-        with _opened_lock:
+        with _opened_lock:  # closed under the lock: an _open meanwhile opens it anew
             _mapped.pop(self.key, None)
             self.opened.users -= 1
             if self.opened.users:
                 return
             del _opened[self.opened.handle]
-        try:
-            import cupy
+            try:
+                import cupy
 
-            cupy.cuda.runtime.ipcCloseMemHandle(self.opened.ptr)
-        except Exception:
-            pass
+                with cupy.cuda.Device(self.opened.device):
+                    cupy.cuda.runtime.deviceSynchronize()  # no kernel still reads it
+                    cupy.cuda.runtime.ipcCloseMemHandle(self.opened.ptr)
+            except Exception:
+                pass
 
 
 def _rebuild(handle, pci, offset, size, shape, dtype, strides, origin, index, producer, keep):
@@ -207,8 +241,11 @@ def _rebuild(handle, pci, offset, size, shape, dtype, strides, origin, index, pr
     device = _device_with_pci(cupy, pci)
     if device is None:  # another device, or none: a copy through the host
         return _from_host(origin, index, cupy)
-    return _open(cupy, device, handle, pci, offset, size, shape, dtype, strides, origin, index,
-                 producer, keep)
+    try:
+        return _open(cupy, device, handle, pci, offset, size, shape, dtype, strides, origin,
+                     index, producer, keep)
+    except cupy.cuda.runtime.CUDARuntimeError:  # (a peer it cannot map, say) the host way
+        return _from_host(origin, index, cupy)
 
 
 def _open(cupy, device, handle, pci, offset, size, shape, dtype, strides, origin, index,
@@ -219,13 +256,14 @@ def _open(cupy, device, handle, pci, offset, size, shape, dtype, strides, origin
             opened = _opened.get(handle)
             if opened is None:
                 ptr = cupy.cuda.runtime.ipcOpenMemHandle(handle)
-                opened = _opened[handle] = _Opened(handle, ptr, size, pci)
+                opened = _opened[handle] = _Opened(handle, ptr, size, pci, device)
             opened.users += 1
         holder = _Holder(opened, keep if keep is not None else ObjectRef(origin))
         memory = cupy.cuda.UnownedMemory(opened.ptr, size, holder, device)
         with _opened_lock:
             holder.key = id(memory)
-            _mapped[holder.key] = (opened, origin, index, producer)
+            _mapped[holder.key] = (opened, origin, index, producer,
+                                   (offset, tuple(shape), cupy.dtype(dtype), tuple(strides)))
         return cupy.ndarray(shape, dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, offset),
                             strides=strides)
 

@@ -187,6 +187,15 @@ class ObjectStore:
                 else:
                     self._release(oid, values.pop(oid))
 
+    def replace(self, oid, stored):
+        """Give a stored object another stored form (its producer died: an error),
+        releasing the old one's memory."""
+        old = self.values.get(oid)
+        if old is None:
+            return
+        self._release(oid, old)
+        self.values[oid] = stored
+
     def _free(self, oid):
         """Release `oid`, then whatever only its value held (iteratively: a long
         chain of refs inside refs must not hit the recursion limit)."""

@@ -884,6 +884,8 @@ class DriverRuntime:
 
     def _retire(self, w):
         """`w` ran a function max_calls times: it exits, and a base worker is replaced."""
+        if w.gone:  # retired already (its last GPU object was freed just before)
+            return
         w.ring.push(_ring.encode((_ring.EXIT,), w.ring, self.prefix))
         self.pool.remove(w)
         self._drop_grants(w)
@@ -1045,12 +1047,12 @@ class DriverRuntime:
                     f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
                     f"time(s) (max_retries={opts.max_retries}).")))
         self._drop_grants(w)
-        for oid in w.exports:  # its GPU arrays died with it
+        for oid in list(w.exports):  # its GPU arrays died with it
             self.store.gpu_producers.pop(oid, None)
-            if oid in self.store.values:
-                self.store.values[oid] = ser.error_stored(ObjectLostError(
-                    f"{oid:032x}", f"Its GPU arrays were in worker pid={w.pid}, which died "
-                                   f"({why})."))
+            self._on_gpu_free(oid, w)  # its host copy goes (w is gone: nothing is sent)
+            self.store.replace(oid, ser.error_stored(ObjectLostError(
+                f"{oid:032x}", f"Its GPU arrays were in worker pid={w.pid}, which died "
+                               f"({why}).")))
         w.exports.clear()
         if not w.extra and not self._stopping:
             self.pool.spawn(w.core, env=self.scheduler.envs.get(w.env))
@@ -1123,10 +1125,11 @@ class DriverRuntime:
             _gpu.release((oid,))
             return
         producer.exports.discard(oid)
-        if not producer.gone:
-            producer.send(_ring.encode((_ring.GPU_FREE, (oid,)), producer.ring, self.prefix))
-            if producer.retiring and producer.idle and not producer.exports:
-                self._retire(producer)
+        if producer.gone or self._stopping:
+            return
+        producer.send(_ring.encode((_ring.GPU_FREE, (oid,)), producer.ring, self.prefix))
+        if producer.retiring and producer.idle and not producer.exports:
+            self._retire(producer)
 
     def _discard_gpu_results(self, w, spec, gpu):
         """Results of a cancelled task: the worker may drop their cupy arrays."""
@@ -1149,10 +1152,10 @@ class DriverRuntime:
         return stored
 
     def _gpu_host_copy(self, oid) -> dict:
-        """In the driver: host copies for a descriptor it could not open itself."""
-        with self._lock:
-            stored = self._gpu_host_stored(oid)
-        return ser.from_stored(stored)
+        """In the driver, for a descriptor it could not open: no copy can help (a host
+        copy is made by opening that very device)."""
+        raise RuntimeError(f"The driver cannot read GPU object {oid:032x}: it needs cupy and "
+                           f"the device that holds it ({_gpu.INSTALL_HINT}).")
 
     def _wait_until(self, done, timeout):
         """Pump until done() is true; False if `timeout` seconds pass first."""

@@ -342,7 +342,13 @@ class WorkerRuntime:
                              f"{num_returns} needs a sequence of that many values") from None
         if len(items) != num_returns:
             raise ValueError(f"Task returned {len(items)} objects, but num_returns={num_returns}.")
-        packed = [self._store_value(x, task_id + i) for i, x in enumerate(items)]
+        packed = []
+        try:
+            for i, x in enumerate(items):
+                packed.append(self._store_value(x, task_id + i))
+        except BaseException:  # the task fails: what the first results exported goes
+            _gpu.release([task_id + i for i in range(len(packed))])
+            raise
         inner = tuple(refs for _, refs, _ in packed)
         gpu = tuple(i for i, (_, _, exported) in enumerate(packed) if exported)
         return (tuple(stored for stored, _, _ in packed), (inner if any(inner) else None),

@@ -248,6 +248,7 @@ class WorkerPool:
                     pass
         for w in self.workers:
             w.proc.wait()
+            w.gone = True
             _shm.unlink(w.channel.name)
         self.workers = []
         self._refresh()

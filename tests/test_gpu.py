@@ -10,23 +10,28 @@ import textwrap
 
 import pytest
 
+import shmray
 from shmray import _resources
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _has_cupy_gpu() -> str | None:
-    """None if cupy and a GPU are here, else why not."""
-    try:
-        import cupy
-    except ImportError:
+    """None if cupy and a GPU are here, else why not. Asked in a child process: CUDA
+    initialised in this one would be inherited by every worker forked from it."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
         return "cupy is not installed (pip install shmray[gpu])"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no GPU"
-    except Exception as e:
-        return f"no usable GPU: {e}"
-    return None
+    out = subprocess.run([sys.executable, "-c",
+                          "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return f"no usable GPU: {out.stderr.strip().splitlines()[-1:]}"
+    return None if int(out.stdout.strip() or 0) > 0 else "no GPU"
+
+
+_GPU_MISSING = _has_cupy_gpu()
 
 
 # ------------------------------------------------------------------- detection
@@ -93,8 +98,8 @@ def test_a_gpu_worker_serves_one_device_set_and_is_reused(fresh):
 
 
 # ------------------------------------------------------------ cupy through IPC
-needs_gpu = pytest.mark.skipif(_has_cupy_gpu() is not None,
-                               reason=f"cupy IPC needs cupy and a GPU: {_has_cupy_gpu()}")
+needs_gpu = pytest.mark.skipif(_GPU_MISSING is not None,
+                               reason=f"cupy IPC needs cupy and a GPU: {_GPU_MISSING}")
 
 GB = 1 << 30
 
@@ -106,10 +111,10 @@ def test_a_cupy_array_put_by_a_task_is_read_by_another_without_a_copy(fresh):
     fresh.init(num_cpus=2, num_gpus=1)
     n = (256 << 20) // 4  # 256 MB of float32
 
-    @fresh.remote(num_gpus=0.5)
-    def produce():
+    @fresh.remote(num_gpus=0.5, max_calls=1)  # retires, but lives on for its export:
+    def produce():                              # the reader runs in another process
         x = cupy.arange(n, dtype=cupy.float32)
-        return fresh.put(x)
+        return fresh.put(x), os.getpid()
 
     @fresh.remote(num_gpus=0.5)
     def consume(box):
@@ -120,10 +125,12 @@ def test_a_cupy_array_put_by_a_task_is_read_by_another_without_a_copy(fresh):
         free_before = cupy.cuda.Device(0).mem_info[0]
         y = fresh.get(box[0][0])
         free_after = cupy.cuda.Device(0).mem_info[0]
-        return float(y[12345]), float(y.sum()), int(free_before - free_after), type(y).__name__
+        return (float(y[12345]), float(y.sum()), int(free_before - free_after),
+                type(y).__name__, os.getpid())
 
-    inner = fresh.get(produce.remote(), timeout=60)
-    value, total, allocated, kind = fresh.get(consume.remote([[inner]]), timeout=60)
+    inner, producer = fresh.get(produce.remote(), timeout=60)
+    value, total, allocated, kind, reader = fresh.get(consume.remote([[inner]]), timeout=60)
+    assert reader != producer  # through the IPC handle, not the producer's own copy
     assert kind == "ndarray" and value == 12345.0
     assert total == pytest.approx(float(n) * (n - 1) / 2, rel=1e-3)
     assert allocated < (n * 4) // 10  # the 256 MB were mapped, not copied
@@ -173,3 +180,35 @@ def test_a_consumer_without_the_device_gets_a_host_copy(fresh):
         return type(value).__module__.split(".")[0], int(value[999])
 
     assert fresh.get(read.remote([[make.remote()]]), timeout=60) == ("numpy", 999)
+
+
+@needs_gpu
+def test_gpu_results_of_every_shape_round_trip(fresh):
+    """Empty arrays, views of mapped arrays read back by their producer, the driver and
+    a CPU task, a task whose result nobody keeps."""
+    fresh.init(num_cpus=2, num_gpus=1)
+
+    @fresh.remote(num_gpus=0.5, max_calls=1)
+    def make():
+        import cupy
+
+        return cupy.arange(100, dtype=cupy.float64), cupy.zeros((0, 3))
+
+    @fresh.remote(num_gpus=0.5, scheduling_strategy="SPREAD")
+    def view(box):
+        full, empty = fresh.get(box[0][0])
+        return full[10:20], empty
+
+    @fresh.remote
+    def on_cpu(box):
+        part, empty = fresh.get(box[0][0])
+        return [float(v) for v in part], empty.shape
+
+    made = make.remote()
+    part = view.remote([[made]])
+    values, shape = fresh.get(on_cpu.remote([[part]]), timeout=60)
+    assert values == [float(v) for v in range(10, 20)] and shape == (0, 3)
+    in_driver, _ = fresh.get(part, timeout=60)
+    assert [float(v) for v in in_driver] == values
+    make.remote()  # fire and forget: its worker retires once, cleanly
+    assert fresh.get(view.remote([[make.remote()]]), timeout=60)[1].shape == (0, 3)
