@@ -115,7 +115,6 @@ class DriverRuntime:
         # end ns) or None, error type or None). Plain values: tuples of them leave the
         # GC's lists, so keeping 10,000 costs collections nothing.
         self.history = deque(maxlen=HISTORY)
-        self.submitted = 0
         self.finished = 0            # tasks whose last attempt succeeded
         self.failed = 0              # ... or failed (cancelled ones too)
         self.object_prefix = self._object_location(int(totals["object_store_memory"]))
@@ -247,11 +246,10 @@ class DriverRuntime:
         them (the driver's, or the submitting worker's), wait for its inputs."""
         store = self.store
         self.tasks[spec.task_id] = spec
-        self.submitted += 1
         if spec.num_returns == 1:
             store.pending.add(spec.task_id)
-            if submitter is None:
-                store.own_new(spec.task_id)  # what ObjectRef(task_id, True) stands for
+            if submitter is None:  # store.own_new(), inlined: what ObjectRef(.., True) means
+                store._local[spec.task_id] = 1
             else:
                 self._grant(submitter, spec.task_id)
         else:
@@ -275,6 +273,9 @@ class DriverRuntime:
         if env is not None:  # a runtime_env: its own workers, its own queue
             spec.env = env
             spec.queue = (spec.request, env)
+        if verdict[1] is None and not spec.deps:  # the common case: runnable now
+            self._ready(spec)
+            return
         if verdict[1] is not None:
             if isinstance(verdict[1], TaskUnschedulableError):
                 warn_infeasible(spec.name, verdict[1].error_message)
@@ -445,7 +446,7 @@ class DriverRuntime:
         if spec.env is not None and not self._env_ready(spec):
             return  # its runtime_env is being set up: _env_prepared() brings it back
         sched = self.scheduler
-        rpc = sched.awaited.get(spec.task_id)
+        rpc = sched.awaited.get(spec.task_id) if sched.awaited else None
         if (rpc is not None and sched.helpable(rpc) and not spec.options.num_gpus
                 and rpc.worker.env == spec.env and self.ledger.fits(spec.request)):
             self._send_help(rpc.worker, spec)
@@ -565,7 +566,8 @@ class DriverRuntime:
         `ran`: (worker pid, start ns, end ns) of the attempt, if it ran (CLOCK_MONOTONIC)."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
-        self._unpin(spec)
+        if spec.pinned is not None:
+            self._unpin(spec)
         store = self.store
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
             self.failed += 1
@@ -1250,7 +1252,8 @@ class DriverRuntime:
         queued += on_workers - running
         store = self.store
         spilled_bytes = store.statistics().spilled_bytes if store.spilled else 0
-        return (len(workers), sum(1 for w in workers if w.rpcs), self.submitted, self.finished,
+        submitted = self.finished + self.failed + len(self.tasks)  # every task ends in one
+        return (len(workers), sum(1 for w in workers if w.rpcs), submitted, self.finished,
                 self.failed, queued, waiting, running, len(store.values), store.shm_bytes,
                 store.capacity, store.spilled, spilled_bytes)
 
