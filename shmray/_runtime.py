@@ -111,9 +111,9 @@ class DriverRuntime:
             "python": _status.python_description(), "argv": list(sys.argv),
             "cwd": os.getcwd(), "totals": totals}
         _status.write_session_file(self.session_root, self.session_info)
-        # The latest finished tasks: (task id, name, attempt, (worker pid, start ns,
-        # end ns) or None, error type or None). Plain values: tuples of them leave the
-        # GC's lists, so keeping 10,000 costs collections nothing.
+        # Tasks that ended without running (cancelled early, unschedulable, a failed
+        # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
+        # ran are in their workers' records (see _status.WorkerStatus).
         self.history = deque(maxlen=HISTORY)
         self.finished = 0            # tasks whose last attempt succeeded
         self.failed = 0              # ... or failed (cancelled ones too)
@@ -521,7 +521,7 @@ class DriverRuntime:
             for stored in spec.lent.values():
                 self.segments.handed_out(stored)
         task = (spec.task_id, fn_id, spec.num_returns, spec.args_stored, dep_values, spec.lent,
-                spec.request, spec.helping)
+                spec.request, spec.helping, spec.attempt)
         w.inflight.append(spec)
         spec.worker = w
         max_calls = spec.options.max_calls
@@ -559,11 +559,11 @@ class DriverRuntime:
         for w in list(self._batched):
             self._send_batch(w)
 
-    def _finish(self, spec, outcome, inner=None, ran=None):
+    def _finish(self, spec, outcome, inner=None, ran=False):
         """The task's last attempt is over: store its results (or its error in each);
         `inner`: per result, the ids of the refs inside it (None: none anywhere), or
-        for an error, the ids of those inside the exception;
-        `ran`: (worker pid, start ns, end ns) of the attempt, if it ran (CLOCK_MONOTONIC)."""
+        for an error, the ids of those inside the exception. `ran`: it ran on a worker
+        (which recorded it in its history); else the driver records it here."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
         if spec.pinned is not None:
@@ -571,18 +571,16 @@ class DriverRuntime:
         store = self.store
         if outcome and outcome[0] == ser.ERROR:  # one error stands for every return
             self.failed += 1
-            self.history.append((spec.task_id, spec.name, spec.attempt,
-                                 ran or (None, None, time.monotonic_ns()),
-                                 ser.error_name(outcome)))
+            if not ran:
+                self.history.append((spec.task_id, spec.fn_id, spec.attempt,
+                                     (None, None, time.monotonic_ns()), ser.error_name(outcome)))
             for oid in spec.return_ids():
                 store.put(oid, outcome, None, inner or ())
         elif spec.num_returns == 1:
             self.finished += 1
-            self.history.append((spec.task_id, spec.name, spec.attempt, ran, None))
             store.put(spec.task_id, outcome[0], spec.name, inner[0] if inner else ())
         else:
             self.finished += 1
-            self.history.append((spec.task_id, spec.name, spec.attempt, ran, None))
             for i, (oid, stored) in enumerate(zip(spec.return_ids(), outcome)):
                 store.put(oid, stored, spec.name, inner[i] if inner else ())
         if spec.deps:
@@ -735,7 +733,7 @@ class DriverRuntime:
         self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
         if spec.cancelled:  # whatever it managed to return, it was cancelled
             self._discard_gpu_results(w, spec, gpu)
-            self._finish(spec, _cancelled(spec), ran=(w.pid, start, end))
+            self._finish(spec, _cancelled(spec), ran=True)
         elif outcome and outcome[0] == ser.ERROR and self._should_retry(spec, outcome):
             spec.attempt += 1
             spec.worker = None
@@ -744,7 +742,7 @@ class DriverRuntime:
             if gpu:  # results whose cupy arrays the worker keeps
                 for i in gpu:
                     self._gpu_object(spec.task_id + i, w)
-            self._finish(spec, outcome, inner, (w.pid, start, end))
+            self._finish(spec, outcome, inner, True)
         if w.retiring and w.idle and not w.exports:  # after the results hold their refs
             self._retire(w)
 
@@ -1268,7 +1266,16 @@ class DriverRuntime:
             self.session_info, dict(zip(_status.COUNTERS, self._counters())),
             {"total": self.cluster_resources(), "available": self._available()},
             {fn_id: name for fn_id, (_, name) in self.fn_bytes.items()},
-            self.pool.workers, self.store, self.history, list(self.tasks.values()))
+            self.pool.workers, self.store, self._task_records(), list(self.tasks.values()))
+
+    def _task_records(self) -> list:
+        """The latest HISTORY finished tasks, oldest first: the workers' records (of the
+        live workers, and those kept from workers gone) and the driver's own."""
+        records = list(self.history) + list(self.pool.gone_history)
+        for w in self.pool.workers:
+            records += _status.read_history(w.channel.mm, w.pid)
+        records.sort(key=lambda r: r[3][2])
+        return records[-HISTORY:]
 
     def _write_snapshot(self, request):  # under _lock (from _housekeep)
         try:

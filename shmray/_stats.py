@@ -27,13 +27,12 @@ STATES = (RUNNING, SUBMITTED_TO_WORKER, PENDING_NODE_ASSIGNMENT, PENDING_ARGS_AV
           FAILED)
 
 
-def finished_rows(history) -> list:
-    """Task rows of the driver's history: entries (task id, name, attempt, (worker pid,
-    start ns, end ns) or None if it never ran, error type name or None)."""
+def finished_rows(records, functions: dict) -> list:
+    """Task rows of task records: (task id, fn id, attempt, (worker pid or None, start
+    ns or None, end ns), error type name or None); `functions`: fn id -> name."""
     rows = []
-    for task_id, name, attempt, ran, error in history:
-        pid, start, end = ran if ran is not None else (None, None, None)
-        rows.append({"task_id": f"{task_id:032x}", "name": name,
+    for task_id, fn_id, attempt, (pid, start, end), error in records:
+        rows.append({"task_id": f"{task_id:032x}", "name": functions.get(fn_id, "?"),
                      "state": FAILED if error else FINISHED, "attempt": attempt,
                      "worker_pid": pid, "start": None if start is None else start * 1e-9,
                      "end": None if end is None else end * 1e-9, "error": error})
@@ -89,7 +88,7 @@ def snapshot(session: dict, counters: dict, resources: dict, functions: dict, wo
                   "objects_listed": min(len(objects), MAX_OBJECTS)},
         "objects": [{**dataclasses.asdict(info), "reference_count": info.reference_count}
                     for info in objects[:MAX_OBJECTS]],
-        "tasks": finished_rows(history) + live_tasks(specs, workers),
+        "tasks": finished_rows(history, functions) + live_tasks(specs, workers),
     }
 
 

@@ -39,8 +39,17 @@ _BEGIN = struct.Struct("=5Q")   # state, task lo, task hi, fn id, since (monoton
 _MASK = (1 << 64) - 1
 
 
+# A record of a task a worker ran, in its channel's history ring (slot = its number
+# modulo _ring.HISTORY_SLOTS; W_DONE counts them): task id, function id, start and end
+# (CLOCK_MONOTONIC ns), attempt, outcome, the exception's type name if it failed.
+_RECORD = struct.Struct("=5QHB21s")
+FINISHED, FAILED = 0, 1
+assert _RECORD.size == _ring.HISTORY_RECORD
+
+
 class WorkerStatus:
-    """A worker's words, written by the worker itself as it works."""
+    """A worker's words and task records, written by the worker itself as it works
+    (the driver, the bottleneck of small tasks, keeps no per-task history)."""
 
     def __init__(self, mm, pid: int, core):
         self._mm = mm
@@ -56,24 +65,46 @@ class WorkerStatus:
         _BEGIN.pack_into(self._mm, self._state_at, RUNNING, task_id & _MASK, task_id >> 64,
                          fn_id, now_ns)
 
-    def end(self):
-        self.done += 1
-        words = self._words
-        words[W_STATE] = IDLE  # (the task words stay: a reader ignores them when idle)
-        words[W_DONE] = self.done
+    def end(self, task_id, fn_id, start, end, attempt, error):
+        """The task ended (`error`: its exception's type name, or None): recorded, and
+        the worker idle."""
+        self._record(task_id, fn_id, start, end, attempt, error)
+        self._words[W_STATE] = IDLE  # (the task words stay: a reader ignores them when idle)
 
     def save(self) -> bytes:
         """The words of the task running now (a help task runs on top of it)."""
         return bytes(self._words[W_STATE:W_SINCE + 1].cast("B"))
 
-    def restore(self, saved: bytes):
-        """Back to the task under a finished help task (with this worker's count)."""
-        self.done += 1
+    def restore(self, saved: bytes, task_id, fn_id, start, end, attempt, error):
+        """A help task ended: recorded, and back to the task under it."""
+        self._record(task_id, fn_id, start, end, attempt, error)
         self._mm[self._at + 8 * W_STATE:self._at + 8 * (W_SINCE + 1)] = saved
-        self._words[W_DONE] = self.done
+
+    def _record(self, task_id, fn_id, start, end, attempt, error):
+        slot = self.done % _ring.HISTORY_SLOTS
+        _RECORD.pack_into(self._mm, _ring.CHANNEL_HISTORY_OFFSET + slot * _ring.HISTORY_RECORD,
+                          task_id & _MASK, task_id >> 64, fn_id, start, end, attempt,
+                          FINISHED if error is None else FAILED,
+                          b"" if error is None else error.encode()[:21])
+        self.done += 1
+        self._words[W_DONE] = self.done  # last: a reader sees whole records only
 
     def blocked(self, yes: bool):
         self._words[W_STATE] = BLOCKED if yes else RUNNING
+
+
+def read_history(mm, pid: int) -> list:
+    """The task records in a worker's channel, oldest first, as (task id, fn id,
+    attempt, (pid, start ns, end ns), error type or None) (the driver's own form)."""
+    (done,) = struct.unpack_from("=Q", mm, _ring.CHANNEL_STATUS_OFFSET + 8 * W_DONE)
+    rows = []
+    for k in range(max(0, done - _ring.HISTORY_SLOTS), done):
+        lo, hi, fn_id, start, end, attempt, outcome, error = _RECORD.unpack_from(
+            mm, _ring.CHANNEL_HISTORY_OFFSET + k % _ring.HISTORY_SLOTS * _ring.HISTORY_RECORD)
+        rows.append((lo | hi << 64, fn_id, attempt, (pid, start, end),
+                     error.rstrip(b"\0").decode(errors="replace") if outcome == FAILED
+                     else None))
+    return rows
 
 
 def read_worker(mm) -> dict:

@@ -255,7 +255,7 @@ class WorkerRuntime:
         self.known_to_driver.add(fn_id)
 
     def run_task(self, task):
-        task_id, fn_id, num_returns, args_stored, dep_values, lent, request, _help = task
+        task_id, fn_id, num_returns, args_stored, dep_values, lent, request, _help, attempt = task
         fn, name = self.fns[fn_id]
         # A help task runs inside another: restore what the outer one had.
         outer = self.current_name, self.current_task_id, self._lent, self.current_request
@@ -265,18 +265,20 @@ class WorkerRuntime:
         under = status.save() if outer[1] is not None else None
         start = time.monotonic_ns()
         status.begin(task_id, fn_id, start)
+        error = "WorkerExit"  # what the record says if the task ends the process
         try:
-            outcome, inner, gpu = self._execute(fn, name, task_id, num_returns, args_stored,
-                                                dep_values)
+            outcome, inner, gpu, error = self._execute(fn, name, task_id, num_returns,
+                                                       args_stored, dep_values)
         finally:
+            end = time.monotonic_ns()
             self.current_name, self.current_task_id, self._lent, self.current_request = outer
             if under is None:
-                status.end()
+                status.end(task_id, fn_id, start, end, attempt, error)
             else:
-                status.restore(under)
+                status.restore(under, task_id, fn_id, start, end, attempt, error)
         # The arguments and the result are gone by now: the refs among them that
         # nothing here holds any more are released right after the DONE.
-        done = (_ring.DONE, task_id, outcome, start, time.monotonic_ns(), inner, gpu)
+        done = (_ring.DONE, task_id, outcome, start, end, inner, gpu)
         if outer[1] is not None:  # a help task: the task under it may be cancelled
             self.send(done)
             return
@@ -291,8 +293,8 @@ class WorkerRuntime:
 
     def _execute(self, fn, name, task_id, num_returns, args_stored, dep_values):
         """Run one task; returns (its stored results, per result the ids of the refs
-        inside it or None, the indexes of results holding GPU arrays or None), or for
-        an error (the stored error, the refs inside it, None)."""
+        inside it or None, the indexes of results holding GPU arrays or None, None), or
+        for an error (the stored error, the refs inside it, None, its type's name)."""
         try:
             if self._cancel_words[0] != self._cancels_seen or self._cancelled:
                 if self.is_cancelled(task_id):
@@ -305,14 +307,15 @@ class WorkerRuntime:
                 args, kwargs = ser.from_stored(args_stored)
             if dep_values:
                 args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
-            return self.pack_results(fn(*args, **kwargs), num_returns, task_id)
+            return (*self.pack_results(fn(*args, **kwargs), num_returns, task_id), None)
         except Exception as e:  # refs inside the exception: held by the stored error
             stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
-            return stored, (inner or None), None
+            return stored, (inner or None), None, type(e).__name__
         except KeyboardInterrupt:
             if not self.is_cancelled(task_id):
                 raise  # not ours: a signal from elsewhere ends the worker as before
-            return ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None
+            return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
+                    "TaskCancelledError")
 
     def pack_results(self, result, num_returns, task_id):
         """(stored results, per result the refs inside it or None, the indexes of the
@@ -423,7 +426,7 @@ class WorkerRuntime:
                             self._replies[reply[1]] = reply[2]
                     elif kind == _ring.TASKS:
                         for task in reply[1]:
-                            if task[-1]:  # a help task: run it here, on top of this wait
+                            if task[7]:  # help (see _send_task): run it here, on top of this wait
                                 self.run_task(task)
                             else:
                                 self.send((_ring.BOUNCE, task[0]))

@@ -22,12 +22,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from . import _ring, _runtime_env, _shm, _worker
+from . import _ring, _runtime_env, _shm, _status, _worker
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 START_METHODS = ("fork", "spawn")
+GONE_HISTORY = 10_000  # task records kept from workers that exited
 
 
 class ForkedProcess:
@@ -145,6 +146,7 @@ class WorkerPool:
         self.workers = []
         self.snapshot = ((), ())        # (workers, result rings), replaced on change
         self.task_rings = ()
+        self.gone_history = deque(maxlen=GONE_HISTORY)  # task records of workers gone
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
@@ -213,6 +215,7 @@ class WorkerPool:
 
     def remove(self, w: WorkerHandle):
         w.gone = True
+        self.gone_history.extend(_status.read_history(w.channel.mm, w.pid))  # kept
         self.workers.remove(w)
         self._refresh()
         _shm.unlink(w.channel.name)

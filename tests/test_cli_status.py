@@ -299,3 +299,27 @@ def test_long_status_lines_wrap_within_100_columns():
     text = _report.status(info, live, snapshot, True, [info]) + "\n" + _report.memory(snapshot)
     assert all(len(line) <= 100 for line in text.splitlines()), text
     assert "accelerator_slot_11 2/4" in text and "12,345 objects" in text
+
+
+def test_timeline_in_the_program_keeps_tasks_of_workers_that_exited(fresh, tmp_path):
+    fresh.init(num_cpus=1)
+
+    @fresh.remote(max_calls=1)
+    def once():
+        return os.getpid()
+
+    @fresh.remote
+    def fails():
+        raise ValueError("no")
+
+    pids = [fresh.get(once.remote(), timeout=60) for _ in range(3)]  # three workers, gone
+    with pytest.raises(ValueError):
+        fresh.get(fails.remote(), timeout=60)
+    path = tmp_path / "trace.json"
+    assert fresh.timeline(str(path)) is None
+    events = [e for e in json.loads(path.read_text()) if e["ph"] == "X"]
+    # (names are qualified: these functions are local to the test)
+    assert sorted(e["tid"] for e in events if e["name"].endswith("once")) == sorted(pids)
+    failed = [e for e in events if e["name"].endswith("fails")]
+    assert len(failed) == 1 and failed[0]["args"]["error"] == "ValueError"
+    assert fresh.timeline() == json.loads(path.read_text())
