@@ -120,12 +120,18 @@ def _open(args):
         return None
 
 
-def _snapshot(info):
-    snapshot, fresh = _status.fetch_snapshot(info)
+def _open_snapshot(args):
+    """(session info, its snapshot) for the commands that print a snapshot, or print
+    why not and return None."""
+    found = _open(args)
+    if found is None:
+        return None
+    snapshot, _ = _status.fetch_snapshot(found[0])
     if snapshot is None:
-        print(f"The session of driver pid {info['driver_pid']} did not answer within 2 s "
+        print(f"The session of driver pid {found[0]['driver_pid']} did not answer within 2 s "
               f"(busy outside shmray?); try again.", file=sys.stderr)
-    return snapshot, fresh
+        return None
+    return found[0], snapshot
 
 
 def _print_json(data):
@@ -166,12 +172,10 @@ def run_status(args) -> int:
 
 
 def run_memory(args) -> int:
-    found = _open(args)
-    if found is None:
+    opened = _open_snapshot(args)
+    if opened is None:
         return 1
-    snapshot, _ = _snapshot(found[0])
-    if snapshot is None:
-        return 1
+    _, snapshot = opened
     if args.json:
         _print_json({"objects": snapshot["objects"], "store": snapshot["store"]})
     else:
@@ -190,17 +194,15 @@ def run_list(args) -> int:
         else:
             print(_report.sessions(sessions))
         return 0
-    found = _open(args)
-    if found is None:
+    opened = _open_snapshot(args)
+    if opened is None:
         return 1
-    snapshot, _ = _snapshot(found[0])
-    if snapshot is None:
-        return 1
+    info, snapshot = opened
     rows = snapshot["tasks"]
     finished = [r for r in rows if r["state"] in (_stats.FINISHED, _stats.FAILED)]
     unfinished = [r for r in rows if r["state"] not in (_stats.FINISHED, _stats.FAILED)]
     rows = (unfinished + finished[::-1])[:args.limit]  # unfinished, then the latest first
-    _add_running_since(rows, found[0], snapshot)
+    _add_running_since(rows, info, snapshot)
     if args.json:
         _print_json(rows)
     else:
@@ -222,13 +224,10 @@ def _add_running_since(rows, info, snapshot):
 
 
 def run_summary(args) -> int:
-    found = _open(args)
-    if found is None:
+    opened = _open_snapshot(args)
+    if opened is None:
         return 1
-    snapshot, _ = _snapshot(found[0])
-    if snapshot is None:
-        return 1
-    groups = _stats.summarize(snapshot["tasks"])
+    groups = _stats.summarize(opened[1]["tasks"])
     if args.json:
         _print_json(groups)
     else:
@@ -237,15 +236,13 @@ def run_summary(args) -> int:
 
 
 def run_timeline(args) -> int:
-    found = _open(args)
-    if found is None:
+    opened = _open_snapshot(args)
+    if opened is None:
         return 1
-    snapshot, _ = _snapshot(found[0])
-    if snapshot is None:
-        return 1
+    info, snapshot = opened
     events = _stats.chrome_trace(snapshot)
     path = args.file or time.strftime(
-        f"shmray-timeline-{found[0]['driver_pid']}-%Y%m%d-%H%M%S.json")
+        f"shmray-timeline-{info['driver_pid']}-%Y%m%d-%H%M%S.json")
     with open(path, "w") as f:
         json.dump(events, f)
     tasks = sum(1 for e in events if e["ph"] == "X")

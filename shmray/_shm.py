@@ -201,27 +201,36 @@ def _orphaned(name: str, prefix: str) -> bool:
 WORKER_COMM = "shmray:"  # a worker's /proc/PID/comm: shmray:<driver pid>
 
 
-def _kill_orphaned_workers() -> list[int]:
-    """SIGKILL the workers whose driver is gone; returns their pids."""
-    killed = []
+def worker_processes() -> list[tuple[int, int]]:
+    """(pid, driver pid) of every live shmray worker on the machine: each names itself
+    shmray:<driver pid> in /proc/PID/comm, forked or spawned alike (zombies left out)."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/comm") as f:
                 comm = f.read().strip()
-        except OSError:
-            continue
-        if not comm.startswith(WORKER_COMM):
-            continue
-        try:
+            if not comm.startswith(WORKER_COMM):
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
             driver = int(comm[len(WORKER_COMM):])
-        except ValueError:
+        except (OSError, ValueError, IndexError):
             continue
+        if state != "Z":
+            found.append((int(entry), driver))
+    return found
+
+
+def _kill_orphaned_workers() -> list[int]:
+    """SIGKILL the workers whose driver is gone; returns their pids."""
+    killed = []
+    for pid, driver in worker_processes():
         if not pid_alive(driver):
             try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
     return killed

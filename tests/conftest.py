@@ -52,22 +52,8 @@ def _leftovers():
 
 
 def worker_processes():
-    """(pid, driver pid) of every live shmray worker: each names itself
-    `shmray:<driver pid>` in /proc/PID/comm, forked or spawned alike."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                comm = f.read().strip()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if comm.startswith("shmray:") and state != "Z":
-            found.append((int(entry), int(comm.split(":", 1)[1])))
-    return found
+    """(pid, driver pid) of every live shmray worker."""
+    return _shm.worker_processes()
 
 
 _before = set()

@@ -266,15 +266,7 @@ def test_cleanup_removes_a_killed_sessions_leftovers_and_leaves_a_live_one(sessi
 
 
 def _workers_of(driver_pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                if f.read().strip() == f"shmray:{driver_pid}":
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return [pid for pid, driver in _shm.worker_processes() if driver == driver_pid]
 
 
 def test_long_status_lines_wrap_within_100_columns():
