@@ -4,7 +4,8 @@
         pickling under exporting(oid): each array becomes a descriptor (its
         allocation's IPC handle, offset, shape, dtype, strides, device PCI id); the
         producer keeps the array in `exports[oid]` until the driver frees the
-        object (GPU_FREE), so the memory outlives the task that made it
+        object (GPU_FREE), so the memory outlives the task that made it; an empty
+        array, or memory IPC cannot share, goes as a host copy instead
     consumer (a task's argument, get)
         same device visible: the handle is opened (once per process), and a cupy
         array is built on the mapped memory: no copy. The array holds an ObjectRef
@@ -98,6 +99,21 @@ def release(oids):
         exports.pop(oid, None)
 
 
+_CUDA_ERROR_NOT_INITIALIZED = 3
+
+
+def cuda_initialised() -> bool:
+    """Whether this process has initialised CUDA: a forked child of it cannot use CUDA
+    at all (every call fails with an initialization error), so workers are spawned.
+    Asked without initialising anything: only if libcuda is already loaded."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return False  # never loaded here
+    count = ctypes.c_int()
+    return libcuda.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_ERROR_NOT_INITIALIZED
+
+
 def _forget_after_fork():
     """A forked child has none of its parent's CUDA mappings or exports."""
     exports.clear()
@@ -125,7 +141,7 @@ def _reduce_cupy(arr):
 
     oid, arrays, devices = target
     if arr.size == 0:  # no memory to share
-        return arr.__reduce__()
+        return _on_host, (arr.get(),)
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
         arr = cupy.ascontiguousarray(arr)  # a strided view: its own allocation (on device)
     meta = (arr.shape, arr.dtype, arr.strides)
@@ -146,7 +162,7 @@ def _reduce_cupy(arr):
             pci = cupy.cuda.runtime.deviceGetPCIBusId(device)
     except (RuntimeError, cupy.cuda.runtime.CUDARuntimeError):
         # memory IPC cannot share (cudaMallocAsync pools, managed memory): a host copy
-        return arr.__reduce__()
+        return _on_host, (arr.get(),)
     devices.add(device)
     index = len(arrays)
     arrays.append(arr)
@@ -270,13 +286,12 @@ def _open(cupy, device, handle, pci, offset, size, shape, dtype, strides, origin
 
 def _device_with_pci(cupy, pci):
     """The id, in this process, of the device with PCI bus id `pci`, or None."""
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
+    try:  # (CUDA unusable here, a fork of a process that used it, say: no device)
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            if cupy.cuda.runtime.deviceGetPCIBusId(i) == pci:
+                return i
     except Exception:
-        return None
-    for i in range(count):
-        if cupy.cuda.runtime.deviceGetPCIBusId(i) == pci:
-            return i
+        pass
     return None
 
 
@@ -285,7 +300,21 @@ def _from_host(origin, index, cupy):
     onto this process's device."""
     if host_copy is None:
         raise RuntimeError("a GPU object can only be read inside a shmray session")
-    array = host_copy(origin)[(origin, index)]
+    return _onto_device(host_copy(origin)[(origin, index)], cupy)
+
+
+def _on_host(array):
+    """Unpickling a cupy array stored through host memory (an empty one, or memory IPC
+    cannot share): cupy where a GPU is visible, numpy elsewhere."""
+    try:
+        import cupy
+    except ImportError:
+        return array
+    return _onto_device(array, cupy)
+
+
+def _onto_device(array, cupy):
+    """A numpy array onto this process's current device, or as it is without one."""
     if cupy is None:
         return array
     try:

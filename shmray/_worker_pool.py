@@ -3,7 +3,8 @@
 A worker starts as a fork of the driver while the driver runs a single thread
 (at init: a few milliseconds, like multiprocessing's default on Linux), and as a
 fresh interpreter otherwise (forking a process with threads can copy a lock some
-other thread holds) or when SHMRAY_START_METHOD=spawn asks for it.
+other thread holds; a fork of a process that initialised CUDA cannot use CUDA) or
+when SHMRAY_START_METHOD=spawn asks for it.
 
 Each worker owns a Channel (its task ring and result ring in one segment). The
 driver pushes into a task ring without ever blocking: what does not fit waits in
@@ -22,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from . import _ring, _runtime_env, _shm, _status, _worker
+from . import _gpu, _ring, _runtime_env, _shm, _status, _worker
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,7 +161,8 @@ class WorkerPool:
         config = dict(self.config, channel=name, core=core, gpus=list(gpus))
         if env is not None:
             proc = self._spawn_in(env, config)
-        elif self.method == "fork" and threading.active_count() == 1:
+        elif (self.method == "fork" and threading.active_count() == 1
+              and not _gpu.cuda_initialised()):
             proc = self._fork(config)
         else:
             proc = self._spawn(config)

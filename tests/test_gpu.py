@@ -212,3 +212,41 @@ def test_gpu_results_of_every_shape_round_trip(fresh):
     assert [float(v) for v in in_driver] == values
     make.remote()  # fire and forget: its worker retires once, cleanly
     assert fresh.get(view.remote([[make.remote()]]), timeout=60)[1].shape == (0, 3)
+
+
+@needs_gpu
+def test_workers_work_when_the_driver_initialised_cuda_before_init():
+    """A fork of a process that initialised CUDA cannot use CUDA: workers are spawned."""
+    script = textwrap.dedent("""
+        import cupy
+        import shmray as ray
+        from shmray import _gpu
+        cupy.arange(4).sum()  # the driver's CUDA context exists before init
+        assert _gpu.cuda_initialised()
+        ray.init(num_cpus=1, num_gpus=1)
+
+        @ray.remote(num_gpus=1)
+        def on_gpu():
+            import cupy
+            return cupy.arange(10)
+
+        @ray.remote
+        def on_cpu(box):
+            value = ray.get(box[0])
+            return type(value).__module__.split(".")[0], int(value.sum())
+
+        ref = on_gpu.remote()
+        print(int(ray.get(ref).sum()), *ray.get(on_cpu.remote([ref])))
+        ray.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=100)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["45", "numpy", "45"]
+
+
+def test_cuda_counts_as_uninitialised_where_libcuda_was_never_loaded():
+    out = subprocess.run([sys.executable, "-c",
+                          "from shmray import _gpu; print(_gpu.cuda_initialised())"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

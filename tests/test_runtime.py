@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from shmray import _context
 from shmray.exceptions import (GetTimeoutError, RayError, RayTaskError, TaskUnschedulableError,
                                WorkerCrashedError)
 
@@ -303,13 +304,16 @@ def test_calling_a_remote_function_directly_is_a_type_error(ray):
 
 
 def test_infeasible_request_fails_fast_with_a_warning(ray):
-    @ray.remote(num_gpus=1)
+    gpus = int(ray.cluster_resources().get("GPU", 0))  # (this machine's, detected)
+
+    @ray.remote(num_gpus=gpus + 1)
     def needs_gpu():
         return 1
 
     with pytest.warns(UserWarning, match="GPU"):
         ref = needs_gpu.remote()
-    with pytest.raises(TaskUnschedulableError, match=r"requires \{GPU: 1\}.*\{GPU: 0\}"):
+    with pytest.raises(TaskUnschedulableError,
+                       match=rf"requires \{{GPU: {gpus + 1}\}}.*\{{GPU: {gpus}\}}"):
         ray.get(ref, timeout=5)
 
 
@@ -448,18 +452,26 @@ def test_zero_returns_and_zero_cpu_tasks(fresh, tmp_path):
     assert marker.read_text() == "ran"
 
 
-def test_an_idle_session_costs_the_driver_almost_no_cpu(ray):
+def test_an_idle_session_wakes_the_driver_only_to_keep_house(ray):
     # The background thread sleeps on the doorbell while nothing happens (it
-    # used to poll every millisecond: ~20 ms of CPU per second).
+    # used to poll every millisecond: ~20 ms of CPU and 1,000 wake-ups per second).
     @ray.remote
     def one():
         return 1
 
     assert ray.get(one.remote()) == 1
     time.sleep(0.1)  # past the quiet period after the last submission
-    start = time.process_time()
+    # Counted in wake-ups of shmray's thread (CPU time depends on the machine, and on
+    # other libraries' threads in the process): housekeeping is 50 a second.
+    status = f"/proc/self/task/{_context.runtime._bg.native_id}/status"
+
+    def wakeups():
+        with open(status) as f:
+            return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+    start = wakeups()
     time.sleep(1.0)
-    assert time.process_time() - start < 0.01
+    assert wakeups() - start < 150
 
 
 def test_a_task_blocked_in_get_hands_back_the_tasks_batched_behind_it(fresh, tmp_path):

@@ -7,19 +7,36 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import tempfile
 import time
 
 import pytest
 
 from shmray.exceptions import TaskUnschedulableError
 
-HOLD = 0.3  # each task holds its resources this long, so that overlaps show
+HOLD = 0.3  # each task holds its resources this long after the meeting, so that overlaps show
+MEET_TIMEOUT = 30.0
 
 
-def _interval(tag=None):
-    start = time.monotonic()
+def _hold(meet):
+    """Hold the task's resources. With `meet` = (directory, n): first wait until n
+    tasks have started (n: the most that may run at once), so that they all overlap
+    however long a new worker takes to start; a scheduler that lets fewer run at once
+    leaves the wait to time out, and the intervals show it."""
+    if meet is not None:
+        directory, n = meet
+        open(os.path.join(directory, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
+        deadline = time.monotonic() + MEET_TIMEOUT
+        while len(os.listdir(directory)) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
     time.sleep(HOLD)
-    return start, time.monotonic(), tag
+
+
+def _interval(meet=None):
+    start = time.monotonic()
+    _hold(meet)
+    return start, time.monotonic(), None
 
 
 def most_at_once(intervals) -> int:
@@ -32,45 +49,64 @@ def most_at_once(intervals) -> int:
     return peak
 
 
-def run_all(ray, n, **options):
+_meetings = []  # directories made by meeting(), removed after each test
+
+
+def meeting(peak):
+    """A fresh meeting directory for one batch of tasks, `peak` of which may run at once."""
+    _meetings.append(tempfile.mkdtemp(prefix="shmray-test-meet-"))
+    return _meetings[-1], peak
+
+
+@pytest.fixture(autouse=True)
+def _remove_meetings():
+    yield
+    while _meetings:
+        shutil.rmtree(_meetings.pop(), ignore_errors=True)
+
+
+def run_all(ray, n, peak, **options):
+    """Run n tasks of which `peak` may run at once; their (start, end, ...) intervals."""
     task = ray.remote(**options)(_interval) if options else ray.remote(_interval)
-    return ray.get([task.remote() for _ in range(n)], timeout=60)
+    meet = meeting(peak)
+    return ray.get([task.remote(meet) for _ in range(n)], timeout=120)
 
 
 def test_whole_cpus_limit_concurrency(fresh):
     fresh.init(num_cpus=4)
-    assert most_at_once(run_all(fresh, 6, num_cpus=2)) == 2
-    assert most_at_once(run_all(fresh, 6, num_cpus=3)) == 1
+    assert most_at_once(run_all(fresh, 6, 2, num_cpus=2)) == 2
+    assert most_at_once(run_all(fresh, 6, 1, num_cpus=3)) == 1
 
 
 def test_fractional_and_zero_cpus(fresh):
     fresh.init(num_cpus=1)
-    assert most_at_once(run_all(fresh, 6, num_cpus=0.25)) == 4
-    assert most_at_once(run_all(fresh, 4, num_cpus=0.5)) == 2
+    assert most_at_once(run_all(fresh, 6, 4, num_cpus=0.25)) == 4
+    assert most_at_once(run_all(fresh, 4, 2, num_cpus=0.5)) == 2
     # num_cpus=0 holds no CPU: these run beside a task that takes the only one
-    blocker = fresh.remote(num_cpus=1)(_interval).remote("cpu")
-    free = [fresh.remote(num_cpus=0)(_interval).remote("zero") for _ in range(2)]
+    meet = meeting(3)
+    blocker = fresh.remote(num_cpus=1)(_interval).remote(meet)
+    free = [fresh.remote(num_cpus=0)(_interval).remote(meet) for _ in range(2)]
     assert most_at_once(fresh.get([blocker, *free], timeout=60)) == 3
 
 
 def test_memory_is_a_scheduling_resource(fresh):
     fresh.init(num_cpus=4)
     total = fresh.cluster_resources()["memory"]
-    assert most_at_once(run_all(fresh, 4, num_cpus=0.5, memory=int(total * 0.4))) == 2
+    assert most_at_once(run_all(fresh, 4, 2, num_cpus=0.5, memory=int(total * 0.4))) == 2
 
 
 def test_custom_resources(fresh):
     fresh.init(num_cpus=4, resources={"slot": 2, "license": 1})
-    assert most_at_once(run_all(fresh, 4, num_cpus=0.5, resources={"slot": 1})) == 2
-    assert most_at_once(run_all(fresh, 3, num_cpus=0.5, resources={"license": 1})) == 1
-    assert most_at_once(run_all(fresh, 4, num_cpus=0.5, resources={"slot": 0.5})) == 4
+    assert most_at_once(run_all(fresh, 4, 2, num_cpus=0.5, resources={"slot": 1})) == 2
+    assert most_at_once(run_all(fresh, 3, 1, num_cpus=0.5, resources={"license": 1})) == 1
+    assert most_at_once(run_all(fresh, 4, 4, num_cpus=0.5, resources={"slot": 0.5})) == 4
 
 
-def _gpu_task(tag=None):
+def _gpu_task(meet=None):
     import shmray
 
     start = time.monotonic()
-    time.sleep(HOLD)
+    _hold(meet)
     return (start, time.monotonic(), os.environ.get("CUDA_VISIBLE_DEVICES"),
             shmray.get_gpu_ids(), os.getpid())
 
@@ -78,12 +114,14 @@ def _gpu_task(tag=None):
 def test_fractional_gpus_fill_one_device_before_the_next(fresh):
     fresh.init(num_cpus=4, num_gpus=2)  # no GPU here: scheduling works all the same
     half = fresh.remote(num_gpus=0.5, num_cpus=0.5)(_gpu_task)
-    got = fresh.get([half.remote() for _ in range(3)], timeout=60)
+    meet = meeting(3)
+    got = fresh.get([half.remote(meet) for _ in range(3)], timeout=120)
     assert most_at_once(got) == 3
     assert sorted(r[2] for r in got) == ["0", "0", "1"]
     assert sorted(tuple(r[3]) for r in got) == [(0,), (0,), (1,)]
     quarter = fresh.remote(num_gpus=0.25, num_cpus=0.5)(_gpu_task)
-    got = fresh.get([quarter.remote() for _ in range(5)], timeout=60)
+    meet = meeting(5)
+    got = fresh.get([quarter.remote(meet) for _ in range(5)], timeout=120)
     assert most_at_once(got) == 5
     assert collections.Counter(r[2] for r in got) == {"0": 4, "1": 1}
 
@@ -91,7 +129,8 @@ def test_fractional_gpus_fill_one_device_before_the_next(fresh):
 def test_whole_gpus_get_whole_devices(fresh):
     fresh.init(num_cpus=4, num_gpus=2)
     one = fresh.remote(num_gpus=1, num_cpus=0.5)(_gpu_task)
-    got = fresh.get([one.remote() for _ in range(3)], timeout=60)
+    meet = meeting(2)
+    got = fresh.get([one.remote(meet) for _ in range(3)], timeout=120)
     assert most_at_once(got) == 2  # a third GPU does not exist
     assert sorted(r[2] for r in got[:2]) == ["0", "1"]
     both = fresh.remote(num_gpus=2, num_cpus=0.5)(_gpu_task)
@@ -162,7 +201,8 @@ def test_introspection_keys_follow_ray(fresh):
     assert node["Alive"] and node["Resources"] == total
     # the node's own resource works as an affinity request, as in Ray
     here = fresh.remote(resources={"node:127.0.0.1": 0.01})(_interval)
-    assert fresh.get(here.remote("here"))[2] == "here"
+    start, end, _ = fresh.get(here.remote(), timeout=60)
+    assert end > start
 
 
 def test_available_resources_while_tasks_hold_them(fresh, tmp_path):

@@ -27,17 +27,39 @@ def _worker_pids(ray):
     return set(ray.get([pid.remote() for _ in range(20)]))
 
 
-def test_workers_fork_from_a_single_threaded_driver(fresh, monkeypatch):
-    monkeypatch.delenv("SHMRAY_START_METHOD", raising=False)
-    assert threading.active_count() == 1
-    fresh.init(num_cpus=2)
-    pids = _worker_pids(fresh)
-    mine = _cmdline(os.getpid())
-    for pid in pids:
-        assert _cmdline(pid) == mine  # a fork runs the driver's own command line
-        with open(f"/proc/{pid}/stat") as f:
-            assert int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()  # ppid
-    assert {p for p, driver in worker_processes() if driver == os.getpid()} >= pids
+def test_workers_fork_from_a_single_threaded_driver():
+    # In a fresh interpreter: this one may have initialised CUDA (the GPU tests), and a
+    # driver that did spawns its workers (a fork could not use CUDA).
+    script = textwrap.dedent("""
+        import os, sys, threading
+        import shmray as ray
+        from shmray._shm import worker_processes
+        assert threading.active_count() == 1
+        ray.init(num_cpus=2)
+
+        @ray.remote
+        def pid():
+            return os.getpid()
+
+        pids = set(ray.get([pid.remote() for _ in range(20)]))
+        def cmdline(pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        def ppid(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        for p in pids:
+            assert cmdline(p) == cmdline(os.getpid()), cmdline(p)  # the driver's own
+            assert ppid(p) == os.getpid()
+        assert {p for p, driver in worker_processes() if driver == os.getpid()} >= pids
+        ray.shutdown()
+        print("forked", len(pids))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "SHMRAY_START_METHOD"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "forked"
 
 
 def test_workers_spawn_when_asked(fresh, monkeypatch):
