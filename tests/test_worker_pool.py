@@ -4,6 +4,7 @@ without repeating what the driver had buffered."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,39 +28,68 @@ def _worker_pids(ray):
     return set(ray.get([pid.remote() for _ in range(20)]))
 
 
-def test_workers_fork_from_a_single_threaded_driver():
-    # In a fresh interpreter: this one may have initialised CUDA (the GPU tests), and a
-    # driver that did spawns its workers (a fork could not use CUDA).
-    script = textwrap.dedent("""
-        import os, sys, threading
-        import shmray as ray
-        from shmray._shm import worker_processes
-        assert threading.active_count() == 1
-        ray.init(num_cpus=2)
+_HOW_WORKERS_STARTED = textwrap.dedent("""
+    import os, sys, threading
+    import shmray as ray
+    from shmray._shm import worker_processes
+    assert threading.active_count() == 1
+    ray.init(num_cpus=2)
 
-        @ray.remote
-        def pid():
-            return os.getpid()
+    @ray.remote
+    def pid():
+        return os.getpid()
 
-        pids = set(ray.get([pid.remote() for _ in range(20)]))
-        def cmdline(pid):
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return f.read()
-        def ppid(pid):
-            with open(f"/proc/{pid}/stat") as f:
-                return int(f.read().rsplit(")", 1)[1].split()[1])
-        for p in pids:
-            assert cmdline(p) == cmdline(os.getpid()), cmdline(p)  # the driver's own
-            assert ppid(p) == os.getpid()
-        assert {p for p, driver in worker_processes() if driver == os.getpid()} >= pids
-        ray.shutdown()
-        print("forked", len(pids))
-    """)
+    pids = set(ray.get([pid.remote() for _ in range(20)]))
+    def cmdline(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    def ppid(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    assert {p for p, driver in worker_processes() if driver == os.getpid()} >= pids
+    for p in pids:
+        assert ppid(p) == os.getpid()
+        # a fork runs the driver's own command line
+        print("fork" if cmdline(p) == cmdline(os.getpid()) else "spawn")
+    ray.shutdown()
+""")
+
+
+def _how_workers_start(prelude=""):
+    """How the workers of a fresh driver started ("fork" or "spawn", one per worker):
+    in a fresh interpreter, since this one may have initialised CUDA (the GPU tests)."""
     env = {k: v for k, v in os.environ.items() if k != "SHMRAY_START_METHOD"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", prelude + _HOW_WORKERS_STARTED],
+                         capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "forked"
+    return set(out.stdout.split())
+
+
+def test_workers_fork_from_a_single_threaded_driver():
+    assert _how_workers_start() == {"fork"}
+
+
+def _stand_in_libcuda(tmp_path, status):
+    """A libcuda.so.1 whose cuDeviceGetCount answers `status` (0: CUDA initialised,
+    3: CUDA_ERROR_NOT_INITIALIZED), as a line that loads it into a driver."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build a stand-in libcuda")
+    source = tmp_path / "cuda.c"
+    source.write_text(f"int cuDeviceGetCount(int *n) {{ *n = 1; return {status}; }}\n")
+    lib = tmp_path / "libcuda.so.1"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(lib),
+                    str(source)], check=True, timeout=60)
+    return f"import ctypes; ctypes.CDLL({str(lib)!r})\n"
+
+
+def test_workers_spawn_when_the_driver_initialised_cuda(tmp_path):
+    # A fork of a process that initialised CUDA cannot use CUDA (every call fails).
+    assert _how_workers_start(_stand_in_libcuda(tmp_path, 0)) == {"spawn"}
+
+
+def test_workers_fork_when_cuda_is_loaded_but_not_initialised(tmp_path):
+    # (importing cupy or torch loads libcuda; only using a device initialises it)
+    assert _how_workers_start(_stand_in_libcuda(tmp_path, 3)) == {"fork"}
 
 
 def test_workers_spawn_when_asked(fresh, monkeypatch):
