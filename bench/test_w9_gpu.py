@@ -1,12 +1,10 @@
 """W9: a 1 GB cupy array through a chain of GPU tasks (ms per hop), shmray's CUDA IPC
 handles against the same hops through host memory. Skipped without cupy and a GPU."""
 
-import subprocess
-import sys
-
 import pytest
 
 import _results
+from shmray import _resources
 
 HOPS = 4
 ELEMENTS = (1 << 30) // 4   # 1 GB of float32
@@ -14,17 +12,7 @@ ROUNDS = 3
 GROUP = "W9 1 GB cupy array through GPU tasks"
 
 
-def _gpu_missing():
-    """Asked in a child process: CUDA initialised here would reach forked workers."""
-    out = subprocess.run([sys.executable, "-c",
-                          "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
-                         capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        return f"needs cupy and a GPU ({(out.stderr.strip().splitlines() or ['?'])[-1]})"
-    return None if int(out.stdout.strip() or 0) > 0 else "no GPU"
-
-
-_MISSING = _gpu_missing()
+_MISSING = _resources.cupy_gpus()[1]  # None when cupy and a GPU are here
 
 
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))

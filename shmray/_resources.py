@@ -49,15 +49,24 @@ def detect_gpus() -> int:
             return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
         except (OSError, subprocess.SubprocessError):
             return 0
-    if importlib.util.find_spec("cupy") is not None:
-        try:
-            out = subprocess.run(
-                [sys.executable, "-c", "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
-                capture_output=True, text=True, timeout=30)
-            return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return 0
-    return 0
+    return cupy_gpus()[0]
+
+
+def cupy_gpus() -> tuple[int, str | None]:
+    """How many GPUs cupy sees, and when none, why not (no cupy, its error). Asked in
+    a child process: CUDA initialised here would keep workers from forking."""
+    if importlib.util.find_spec("cupy") is None:
+        return 0, "cupy is not installed (pip install shmray[gpu])"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
+            capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            return 0, f"no usable GPU: {(out.stderr.strip().splitlines() or ['?'])[-1]}"
+        count = int(out.stdout.strip() or 0)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return 0, f"cupy could not be asked: {e}"
+    return count, None if count else "no GPU"
 
 
 def system_memory() -> int:

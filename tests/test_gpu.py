@@ -10,28 +10,12 @@ import textwrap
 
 import pytest
 
-import shmray
 from shmray import _resources
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _has_cupy_gpu() -> str | None:
-    """None if cupy and a GPU are here, else why not. Asked in a child process: CUDA
-    initialised in this one would be inherited by every worker forked from it."""
-    import importlib.util
-
-    if importlib.util.find_spec("cupy") is None:
-        return "cupy is not installed (pip install shmray[gpu])"
-    out = subprocess.run([sys.executable, "-c",
-                          "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
-                         capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        return f"no usable GPU: {out.stderr.strip().splitlines()[-1:]}"
-    return None if int(out.stdout.strip() or 0) > 0 else "no GPU"
-
-
-_GPU_MISSING = _has_cupy_gpu()
+_GPU_MISSING = _resources.cupy_gpus()[1]  # None when cupy and a GPU are here
 
 
 # ------------------------------------------------------------------- detection
