@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import _report, _shm, _stats, _status  # never the runtime: looking must not start anything
+from . import _cli_text, _shm, _snapshot, _status_area  # never the runtime: looking must not start anything
 
 
 def run_demo(args) -> int:
@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _open(args):
     """(session info, all live sessions), or print why not and return None."""
     try:
-        return _status.find_session(args.session)
-    except _status.NoSession as e:
+        return _status_area.find_session(args.session)
+    except _status_area.NoSession as e:
         print(e, file=sys.stderr)
         return None
 
@@ -126,7 +126,7 @@ def _open_snapshot(args):
     found = _open(args)
     if found is None:
         return None
-    snapshot, _ = _status.fetch_snapshot(found[0])
+    snapshot, _ = _status_area.fetch_snapshot(found[0])
     if snapshot is None:
         print(f"The session of driver pid {found[0]['driver_pid']} did not answer within 2 s "
               f"(busy outside shmray?); try again.", file=sys.stderr)
@@ -146,11 +146,11 @@ def run_status(args) -> int:
     info, sessions = found
     while True:
         try:
-            live = _status.read_live(info)
+            live = _status_area.read_live(info)
         except (OSError, ValueError):
             print(f"The session of driver pid {info['driver_pid']} has ended.", file=sys.stderr)
             return 1
-        snapshot, fresh = _status.fetch_snapshot(info)
+        snapshot, fresh = _status_area.fetch_snapshot(info)
         if args.json:
             _print_json({"session": info, "driver": live["driver"], "workers": live["workers"],
                          "snapshot_fresh": fresh,
@@ -158,7 +158,7 @@ def run_status(args) -> int:
                          "functions": snapshot["functions"] if snapshot else None,
                          "store": snapshot["store"] if snapshot else None})
         else:
-            text = _report.status(info, live, snapshot, fresh, sessions)
+            text = _cli_text.status(info, live, snapshot, fresh, sessions)
             if args.watch:
                 sys.stdout.write("\x1b[H\x1b[2J")  # clear, top left: refresh in place
             print(text)
@@ -179,34 +179,34 @@ def run_memory(args) -> int:
     if args.json:
         _print_json({"objects": snapshot["objects"], "store": snapshot["store"]})
     else:
-        print(_report.memory(snapshot))
+        print(_cli_text.memory(snapshot))
     return 0
 
 
 def run_list(args) -> int:
     if args.what == "sessions":
-        sessions = _status.list_sessions()
+        sessions = _status_area.list_sessions()
         if args.json:
             _print_json(sessions)
         elif not sessions:
             print("No shmray session is running on this machine.", file=sys.stderr)
             return 1
         else:
-            print(_report.sessions(sessions))
+            print(_cli_text.sessions(sessions))
         return 0
     opened = _open_snapshot(args)
     if opened is None:
         return 1
     info, snapshot = opened
     rows = snapshot["tasks"]
-    finished = [r for r in rows if r["state"] in (_stats.FINISHED, _stats.FAILED)]
-    unfinished = [r for r in rows if r["state"] not in (_stats.FINISHED, _stats.FAILED)]
+    finished = [r for r in rows if r["state"] in (_snapshot.FINISHED, _snapshot.FAILED)]
+    unfinished = [r for r in rows if r["state"] not in (_snapshot.FINISHED, _snapshot.FAILED)]
     rows = (unfinished + finished[::-1])[:args.limit]  # unfinished, then the latest first
     _add_running_since(rows, info, snapshot)
     if args.json:
         _print_json(rows)
     else:
-        print(_report.tasks(snapshot, rows))
+        print(_cli_text.tasks(snapshot, rows))
     return 0
 
 
@@ -214,12 +214,12 @@ def _add_running_since(rows, info, snapshot):
     """Running tasks get their start from their worker's words (the driver learns it
     only when they end), in the snapshot's clock."""
     try:
-        live = _status.read_live(info)
+        live = _status_area.read_live(info)
     except (OSError, ValueError):
         return
     since = {w["task_id"]: w["since_ns"] for w in live["workers"] if w["task_id"]}
     for row in rows:
-        if row["state"] == _stats.RUNNING and row["task_id"] in since:
+        if row["state"] == _snapshot.RUNNING and row["task_id"] in since:
             row["start"] = since[row["task_id"]] / 1e9
 
 
@@ -227,11 +227,11 @@ def run_summary(args) -> int:
     opened = _open_snapshot(args)
     if opened is None:
         return 1
-    groups = _stats.summarize(opened[1]["tasks"])
+    groups = _snapshot.summarize(opened[1]["tasks"])
     if args.json:
         _print_json(groups)
     else:
-        print(_report.summary(groups))
+        print(_cli_text.summary(groups))
     return 0
 
 
@@ -240,7 +240,7 @@ def run_timeline(args) -> int:
     if opened is None:
         return 1
     info, snapshot = opened
-    events = _stats.chrome_trace(snapshot)
+    events = _snapshot.chrome_trace(snapshot)
     path = args.file or time.strftime(
         f"shmray-timeline-{info['driver_pid']}-%Y%m%d-%H%M%S.json")
     with open(path, "w") as f:

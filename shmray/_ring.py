@@ -36,14 +36,14 @@ _RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + R
 CANCEL_SLOTS = 8
 CANCEL_BYTES = 8 * (1 + 2 * CANCEL_SLOTS)
 # Last, the worker's status words, then a ring of records of the tasks it ran (see
-# _status.WorkerStatus).
+# _status_area.WorkerStatus).
 CHANNEL_STATUS_OFFSET = _RING_SPAN["tasks"] + _RING_SPAN["results"] + CANCEL_BYTES
 CHANNEL_STATUS_BYTES = 64
 HISTORY_SLOTS = 2048
 HISTORY_RECORD = 64
 CHANNEL_HISTORY_OFFSET = CHANNEL_STATUS_OFFSET + CHANNEL_STATUS_BYTES
 CHANNEL_BYTES = CHANNEL_HISTORY_OFFSET + HISTORY_SLOTS * HISTORY_RECORD
-# The control segment: the doorbell, then the driver's status words (_status.DriverStatus).
+# The control segment: the doorbell, then the driver's status words (_status_area.DriverStatus).
 CONTROL_STATUS_OFFSET = 64
 CONTROL_STATUS_BYTES = 256
 CONTROL_BYTES = 4096

@@ -31,7 +31,7 @@ import warnings
 from collections import deque
 
 from . import (_context, _gpu, _ring, _runtime_env, _serialization as ser, _shm, _spill,
-               _stats, _status)
+               _snapshot, _status_area)
 from ._cring import pop_any, wait_stalled
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from ._object_store import ObjectStore
@@ -102,18 +102,18 @@ class DriverRuntime:
         cores = affinity_cpus()
         n_base = math.ceil(totals["CPU"])
         self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
-        # What `shmray status` reads (see _status): words in the control segment, and
+        # What `shmray status` reads (see _status_area): words in the control segment, and
         # the session's directory with session.json and, when asked, snapshot.json.
-        self.status = _status.DriverStatus(self.control.mm, self.pid, self.started)
+        self.status = _status_area.DriverStatus(self.control.mm, self.pid, self.started)
         self.session_info = {
             "driver_pid": self.pid, "tag": self.tag, "prefix": self.prefix,
             "control": self.control.name, "started": self.started, "node_id": self.node_id,
-            "python": _status.python_description(), "argv": list(sys.argv),
+            "python": _status_area.python_description(), "argv": list(sys.argv),
             "cwd": os.getcwd(), "totals": totals}
-        _status.write_session_file(self.session_root, self.session_info)
+        _status_area.write_session_file(self.session_root, self.session_info)
         # Tasks that ended without running (cancelled early, unschedulable, a failed
         # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
-        # ran are in their workers' records (see _status.WorkerStatus).
+        # ran are in their workers' records (see _status_area.WorkerStatus).
         self.history = deque(maxlen=HISTORY)
         self.finished = 0            # tasks whose last attempt succeeded
         self.failed = 0              # ... or failed (cancelled ones too)
@@ -1237,7 +1237,7 @@ class DriverRuntime:
 
     # ================================================================ info
     def _counters(self) -> tuple:
-        """The live counters (_status.COUNTERS, in order), for the status words."""
+        """The live counters (_status_area.COUNTERS, in order), for the status words."""
         workers = self.pool.workers
         running = on_workers = 0
         for w in workers:
@@ -1262,8 +1262,8 @@ class DriverRuntime:
 
     def _snapshot(self) -> dict:  # under _lock
         self.store.process_refs()
-        return _stats.snapshot(
-            self.session_info, dict(zip(_status.COUNTERS, self._counters())),
+        return _snapshot.snapshot(
+            self.session_info, dict(zip(_status_area.COUNTERS, self._counters())),
             {"total": self.cluster_resources(), "available": self._available()},
             {fn_id: name for fn_id, (_, name) in self.fn_bytes.items()},
             self.pool.workers, self.store, self._task_records(), list(self.tasks.values()))
@@ -1273,19 +1273,19 @@ class DriverRuntime:
         live workers, and those kept from workers gone) and the driver's own."""
         records = list(self.history) + list(self.pool.gone_history)
         for w in self.pool.workers:
-            records += _status.read_history(w.channel.mm, w.pid)
+            records += _status_area.read_history(w.channel.mm, w.pid)
         records.sort(key=lambda r: r[3][2])
         return records[-HISTORY:]
 
     def _write_snapshot(self, request):  # under _lock (from _housekeep)
         try:
-            _status.write_snapshot(self.session_root, self._snapshot())
+            _status_area.write_snapshot(self.session_root, self._snapshot())
         except OSError as e:  # a full /tmp must not break the session
             print(f"shmray: could not write the status snapshot: {e}", file=sys.stderr)
         self.status.served(request)
 
     def timeline(self) -> list:
-        return _stats.chrome_trace(self.snapshot())
+        return _snapshot.chrome_trace(self.snapshot())
 
     def cluster_resources(self):
         return {k: v for k, v in self.ledger.totals.items() if v}
@@ -1324,7 +1324,7 @@ class DriverRuntime:
         _shm.unlink(self.control.name)
         _shm.unlink_prefix(self.prefix)
         # the session's directory: status files, spilled and file-backed objects
-        _status.remove_session_directory(self.session_root)
+        _status_area.remove_session_directory(self.session_root)
         if _hooks.future == self.future:
             _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:

@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 from threading import get_ident
 
-from . import _context, _gpu, _ring, _serialization as ser, _shm, _status
+from . import _context, _gpu, _ring, _serialization as ser, _shm, _status_area
 from ._object_ref import ObjectRef, _collector, _hooks, collect_refs, new_base_id
 from .exceptions import GetTimeoutError, TaskCancelledError
 
@@ -80,7 +80,7 @@ class WorkerRuntime:
         control = _ring.ControlArea(config["control"], create=False)
         self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
         self._control = control
-        self.status = _status.WorkerStatus(self.channel.mm, os.getpid(), config.get("core"))
+        self.status = _status_area.WorkerStatus(self.channel.mm, os.getpid(), config.get("core"))
         self._tasks = self.channel.tasks
         self._results = self.channel.results
         self._spill = self.channel._spill_prefix

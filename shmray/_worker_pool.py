@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from . import _gpu, _ring, _runtime_env, _shm, _status, _worker
+from . import _gpu, _ring, _runtime_env, _shm, _status_area, _worker
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -217,7 +217,7 @@ class WorkerPool:
 
     def remove(self, w: WorkerHandle):
         w.gone = True
-        self.gone_history.extend(_status.read_history(w.channel.mm, w.pid))  # kept
+        self.gone_history.extend(_status_area.read_history(w.channel.mm, w.pid))  # kept
         self.workers.remove(w)
         self._refresh()
         _shm.unlink(w.channel.name)

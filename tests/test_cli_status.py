@@ -271,7 +271,7 @@ def _workers_of(driver_pid):
 
 def test_long_status_lines_wrap_within_100_columns():
     """Many custom resources, big counts, 12,345 objects: still 100 columns at most."""
-    from shmray import _report
+    from shmray import _cli_text
 
     total = {"CPU": 64.0, "memory": 1e12, "object_store_memory": 3e11,
              **{f"accelerator_slot_{i}": 4.0 for i in range(12)}}
@@ -288,7 +288,7 @@ def test_long_status_lines_wrap_within_100_columns():
     info = {"driver_pid": 1, "tag": "t", "started": time.time(), "python": "cpython 3.11",
             "argv": ["x" * 300]}
     live = {"driver": driver, "workers": [], "monotonic_ns": 0}
-    text = _report.status(info, live, snapshot, True, [info]) + "\n" + _report.memory(snapshot)
+    text = _cli_text.status(info, live, snapshot, True, [info]) + "\n" + _cli_text.memory(snapshot)
     assert all(len(line) <= 100 for line in text.splitlines()), text
     assert "accelerator_slot_11 2/4" in text and "12,345 objects" in text
 

@@ -1,19 +1,19 @@
 """Human-readable reports of a session, as the CLI prints them: aligned tables that
-fit in 100 columns. Input is plain data (_status.read_live, a _stats snapshot);
+fit in 100 columns. Input is plain data (_status_area.read_live, a _snapshot snapshot);
 output is text. Nothing here reads or changes a session."""
 from __future__ import annotations
 
 import os
 import time
 
-from . import _stats
+from . import _snapshot
 
 WIDTH = 100
 
 # Ray's task state names (what --json prints), shortened for the human tables.
-STATE_LABELS = {_stats.RUNNING: "RUNNING", _stats.SUBMITTED_TO_WORKER: "SUBMITTED",
-                _stats.PENDING_NODE_ASSIGNMENT: "PENDING", _stats.PENDING_ARGS_AVAIL:
-                "PENDING_ARGS", _stats.FINISHED: "FINISHED", _stats.FAILED: "FAILED"}
+STATE_LABELS = {_snapshot.RUNNING: "RUNNING", _snapshot.SUBMITTED_TO_WORKER: "SUBMITTED",
+                _snapshot.PENDING_NODE_ASSIGNMENT: "PENDING", _snapshot.PENDING_ARGS_AVAIL:
+                "PENDING_ARGS", _snapshot.FINISHED: "FINISHED", _snapshot.FAILED: "FAILED"}
 
 
 def size(n) -> str:
@@ -168,9 +168,9 @@ def tasks(snapshot: dict, rows: list) -> str:
 
 def summary(groups: list) -> str:
     """`shmray summary tasks`: per function name, tasks in each state."""
-    rows = [[g["name"], g["total"], g[_stats.RUNNING], g[_stats.SUBMITTED_TO_WORKER]
-             + g[_stats.PENDING_NODE_ASSIGNMENT] + g[_stats.PENDING_ARGS_AVAIL],
-             g[_stats.FINISHED], g[_stats.FAILED], duration(g["mean_seconds"])]
+    rows = [[g["name"], g["total"], g[_snapshot.RUNNING], g[_snapshot.SUBMITTED_TO_WORKER]
+             + g[_snapshot.PENDING_NODE_ASSIGNMENT] + g[_snapshot.PENDING_ARGS_AVAIL],
+             g[_snapshot.FINISHED], g[_snapshot.FAILED], duration(g["mean_seconds"])]
             for g in groups]
     return "\n".join(table(["NAME", "TOTAL", "RUNNING", "PENDING", "FINISHED", "FAILED",
                             "MEAN RUN"], rows, flexible=(0,), right=(1, 2, 3, 4, 5, 6)))
