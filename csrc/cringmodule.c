@@ -279,21 +279,26 @@ static PyTypeObject RingType = {
 
 /* ------------------------------------------------------- many-ring waits */
 
-#define MAX_RINGS 256
-
-/* Borrow the C rings of a tuple of Ring objects (the tuple keeps them alive). */
-static int collect_rings(PyObject *tuple, shmray_ring **out) {
+/* Borrow the C rings of a tuple of Ring objects (the tuple keeps them alive), into an
+ * array the caller frees with PyMem_Free: any number of rings (a session may run more
+ * than 256 workers). Returns the count, or -1 with an exception set. */
+static int collect_rings(PyObject *tuple, shmray_ring ***out) {
+    *out = NULL;
     if (!PyTuple_Check(tuple)) { PyErr_SetString(PyExc_TypeError, "rings must be a tuple"); return -1; }
     Py_ssize_t n = PyTuple_GET_SIZE(tuple);
-    if (n > MAX_RINGS) { PyErr_Format(PyExc_ValueError, "at most %d rings", MAX_RINGS); return -1; }
+    if (n > INT_MAX) { PyErr_SetString(PyExc_ValueError, "too many rings"); return -1; }
+    shmray_ring **rings = PyMem_Malloc((n ? n : 1) * sizeof *rings);
+    if (!rings) { PyErr_NoMemory(); return -1; }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = PyTuple_GET_ITEM(tuple, i);
         if (!PyObject_TypeCheck(o, &RingType) || !((RingObject *)o)->ring.hdr) {
             PyErr_SetString(PyExc_TypeError, "rings must hold initialised Ring objects");
+            PyMem_Free(rings);
             return -1;
         }
-        out[i] = &((RingObject *)o)->ring;
+        rings[i] = &((RingObject *)o)->ring;
     }
+    *out = rings;
     return (int)n;
 }
 
@@ -312,21 +317,22 @@ static PyObject *pop_any(PyObject *mod, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!|Odi", kwlist, &tuple, &DoorbellType, &bell,
                                      &timeout_obj, &spin, &start))
         return NULL;
-    shmray_ring *rings[MAX_RINGS];
-    int n = collect_rings(tuple, rings);
-    if (n < 0) return NULL;
     int64_t timeout_ns = 0;
     if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
+    shmray_ring **rings;
+    int n = collect_rings(tuple, &rings);
+    if (n < 0) return NULL;
     any_wait_arg a = {rings, n, start < 0 ? 0 : start, ((DoorbellObject *)bell)->bell, -1};
     int r;
     if (timeout_ns == 0) {
         r = any_wait_slice(&a, 0, 0);
     } else {
         r = wait_sliced(any_wait_slice, &a, timeout_ns, (int64_t)(spin * 1e9));
-        if (r == -2) return NULL;
     }
+    PyObject *msg = (r == SHMRAY_READY && a.index >= 0) ? pop_now(rings[a.index]) : NULL;
+    PyMem_Free(rings);
+    if (r == -2) return NULL;
     if (r != SHMRAY_READY || a.index < 0) Py_RETURN_NONE;
-    PyObject *msg = pop_now(rings[a.index]);
     if (!msg) return NULL;
     if (msg == Py_None) return msg;
     PyObject *res = Py_BuildValue("(iN)", a.index, msg);
@@ -348,20 +354,25 @@ static PyObject *wait_stalled(PyObject *mod, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|OO", kwlist, &tuple, &poll, &timeout_obj,
                                      &nudge_tuple))
         return NULL;
-    shmray_ring *rings[MAX_RINGS], *nudge[MAX_RINGS];
-    int n = collect_rings(tuple, rings);
-    if (n < 0) return NULL;
-    int m = 0;
-    if (nudge_tuple && (m = collect_rings(nudge_tuple, nudge)) < 0) return NULL;
     int64_t timeout_ns = -1;
     if (timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
     if (poll != poll || poll <= 0) {
         PyErr_SetString(PyExc_ValueError, "poll must be a positive number of seconds");
         return NULL;
     }
+    shmray_ring **rings, **nudge = NULL;
+    int n = collect_rings(tuple, &rings);
+    if (n < 0) return NULL;
+    int m = 0;
+    if (nudge_tuple && (m = collect_rings(nudge_tuple, &nudge)) < 0) {
+        PyMem_Free(rings);
+        return NULL;
+    }
     stalled_arg a = {rings, n, nudge, m, (int64_t)(poll * 1e9)};
     if (a.poll_ns < 1000) a.poll_ns = 1000;
     int r = wait_sliced(stalled_slice, &a, timeout_ns, 0);
+    PyMem_Free(rings);
+    PyMem_Free(nudge);
     if (r == -2) return NULL;
     return PyBool_FromLong(r == SHMRAY_READY);
 }

@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -281,10 +282,20 @@ int shmray_wait_any(shmray_ring **rings, int n, int start, shmray_doorbell *door
     return r;
 }
 
+static int wait_stalled_into(uint64_t *seen_head, shmray_ring **rings, int n, shmray_ring **nudge,
+                             int m, int64_t poll_ns, int64_t timeout_ns);
+
 int shmray_wait_stalled(shmray_ring **rings, int n, shmray_ring **nudge, int m, int64_t poll_ns,
                         int64_t timeout_ns) {
-    uint64_t seen_head[256];
-    if (n > 256) n = 256;
+    uint64_t small[256], *seen_head = n <= 256 ? small : malloc((size_t)n * sizeof *seen_head);
+    if (!seen_head) return SHMRAY_TIMEOUT;  /* no memory: the caller polls again */
+    int r = wait_stalled_into(seen_head, rings, n, nudge, m, poll_ns, timeout_ns);
+    if (seen_head != small) free(seen_head);
+    return r;
+}
+
+static int wait_stalled_into(uint64_t *seen_head, shmray_ring **rings, int n, shmray_ring **nudge,
+                             int m, int64_t poll_ns, int64_t timeout_ns) {
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : shmray_now_ns() + timeout_ns;
     for (int i = 0; i < n; i++) seen_head[i] = LOAD_ACQ(&rings[i]->hdr->head);
     for (;;) {

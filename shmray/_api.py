@@ -12,7 +12,6 @@ import warnings
 
 from . import _context, _remote_function, _runtime_env, _shm
 from ._object_ref import ObjectRef
-from ._runtime import DriverRuntime
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
@@ -80,7 +79,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         raise ValueError(f"object_store_memory must be a positive int (bytes), got "
                          f"{object_store_memory!r}")
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
-    rt = DriverRuntime(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+    from ._driver.session import Session  # here: a worker imports this module, not the driver
+    rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                        object_store_memory=object_store_memory,
                        log_to_driver=bool(log_to_driver),
                        resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
@@ -214,8 +214,6 @@ def timeline(filename=None):
     rt = _context.runtime
     if rt is None:
         raise RuntimeError("Ray has not been started yet. You can start Ray with 'ray.init()'.")
-    if not rt.is_driver:
-        raise RuntimeError("timeline() is answered by the driver only; call it outside of tasks")
     events = rt.timeline()
     if filename is None:
         return events
@@ -225,8 +223,7 @@ def timeline(filename=None):
 
 
 def get_gpu_ids() -> list:
-    rt = _context.get_runtime()
-    return list(getattr(rt, "gpu_ids", []))
+    return list(_context.get_runtime().gpu_ids)
 
 
 class RuntimeContext:
@@ -239,10 +236,10 @@ class RuntimeContext:
         return self._rt.node_id
 
     def get_job_id(self) -> str:
-        return f"{self._rt.driver_pid if not self._rt.is_driver else os.getpid():08x}"
+        return self._rt.job_id
 
     def get_task_id(self):
-        tid = getattr(self._rt, "current_task_id", None)
+        tid = self._rt.current_task_id
         return None if tid is None else f"{tid:032x}"
 
     def get_worker_id(self) -> str:
@@ -251,13 +248,11 @@ class RuntimeContext:
     @property
     def runtime_env(self) -> dict:
         """The runtime_env the current task runs in (the job's in the driver)."""
-        if self._rt.is_driver:
-            return dict(self._rt.job_env or {})
-        return dict(self._rt.config.get("runtime_env") or {})
+        return self._rt.runtime_env
 
     def get_assigned_resources(self) -> dict:
         """The resources the running task holds ({} in the driver)."""
-        return dict(getattr(self._rt, "current_request", ()))
+        return dict(self._rt.current_request)
 
     def get_accelerator_ids(self) -> dict:
         """The accelerator ids the running task may use, as strings (Ray's form)."""

@@ -2,7 +2,6 @@
 small-task throughput and round-trip latency measured against multiprocessing.Pool."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import textwrap
@@ -12,12 +11,11 @@ from collections import Counter
 import numpy as np
 
 import shmray as ray
-from . import _shm
+from . import _shm, _workloads
 
 THROUGHPUT_TASKS = 20_000
 QUICK_THROUGHPUT_TASKS = 2_000
 ROUND_TRIPS = 1_000
-WARM_UP_CALLS = 200          # ship the function to every worker before the clock starts
 SLEEP_TASKS = 8
 SLEEP_SECONDS = 0.25
 ARRAY_SHAPE = (1_250, 10_000)  # 12.5 M float64 = 100 MB
@@ -27,16 +25,6 @@ NAME_WIDTH = 18
 TIME_WIDTH = 8   # "999.9 ms"
 LINE_WIDTH = 100
 RESULT_INDENT = NAME_WIDTH + 2 + TIME_WIDTH + 2
-
-
-def no_op():
-    """The task of the throughput and latency rows: all they measure is the framework.
-
-    Module-level and plain so that multiprocessing can pickle it by reference; shmray
-    runs the very same function (``no_op_task``)."""
-
-
-no_op_task = ray.remote(no_op)
 
 
 @ray.remote
@@ -120,9 +108,8 @@ def run(num_cpus=None, quick=False):
         raise RuntimeError("the demo times a fresh session: call shmray.shutdown() first")
     processes = num_cpus if num_cpus is not None else len(os.sched_getaffinity(0))
     tasks = QUICK_THROUGHPUT_TASKS if quick else THROUGHPUT_TASKS
-    # The baseline runs first, before shmray exists: the pool forks its processes from a
-    # process without shmray's threads, and the two never compete for the same cores.
-    pool_rate, pool_round_trip = measure_pool(processes, tasks)
+    # The baseline runs first, before shmray exists (see _workloads.measure_pool).
+    pool_figures = _workloads.measure_pool(processes, tasks, ROUND_TRIPS)
 
     print(f"shmray {ray.__version__} demo: Python {sys.version.split()[0]}, baseline "
           f"multiprocessing.Pool({processes})\n")
@@ -145,8 +132,7 @@ def run(num_cpus=None, quick=False):
         show_pipeline()
         show_multiple_returns()
         show_large_array()
-        show_throughput(tasks, pool_rate, processes)
-        show_round_trip(pool_round_trip, processes)
+        show_small_tasks(tasks, pool_figures, processes)
 
         start = time.perf_counter()
         ray.shutdown()
@@ -223,50 +209,18 @@ def show_large_array():
               f"copy per task would move {ARRAY_READERS * megabytes / 1e3:.0f} GB")
 
 
-def show_throughput(tasks, pool_rate, processes):
-    rate = tasks_per_second(lambda n: ray.get([no_op_task.remote() for _ in range(n)]), tasks)
+def show_small_tasks(tasks, pool_figures, processes):
+    """The throughput row (W1) and the round-trip row (W2), each against the Pool's figure."""
+    pool_rate, pool_round_trip = pool_figures
+    rate, round_trip = _workloads.measure(_workloads.small_tasks(ray), tasks, ROUND_TRIPS)
     print_row("small-task rate", tasks / rate,
               f"shmray {rate:,.0f} tasks/s vs Pool({processes}) {pool_rate:,.0f} tasks/s: "
               f"speed-up {rate / pool_rate:.2f}×",
               f"{tasks:,} no-op tasks submitted, then all fetched (Pool: apply_async)")
-
-
-def show_round_trip(pool_round_trip, processes):
-    round_trip = seconds_per_call(lambda: ray.get(no_op_task.remote()))
     print_row("round trip", round_trip,
               f"shmray {round_trip * 1e6:.1f} µs vs Pool({processes}) "
               f"{pool_round_trip * 1e6:.1f} µs: speed-up {pool_round_trip / round_trip:.2f}×",
               f"submit one no-op task and get its result, {ROUND_TRIPS:,} times (Pool: apply)")
-
-
-def measure_pool(processes, tasks):
-    """(tasks/s, seconds per round trip) of multiprocessing.Pool on the same no-op."""
-    pool = multiprocessing.Pool(processes)
-    try:
-        def apply_all(n):
-            pending = [pool.apply_async(no_op) for _ in range(n)]
-            return [result.get() for result in pending]
-
-        return (tasks_per_second(apply_all, tasks),
-                seconds_per_call(lambda: pool.apply(no_op)))
-    finally:
-        pool.close()
-        pool.join()
-
-
-def tasks_per_second(run_batch, tasks):
-    run_batch(WARM_UP_CALLS)
-    _, elapsed = timed(lambda: run_batch(tasks))
-    return tasks / elapsed
-
-
-def seconds_per_call(call):
-    for _ in range(WARM_UP_CALLS):
-        call()
-    start = time.perf_counter()
-    for _ in range(ROUND_TRIPS):
-        call()
-    return (time.perf_counter() - start) / ROUND_TRIPS
 
 
 def timed(compute):

@@ -27,14 +27,14 @@ import os
 import sys
 import threading
 
+from . import _context
 from ._object_ref import ObjectRef
 
 INSTALL_HINT = "pip install shmray[gpu] (cupy for your CUDA version)"
 
-# Set by the process's runtime: exports of this process, and how to ask the driver for
-# host copies (a worker: an rpc; the driver: itself).
+# The exports of this process. Host copies are asked of the process's runtime
+# (_context.runtime.gpu_host_copy: a worker's rpc, or the driver's refusal).
 exports = {}        # oid -> [cupy arrays] kept alive for the object's readers
-host_copy = None    # callable(oid) -> {(origin, index): numpy array}
 
 
 class _Exporting(threading.local):
@@ -298,9 +298,10 @@ def _device_with_pci(cupy, pci):
 def _from_host(origin, index, cupy):
     """The array, copied through host memory by the driver: numpy without cupy, else
     onto this process's device."""
-    if host_copy is None:
+    runtime = _context.runtime
+    if runtime is None:
         raise RuntimeError("a GPU object can only be read inside a shmray session")
-    return _onto_device(host_copy(origin)[(origin, index)], cupy)
+    return _onto_device(runtime.gpu_host_copy(origin)[(origin, index)], cupy)
 
 
 def _on_host(array):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from . import _serialization as ser
 from . import _spill
+from ._protocol import ERROR, INLINE, SHM, SPILLED
 from ._segment_pool import SegmentPool
 from .exceptions import ObjectStoreFullError
 
@@ -77,7 +78,8 @@ class ObjectStore:
         self._inner = {}            # oid -> ids of the refs inside its value
         self.gpu_producers = {}     # oid -> the worker keeping its cupy arrays (None: the
                                     # driver), see _gpu
-        self.on_gpu_free = None     # callable(oid, producer), when such an object is freed
+        self.gpu_freed = deque()    # (oid, producer) of GPU objects freed, for the driver
+                                    # to tell their producers (see _driver.gpu_objects)
         # Appended by ObjectRef's hooks from any thread; counted by process_refs().
         self.created_queue = deque()
         self.drop_queue = deque()
@@ -88,17 +90,20 @@ class ObjectStore:
         `creator` (a task's name, "put") is kept for the large ones, for statistics
         (inline ones are too many to be worth it). An object nothing holds any more
         (its ref was dropped before the task finished) is released at once."""
-        self.pending.discard(oid)
         if oid not in self._local and not self._held(oid):
+            self.pending.discard(oid)
             self._release(oid, stored)
             return
+        # The value first, then out of pending: `get` reads them without the lock, in
+        # the other order (see coming_or_there), and so never sees neither.
         self.values[oid] = stored
+        self.pending.discard(oid)
         if inner:
             self._inner[oid] = inner
             contained = self._contained
             for i in inner:
                 contained[i] = contained.get(i, 0) + 1
-        if stored[0] == ser.SHM:
+        if stored[0] == SHM:
             self._creators[oid] = creator
             self._account(oid, stored[2])
             if self.shm_bytes > self.capacity:  # a task's result: room for it comes after
@@ -116,8 +121,10 @@ class ObjectStore:
         else:
             self._callbacks.setdefault(oid, []).append(callback)
 
-    def known(self, oid) -> bool:
-        return oid in self.values or oid in self.pending
+    def coming_or_there(self, oid) -> bool:
+        """Will `oid` have a value, or has it? Safe without the lock: pending is read
+        before values, and put() sets the value before it leaves pending."""
+        return oid in self.pending or oid in self.values
 
     # ------------------------------------------------------------ lifetime
     def _held(self, oid) -> bool:
@@ -218,15 +225,15 @@ class ObjectStore:
 
     def _release(self, oid, stored):
         if self.gpu_producers and oid in self.gpu_producers:
-            self.on_gpu_free(oid, self.gpu_producers.pop(oid))
-        if stored[0] == ser.INLINE:
+            self.gpu_freed.append((oid, self.gpu_producers.pop(oid)))
+        if stored[0] == INLINE:
             return
         self._creators.pop(oid, None)
-        if stored[0] == _spill.SPILLED:
+        if stored[0] == SPILLED:
             self.spilled -= 1
             _spill.discard(stored)
             return
-        if stored[0] == ser.SHM:
+        if stored[0] == SHM:
             self.shm_bytes -= self._lru.pop(oid, 0)
         self.segments.release(stored)
 
@@ -252,7 +259,7 @@ class ObjectStore:
     def any_large(self, oids) -> bool:
         """Is any of these objects in a segment or on disk (not inline)?"""
         values = self.values
-        return any(values[o][0] in (ser.SHM, _spill.SPILLED) for o in oids if o in values)
+        return any(values[o][0] in (SHM, SPILLED) for o in oids if o in values)
 
     def holds_large(self) -> bool:
         """Are any objects in shm or on disk (so a read may need restoring, or LRU order)?"""
@@ -298,7 +305,7 @@ class ObjectStore:
     def ensure_in_memory(self, oid):
         """A spilled object back in shared memory (before anyone is given it)."""
         stored = self.values.get(oid)
-        if stored is None or stored[0] != _spill.SPILLED:
+        if stored is None or stored[0] != SPILLED:
             return
         self.reserve(stored[2])
         self.values[oid] = _spill.restore(stored, self.segments.new_name())
@@ -324,8 +331,8 @@ class ObjectStore:
 
     def objects(self) -> list:
         """One ObjectInfo per stored object, largest first (what `shmray status` lists)."""
-        where = {ser.INLINE: "inline", ser.SHM: "shared memory", ser.ERROR: "error",
-                 _spill.SPILLED: "spilled"}
+        where = {INLINE: "inline", SHM: "shared memory", ERROR: "error",
+                 SPILLED: "spilled"}
         infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], self._creators.get(oid),
                             self._local.get(oid, 0), self._borrowed.get(oid, 0),
                             self._contained.get(oid, 0), self._needed.get(oid, 0),
@@ -336,10 +343,10 @@ class ObjectStore:
     def statistics(self) -> StoreStats:
         inline = shm = segs = spilled_bytes = 0
         for s in self.values.values():
-            if s[0] == ser.SHM:
+            if s[0] == SHM:
                 shm += s[2]
                 segs += 1
-            elif s[0] == _spill.SPILLED:
+            elif s[0] == SPILLED:
                 spilled_bytes += s[2]
             else:
                 inline += ser.stored_size(s)
@@ -348,4 +355,4 @@ class ObjectStore:
 
 
 def _size(stored) -> int:
-    return stored[2] if stored[0] in (ser.SHM, _spill.SPILLED) else ser.stored_size(stored)
+    return stored[2] if stored[0] in (SHM, SPILLED) else ser.stored_size(stored)

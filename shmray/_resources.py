@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
 
 _EPS = 1e-9
 
@@ -163,13 +162,6 @@ class GpuSlots:
             self.free[self.ids.index(d)] -= sign * share
 
 
-@dataclass(frozen=True)
-class ResourceStats:
-    total: dict
-    available: dict
-    gpu_free: dict
-
-
 class ResourceLedger:
     """Free amounts per resource; tasks acquire on start and release on finish.
     GPUs are also accounted per device (GpuSlots): a GPU task holds its devices."""
@@ -200,11 +192,29 @@ class ResourceLedger:
             if devices and name == "GPU":
                 self.gpus.take(devices, amount, -1.0)
 
-    def statistics(self) -> ResourceStats:
-        return ResourceStats(dict(self.totals), dict(self.available),
-                             dict(zip(self.gpus.ids, self.gpus.free)))
+    def charge(self, w, request: tuple):
+        """`w` runs a task with `request`: it holds those resources until uncharged."""
+        w.charge = request
+        self.acquire(request, w.gpus)
+
+    def uncharge(self, w):
+        if w.charge is not None:
+            self.release(w.charge, w.gpus)
+            w.charge = None
 
 
 def warn_infeasible(name: str, reason: str):
     warnings.warn(f"Task {name} can never run on this node: {reason}. Its result will be "
-                  f"TaskUnschedulableError.", stacklevel=4)
+                  f"TaskUnschedulableError.", stacklevel=user_stacklevel())
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` that makes a warning point at the user's line: the first frame
+    outside this package, however deep inside shmray the warning is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level

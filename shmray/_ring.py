@@ -1,12 +1,13 @@
 """Message channels between the driver and one worker, over the C rings.
 
-    driver ──task ring──► worker      FUNC, TASKS, REPLY, EXIT
-    driver ◄─result ring── worker     DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, ...
+    driver ──task ring──► worker      Func, Tasks, Reply, Exit, GpuFree
+    driver ◄─result ring── worker     Done, Submit, Put, Get, Wait, Log, Bounce, Refs, ...
 
 Both rings of a worker live in one segment; every result ring rings the session's
 doorbell (in the control segment) so the driver sleeps on one futex for all
-workers. A message is a pickled tuple whose first item is its kind. A message too
-big for a ring travels in a temporary segment that the receiver unlinks.
+workers. A message is one of _protocol's records, pickled as a plain tuple whose
+first item is its kind. A message too big for a ring travels in a temporary
+segment that the receiver unlinks.
 """
 from __future__ import annotations
 
@@ -15,17 +16,9 @@ import os
 import pickle
 
 from . import _shm
+from ._protocol import LARGE, RECORDS, Large
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
-# Message kinds, driver -> worker (TASKS: a list of task tuples, run in order;
-# GPU_FREE: objects freed whose cupy arrays the worker keeps, see _gpu)
-FUNC, TASKS, REPLY, EXIT, GPU_FREE = 1, 2, 3, 4, 5
-# Message kinds, worker -> driver (ABANDON: an rpc left by an exception, e.g. a cancel;
-# REFS: the refs the worker came to hold, and let go of)
-DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
-GPU_HOST = 21  # an rpc: host copies of a GPU object's arrays (see _gpu)
-# Either way: the real message is in a temporary segment
-LARGE = 20
 
 TASK_RING_BYTES = 1 << 21
 RESULT_RING_BYTES = 1 << 21
@@ -85,9 +78,6 @@ class Channel:
         words[slot + 1] = task_id >> 64
         words[0] = n + 1  # last: the worker reads the slots only after seeing it move
 
-    def cancel_count(self) -> int:
-        return self.cancels[0]
-
     def cancelled_ids(self) -> set:
         """Worker: the ids of the latest CANCEL_SLOTS cancelled tasks sent here."""
         w = self.cancels
@@ -95,7 +85,8 @@ class Channel:
 
 
 def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
-    data = _dumps(msg, 5)
+    """The bytes of a message (a record, or the plain tuple of one) for `ring`."""
+    data = _dumps(msg if type(msg) is tuple else tuple(msg), 5)
     if len(data) > ring.max_message:
         name = f"{spill_prefix}{os.getpid()}_{next(_large_ids)}"
         mm = _shm.create(name, len(data))
@@ -105,14 +96,18 @@ def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
     return data
 
 
+_as_record = tuple.__new__
+
+
 def decode(data: bytes) -> tuple:
+    """The record a message's bytes hold (see _protocol.RECORDS)."""
     msg = _loads(data)
     if msg[0] == LARGE:
-        _, name, size = msg
-        mm = _shm.attach(name, size)
+        large = _as_record(Large, msg)
+        mm = _shm.attach(large.name, large.size)
         try:
             msg = _loads(mm)
         finally:
             mm.close()
-            _shm.unlink(name)
-    return msg
+            _shm.unlink(large.name)
+    return _as_record(RECORDS[msg[0]], msg)

@@ -174,15 +174,16 @@ class Prepared:
     venv: bool                  # a pip venv: keep its own sys.path, then the base's
 
 
-def prepare(env: dict, session_dir: str, log) -> Prepared:
+def prepare(env: dict, session_dir: str, log, stop: "SetupStop") -> Prepared:
     """Everything `env` needs, ready to start workers; RuntimeEnvSetupError if not.
-    `log(text)` reports progress (a first pip environment takes a while)."""
+    `log(text)` reports progress (a first pip environment takes a while); `stop`, set
+    by the session's shutdown, ends it at its next step."""
     k = key(env)
     root = os.path.join(session_dir, "runtime_env", k)
     paths, cwd = [], None
     if "working_dir" in env:
         cwd = os.path.join(root, "working_dir")
-        _copy_tree(env["working_dir"], cwd, env.get("excludes", ()))
+        _copy_tree(env["working_dir"], cwd, env.get("excludes", ()), stop)
         paths.append(cwd)
     if "py_modules" in env:
         modules = os.path.join(root, "py_modules")
@@ -190,14 +191,14 @@ def prepare(env: dict, session_dir: str, log) -> Prepared:
         for src in env["py_modules"]:
             dst = os.path.join(modules, os.path.basename(src.rstrip(os.sep)))
             if os.path.isdir(src):
-                _copy_tree(src, dst, env.get("excludes", ()))
+                _copy_tree(src, dst, env.get("excludes", ()), stop)
             else:
                 shutil.copy2(src, dst)
         paths.append(modules)
     python = sys.executable
     if "pip" in env:
         timeout = env.get("config", {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT)
-        python = pip_environment(env["pip"], log, None if timeout == -1 else timeout)
+        python = pip_environment(env["pip"], log, None if timeout == -1 else timeout, stop)
     return Prepared(k, env, python, dict(env.get("env_vars", {})), cwd, tuple(paths),
                     "pip" in env)
 
@@ -222,10 +223,10 @@ def _excluded(rel: str, is_dir: bool, patterns) -> bool:
     return False
 
 
-def _copy_tree(src: str, dst: str, excludes):
+def _copy_tree(src: str, dst: str, excludes, stop):
     """A snapshot of `src` without the excluded files (the task cannot see them)."""
     def ignore(directory, names):
-        _check_not_stopped()
+        stop.check()
         rel_dir = os.path.relpath(directory, src)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         return {n for n in names
@@ -261,7 +262,7 @@ _building = {}                  # venv dir -> lock: one build per set in this pr
 _building_lock = threading.Lock()
 
 
-def pip_environment(packages: list, log, timeout) -> str:
+def pip_environment(packages: list, log, timeout, stop) -> str:
     """The python of a venv with `packages` installed (built now if not cached)."""
     tag = f"{sys.implementation.cache_tag}-{sys.prefix}-{json.dumps(packages)}"
     venv = os.path.join(cache_dir(), "pip", hashlib.sha256(tag.encode()).hexdigest()[:16])
@@ -277,17 +278,17 @@ def pip_environment(packages: list, log, timeout) -> str:
             if os.path.exists(os.path.join(venv, READY_MARK)):
                 log(f"runtime_env: another session built the pip environment {packages}")
                 return python
-            _build(venv, packages, log, timeout)
+            _build(venv, packages, log, timeout, stop)
     return python
 
 
-def _build(venv: str, packages: list, log, timeout):
+def _build(venv: str, packages: list, log, timeout, stop):
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     log(f"runtime_env: creating a pip environment for {packages} in {venv} (first use: this "
         f"takes a while; later sessions reuse it)")
     shutil.rmtree(venv, ignore_errors=True)  # a half-built one from an interrupted run
-    _run([sys.executable, "-m", "venv", venv], "python -m venv", log, deadline)
+    _run([sys.executable, "-m", "venv", venv], "python -m venv", log, deadline, stop)
     python = os.path.join(venv, "bin", "python")
     requirements = os.path.join(venv, "requirements.txt")  # lines as given: options too
     with open(requirements, "w") as f:
@@ -296,13 +297,13 @@ def _build(venv: str, packages: list, log, timeout):
                + "import runpy; sys.argv[0] = 'pip'; runpy.run_module('pip', run_name='__main__')",
                "install", "--disable-pip-version-check", "--progress-bar", "off",
                "-r", requirements]
-    _run(install, "pip install", log, deadline)
-    broken = _import_check(python, packages, deadline)
+    _run(install, "pip install", log, deadline, stop)
+    broken = _import_check(python, packages, deadline, stop)
     if broken and "numpy" in broken.lower() and not any(p.startswith("numpy") for p in packages):
         log("runtime_env: a package was built for NumPy 1 and the base has NumPy 2: "
             "installing numpy<2 into its environment")
-        _run(install + ["numpy<2"], "pip install", log, deadline)
-        broken = _import_check(python, packages, deadline)
+        _run(install + ["numpy<2"], "pip install", log, deadline, stop)
+        broken = _import_check(python, packages, deadline, stop)
     if broken:
         raise RuntimeEnvSetupError(f"Failed to set up runtime environment: the packages "
                                    f"{packages} installed but do not import:\n{broken}")
@@ -311,41 +312,39 @@ def _build(venv: str, packages: list, log, timeout):
     log(f"runtime_env: pip environment ready ({time.monotonic() - started:.1f} s)")
 
 
-_setups = set()                 # setup processes running now (shutdown kills them)
-_stopped = threading.Event()    # shutdown: setups stop at their next step
 # pip's lines worth showing while it works (everything is kept for an error message)
 _PROGRESS = ("Collecting", "Downloading", "Installing", "Successfully", "ERROR", "error:")
 
 
-def stop_setups():
-    """Shutdown: running setups stop (pip killed, copies abandoned at the next
-    directory) and none starts."""
-    _stopped.set()
-    for proc in list(_setups):
-        proc.kill()
+class SetupStop(threading.Event):
+    """A session's shutdown, as its setups see it: set, running setup processes are
+    killed (pip) and the rest stop at their next step (copies, at the next directory)."""
+
+    def __init__(self):
+        super().__init__()
+        self.running = set()    # setup processes running now
+
+    def set(self):
+        super().set()
+        for proc in list(self.running):
+            proc.kill()
+
+    def check(self):
+        if self.is_set():
+            raise RuntimeEnvSetupError("Failed to set up runtime environment: the session "
+                                       "shut down meanwhile")
 
 
-def allow_setups():
-    """A new session: setups may run again."""
-    _stopped.clear()
-
-
-def _check_not_stopped():
-    if _stopped.is_set():
-        raise RuntimeEnvSetupError("Failed to set up runtime environment: the session shut "
-                                   "down meanwhile")
-
-
-def _run(cmd, what, log, deadline, progress=True):
+def _run(cmd, what, log, deadline, stop, progress=True):
     """Run a setup step, its output streamed to `log` (pip's progress lines only, or
     every line with progress=False); RuntimeEnvSetupError with the output's tail if it
     fails or runs past the deadline."""
     lines = []
-    _check_not_stopped()
+    stop.check()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)
-    _setups.add(proc)
-    if _stopped.is_set():  # shutdown came between the check and the start
+    stop.running.add(proc)
+    if stop.is_set():  # shutdown came between the check and the start
         proc.kill()
     timer = None
     if deadline is not None:
@@ -360,7 +359,7 @@ def _run(cmd, what, log, deadline, progress=True):
                     log(f"  {what}: {line.strip()}")
         code = proc.wait()
     finally:
-        _setups.discard(proc)
+        stop.running.discard(proc)
         if timer is not None:
             timer.cancel()
     if code != 0:
@@ -403,13 +402,13 @@ print("\\n".join(failed))
 """
 
 
-def _import_check(python, packages, deadline) -> str:
+def _import_check(python, packages, deadline, stop) -> str:
     """Import what was asked for, in the environment (a module that is there but does
     not import: a broken install). Returns the failures' text."""
     lines = []
     try:
         _run([python, "-c", LINK_BASE.format(paths=base_paths()) + _IMPORT_CHECK, *packages],
-             "import check", lines.append, deadline, progress=False)
+             "import check", lines.append, deadline, stop, progress=False)
     except RuntimeEnvSetupError as e:
         return str(e)
     return "\n".join(line.split(": ", 1)[1] if ": " in line else line for line in lines

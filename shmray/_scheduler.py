@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from ._resources import ResourceLedger
 from ._worker_pool import WorkerHandle, WorkerPool
@@ -28,23 +27,18 @@ PIPELINE_SECONDS = 0.002
 PIPELINE_MAX = 64
 
 
-@dataclass(frozen=True)
-class SchedulerStats:
-    ready: int
-    classes: int
-
-
 class Scheduler:
-    def __init__(self, ledger: ResourceLedger, pool: WorkerPool, cores: list, max_workers: int):
+    def __init__(self, ledger: ResourceLedger, pool: WorkerPool, cores: list, max_workers: int,
+                 envs: dict, evict):
         self.ledger = ledger
         self.pool = pool
         self.cores = cores
         self.max_workers = max_workers
+        self.envs = envs           # runtime_env key -> _runtime_env.Prepared, once set up
+        self.evict = evict         # callable(worker): an idle worker leaves to make room
         self.ready = {}            # spec.queue (request, + runtime_env) -> deque[TaskSpec]
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
         self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
-        self.envs = {}             # runtime_env key -> _runtime_env.Prepared, once ready
-        self.evict = None          # callable(worker): the runtime retires an idle worker
         self.recent_mean = 0.0     # mean run time of the latest tasks, any function
         self._spread_next = 0
 
@@ -107,7 +101,7 @@ class Scheduler:
                             and x.env == env and (w is None or x.idle_since > w.idle_since)):
                         w = x
             if w is not None:
-                self.charge(w, request)
+                self.ledger.charge(w, request)
                 return w
             if len(workers) >= self.max_workers:
                 self._make_room(workers, env, gpus)
@@ -115,7 +109,7 @@ class Scheduler:
             if len(workers) < self.max_workers:
                 w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
                                     gpus=gpus, env=self.envs.get(env))
-                self.charge(w, request)
+                self.ledger.charge(w, request)
                 return w
         return self._pipeline(spec, workers)
 
@@ -145,14 +139,3 @@ class Scheduler:
                 best, depth = w, n
         return best
 
-    def charge(self, w, request):
-        w.charge = request
-        self.ledger.acquire(request, w.gpus)
-
-    def uncharge(self, w):
-        if w.charge is not None:
-            self.ledger.release(w.charge, w.gpus)
-            w.charge = None
-
-    def statistics(self) -> SchedulerStats:
-        return SchedulerStats(sum(len(q) for q in self.ready.values()), len(self.ready))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from . import _serialization as ser
 from . import _shm
+from ._protocol import SHM
 
 IDLE_SECONDS = 5.0
 MAX_FREE_SEGMENTS = 8
@@ -84,7 +85,7 @@ class SegmentPool:
                 seg.mm.close()
                 seg.mm = None
             self._live[seg.name] = seg
-        return (ser.SHM, seg.name, size, len(meta), layout)
+        return (SHM, seg.name, size, len(meta), layout)
 
     def _take(self, size):
         best = None
@@ -100,7 +101,7 @@ class SegmentPool:
     # ------------------------------------------------------------- readers
     def handed_out(self, stored):
         """A worker was given this stored form: never write its segment again."""
-        if stored[0] == ser.SHM and stored[1] in self._live:
+        if stored[0] == SHM and stored[1] in self._live:
             with self._lock:
                 self._handed_out.add(stored[1])
 
@@ -114,7 +115,7 @@ class SegmentPool:
     def release(self, stored, reuse=True):
         """The object is freed: pool its segment if nothing can map it (and `reuse`),
         else unlink."""
-        if stored[0] != ser.SHM:
+        if stored[0] != SHM:
             return
         name = stored[1]
         with self._lock:

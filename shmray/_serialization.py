@@ -4,7 +4,7 @@
          small (≤ INLINE_MAX): (INLINE, meta, buffers)          travels in the ring
          large:                (SHM, name, size, meta_len, layout) written once into
                                 a segment, mapped copy-on-write by every reader
-         a task's exception:   (ERROR, pickled exception)
+         an error:             (ERROR, pickled exception, its cause's type name)
 
 Plain pickle is tried first because it is ~8x faster than cloudpickle for small
 values; anything it cannot pickle by value correctly (lambdas, local classes,
@@ -22,14 +22,14 @@ import traceback
 import cloudpickle
 
 from . import _shm
-from ._object_ref import ObjectRef
+from ._object_ref import ObjectRef, collect_refs
+from ._protocol import ERROR, INLINE, SHM
 from .exceptions import RayError, RayTaskError
 
 # Ray's max_direct_call_object_size: values up to this travel inline.
 INLINE_MAX = 100 * 1024
 _ALIGN = 64
 
-INLINE, SHM, ERROR = 0, 1, 2
 NO_ARGS = (INLINE, pickle.dumps(((), {}), protocol=5), ())  # f.remote(): stored once
 NONE = (INLINE, pickle.dumps(None, protocol=5), ())         # a task that returns None
 _MAIN_MARK = b"__main__"
@@ -183,10 +183,14 @@ def stored_size(stored) -> int:
 
 def error_stored(exc: BaseException):
     """Stored form of an error (a RayError the user will see raised by ``get``)."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    # The name travels beside the pickle: the driver reads it (history, status) without
+    # unpickling the user's exception, which would run the user's code.
     try:
-        return (ERROR, cloudpickle.dumps(exc, protocol=5))
+        return (ERROR, cloudpickle.dumps(exc, protocol=5), type(cause).__name__)
     except Exception as e:
-        return (ERROR, pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (unpicklable: {e})")))
+        return (ERROR, pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (unpicklable: {e})")),
+                type(cause).__name__)
 
 
 def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
@@ -216,16 +220,7 @@ def load_error(stored) -> BaseException:
 def error_name(stored) -> str:
     """The type name of the exception an error's stored form holds (the user's own
     exception's, for a failed task)."""
-    try:
-        exc = pickle.loads(stored[1])
-    except Exception:
-        return "RayError"
-    cause = exc.cause if isinstance(exc, RayTaskError) else exc
-    return type(cause).__name__
-
-
-def is_error(stored) -> bool:
-    return stored[0] == ERROR
+    return stored[2]
 
 
 # Values of these types hold no ObjectRef: pickling them needs no collecting of refs.
@@ -243,6 +238,37 @@ def args_hold_no_refs(args: tuple, kwargs: dict) -> bool:
 
 
 # ------------------------------------------------------------ task arguments
+
+def pack_args(task_name: str, args: tuple, kwargs: dict, nested: bool, shm_name):
+    """A task's arguments as the task record carries them, in the driver and in a
+    worker alike: (stored form of (args, kwargs) with the refs to resolve replaced by
+    ArgRef, the ids of those refs or None, the ids of the refs pickled inside the
+    arguments (the task holds their objects until it ends) or None). TypeError
+    naming the argument that cannot be pickled."""
+    if not args and not kwargs:
+        return NO_ARGS, None, None
+    args, kwargs, deps = extract_refs(args, kwargs, nested)
+    try:
+        if args_hold_no_refs(args, kwargs):
+            return to_stored((args, kwargs), shm_name), deps, None
+        stored, held = collect_refs(to_stored, (args, kwargs), shm_name)
+        return stored, deps, held or None
+    except TypeError as e:
+        raise TypeError(collect_refs(_unpicklable_argument, task_name, args, kwargs,
+                                     e)[0]) from None
+
+
+def _unpicklable_argument(task_name, args, kwargs, error) -> str:
+    """Name the argument that could not be pickled (refs pickled meanwhile are
+    collected by the caller, and dropped)."""
+    for where, value in [(f"argument {i}", a) for i, a in enumerate(args)] + \
+                        [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]:
+        try:
+            dumps(value)
+        except TypeError as e:
+            return f"Could not serialize {where} of task {task_name}: {e}"
+    return f"Could not serialize the arguments of task {task_name}: {error}"
+
 
 _CONTAINERS = (list, tuple, dict)
 

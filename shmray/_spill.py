@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from . import _serialization as ser
 from . import _shm
-
-SPILLED = 3  # a stored form's kind, next to ser.INLINE, ser.SHM and ser.ERROR
+from ._protocol import SHM, SPILLED
 
 
 def spill(stored, directory: str, file_name: str):
@@ -44,7 +42,7 @@ def restore(spilled, name: str):
     finally:
         mm.close()
     os.unlink(path)
-    return (ser.SHM, name, size, meta_len, layout)
+    return (SHM, name, size, meta_len, layout)
 
 
 def discard(spilled):

@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from . import _gpu, _ring, _runtime_env, _shm, _status_area, _worker
+from ._protocol import EXIT, Exit
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,7 @@ class WorkerHandle:
         self.gpus = gpus            # GPU device ids it runs tasks for (its CUDA_VISIBLE_DEVICES)
         self.calls = {}             # fn_id -> tasks sent, for functions with max_calls
         self.retiring = False       # reached a max_calls: gets no more tasks, exits when idle
-        self.grants = {}            # oid -> references it holds (see DriverRuntime._grant)
+        self.grants = {}            # oid -> references it holds (see grant())
         self.gone = False           # removed from the pool: its messages are ignored
         self.env = env              # the runtime_env key it was started for (None: plain)
         self.exports = set()        # GPU objects whose cupy arrays it keeps (see _gpu)
@@ -112,6 +112,12 @@ class WorkerHandle:
         (the caller wakes it after a batch, or the pump's watcher does within 1 ms)."""
         if self.outbox or not self.ring.push(data, wake=wake):
             self.outbox.append(data)
+
+    def grant(self, oid, store, n=1):
+        """The driver counts `n` more references of this worker's to `oid` (the refs a
+        Submit or Put returns to it, or a Refs record's borrows)."""
+        self.grants[oid] = self.grants.get(oid, 0) + n
+        store.borrow(oid, n)
 
     def flush(self):
         out = self.outbox
@@ -128,15 +134,6 @@ class WorkerHandle:
 
     def __repr__(self):
         return f"<worker {self.index} pid={self.pid} core={self.core}>"
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    workers: int
-    extra: int
-    busy: int
-    blocked: int
-    started_total: int
 
 
 class WorkerPool:
@@ -227,14 +224,9 @@ class WorkerPool:
         self.snapshot = (ws, tuple(w.channel.results for w in ws))
         self.task_rings = tuple(w.ring for w in ws)
 
-    def statistics(self) -> PoolStats:
-        ws = self.workers
-        return PoolStats(len(ws), sum(w.extra for w in ws), sum(not w.idle for w in ws),
-                         sum(w.blocked for w in ws), self._next_index)
-
     def stop_all(self, grace: float):
         """Ask every worker to exit, kill those still running after `grace` seconds."""
-        exit_msg = _ring.encode((_ring.EXIT,), self.workers[0].ring, "") if self.workers else b""
+        exit_msg = _ring.encode(Exit(EXIT), self.workers[0].ring, "") if self.workers else b""
         for w in self.workers:
             if w.idle:
                 w.ring.push(exit_msg)

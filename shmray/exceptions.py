@@ -172,8 +172,12 @@ class TaskUnschedulableError(RayError):
         return f"The task is not schedulable: {self.error_message}"
 
 
+class RaySystemError(RayError):
+    """The session itself failed, or was shut down while this call waited on it."""
+
+
 __all__ = [
     "RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError", "TaskCancelledError",
     "ObjectLostError", "ObjectStoreFullError", "OutOfMemoryError", "RuntimeEnvSetupError",
-    "TaskUnschedulableError",
+    "TaskUnschedulableError", "RaySystemError",
 ]

@@ -518,6 +518,18 @@ def test_pop_any_single_process():
     assert pop_any((), bell) is None
 
 
+def test_pop_any_and_wait_stalled_take_more_than_256_rings():
+    # A session may run more than 256 workers (init(num_cpus=300)); each has a ring.
+    from shmray._cring import wait_stalled
+    bell = Doorbell(bytearray(64), create=True)
+    rings = tuple(small_ring(doorbell=bell)[1] for _ in range(300))
+    assert pop_any(rings, bell) is None
+    assert rings[299].push(b"last")
+    assert pop_any(rings, bell, start=10) == (299, b"last")
+    assert rings[280].push(b"stalled")
+    assert wait_stalled(rings, 0.001, 1.0, rings) is True  # nobody pops ring 280
+
+
 # ----------------------------------------------------------------- timeouts
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 class TaskSpec:
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
-                 "lent", "held", "parent", "cancelled", "pinned", "pipelinable", "env", "queue")
+                 "lent", "held", "parent", "cancelled", "pinned", "pipelinable", "env", "queue",
+                 "retry_exceptions")
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned):
         self.task_id = task_id
@@ -30,6 +31,10 @@ class TaskSpec:
         self.pipelinable = True     # may queue on a busy worker (not when it reads large objects)
         self.env = None             # its runtime_env's key (None: the plain workers)
         self.queue = self.request   # its queue in the scheduler: request, and env if any
+        # A list of exception types to retry: the worker tells whether an error is one
+        # (the driver never unpickles a user's exception).
+        retry = options.retry_exceptions
+        self.retry_exceptions = retry if type(retry) is tuple else None
 
     def return_ids(self):
         base = self.task_id

@@ -1,0 +1,144 @@
+"""Dispatch: a ready task goes onto a worker's ring.
+
+    ready task ─► place (Scheduler) ─► worker ─► task record ─► batch ─► TASKS message
+                └─ no worker: queued, placed when results free one (dispatch_queued)
+
+Waking a sleeping worker costs a system call and often a context switch on the
+driver's core (~25 µs, more than the rest of a submit). Inside a burst of .remote()
+calls (less than BURST_GAP apart) tasks for one worker are pickled and pushed
+together (up to TASK_BATCH per message) and pushed without waking it; it is woken
+once per WAKE_BATCH tasks, as soon as the driver waits for anything (get, wait), or
+by the background watcher within a millisecond. Whether a call is inside a burst is
+the caller's argument (`burst`), never state shared between threads.
+
+Every method runs under the session's lock.
+"""
+from __future__ import annotations
+
+from .. import _ring
+from .._protocol import TASKS, Func, FUNC, task_record
+
+BURST_GAP = 200e-6
+WAKE_BATCH = 64
+TASK_BATCH = 16
+
+
+class Dispatcher:
+    def __init__(self, scheduler, ledger, store, segments, functions, readable, prefix):
+        self.scheduler = scheduler
+        self.ledger = ledger
+        self.store = store
+        self.segments = segments
+        self.functions = functions  # fn_id -> (pickled function, name)
+        self.readable = readable    # oid -> its stored form, brought back if spilled
+        self.prefix = prefix        # for messages too large for a ring
+        self.unwoken = {}           # worker -> tasks pushed to it without a wake
+        self.batched = set()        # workers with task records in w.batch, not pushed yet
+
+    def place_or_queue(self, spec, burst):
+        """`spec` is ready to run: onto a worker now if nothing is queued ahead of it
+        and one is free, else into the scheduler's queue."""
+        sched = self.scheduler
+        if spec.queue not in sched.ready:
+            w = sched.place(spec)
+            if w is not None:
+                self.send_task(w, spec, burst)
+                return
+        sched.push(spec)
+        self.dispatch_queued(burst)
+
+    def dispatch_queued(self, burst=False):
+        """Place queued tasks while workers are free (results just freed some)."""
+        sched = self.scheduler
+        for request in list(sched.ready):
+            q = sched.ready[request]
+            while q:
+                w = sched.place(q[0])
+                if w is None:
+                    break
+                spec = q.popleft()
+                spec.queued = False
+                self.send_task(w, spec, burst)
+            if not q:
+                del sched.ready[request]
+
+    def send_help(self, w, spec):
+        """`w` waits in get for `spec`'s result: it runs `spec` itself (see _scheduler)."""
+        spec.helping = True
+        self.ledger.charge(w, spec.request)
+        self.send_task(w, spec, False)
+
+    def send_task(self, w, spec, burst):
+        fn_id = spec.fn_id
+        if fn_id not in w.fns:
+            fn_bytes, name = self.functions[fn_id]
+            w.send(_ring.encode(Func(FUNC, fn_id, fn_bytes, name), w.ring, self.prefix))
+            w.fns.add(fn_id)
+        if spec.deps:
+            dep_values = tuple(self.readable(o) for o in spec.deps)
+            for stored in dep_values:
+                self.segments.handed_out(stored)
+            if spec.pinned is None:  # the worker maps them soon: not spilled meanwhile
+                spec.pinned = spec.deps
+                self.store.pin(spec.deps)
+        else:
+            dep_values = None
+        if spec.lent:
+            for stored in spec.lent.values():
+                self.segments.handed_out(stored)
+        w.batch.append(task_record(spec.task_id, fn_id, spec.num_returns, spec.args_stored,
+                                   dep_values, spec.lent, spec.request, spec.helping,
+                                   spec.attempt, spec.retry_exceptions))
+        w.inflight.append(spec)
+        spec.worker = w
+        max_calls = spec.options.max_calls
+        if max_calls:  # its last call here: the worker gets nothing more, exits when idle
+            calls = w.calls[fn_id] = w.calls.get(fn_id, 0) + 1
+            if calls >= max_calls:
+                w.retiring = True
+                burst = False
+        if not burst:
+            self.send_batch(w, wake=True)
+        else:  # batched: one message, one pickling for several tasks
+            self.batched.add(w)
+            if len(w.batch) >= TASK_BATCH:
+                self.send_batch(w)
+
+    def send_batch(self, w, wake=False):
+        """Push `w`'s batched tasks as one TASKS message."""
+        batch, w.batch = w.batch, []
+        self.batched.discard(w)
+        if not batch:
+            return
+        data = _ring.encode((TASKS, batch), w.ring, self.prefix)  # a Tasks record's tuple
+        n = self.unwoken.get(w, 0) + len(batch)
+        if wake or n >= WAKE_BATCH:
+            self.unwoken.pop(w, None)
+            w.send(data)
+        else:
+            self.unwoken[w] = n
+            w.send(data, wake=False)
+
+    def flush(self):
+        """Push every batch and wake every worker left asleep (the driver waits now)."""
+        for w in list(self.batched):
+            self.send_batch(w)
+        for w in self.unwoken:
+            w.ring.wake()
+        self.unwoken.clear()
+
+    def unbatch(self, w, spec) -> bool:
+        """Take `spec` back from `w`'s batch if it was not pushed yet (a cancel)."""
+        # Every task pushed or batched is in w.inflight, in order: the batch is its tail.
+        first = len(w.inflight) - len(w.batch)
+        for i in range(len(w.batch)):
+            if w.inflight[first + i] is spec:
+                del w.batch[i]
+                return True
+        return False
+
+    def forget(self, w):
+        """`w` is gone: nothing more is pushed to it."""
+        self.unwoken.pop(w, None)
+        self.batched.discard(w)
+        w.batch.clear()

@@ -1,0 +1,296 @@
+"""The message loop: the one place where what workers say reaches the components.
+
+      user thread                          background thread
+  submit ─► TaskTable ─► Dispatcher ─► task ring ─► worker
+  get/wait ─┐                                          │
+            ├─ pump: pop result rings ◄── doorbell ◄───┘
+  bg (only when nobody else pumps) ─┘   HANDLERS[kind](worker, record)
+
+Whoever needs progress pumps: `get` pops results itself (no thread hand-off on the
+latency path), `remote` drains what is there without waiting, and the background
+thread drains rings that nobody has popped for a millisecond (the user is busy
+elsewhere) and keeps house: dead workers, rpc deadlines, outboxes, idle extra
+workers, runtime_env events, status words.
+
+Two locks: `pump_lock` makes one thread the rings' consumer; the session's `lock`
+guards the state. Always take them in that order. No user code runs under either:
+what would run some (a future's callbacks, unpickling a GPU object's value) is
+queued on `deferred` and run by `run_deferred`, which the pumping thread calls once
+it has let go of both.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+
+from .. import _ring
+from .._cring import pop_any, wait_stalled
+from .._protocol import (ABANDON, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT, REFS, SUBMIT,
+                         WAIT)
+from .._object_ref import task_id_of
+from .workers import DIED, RETIRED
+
+# How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
+# catches a reply from a worker on the other core in well under a microsecond;
+# sleeping costs ~20 µs to wake. But a spinning driver takes a core from the
+# workers, so it spins only while tasks are short (recent mean below SPIN_IF_TASKS_UNDER).
+DRIVER_SPIN = 50e-6
+SPIN_IF_TASKS_UNDER = 200e-6
+HOUSEKEEP_EVERY = 0.02
+QUIET = 0.01                 # no .remote() for this long: the background thread pumps
+DRAIN_BATCH = 512
+
+
+class MessageLoop:
+    def __init__(self, session):
+        s = session
+        self.session = s
+        self.lock = s.lock
+        self.pump_lock = threading.Lock()
+        self.pool, self.store, self.control = s.pool, s.store, s.control
+        self.tasks, self.dispatch, self.rpcs = s.tasks, s.dispatch, s.rpcs
+        self.workers, self.gpu, self.envs = s.workers, s.gpu, s.envs
+        self.scheduler = s.scheduler
+        self.deferred = deque()      # callables with user code, run outside the locks
+        self.next_housekeep = 0.0
+        self.rr = 0                  # the ring to look at first (round robin)
+        self.pumpers = 0             # user threads inside wait_until (they pump)
+        self._pumpers_lock = threading.Lock()
+        self._nobody_pumps = threading.Event()
+        self._bg_parked = False      # the background thread waits for _nobody_pumps
+        self.handlers = {
+            DONE: self.on_done, REFS: self.workers.on_refs, SUBMIT: s.on_submit,
+            PUT: s.on_put, GET: self.rpcs.on_get_or_wait, WAIT: self.rpcs.on_get_or_wait,
+            GPU_HOST: self.on_gpu_host, LOG: on_log, BOUNCE: self.on_bounce,
+            CANCEL: self.on_cancel, ABANDON: self.rpcs.on_abandon,
+        }
+        self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
+
+    # ------------------------------------------------------------ handlers
+    def handle(self, w, msg):
+        if w.gone:  # retired or dead: what it sends after is void (its refs are dropped)
+            return
+        self.handlers[msg.kind](w, msg)
+
+    def on_done(self, w, done):
+        inflight = w.inflight
+        if inflight[0].task_id == done.task_id:
+            spec = inflight.popleft()
+        else:  # a help task, run on top of a waiting one
+            spec = next(s for s in inflight if s.task_id == done.task_id)
+            inflight.remove(spec)
+        spec.helping = False
+        w.tasks_done += 1
+        self.rpcs.resume(w)
+        if not inflight:
+            w.idle_since = time.monotonic()
+        self.scheduler.record_duration(spec.fn_id, (done.end - done.start) * 1e-9)
+        if spec.cancelled:
+            self.gpu.discard_results(w, spec.task_id, done.gpu)
+        elif done.gpu:  # (an error has none)
+            for i in done.gpu:  # results whose cupy arrays the worker keeps
+                self.gpu.produced(spec.task_id + i, w)
+        self.tasks.on_done(w, spec, done)
+        if w.retiring:
+            self.workers.retire_if_done(w)
+
+    def on_bounce(self, w, msg):
+        self.tasks.bounced(w, msg.task_id)
+
+    def on_cancel(self, w, msg):
+        self.tasks.cancel(task_id_of(msg.oid), msg.force, msg.recursive)
+
+    def on_gpu_host(self, w, msg):
+        """Host copies of a GPU object: made outside the lock (the value is unpickled)."""
+        done, stored = self.gpu.host_copy_source(msg.oid)
+        if done:
+            self.gpu.host_copy_reply(w, msg.req_id, msg.oid, stored)
+            return
+
+        def make_and_reply():
+            copy = self.gpu.host_copy_made(stored)
+            with self.lock:
+                self.gpu.host_copy_reply(w, msg.req_id, msg.oid, copy)
+        self.deferred.append(make_and_reply)
+
+    # ------------------------------------------------------------ pumping
+    def drain(self, limit, burst=False):
+        """Handle up to `limit` messages already waiting (the caller holds pump_lock)."""
+        workers, rings = self.pool.snapshot
+        n = 0
+        with self.lock:
+            while rings and n < limit:
+                got = pop_any(rings, self.control.doorbell, 0.0, 0.0, self.rr)
+                if got is None:
+                    break
+                i, data = got
+                self.rr = i + 1
+                self.handle(workers[i], _ring.decode(data))
+                n += 1
+            self.settle(n, burst)
+        return n
+
+    def settle(self, handled, burst=False):
+        """After messages: place what results freed room for, push batches, count
+        refs, tell GPU producers, keep house when due (under the lock)."""
+        if handled:
+            self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
+        if self.dispatch.batched:
+            for w in list(self.dispatch.batched):
+                self.dispatch.send_batch(w)
+        self.store.process_refs()
+        if self.store.gpu_freed:
+            for w in self.gpu.tell_freed(self.workers.stopping):
+                self.workers.remove_worker(w, RETIRED)
+        if time.monotonic() >= self.next_housekeep:
+            self.housekeep()
+
+    def wake_deferred(self):
+        if self.dispatch.unwoken or self.dispatch.batched:
+            with self.lock:
+                self.dispatch.flush()
+
+    def pump(self, timeout, done=None, spin=True):
+        """Wait up to `timeout` seconds for messages and handle them; return early
+        if done() already holds (another thread may have handled what we wait for)."""
+        self.wake_deferred()
+        if not self.pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
+            return
+        try:
+            if self.drain(DRAIN_BATCH) or (done is not None and done()):
+                return
+            workers, rings = self.pool.snapshot
+            if not rings:
+                time.sleep(min(max(timeout, 0), 0.01))
+                return
+            spin = spin and self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER
+            got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
+                          DRIVER_SPIN if spin else 0.0, self.rr)
+            if got is not None:
+                i, data = got
+                self.rr = i + 1
+                with self.lock:
+                    self.handle(workers[i], _ring.decode(data))
+                    self.dispatch.dispatch_queued()
+            self.drain(DRAIN_BATCH)
+        finally:
+            self.pump_lock.release()
+            if self.deferred:
+                self.run_deferred()
+
+    def run_deferred(self):
+        """Run the queued user code (callbacks), outside every internal lock."""
+        deferred = self.deferred
+        while deferred:
+            try:
+                fn = deferred.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            fn()
+
+    def wait_until(self, done, timeout) -> bool:
+        """Pump until done() is true; False if `timeout` seconds pass first."""
+        if done():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.session.waited = True  # a get/wait ends a burst: the next .remote() goes at once
+        with self._pumpers_lock:
+            self.pumpers += 1
+        try:
+            while True:
+                remaining = -1.0 if deadline is None else deadline - time.monotonic()
+                if deadline is not None and remaining <= 0:
+                    return done()
+                self.pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY),
+                          done)
+                self.session.check_open()
+                if done():
+                    return True
+        finally:
+            with self._pumpers_lock:
+                self.pumpers -= 1
+                if not self.pumpers and self._bg_parked:  # only a parked thread needs a wake
+                    self._nobody_pumps.set()
+
+    # ------------------------------------------------------------ background
+    def _background(self):
+        """Handle messages nobody else is handling, and keep house.
+
+        While a user thread waits in get/wait, it handles the messages: this thread
+        parks. While the driver is quiet (no .remote() for QUIET seconds), it sleeps
+        on the doorbell and handles whatever comes. During a burst of submissions,
+        the submitting thread collects results itself, and this one only watches
+        for rings nobody empties (and delivers deferred wakes), every millisecond."""
+        while not self.workers.stopping:
+            try:
+                self._background_step()
+            except KeyboardInterrupt:  # signals are the main thread's business
+                continue
+            except Exception as e:  # never die: the session depends on this thread
+                print(f"shmray: background thread error: {type(e).__name__}: {e}",
+                      file=sys.stderr)
+                time.sleep(HOUSEKEEP_EVERY)
+
+    def _background_step(self):
+        if self.pumpers:
+            self._bg_parked = True
+            self._nobody_pumps.clear()
+            if self.pumpers:  # re-checked after clear(): a set() cannot be lost
+                self._nobody_pumps.wait(HOUSEKEEP_EVERY)
+            self._bg_parked = False
+            return
+        if time.monotonic() - self.session.last_submit > QUIET:
+            self.pump(HOUSEKEEP_EVERY, spin=False)
+            return
+        # also delivers deferred wakes: it nudges task rings whose worker sleeps
+        wait_stalled(self.pool.snapshot[1], 0.001, HOUSEKEEP_EVERY, self.pool.task_rings)
+        if not self.workers.stopping and self.pump_lock.acquire(False):
+            try:
+                self.drain(1 << 30)
+            finally:
+                self.pump_lock.release()
+                if self.deferred:
+                    self.run_deferred()
+
+    # ------------------------------------------------------------ housekeeping
+    def housekeep(self):
+        now = time.monotonic()
+        self.next_housekeep = now + HOUSEKEEP_EVERY
+        s = self.session
+        s.status.publish(s.counters())
+        request = s.status.requested()
+        if request is not None:
+            s.write_snapshot(request)
+        s.segments.trim(now)
+        self.dispatch.flush()
+        for w in self.workers.dead():
+            self._on_death(w)
+        self.rpcs.expire(now)
+        for key, prepared, error, waiting in self.envs.take_events():
+            if prepared is not None and key == self.envs.job_key:
+                self.workers.rebase(prepared)
+            self.tasks.env_settled(waiting, error)
+        self.workers.retire_idle(now)
+        self.dispatch.dispatch_queued()
+
+    def _on_death(self, w):
+        # What it managed to send before dying still counts.
+        rings = (w.channel.results,)
+        while not w.gone:
+            got = pop_any(rings, self.control.doorbell, 0.0, 0.0, 0)
+            if got is None:
+                break
+            self.handle(w, _ring.decode(got[1]))
+        self.workers.remove_worker(w, DIED)
+
+
+def on_log(w, msg):
+    stream = sys.stdout if msg.fd == 1 else sys.stderr
+    prefix = f"({msg.name} pid={w.pid}) " if msg.name else f"(pid={w.pid}) "
+    try:
+        stream.write("".join(prefix + line + "\n" for line in msg.text.split("\n")))
+        stream.flush()
+    except Exception:
+        pass

@@ -1,0 +1,427 @@
+"""Session: everything one driver session has, made by init() and dropped by shutdown().
+
+    init() ─► Session ─► ObjectStore, WorkerPool, ResourceLedger, Scheduler,
+                         Environments, Dispatcher, TaskTable, RpcTable, GpuObjects,
+                         Workers, MessageLoop (built in that order: each gets what it
+                         uses when it is made)
+    shmray.remote/get/put/wait/cancel ─► Session (the facade) ─► the components
+
+The Session is the driver's side of the runtime contract (_runtime.Runtime). It
+takes the state lock around what it asks of the components and leaves the rest to
+the message loop. After shutdown() nothing refers to it: ObjectRef's hooks are
+unset and _context forgets it.
+"""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+import warnings
+
+from .. import _context, _gpu, _ring, _serialization as ser, _shm, _snapshot, _status_area
+from .._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
+from .._object_store import ObjectStore
+from .._protocol import ERROR
+from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stacklevel
+from .._runtime import Runtime
+from .._scheduler import Scheduler
+from .._segment_pool import SegmentPool
+from .._worker_pool import WorkerPool, start_method
+from ..exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError
+from .dispatch import BURST_GAP, Dispatcher
+from .envs import Environments
+from .gpu_objects import GpuObjects, driver_cannot_copy
+from .loop import DRAIN_BATCH, MessageLoop
+from .rpcs import RpcTable, lost_error
+from .spec import TaskSpec
+from .tasks import HISTORY, TaskTable
+from .workers import EVICTED, Workers
+
+WORKER_SPIN = 20e-6          # workers spin less than the driver: they share its cores
+# The C rings take any number of workers, but each is a process with a 4 MB channel:
+# extras are capped well below what the machine's process table would notice.
+MAX_EXTRA_WORKERS = 256
+
+
+class Session(Runtime):
+    is_driver = True
+
+    def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
+                 log_to_driver=True, resolve_nested_refs=True, max_workers=None,
+                 runtime_env=None):
+        method = start_method()  # checked before anything is created
+        _shm.reclaim_dead_sessions()
+        self.pid = os.getpid()
+        self.tag = secrets.token_hex(4)
+        self.prefix = _shm.session_prefix(self.pid, self.tag)
+        self.node_id = secrets.token_hex(28)
+        self.started = time.time()
+        self.session_root = _shm.session_root(self.prefix)
+        self.envs = Environments(runtime_env, self.session_root)
+        self.job_env = runtime_env
+        base_env = self.envs.base_env()  # first: if it cannot be set up, nothing is left over
+        self.resolve_nested = resolve_nested_refs
+        totals = node_totals(num_cpus, num_gpus, resources,
+                             object_store_memory=object_store_memory)
+        self.ledger = ResourceLedger(totals)
+        cores = affinity_cpus()
+        n_base = math.ceil(totals["CPU"])
+        self.control = _ring.ControlArea(self.prefix + "ctl", create=True)
+        # What `shmray status` reads (see _status_area): words in the control segment,
+        # and the session's directory with session.json and, when asked, snapshot.json.
+        self.status = _status_area.DriverStatus(self.control.mm, self.pid, self.started)
+        self.session_info = {
+            "driver_pid": self.pid, "tag": self.tag, "prefix": self.prefix,
+            "control": self.control.name, "started": self.started, "node_id": self.node_id,
+            "python": _status_area.python_description(), "argv": list(sys.argv),
+            "cwd": os.getcwd(), "totals": totals}
+        _status_area.write_session_file(self.session_root, self.session_info)
+        capacity = int(totals["object_store_memory"])
+        self.object_prefix = self._object_location(capacity)
+        self._seg_ids = iter(range(1, 1 << 62))
+        self.segments = SegmentPool(self.new_segment_name)
+        self.store = ObjectStore(self.segments, capacity, _shm.session_dir(self.prefix, "spill"))
+        self.pool = WorkerPool(self.prefix, self.control, {
+            "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
+            "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
+            "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
+            "spin": WORKER_SPIN, "totals": totals, "object_prefix": self.object_prefix}, method)
+        self.lock = threading.Lock()
+        self.scheduler = Scheduler(
+            self.ledger, self.pool, cores,
+            max_workers or min(max(32, 4 * n_base), n_base + MAX_EXTRA_WORKERS),
+            self.envs.prepared, lambda w: self.workers.remove_worker(w, EVICTED))
+        self.functions = {}  # fn_id -> (pickled function, name)
+        self.dispatch = Dispatcher(self.scheduler, self.ledger, self.store, self.segments,
+                                   self.functions, self.readable, self.prefix)
+        self.tasks = TaskTable(self.store, self.ledger, self.scheduler, self.dispatch,
+                               self.envs, self.node_id)
+        self.rpcs = RpcTable(self.store, self.ledger, self.scheduler, self.dispatch,
+                             self.segments, self.readable, self.tasks.tasks, self.prefix)
+        self.gpu = GpuObjects(self.store, self.segments, self.readable, self.new_segment_name,
+                              self.prefix)
+        self.workers = Workers(self.pool, self.store, self.ledger, self.dispatch, self.rpcs,
+                               self.tasks, self.gpu, self.envs)
+        self.loop = MessageLoop(self)
+        self.last_submit = 0.0       # when the latest .remote() ran (bursts, QUIET)
+        self.waited = False          # a get/wait since then (no burst then)
+        self._submits = 0
+        self.closed = False
+        for i in range(n_base):
+            self.pool.spawn(cores[i % len(cores)], env=base_env)
+        # This process's ObjectRefs count themselves into this session's store.
+        _hooks.created = self.store.created_queue.append
+        _hooks.dropped = self.store.drop_queue.append
+        _hooks.escaped = self.store.keep_until_shutdown
+        _hooks.future = self.future
+        self.envs.start_eager()
+        self.loop.thread.start()
+        atexit.register(self.shutdown)
+
+    def _object_location(self, capacity: int) -> str:
+        """Where objects' segments go: /dev/shm, or, when /dev/shm cannot hold the store
+        (a default Docker container has 64 MB), files in a session directory, mapped
+        the same way (Ray falls back to /tmp too). Returns the names' prefix."""
+        if capacity <= _shm.shm_size():
+            return self.prefix
+        directory = _shm.session_dir(self.prefix, "objects")
+        os.makedirs(directory, mode=0o700)
+        warnings.warn(f"shmray: {_shm.SHM_DIR} holds {_shm.shm_size():,} bytes, less than the "
+                      f"object store's {capacity:,} (object_store_memory): objects go to files "
+                      f"in {directory} instead, which is slower. Give the machine or container "
+                      f"a larger {_shm.SHM_DIR} (docker run --shm-size=...).",
+                      stacklevel=user_stacklevel())
+        return os.path.join(directory, "")
+
+    def new_segment_name(self) -> str:
+        return f"{self.object_prefix}o{next(self._seg_ids)}"
+
+    def check_open(self):
+        if self.closed:
+            raise RaySystemError("The shmray session was shut down while this call waited "
+                                 "on it.")
+
+    # ------------------------------------------------------------ submit
+    def submit(self, rf, args, kwargs, options):
+        fn_id = rf._fn_id
+        if fn_id not in self.functions:
+            try:
+                self.functions[fn_id] = (rf._pickled(), rf._name)
+            except Exception as e:
+                raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
+                                f"{type(e).__name__}: {e}") from e
+        args_stored, deps, held = ser.pack_args(rf._name, args, kwargs, self.resolve_nested,
+                                                self.new_segment_name)
+        task_id = new_base_id()
+        spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
+        loop = self.loop
+        with self.lock:
+            self.check_open()
+            if held:  # refs inside the arguments: the task holds their objects until it ends
+                spec.held = held
+                spec.lent = self.tasks.lend(held)
+            # Inside a burst, what this call dispatches (its own task, or queued ones
+            # that results free up in the drain below) is pushed without a wake.
+            now = time.monotonic()
+            burst = now - self.last_submit < BURST_GAP and not self.waited
+            self.last_submit = now
+            self.waited = False
+            self.tasks.add(spec, None, burst)
+        self._submits += 1
+        # In a burst, results are collected every 8th call: workers hold up to 64
+        # queued tasks each, and an empty drain costs as much as a submit's scheduling.
+        if (not burst or not self._submits & 7) and loop.pump_lock.acquire(False):
+            try:
+                loop.drain(DRAIN_BATCH, burst)
+            finally:
+                loop.pump_lock.release()
+        if loop.deferred:
+            loop.run_deferred()
+        n = spec.num_returns
+        if n == 1:
+            return ObjectRef(task_id, True)
+        return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
+
+    def on_submit(self, w, msg):
+        """A Submit record: a task submitted inside a task."""
+        if msg.fn_bytes is not None and msg.fn_id not in self.functions:
+            self.functions[msg.fn_id] = (msg.fn_bytes, msg.name)
+        spec = TaskSpec(msg.task_id, msg.fn_id, msg.name, msg.options, msg.args_stored,
+                        msg.deps, False)
+        spec.parent = msg.parent
+        if msg.held:
+            spec.held = msg.held
+            spec.lent = self.tasks.lend(msg.held)
+        self.tasks.add(spec, submitter=w)
+
+    def on_put(self, w, msg):
+        """A Put record: an object put inside a task."""
+        w.grant(msg.oid, self.store)
+        if msg.gpu:
+            self.gpu.produced(msg.oid, w)
+        self.store.put(msg.oid, msg.stored, f"put in a task (pid={w.pid})", msg.inner)
+
+    def cancel(self, ref, force: bool, recursive: bool):
+        with self.lock:
+            self.tasks.cancel(task_id_of(ref._id), force, recursive)
+
+    # ------------------------------------------------------------ objects
+    def put(self, value):
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
+                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
+                            "on it.")
+        oid = new_base_id()
+        if "cupy" in sys.modules:  # cupy arrays go out as IPC handles (see _gpu)
+            with _gpu.exporting(oid) as gpu:
+                stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
+        else:
+            gpu = None
+            stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
+        with self.lock:
+            self.check_open()
+            self.store.own(oid)
+            if gpu is not None and gpu.exported:
+                self.store.gpu_producers[oid] = None  # the driver keeps the arrays
+            self.store.put(oid, stored, "put", inner)
+        return ObjectRef(oid, True)
+
+    def _write_large(self, meta, buffers):
+        size = ser.segment_layout(meta, buffers)[1]
+        with self.lock:  # a ref just dropped may free a segment this put can reuse
+            self.store.process_refs()
+            self.store.reserve(size)  # spills others if needed, or raises
+        return self.segments.write(meta, buffers)
+
+    def readable(self, oid):
+        """The stored form of `oid` to read or hand out: brought back from disk first if
+        it was spilled (an error form if there is no room for it). Under the lock."""
+        store = self.store
+        try:
+            store.ensure_in_memory(oid)
+        except ObjectStoreFullError as e:
+            return ser.error_stored(e)
+        store.touch(oid)
+        return store.values[oid]
+
+    def get(self, refs: list, timeout):
+        store = self.store
+        values = store.values
+        oids = [r._id for r in refs if type(r) is ObjectRef]
+        for oid in oids:
+            if not store.coming_or_there(oid):
+                self.check_open()
+                raise lost_error(oid)
+        missing = [o for o in oids if o not in values]
+        first = 0
+
+        def all_ready():  # results arrive roughly in order: resume at the first missing one
+            nonlocal first
+            while first < len(missing) and missing[first] in values:
+                first += 1
+            return first == len(missing)
+
+        if not self.loop.wait_until(all_ready, timeout):
+            raise GetTimeoutError("Get timed out: some object(s) not ready.")
+        if store.holds_large():  # spilled ones come back; read ones spill last
+            with self.lock:
+                readable = {oid: self.readable(oid) for oid in oids}
+            return ser.values_of(refs, readable, self.segments.mapped)
+        return ser.values_of(refs, values, self.segments.mapped)
+
+    def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
+        values = self.store.values
+        is_ready = lambda r: type(r) is not ObjectRef or r._id in values
+        not_yet = [r for r in refs if not is_ready(r)]
+
+        def enough():
+            not_yet[:] = [r for r in not_yet if r._id not in values]
+            return len(refs) - len(not_yet) >= num_returns
+
+        self.loop.wait_until(enough, timeout)
+        ready, not_ready = [], []
+        for r in refs:
+            (ready if is_ready(r) and len(ready) < num_returns else not_ready).append(r)
+        return ready, not_ready
+
+    def future(self, ref):
+        """A concurrent.futures.Future of `ref`'s value. Its callbacks are user code:
+        the value is read and the future resolved outside every internal lock."""
+        fut = concurrent.futures.Future()
+        loop = self.loop
+
+        def resolve(ref=ref):
+            for _ in range(3):  # spilled between the two steps: read it again
+                with self.lock:
+                    stored = self.readable(ref._id)
+                try:
+                    if stored[0] == ERROR:
+                        fut.set_exception(ser.load_error(stored))
+                    else:
+                        fut.set_result(ser.from_stored(stored, self.segments.mapped))
+                    return
+                except _shm.SegmentGone:
+                    continue
+                except Exception as e:
+                    fut.set_exception(e)
+                    return
+
+        with self.lock:
+            self.store.on_ready(ref._id, lambda oid: loop.deferred.append(resolve))
+        loop.run_deferred()  # (ready already: resolved now, in this thread)
+        return fut
+
+    def gpu_host_copy(self, oid) -> dict:
+        driver_cannot_copy(oid)
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.pid:08x}"
+
+    @property
+    def runtime_env(self) -> dict:
+        return dict(self.job_env or {})
+
+    # ------------------------------------------------------------ info
+    def counters(self) -> tuple:
+        """The live counters (_status_area.COUNTERS, in order), for the status words."""
+        workers = self.pool.workers
+        running = on_workers = 0
+        for w in workers:
+            if w.inflight:  # its first task runs, and help tasks on top of a blocked one
+                running += 1 + (sum(1 for s in w.inflight if s.helping) if w.rpcs else 0)
+                on_workers += len(w.inflight)
+        queued = sum(len(q) for q in self.scheduler.ready.values())
+        queued += self.envs.waiting_count()  # for their runtime_env
+        tasks = self.tasks
+        waiting = max(0, len(tasks.tasks) - queued - on_workers)  # for their inputs
+        queued += on_workers - running
+        store = self.store
+        spilled_bytes = store.statistics().spilled_bytes if store.spilled else 0
+        submitted = tasks.finished + tasks.failed + len(tasks.tasks)  # every task ends in one
+        return (len(workers), sum(1 for w in workers if w.rpcs), submitted, tasks.finished,
+                tasks.failed, queued, waiting, running, len(store.values), store.shm_bytes,
+                store.capacity, store.spilled, spilled_bytes)
+
+    def snapshot(self) -> dict:
+        """The session as plain data (what `shmray status/memory/list` print)."""
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict:  # under the lock
+        self.store.process_refs()
+        return _snapshot.snapshot(
+            self.session_info, dict(zip(_status_area.COUNTERS, self.counters())),
+            {"total": self.cluster_resources(), "available": self._available()},
+            {fn_id: name for fn_id, (_, name) in self.functions.items()},
+            self.pool.workers, self.store, self._task_records(),
+            list(self.tasks.tasks.values()))
+
+    def _task_records(self) -> list:
+        """The latest HISTORY finished tasks, oldest first: the workers' records (of the
+        live workers, and those kept from workers gone) and the driver's own."""
+        records = list(self.tasks.history) + list(self.pool.gone_history)
+        for w in self.pool.workers:
+            records += _status_area.read_history(w.channel.mm, w.pid)
+        records.sort(key=lambda r: r[3][2])
+        return records[-HISTORY:]
+
+    def write_snapshot(self, request):  # under the lock (from housekeeping)
+        try:
+            _status_area.write_snapshot(self.session_root, self._snapshot())
+        except OSError as e:  # a full /tmp must not break the session
+            print(f"shmray: could not write the status snapshot: {e}", file=sys.stderr)
+        self.status.served(request)
+
+    def timeline(self) -> list:
+        return _snapshot.chrome_trace(self.snapshot())
+
+    def cluster_resources(self):
+        return {k: v for k, v in self.ledger.totals.items() if v}
+
+    def available_resources(self):
+        with self.lock:
+            return self._available()
+
+    def _available(self):
+        free = {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
+        used = self.store.shm_bytes  # what the objects take, not tasks
+        free["object_store_memory"] = max(0.0, free.get("object_store_memory", 0.0) - used)
+        return free
+
+    # ------------------------------------------------------------ shutdown
+    def shutdown(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.workers.stopping = True
+        self.envs.shutdown()  # a pip install of this session's: killed, not awaited
+        atexit.unregister(self.shutdown)
+        if self.loop.thread.is_alive() and threading.current_thread() is not self.loop.thread:
+            self.loop.thread.join(timeout=1.0)
+        with self.lock:
+            self.pool.stop_all(grace=0.2)
+            self.workers.reap()
+            self.store.clear()
+            self.tasks.drop_all()
+        _shm.unlink(self.control.name)
+        _shm.unlink_prefix(self.prefix)
+        # the session's directory: status files, spilled and file-backed objects
+        _status_area.remove_session_directory(self.session_root)
+        if _hooks.future == self.future:
+            _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
+        if _context.runtime is self:
+            _context.runtime = None
+        self.loop.deferred.clear()
+
+
+def _worker_sys_path():
+    path = list(sys.path)
+    if path and path[0] == "":
+        path[0] = os.getcwd()
+    return path

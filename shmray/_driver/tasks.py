@@ -1,0 +1,309 @@
+"""The task table: every task from its submission to the end of its last attempt.
+
+    add ─► never runnable? ─► finish(error)
+       └─► waiting for inputs ─► (each input stored) ─► ready
+    ready ─► an input failed? ─► finish(that error)
+          ├─► its runtime_env not set up yet ─► waits for the env's event
+          ├─► a blocked worker waits for it ─► that worker runs it (help)
+          └─► dispatch
+    Done ─► cancelled / retried (requeued) / finish(results)
+
+`finish` stores the results (or one error for each), lets go of the inputs and
+records the end. Retries, cancellation and the tasks a dead worker leaves behind
+are decided here. Every method runs under the session's lock.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+
+from .. import _serialization as ser, _shm
+from .._protocol import ERROR, INLINE, SHM, SPILLED
+from .._resources import infeasible, warn_infeasible
+from ..exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
+from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from .rpcs import can_help, lost_error
+
+HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
+LEND_MAX = 64                # stored forms lent with one task at most
+LEND_INLINE_MAX = 1024       # inline values lent only up to this size
+
+
+class TaskTable:
+    def __init__(self, store, ledger, scheduler, dispatch, envs, node_id):
+        self.store = store
+        self.ledger = ledger
+        self.scheduler = scheduler
+        self.dispatch = dispatch
+        self.envs = envs
+        self.node_id = node_id
+        self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
+        # Tasks that ended without running (cancelled early, unschedulable, a failed
+        # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
+        # ran are in their workers' records (see _status_area.WorkerStatus).
+        self.history = deque(maxlen=HISTORY)
+        self.finished = 0           # tasks whose last attempt succeeded
+        self.failed = 0             # ... or failed (cancelled ones too)
+        self._verdicts = {}         # id(TaskOptions) -> (options, error or None, env key or
+                                    # None): worked out once per options
+
+    # ------------------------------------------------------------ submission
+    def add(self, spec, submitter=None, burst=False):
+        """Register a new task: expect its returns, count the refs to them (the
+        driver's, or the submitting worker's), wait for its inputs."""
+        store = self.store
+        self.tasks[spec.task_id] = spec
+        if spec.num_returns == 1:
+            store.pending.add(spec.task_id)
+            if submitter is None:  # store.own_new(), inlined: what ObjectRef(.., True) means
+                store._local[spec.task_id] = 1
+            else:
+                submitter.grant(spec.task_id, store)
+        else:
+            for oid in spec.return_ids():
+                store.pending.add(oid)
+                if submitter is None:
+                    store.own_new(oid)
+                else:
+                    submitter.grant(oid, store)
+        if spec.held:
+            for oid in spec.held:
+                store.need(oid)
+        if spec.deps:  # before anything can finish it (which lets go of them)
+            for oid in spec.deps:
+                store.need(oid)
+        verdict = self._verdicts.get(id(spec.options))
+        if verdict is None or verdict[0] is not spec.options:
+            verdict = self._verdicts[id(spec.options)] = (
+                spec.options, self._never_runs(spec), self.envs.key_for(spec.options))
+        never, env = verdict[1], verdict[2]
+        if submitter is not None:
+            env = self.envs.child_key(spec.options, submitter.env, env)
+        if env is not None:  # a runtime_env: its own workers, its own queue
+            spec.env = env
+            spec.queue = (spec.request, env)
+        if never is None and not spec.deps:  # the common case: runnable now
+            self.ready(spec, burst)
+            return
+        if never is not None:
+            if isinstance(never, TaskUnschedulableError):
+                warn_infeasible(spec.name, never.error_message)
+            self.finish(spec, ser.error_stored(never))
+            return
+        missing = [oid for oid in spec.deps if oid not in store.values]
+        lost = [oid for oid in missing if oid not in store.pending]
+        if lost:
+            self.finish(spec, ser.error_stored(lost_error(lost[0])))
+            return
+        spec.unresolved = len(missing)
+        for oid in missing:
+            store.on_ready(oid, lambda oid, spec=spec: self._input_ready(spec))
+        if not missing:
+            self.ready(spec, burst)
+
+    def _never_runs(self, spec):
+        """The error every task with these options gets at once, or None if they can run."""
+        strategy = spec.options.scheduling_strategy
+        node, soft = None, True
+        if isinstance(strategy, NodeAffinitySchedulingStrategy):
+            node, soft = strategy.node_id, strategy.soft
+        elif strategy == "NODE_AFFINITY":
+            node, soft = spec.options.scheduling_strategy_node_id, False
+        if node is not None and node != self.node_id and not soft:
+            return TaskUnschedulableError(
+                f"node affinity to node {node!r}, which does not exist (this node is "
+                f"{self.node_id}) and soft=False")
+        reason = infeasible(self.ledger.totals, spec.request)
+        return TaskUnschedulableError(reason) if reason else None
+
+    def lend(self, oids):
+        """Stored forms of refs pickled inside a task's arguments that exist already:
+        sent with the task, so a `get` of them inside it needs no round trip.
+        Descriptors only (shm forms, errors, tiny values): the message stays small."""
+        values = self.store.values
+        lent = {}
+        for oid in oids[:LEND_MAX]:
+            stored = values.get(oid)
+            if stored is not None and stored[0] != SPILLED and (
+                    stored[0] != INLINE or ser.stored_size(stored) <= LEND_INLINE_MAX):
+                lent[oid] = stored
+        return lent or None
+
+    def _input_ready(self, spec):
+        spec.unresolved -= 1
+        if spec.unresolved == 0:
+            self.ready(spec, False)
+
+    def ready(self, spec, burst):
+        """All inputs exist: fail at once if one is an error, else queue to run."""
+        if spec.cancelled:  # cancelled while it waited for them: finished already
+            return
+        if spec.deps:
+            values = self.store.values
+            for oid in spec.deps:
+                if values[oid][0] == ERROR:
+                    self.finish(spec, values[oid])
+                    return
+        if spec.env is not None:
+            admitted = self.envs.admit(spec)  # True: set up; False: waits for it; or an error
+            if admitted is not True:
+                if admitted is not False:
+                    self.finish(spec, ser.error_stored(admitted))
+                return  # back through env_settled once its environment is set up
+        sched = self.scheduler
+        rpc = sched.awaited.get(spec.task_id) if sched.awaited else None
+        if rpc is not None and sched.helpable(rpc) and can_help(self.ledger, rpc.worker, spec):
+            self.dispatch.send_help(rpc.worker, spec)
+            return
+        # A task reading large objects waits for a free worker instead of queueing on a
+        # busy one: its inputs stay in shared memory while it is on a worker.
+        if spec.deps:
+            spec.pipelinable = not self.store.any_large(spec.deps)
+        self.dispatch.place_or_queue(spec, burst)
+
+    def env_settled(self, waiting, error):
+        """An environment's setup ended (see _driver.envs): its tasks run or fail."""
+        for spec in waiting:
+            if error is None:
+                self.ready(spec, False)
+            elif not spec.cancelled:
+                self.finish(spec, ser.error_stored(error))
+
+    # ------------------------------------------------------------ the end
+    def finish(self, spec, outcome, inner=None, ran=False):
+        """The task's last attempt is over: store its results (or its error in each);
+        `inner`: per result, the ids of the refs inside it (None: none anywhere), or
+        for an error, the ids of those inside the exception. `ran`: it ran on a worker
+        (which recorded it in its history); else it is recorded here."""
+        self.tasks.pop(spec.task_id, None)
+        spec.worker = None
+        store = self.store
+        if spec.pinned is not None:
+            store.unpin(spec.pinned)
+            spec.pinned = None
+        if outcome and outcome[0] == ERROR:  # one error stands for every return
+            self.failed += 1
+            if not ran:
+                self.history.append((spec.task_id, spec.fn_id, spec.attempt,
+                                     (None, None, time.monotonic_ns()), ser.error_name(outcome)))
+            for oid in spec.return_ids():
+                store.put(oid, outcome, None, inner or ())
+        elif spec.num_returns == 1:
+            self.finished += 1
+            store.put(spec.task_id, outcome[0], spec.name, inner[0] if inner else ())
+        else:
+            self.finished += 1
+            for i, (oid, stored) in enumerate(zip(spec.return_ids(), outcome)):
+                store.put(oid, stored, spec.name, inner[i] if inner else ())
+        if spec.deps:
+            for oid in spec.deps:
+                store.unneed(oid)
+        if spec.held:
+            for oid in spec.held:
+                store.unneed(oid)
+        if spec.args_stored[0] == SHM:
+            _shm.unlink(spec.args_stored[1])
+
+    def on_done(self, w, spec, done):
+        """`spec`'s attempt on `w` ended (a Done record): retried, or finished."""
+        if spec.cancelled:  # whatever it managed to return, it was cancelled
+            self.finish(spec, cancelled_stored(spec), ran=True)
+        elif done.outcome and done.outcome[0] == ERROR and self._retries(spec, done):
+            spec.attempt += 1
+            spec.worker = None
+            self.scheduler.push(spec)
+        else:
+            self.finish(spec, done.outcome, done.inner, True)
+
+    def _retries(self, spec, done) -> bool:
+        opts = spec.options
+        if not opts.retry_exceptions or not (opts.max_retries < 0
+                                             or spec.attempt < opts.max_retries):
+            return False
+        return opts.retry_exceptions is True or done.retryable
+
+    def bounced(self, w, task_id):
+        """A task queued on `w` came back unstarted (w blocked): first in line again."""
+        for spec in w.inflight:
+            if spec.task_id == task_id:
+                w.inflight.remove(spec)
+                spec.worker = None
+                if spec.pinned is not None:
+                    self.store.unpin(spec.pinned)
+                    spec.pinned = None
+                if spec.cancelled:
+                    self.finish(spec, cancelled_stored(spec))
+                else:
+                    self.scheduler.push(spec, front=True)
+                return
+
+    def orphaned(self, w, inflight, why):
+        """`w` died with these tasks on it: the unstarted ones run elsewhere, the
+        started ones are retried per max_retries, or fail with WorkerCrashedError."""
+        for i, spec in enumerate(inflight):
+            spec.worker = None
+            if spec.pinned is not None:
+                self.store.unpin(spec.pinned)
+                spec.pinned = None
+            started = i == 0 or spec.helping
+            spec.helping = False
+            if spec.cancelled:  # killed by cancel(force=True), or cancelled meanwhile
+                self.finish(spec, cancelled_stored(spec))
+                continue
+            opts = spec.options
+            if not started:
+                self.scheduler.push(spec, front=True)
+            elif opts.max_retries < 0 or spec.attempt < opts.max_retries:
+                spec.attempt += 1
+                self.scheduler.push(spec, front=True)
+            else:
+                self.finish(spec, ser.error_stored(WorkerCrashedError(
+                    f"The worker died unexpectedly while executing this task "
+                    f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
+                    f"time(s) (max_retries={opts.max_retries}).")))
+
+    # ------------------------------------------------------------ cancel
+    def cancel(self, task_id, force, recursive):
+        """Ray's cancel: a task not started never runs; a running one gets
+        KeyboardInterrupt (SIGINT; its worker checks that the cancel is for the task
+        it runs), or loses its worker with force. Never retried; get raises
+        TaskCancelledError. recursive: the tasks it submitted too."""
+        spec = self.tasks.get(task_id)
+        if spec is None or spec.cancelled:
+            return  # finished already, or a put
+        spec.cancelled = True
+        if recursive:
+            for child in [s for s in self.tasks.values() if s.parent == task_id]:
+                self.cancel(child.task_id, force, recursive)
+        w = spec.worker
+        if w is None:  # queued, or waiting for its inputs
+            if spec.queued:
+                self.scheduler.take(spec)
+            self.finish(spec, cancelled_stored(spec))
+            return
+        if self.dispatch.unbatch(w, spec):  # not pushed to the worker yet
+            w.inflight.remove(spec)
+            if w.idle:  # it was the worker's only task: its resources are free again
+                self.ledger.uncharge(w)
+                w.idle_since = time.monotonic()
+            self.finish(spec, cancelled_stored(spec))
+            return
+        w.channel.post_cancel(task_id)  # the worker skips it if it has not started it
+        if w.inflight[0] is spec or spec.helping:  # running now
+            try:
+                os.kill(w.pid, signal.SIGKILL if force else signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def drop_all(self):
+        """Shutdown: the arguments' segments go with the tasks."""
+        for spec in self.tasks.values():
+            if spec.args_stored[0] == SHM:
+                _shm.unlink(spec.args_stored[1])
+        self.tasks.clear()
+
+
+def cancelled_stored(spec):
+    return ser.error_stored(TaskCancelledError(f"{spec.task_id:032x}"))

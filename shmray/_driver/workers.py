@@ -1,0 +1,123 @@
+"""The life of worker processes, as the driver manages them: borrowed refs, and the
+one way a worker leaves the session.
+
+    evicted (the pool is full)  ─┐
+    retired (max_calls reached)  ├─► remove_worker(w, why) ─► out of the pool, its refs
+    idle extra worker            │   and resources let go, its process reaped later, a
+    died                        ─┘   base worker replaced; a dead one's tasks retried
+                                     and its GPU objects lost
+
+A worker holding ObjectRef instances of an object keeps it alive: the driver counts,
+per worker, the references it was granted (WorkerHandle.grant). A grant comes with
+each Submit and Put (the refs the worker gets back), and with a Refs record for refs
+the worker came to hold otherwise. The worker sends Refs borrows before, and
+releases after, the message that made or ended them (a Done whose result holds the
+ref counts first). Every method runs under the session's lock.
+"""
+from __future__ import annotations
+
+import subprocess
+
+from .. import _ring
+from .._protocol import EXIT, Exit
+from .._worker_pool import describe_exit
+
+EVICTED, RETIRED, IDLE, DIED = "evicted", "retired", "idle", "died"
+IDLE_EXTRA_RETIRE = 2.0
+IDLE_ENV_RETIRE = 10.0       # a runtime_env's worker costs more to start again
+
+
+class Workers:
+    def __init__(self, pool, store, ledger, dispatch, rpcs, tasks, gpu, envs):
+        self.pool = pool
+        self.store = store
+        self.ledger = ledger
+        self.dispatch = dispatch
+        self.rpcs = rpcs
+        self.tasks = tasks
+        self.gpu = gpu
+        self.envs = envs
+        self.stopping = False
+        self._exited = []           # processes told to exit, not reaped yet
+
+    def remove_worker(self, w, why):
+        """Take `w` out of the session, for `why` (EVICTED, RETIRED, IDLE or DIED)."""
+        if w.gone:  # removed already (retired just before its last GPU object went)
+            return
+        if why != DIED:
+            w.ring.push(_ring.encode(Exit(EXIT), w.ring, self.pool.prefix))
+        self.pool.remove(w)
+        self.dispatch.forget(w)
+        self.ledger.uncharge(w)
+        self.rpcs.forget(w)
+        grants, w.grants = w.grants, {}  # its refs no longer hold anything
+        for oid, n in grants.items():
+            self.store.unborrow(oid, n)
+        if why == DIED:
+            why_text = describe_exit(w.proc.returncode)
+            inflight = list(w.inflight)
+            w.inflight.clear()
+            self.tasks.orphaned(w, inflight, why_text)
+            self.gpu.lost_with(w, why_text)
+        else:
+            self._reap_later(w.proc)
+        if not w.extra and why in (RETIRED, DIED) and not self.stopping:
+            self.pool.spawn(w.core, env=self.envs.prepared.get(w.env))  # in its environment
+
+    def retire_if_done(self, w):
+        """A max_calls worker exits once idle (after its results hold their refs) and
+        its GPU objects are freed."""
+        if w.retiring and w.idle and not w.exports:
+            self.remove_worker(w, RETIRED)
+
+    def on_refs(self, w, msg):
+        """A Refs record: the refs `w` came to hold, and let go of."""
+        store = self.store
+        for oid in msg.borrows:
+            w.grant(oid, store)
+        for oid in msg.escaped:
+            store.keep_until_shutdown(oid)
+        grants = w.grants
+        for oid, n in msg.releases:
+            left = grants.get(oid, 0) - n
+            if left > 0:
+                grants[oid] = left
+            else:
+                grants.pop(oid, None)
+            store.unborrow(oid, n)
+
+    def rebase(self, prepared):
+        """The job's pip environment is ready: the base workers, idle and plain until
+        now (every task has the job's environment), start again in it."""
+        for w in [w for w in self.pool.workers if not w.extra and w.env is None and w.idle
+                  and not w.exports]:
+            self.remove_worker(w, EVICTED)
+            self.pool.spawn(w.core, env=prepared)
+
+    def dead(self) -> list:
+        return [w for w in self.pool.workers if w.proc.poll() is not None]
+
+    def retire_idle(self, now):
+        """Extra workers idle for a while go (the pool grows again when needed); the
+        others' outboxes are flushed."""
+        for w in list(self.pool.workers):
+            if w.outbox:
+                w.flush()
+            elif (w.extra and w.idle and not w.exports and now - w.idle_since >
+                  (IDLE_ENV_RETIRE if w.env else IDLE_EXTRA_RETIRE)):
+                self.remove_worker(w, IDLE)
+
+    def _reap_later(self, proc):
+        """Collect exited workers without blocking the loop."""
+        self._exited.append(proc)
+        self._exited[:] = [p for p in self._exited if p.poll() is None]
+
+    def reap(self):
+        """Shutdown: wait for the workers told to exit (kill the slow ones)."""
+        for p in self._exited:
+            try:
+                p.wait(0.5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._exited.clear()

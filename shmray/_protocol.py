@@ -1,0 +1,219 @@
+"""What the driver and a worker say to each other: one named record per message kind,
+and the kinds of stored values. Both processes import this module; it imports nothing
+of either.
+
+    driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree
+    driver ◄─result ring──  Done, Submit, Put, Get, Wait, GpuHost, Log, Bounce, Refs,
+                            Cancel, Abandon
+
+On the wire a message is a plain tuple whose first item is its kind (pickling a
+NamedTuple costs five times as much: its class goes with it). A sender builds the
+record (or, on the per-task path, the plain tuple in the record's field order: see
+`task_record` and `done_record`); `_ring.decode` hands the receiver the record, read
+by field name. A new kind of submission (an actor call, a generator's item) is a new
+record here and a handler on each side.
+"""
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class Kind(enum.IntEnum):
+    # driver -> worker
+    FUNC = 1
+    TASKS = 2
+    REPLY = 3
+    EXIT = 4
+    GPU_FREE = 5
+    # worker -> driver
+    DONE = 10
+    SUBMIT = 11
+    PUT = 12
+    GET = 13
+    WAIT = 14
+    LOG = 15
+    BOUNCE = 16
+    REFS = 17
+    CANCEL = 18
+    ABANDON = 19
+    GPU_HOST = 21
+    # either way: the real message is in a temporary segment (too big for a ring)
+    LARGE = 20
+
+
+# Plain ints for the tuples on the wire (an enum member would pickle as its class).
+FUNC, TASKS, REPLY, EXIT, GPU_FREE = 1, 2, 3, 4, 5
+DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
+LARGE, GPU_HOST = 20, 21
+
+
+class Stored(enum.IntEnum):
+    """The first item of a stored form (see _serialization, _spill)."""
+    INLINE = 0      # (INLINE, pickle, out-of-band buffers): small, travels in the ring
+    SHM = 1         # (SHM, segment name, size, meta length, buffer layout)
+    ERROR = 2       # (ERROR, pickled exception, the cause's type name)
+    SPILLED = 3     # (SPILLED, file, size, the SHM form's layout): on disk, see _spill
+
+
+INLINE, SHM, ERROR, SPILLED = 0, 1, 2, 3
+
+
+# ------------------------------------------------------------ driver -> worker
+class Func(NamedTuple):
+    """A function, shipped once per worker (cloudpickled)."""
+    kind: int
+    fn_id: int
+    fn_bytes: bytes
+    name: str
+
+
+class Task(NamedTuple):
+    """One task for a worker (inside Tasks)."""
+    task_id: int
+    fn_id: int
+    num_returns: int
+    args_stored: tuple          # the stored form of (args, kwargs)
+    dep_values: tuple | None    # stored forms of the refs resolved into the arguments
+    lent: dict | None           # oid -> stored form of refs inside the arguments
+    request: tuple              # its resources, (name, amount) pairs
+    helping: bool               # run on top of the worker's blocked get (see _scheduler)
+    attempt: int
+    retry_exceptions: tuple | None  # exception types it is retried for (a list in its
+                                    # options): the worker tells whether an error is one
+
+
+def task_record(task_id, fn_id, num_returns, args_stored, dep_values, lent, request,
+                helping, attempt, retry_exceptions):
+    """A Task as the plain tuple the wire carries (the per-task path: no record built)."""
+    return (task_id, fn_id, num_returns, args_stored, dep_values, lent, request, helping,
+            attempt, retry_exceptions)
+
+
+class Tasks(NamedTuple):
+    kind: int
+    tasks: list                 # Task tuples, run in order
+
+
+class Reply(NamedTuple):
+    kind: int
+    req_id: int
+    payload: object             # Get: stored forms (None: timed out); Wait: a ready mask
+
+
+class Exit(NamedTuple):
+    kind: int
+
+
+class GpuFree(NamedTuple):
+    """Objects freed whose cupy arrays the worker keeps (see _gpu)."""
+    kind: int
+    oids: tuple
+
+
+# ------------------------------------------------------------ worker -> driver
+class Done(NamedTuple):
+    """A task's attempt ended."""
+    kind: int
+    task_id: int
+    outcome: tuple              # stored results, or one stored error for all of them
+    start: int                  # CLOCK_MONOTONIC ns
+    end: int
+    inner: tuple | None         # per result, the ids of the refs inside it (None: none)
+    gpu: tuple | None           # indexes of the results whose cupy arrays the worker keeps
+    retryable: bool             # an error its task's retry_exceptions names
+
+
+def done_record(task_id, outcome, start, end, inner, gpu, retryable):
+    return (DONE, task_id, outcome, start, end, inner, gpu, retryable)
+
+
+class Submit(NamedTuple):
+    """A task submitted inside a task."""
+    kind: int
+    task_id: int
+    fn_id: int
+    fn_bytes: bytes | None      # None: the driver has it already
+    name: str
+    options: object             # _options.TaskOptions
+    args_stored: tuple
+    deps: list | None           # oids resolved into the arguments
+    held: list | None           # oids of refs pickled inside the arguments
+    parent: int | None          # the submitting task's id
+
+
+class Put(NamedTuple):
+    kind: int
+    oid: int
+    stored: tuple
+    inner: list                 # ids of the refs inside the value
+    gpu: bool                   # its cupy arrays stay in the worker
+
+
+class Get(NamedTuple):
+    kind: int
+    req_id: int
+    oids: list
+    timeout: float | None
+
+
+class Wait(NamedTuple):
+    kind: int
+    req_id: int
+    oids: list
+    num_returns: int
+    timeout: float | None
+
+
+class GpuHost(NamedTuple):
+    """An rpc: host copies of a GPU object's arrays (see _gpu)."""
+    kind: int
+    req_id: int
+    oid: int
+
+
+class Log(NamedTuple):
+    kind: int
+    fd: int                     # 1: stdout, 2: stderr
+    name: str | None            # the task's function
+    text: str
+
+
+class Bounce(NamedTuple):
+    """A task queued on a worker that blocked: back to the driver, for another worker."""
+    kind: int
+    task_id: int
+
+
+class Refs(NamedTuple):
+    """The ObjectRefs this worker came to hold and let go of (see _driver.workers)."""
+    kind: int
+    borrows: list
+    releases: list              # (oid, references) pairs
+    escaped: list               # pickled outside shmray: kept until shutdown
+
+
+class Cancel(NamedTuple):
+    kind: int
+    oid: int
+    force: bool
+    recursive: bool
+
+
+class Abandon(NamedTuple):
+    """The worker left an rpc early (a cancel interrupted its get)."""
+    kind: int
+    req_id: int
+
+
+class Large(NamedTuple):
+    kind: int
+    name: str
+    size: int
+
+
+RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree, DONE: Done,
+           SUBMIT: Submit, PUT: Put, GET: Get, WAIT: Wait, GPU_HOST: GpuHost, LOG: Log,
+           BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large}
+assert all(int(k) in RECORDS for k in Kind)
+assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

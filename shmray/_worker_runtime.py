@@ -1,0 +1,372 @@
+"""A worker's runtime: what the API does inside a task, and the worker's one
+message switch.
+
+    driver's messages ─► receive(): Tasks (run, or bounced while blocked), Reply,
+                                    Func (cached), GpuFree, Exit
+    get/wait in a task ─► rpc (Get/Wait) ─► blocks on the task ring until its Reply
+    remote/put in a task ─► Submit/Put (+ Refs: the refs held here, see send)
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import pickle
+import threading
+from collections import deque
+from threading import get_ident
+
+from . import _gpu, _ring, _serialization as ser, _shm, _status_area
+from ._object_ref import ObjectRef, new_base_id
+from ._protocol import (ABANDON, BOUNCE, CANCEL, EXIT, FUNC, GET, GPU_FREE, GPU_HOST, PUT, REFS,
+                        REPLY, SUBMIT, TASKS, WAIT, Abandon, Bounce, Cancel, Get, GpuHost, Put,
+                        Refs, Submit, Task, Wait)
+from ._runtime import Runtime
+from ._worker_tasks import run_task, store_value
+from .exceptions import GetTimeoutError
+
+_as_record = tuple.__new__
+
+
+class WorkerRuntime(Runtime):
+    """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
+
+    is_driver = False
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.driver_pid = config["driver_pid"]
+        self.resolve_nested = config["resolve_nested_refs"]
+        self.node_id = config["node_id"]
+        control = _ring.ControlArea(config["control"], create=False)
+        self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
+        self._control = control
+        self.status = _status_area.WorkerStatus(self.channel.mm, os.getpid(), config.get("core"))
+        self._tasks = self.channel.tasks
+        self.results = self.channel.results
+        self.spill_prefix = self.channel._spill_prefix
+        self._send_lock = threading.Lock()
+        self._rpc_lock = threading.RLock()  # re-entered by tasks run while waiting
+        self._waiting = set()      # req_ids of this worker's open rpcs
+        self._replies = {}         # req_id -> reply payload, until its rpc picks it up
+        self._req_ids = itertools.count(1)
+        self._seg_ids = itertools.count(1)
+        self._seg_prefix = f"{config['object_prefix']}w{os.getpid()}_"
+        self.fns = {}              # fn_id -> (callable or Exception, name)
+        self.known_to_driver = set()
+        self.current_name = None
+        self.current_task_id = None
+        self.lent = None          # the running task's lent stored forms (oid -> stored)
+        self._backlog = deque()    # tasks of the current TASKS message not started yet
+        self._cancel_words = self.channel.cancels
+        self._cancels_seen = 0     # the channel's cancel counter when last read
+        self._cancelled = set()    # the ids it listed then
+        # The GPU devices this worker runs tasks for (Ray returns ints for numeric ids).
+        self.gpu_ids = tuple(int(d) if d.isdigit() else d for d in config.get("gpus", ()))
+        self.current_request = ()  # the running task's resources, as (name, amount) pairs
+        self.spin = config.get("spin", 0.0)
+        # Reference counting (see _driver.workers): ObjectRef instances here,
+        # counted from the hooks' queues when a message goes out.
+        self._created = deque()    # oids of instances created (appended by the hooks)
+        self._dropped = deque()    # oids of instances dropped
+        self._escaped = deque()    # oids pickled outside shmray: the driver keeps them
+        self._counts = {}          # oid -> live instances here
+        self._granted = {}         # oid -> references the driver counts for this worker
+        self._main_thread = threading.main_thread().ident
+        self._critical = 0         # depth of sections a cancel's interrupt waits for
+        self._interrupt_pending = False
+
+    # ---------------------------------------------------------------- plumbing
+    def new_segment_name(self) -> str:
+        return f"{self._seg_prefix}{next(self._seg_ids)}"
+
+    def send(self, msg: tuple, grants=()):
+        """Push `msg`; the refs this worker came to hold go first, the ones it let go
+        of after (a DONE's result may hold one). `grants`: oids the driver counts for
+        this worker on receiving `msg` (the refs a SUBMIT or PUT returns)."""
+        data = _ring.encode(msg, self.results, self.spill_prefix)
+        held = self._hold_interrupts()
+        try:
+            with self._send_lock:
+                if self._created or self._dropped or self._escaped:
+                    self._push_with_ref_changes(data)
+                else:
+                    self.results.push(data, timeout=None)
+                granted = self._granted
+                for oid in grants:
+                    granted[oid] = granted.get(oid, 0) + 1
+        finally:
+            if held:
+                self._release_interrupts()
+
+    def send_ref_changes(self):
+        """Tell the driver about refs created or dropped since the last message."""
+        held = self._hold_interrupts()
+        try:
+            with self._send_lock:
+                self._push_with_ref_changes(None)
+        finally:
+            if held:
+                self._release_interrupts()
+
+    def _push_with_ref_changes(self, data):
+        """Under _send_lock: REFS borrows, `data` (if any), REFS releases. The garbage
+        collector is off meanwhile: a user's __del__ run by it could print or put, and
+        so re-enter send() under the lock."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            borrows, releases, escaped = self._ref_changes()
+            push, results, spill = self.results.push, self.results, self.spill_prefix
+            if data is None:
+                if borrows or releases or escaped:
+                    push(_ring.encode(Refs(REFS, borrows, releases, escaped), results, spill),
+                         timeout=None)
+                return
+            if borrows or escaped:
+                push(_ring.encode(Refs(REFS, borrows, (), escaped), results, spill),
+                     timeout=None)
+            push(data, timeout=None)
+            if releases:
+                push(_ring.encode(Refs(REFS, (), releases, ()), results, spill), timeout=None)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _ref_changes(self):
+        """Count the queued creations and drops (under _send_lock). Returns the oids
+        now held here that the driver does not count for this worker, the
+        (oid, grants) it counts for oids held here no more, and escaped oids.
+        Drops are counted up to a length read first (see ObjectStore.process_refs)."""
+        dropped, created, counts = self._dropped, self._created, self._counts
+        n = len(dropped)
+        touched = set()
+        while created:
+            oid = created.popleft()
+            counts[oid] = counts.get(oid, 0) + 1
+            touched.add(oid)
+        for _ in range(n):
+            oid = dropped.popleft()
+            left = counts.get(oid, 0) - 1
+            if left > 0:
+                counts[oid] = left
+            else:
+                counts.pop(oid, None)  # (an instance inherited from the driver at fork: < 0)
+            touched.add(oid)
+        granted = self._granted
+        borrows = [oid for oid in touched if oid in counts and oid not in granted]
+        for oid in borrows:
+            granted[oid] = 1
+        releases = [(oid, granted.pop(oid)) for oid in touched
+                    if oid not in counts and oid in granted]
+        escaped_queue = self._escaped
+        escaped = [escaped_queue.popleft() for _ in range(len(escaped_queue))]
+        return borrows, releases, escaped
+
+    # A cancel's KeyboardInterrupt (on_sigint) must not land between pushing a message
+    # and recording what it granted, or between a SUBMIT and the ObjectRef it returns:
+    # the driver's counts and this worker's would disagree. The main thread (where
+    # Python runs signal handlers) defers it to the end of such a section.
+    def _hold_interrupts(self) -> bool:
+        if get_ident() != self._main_thread:
+            return False
+        self._critical += 1
+        return True
+
+    def _release_interrupts(self):
+        self._critical -= 1
+        if not self._critical and self._interrupt_pending:
+            self._interrupt_pending = False
+            if self.is_cancelled(self.current_task_id):
+                raise KeyboardInterrupt
+
+    def send_done(self, data: bytes):
+        """Push an encoded Done (the per-task path: no interrupt can land here)."""
+        with self._send_lock:
+            if self._created or self._dropped or self._escaped:
+                self._push_with_ref_changes(data)
+            else:
+                self.results.push(data, timeout=None)
+
+    # ------------------------------------------------------------- the loop
+    def serve(self):
+        """Run tasks until told to exit."""
+        pop, decode, backlog = self._tasks.pop, _ring.decode, self._backlog
+        while True:
+            if backlog:
+                run_task(self, backlog.popleft())
+                continue
+            if self._created or self._dropped or self._escaped:
+                self.send_ref_changes()  # refs dropped since the last message (a GC)
+            data = pop(timeout=1.0, spin=self.spin)
+            if data is not None and self.receive(decode(data), blocked=False):
+                return
+
+    def receive(self, msg, blocked: bool) -> bool:
+        """Act on a message from the driver; True for Exit. `blocked`: inside an rpc,
+        where tasks do not wait behind the blocked one: a help task runs on top of it
+        (see _driver.dispatch), the others go back (Bounce) for a free worker."""
+        kind = msg.kind
+        if kind == TASKS:
+            if not blocked:
+                self._backlog.extend(msg.tasks)
+                return False
+            for task in msg.tasks:
+                if _as_record(Task, task).helping:
+                    run_task(self, task)
+                else:
+                    self.send(Bounce(BOUNCE, _as_record(Task, task).task_id))
+        elif kind == REPLY:
+            if msg.req_id in self._waiting:  # else stale: its rpc timed out
+                self._replies[msg.req_id] = msg.payload
+        elif kind == FUNC:
+            try:
+                fn = pickle.loads(msg.fn_bytes)
+            except Exception as e:  # e.g. a module the worker cannot import
+                fn = e
+            self.fns[msg.fn_id] = (fn, msg.name)
+            self.known_to_driver.add(msg.fn_id)
+        elif kind == GPU_FREE:
+            _gpu.release(msg.oids)
+        elif kind == EXIT:
+            if blocked:
+                os._exit(0)
+            return True
+        return False
+
+    # ------------------------------------------------ the API inside a task
+    def submit(self, rf, args, kwargs, options):
+        task_id = new_base_id()
+        args_stored, deps, held = ser.pack_args(rf._name, args, kwargs, self.resolve_nested,
+                                                self.new_segment_name)
+        fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
+        n = options.num_returns
+        returns = [task_id + i for i in range(n)]
+        critical = self._hold_interrupts()  # until the refs exist (see _hold_interrupts)
+        try:
+            self.send(Submit(SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
+                             args_stored, deps, held, self.current_task_id), grants=returns)
+            self.known_to_driver.add(rf._fn_id)
+            if n == 1:
+                return ObjectRef(task_id)
+            return [ObjectRef(oid) for oid in returns] if n else None
+        finally:
+            if critical:
+                self._release_interrupts()
+
+    def put(self, value):
+        oid = new_base_id()
+        stored, inner, gpu = store_value(self, value, oid)
+        critical = self._hold_interrupts()
+        try:
+            self.send(Put(PUT, oid, stored, inner, gpu), grants=(oid,))
+            return ObjectRef(oid)
+        finally:
+            if critical:
+                self._release_interrupts()
+
+    def _rpc(self, request):
+        """Send GET/WAIT and wait for its REPLY. Meanwhile, tasks queued to this worker
+        before it blocked go back to the driver (BOUNCE) for a free worker; a task the
+        driver marks `help` (every worker is busy or blocked, the pool is at its cap)
+        runs right here, on top of the waiting one, so nested tasks never deadlock.
+        `request(req_id)`: the Get, Wait or GpuHost record to send."""
+        with self._rpc_lock:
+            req_id = next(self._req_ids)
+            self._waiting.add(req_id)
+            self.status.blocked(True)
+            try:
+                # Tasks that came in the same batch as the one blocking now must not
+                # wait behind it (one may be what it waits for): back they go, last
+                # first, since the driver puts each back at the front of its queue.
+                while self._backlog:
+                    self.send(Bounce(BOUNCE, _as_record(Task, self._backlog.pop()).task_id))
+                self.send(request(req_id))
+                while req_id not in self._replies:
+                    self.receive(_ring.decode(self._tasks.pop(timeout=None, spin=self.spin)),
+                                 blocked=True)
+                return self._replies.pop(req_id)
+            except BaseException:
+                if req_id not in self._replies:  # left early (a cancel): the driver forgets it
+                    self.send(Abandon(ABANDON, req_id))
+                self._replies.pop(req_id, None)
+                raise
+            finally:
+                self._waiting.discard(req_id)
+                self.status.blocked(False)
+
+    def get(self, refs: list, timeout):
+        oids = [r._id for r in refs if type(r) is ObjectRef]
+        if not oids:
+            return list(refs)
+        lent = self.lent
+        if lent and all(o in lent for o in oids):  # sent with the task: no round trip
+            try:
+                return ser.values_of(refs, lent)
+            except _shm.SegmentGone:  # spilled since it was lent: the driver restores it
+                pass
+        for attempt in range(3):
+            stored = self._rpc(lambda req_id: Get(GET, req_id, oids, timeout))
+            if stored is None:
+                raise GetTimeoutError("Get timed out: some object(s) not ready.")
+            try:
+                return ser.values_of(refs, dict(zip(oids, stored)))
+            except _shm.SegmentGone:  # spilled again in between (a very full store)
+                if attempt == 2:
+                    raise
+
+    def cancel(self, ref, force: bool, recursive: bool):
+        self.send(Cancel(CANCEL, ref._id, force, recursive))
+
+    def gpu_host_copy(self, oid) -> dict:
+        """Host copies of a GPU object's arrays, made by the driver (see _gpu)."""
+        stored = self._rpc(lambda req_id: GpuHost(GPU_HOST, req_id, oid))
+        return ser.from_stored(stored)
+
+    # ------------------------------------------------------------ cancellation
+    def cancel_posted(self) -> bool:
+        """Has a cancel come to this worker since it last looked (or is one listed)?"""
+        return self._cancel_words[0] != self._cancels_seen or bool(self._cancelled)
+
+    def is_cancelled(self, task_id) -> bool:
+        """Has the driver cancelled `task_id` (see _ring.Channel.post_cancel)?"""
+        n = self._cancel_words[0]
+        if n != self._cancels_seen:
+            self._cancels_seen = n
+            self._cancelled = self.channel.cancelled_ids()
+        return task_id is not None and task_id in self._cancelled
+
+    def on_sigint(self, signum, frame):
+        """The driver cancels a running task with SIGINT: raise KeyboardInterrupt in it
+        (a sleeping task wakes) if the task running now is the one cancelled."""
+        if self.is_cancelled(self.current_task_id):
+            if self._critical:
+                self._interrupt_pending = True  # raised when the section ends
+            else:
+                raise KeyboardInterrupt
+
+    def cluster_resources(self):
+        return {k: v for k, v in self.config["totals"].items() if v}
+
+    def timeline(self):
+        raise RuntimeError("timeline() is answered by the driver only; call it outside of tasks")
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.driver_pid:08x}"
+
+    @property
+    def runtime_env(self) -> dict:
+        return dict(self.config.get("runtime_env") or {})
+
+    def available_resources(self):
+        raise RuntimeError("available_resources() is answered by the driver only; call it "
+                           "outside of tasks")
+
+    def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
+        oids = [r._id for r in refs]
+        ready_mask = self._rpc(lambda req_id: Wait(WAIT, req_id, oids, num_returns, timeout))
+        ready = [r for r, ok in zip(refs, ready_mask) if ok]
+        return ready, [r for r, ok in zip(refs, ready_mask) if not ok]
+
+

@@ -1,0 +1,140 @@
+"""Running one task in a worker: its arguments, its function, its results.
+
+    Task record ─► arguments (zero-copy for shm) ─► fn(*args) ─► results stored ─► Done
+
+Results small enough travel inline in the Done record; large ones go into a segment
+of their own (mapped by readers); an exception becomes the task's stored error.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from . import _gpu, _ring, _serialization as ser
+from ._object_ref import _collector, collect_refs
+from ._protocol import Task, done_record
+from .exceptions import RayTaskError, TaskCancelledError
+
+_NO_ARGS_PICKLE = ser.NO_ARGS[1]
+_NONE_RESULT = (ser.NONE,)
+_as_record = tuple.__new__
+
+
+def run_task(rt, task_tuple):
+    """Run a Task record's task and send its Done (rt: the WorkerRuntime)."""
+    task = _as_record(Task, task_tuple)
+    fn, name = rt.fns[task.fn_id]
+    # A help task runs inside another: restore what the outer one had.
+    outer = rt.current_name, rt.current_task_id, rt.lent, rt.current_request
+    rt.current_name, rt.current_task_id, rt.lent = name, task.task_id, task.lent
+    rt.current_request = task.request
+    status = rt.status
+    under = status.save() if outer[1] is not None else None
+    start = time.monotonic_ns()
+    status.begin(task.task_id, task.fn_id, start)
+    error = "WorkerExit"  # what the record says if the task ends the process
+    try:
+        outcome, inner, gpu, error, retryable = _execute(rt, fn, name, task)
+    finally:
+        end = time.monotonic_ns()
+        rt.current_name, rt.current_task_id, rt.lent, rt.current_request = outer
+        if under is None:
+            status.end(task.task_id, task.fn_id, start, end, task.attempt, error)
+        else:
+            status.restore(under, task.task_id, task.fn_id, start, end, task.attempt, error)
+    # The arguments and the result are gone by now: the refs among them that
+    # nothing here holds any more are released right after the Done.
+    done = done_record(task.task_id, outcome, start, end, inner, gpu, retryable)
+    if outer[1] is not None:  # a help task: the task under it may be cancelled
+        rt.send(done)
+        return
+    # No cancel can interrupt this (on_sigint acts on the running task only, and
+    # none runs now): no deferring of interrupts, the per-task path.
+    rt.send_done(_ring.encode(done, rt.results, rt.spill_prefix))
+
+
+def _execute(rt, fn, name, task):
+    """Run one task; returns (its stored results, per result the ids of the refs
+    inside it or None, the indexes of results holding GPU arrays or None, None, False),
+    or for an error (the stored error, the refs inside it, None, its type's name,
+    whether the task's retry_exceptions name it)."""
+    task_id = task.task_id
+    try:
+        if rt.cancel_posted():
+            if rt.is_cancelled(task_id):
+                raise KeyboardInterrupt  # cancelled before it started: never runs
+        if isinstance(fn, Exception):
+            raise fn
+        args_stored = task.args_stored
+        if args_stored[1] == _NO_ARGS_PICKLE:  # f.remote(): nothing to unpickle
+            args, kwargs = (), {}
+        else:
+            args, kwargs = ser.from_stored(args_stored)
+        if task.dep_values:
+            args, kwargs = ser.fill_refs(args, kwargs,
+                                         [ser.from_stored(v) for v in task.dep_values])
+        return (*pack_results(rt, fn(*args, **kwargs), task.num_returns, task_id), None, False)
+    except Exception as e:  # refs inside the exception: held by the stored error
+        stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
+        cause = e.cause if isinstance(e, RayTaskError) else e
+        retryable = task.retry_exceptions is not None and isinstance(cause,
+                                                                     task.retry_exceptions)
+        return stored, (inner or None), None, type(e).__name__, retryable
+    except KeyboardInterrupt:
+        if not rt.is_cancelled(task_id):
+            raise  # not ours: a signal from elsewhere ends the worker as before
+        return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
+                "TaskCancelledError", False)
+
+
+def pack_results(rt, result, num_returns, task_id):
+    """(stored results, per result the refs inside it or None, the indexes of the
+    results whose cupy arrays went out as IPC handles (kept here) or None)."""
+    if num_returns == 1:
+        if result is None:
+            return _NONE_RESULT, None, None
+        if type(result) in ser.REF_FREE:  # a number, a string: no refs to collect
+            return (ser.to_stored(result, rt.new_segment_name),), None, None
+        if "cupy" in sys.modules:
+            stored, inner, gpu = store_value(rt, result, task_id)
+            return (stored,), ((inner,) if inner else None), ((0,) if gpu else None)
+        collector = _collector  # collect_refs(), inlined: once per task
+        outer = collector.oids
+        inner = collector.oids = []
+        try:
+            stored = ser.to_stored(result, rt.new_segment_name)
+        finally:
+            collector.oids = outer
+        return (stored,), ((list(dict.fromkeys(inner)),) if inner else None), None
+    if num_returns == 0:
+        return (), None, None
+    try:
+        items = tuple(result)
+    except TypeError:
+        raise ValueError(f"Task returned a {type(result).__name__}, but num_returns="
+                         f"{num_returns} needs a sequence of that many values") from None
+    if len(items) != num_returns:
+        raise ValueError(f"Task returned {len(items)} objects, but num_returns={num_returns}.")
+    packed = []
+    try:
+        for i, x in enumerate(items):
+            packed.append(store_value(rt, x, task_id + i))
+    except BaseException:  # the task fails: what the first results exported goes
+        _gpu.release([task_id + i for i in range(len(packed))])
+        raise
+    inner = tuple(refs for _, refs, _ in packed)
+    gpu = tuple(i for i, (_, _, exported) in enumerate(packed) if exported)
+    return (tuple(stored for stored, _, _ in packed), (inner if any(inner) else None),
+            gpu or None)
+
+def store_value(rt, value, oid):
+    """(stored form, ids of the refs inside, whether cupy arrays went out as IPC
+    handles) of `value` stored as object `oid`."""
+    if "cupy" not in sys.modules:  # no cupy array can be in it
+        stored, inner = collect_refs(ser.to_stored, value, rt.new_segment_name)
+        return stored, inner, False
+    with _gpu.exporting(oid) as gpu:
+        stored, inner = collect_refs(ser.to_stored, value, rt.new_segment_name)
+    return stored, inner, gpu.exported
+
+# ------------------------------------------------ the API inside a task
