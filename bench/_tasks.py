@@ -1,6 +1,7 @@
 """The functions every engine runs. Plain module-level functions, so that every engine ships
 them the same way: by reference (multiprocessing pickles them by name; shmray, Ray and loky
-find this module on the driver's sys.path)."""
+find this module on the driver's sys.path). Also how a test runs and times the W1/W2 bodies
+that bench/ shares with the CLI (shmray._workloads) on an engine of _peers."""
 from __future__ import annotations
 
 import importlib
@@ -11,7 +12,27 @@ import numpy as np
 
 
 def no_op(*_):
-    """W1/W2: all that is measured is the framework. Takes and ignores an item for Pool.map."""
+    """W1/W2: all that is measured is the framework. Takes and ignores an item for Pool.map.
+    Not shmray._workloads.no_op: a worker of loky or Ray that unpickled that one would import
+    shmray, and W8 would count shmray in the peers' memory."""
+
+
+def small_tasks(engine):
+    """The W1/W2 bodies (shmray._workloads.SmallTasks) on a running engine of _peers, driven
+    through what the adapter wraps: the module (shmray, Ray), the Pool or the executor."""
+    from shmray import _workloads  # here, not at the top: shmray must not load in the peers'
+    # workers, which import this module to find the task functions (see no_op)
+    handle = next(getattr(engine, name) for name in ("mod", "pool", "executor")
+                  if hasattr(engine, name))
+    return _workloads.small_tasks(handle, no_op)
+
+
+def time_batches(benchmark, batch, n, warm_up, rounds):
+    """pytest-benchmark's counterpart of shmray._workloads.median_seconds: batch(warm_up)
+    untimed (it ships the function to every worker), then `rounds` rounds of one batch(n).
+    Returns what the last batch returned."""
+    batch(warm_up)
+    return benchmark.pedantic(batch, (n,), rounds=rounds, iterations=1)
 
 
 def busy(loops):

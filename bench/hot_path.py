@@ -7,19 +7,21 @@ and then calls ``shmray.get(refs)``. This script measures it twice and prints bo
    driver (``time.process_time``: all its threads, the background pump included) and of the
    workers (utime + stime from /proc/PID/stat; it counts 10 ms ticks, so this one is the mean
    over all rounds). Worker CPU includes spin-waiting for the next task
-   (``shmray._runtime.WORKER_SPIN``): it bounds their useful work from above.
+   (``shmray._driver.session.WORKER_SPIN``): it bounds their useful work from above.
 
 2. Stage by stage: the real functions on one task's path, each timed with
    ``time.perf_counter_ns`` over a batch of tasks in this process. The driver side places
    each task as W1 does (every worker busy: ``Scheduler._pipeline``) and submits it into a
-   private channel (``DriverRuntime._send_task`` to a stand-in worker handle); a
-   ``WorkerRuntime`` in this process pops and runs those tasks (``run_task`` pushes the real
-   DONE messages); the driver side pops and handles them (``_on_done`` → ``_finish``), reads
-   the values as ``get`` does and drops the refs. "of which" rows break a stage down and are
+   private channel (``Dispatcher.send_task`` to a stand-in worker handle); a
+   ``WorkerRuntime`` in this process pops and runs those tasks (``_worker_tasks.run_task``
+   pushes the real Done messages); the driver side pops and handles them
+   (``MessageLoop.on_done`` → ``TaskTable.on_done`` → ``TaskTable.finish``), reads the
+   values as ``get`` does and drops the refs. "of which" rows break a stage down and are
    not added again. These loops run hot-cache and uncontended, so the sum of a side's stages
-   falls short of its measured CPU: the rest is the glue between stages (submit's own code,
-   ``_add_task``, ``_drain``, ``_dispatch``, locks), garbage collection, cache misses on rings
-   the other core writes, and, for workers, mostly spin-waiting.
+   falls short of its measured CPU: the rest is the glue between stages (``Session.submit``'s
+   own code, ``TaskTable.add``, ``MessageLoop.drain``, ``Dispatcher.place_or_queue`` and
+   ``dispatch_queued``, locks), garbage collection, cache misses on rings the other core
+   writes, and, for workers, mostly spin-waiting.
 
 Reading it: with 2 cores, the wall time per task is at least the driver's CPU per task (one
 thread does all the driver's work) and at least half of all the CPU per task (driver + the
@@ -50,12 +52,13 @@ import time
 import types
 
 import shmray
-from shmray import _ring, _serialization as ser, _shm
+from shmray import _protocol, _ring, _serialization as ser, _shm
 from shmray._cring import HEADER_SIZE, Ring, pop_any
+from shmray._driver.spec import TaskSpec
 from shmray._object_ref import ObjectRef, new_base_id
-from shmray._task import TaskSpec
-from shmray._worker import WorkerRuntime
 from shmray._worker_pool import WorkerHandle
+from shmray._worker_runtime import WorkerRuntime
+from shmray._worker_tasks import pack_results, run_task
 
 CPUS = 2
 TASKS = 20_000       # one W1 round
@@ -74,22 +77,22 @@ ROWS = (
     ("driver", "ref", "ObjectRef(...), what .remote() returns", False),
     ("driver", "own", "ObjectStore.own(): the driver's ref counted", False),
     ("driver", "place", "Scheduler.place(), every worker busy", False),
-    ("driver", "send", "DriverRuntime._send_task()", False),
-    ("driver", "encode_task", "_ring.encode(TASKS), per task", True),
-    ("driver", "push_task", "Ring.push(TASKS), per task", True),
+    ("driver", "send", "Dispatcher.send_task()", False),
+    ("driver", "encode_task", "_ring.encode(Tasks), per task", True),
+    ("driver", "push_task", "Ring.push(Tasks), per task", True),
     ("driver", "pop_any", "pop_any() on the result ring", False),
-    ("driver", "decode_done", "_ring.decode(DONE)", False),
-    ("driver", "on_done", "DriverRuntime._on_done() -> _finish()", False),
+    ("driver", "decode_done", "_ring.decode(Done)", False),
+    ("driver", "on_done", "MessageLoop.on_done() -> TaskTable.finish()", False),
     ("driver", "values", "get: ser.values_of() -> from_stored()", False),
     ("driver", "drop", "ref dropped -> ObjectStore.process_refs()", False),
     ("worker", "pop", "Ring.pop() on the task ring", False),
-    ("worker", "decode_task", "_ring.decode(TASKS), per task", False),
-    ("worker", "run", "WorkerRuntime.run_task()", False),
+    ("worker", "decode_task", "_ring.decode(Tasks), per task", False),
+    ("worker", "run", "_worker_tasks.run_task()", False),
     ("worker", "args", "NO_ARGS recognised (nothing unpickled)", True),
     ("worker", "call", "no_op()", True),
     ("worker", "result", "pack_results(None)", True),
-    ("worker", "encode_done", "_ring.encode(DONE)", True),
-    ("worker", "push_done", "Ring.push(DONE)", True),
+    ("worker", "encode_done", "_ring.encode(Done)", True),
+    ("worker", "push_done", "Ring.push(Done)", True),
 )
 
 
@@ -121,10 +124,10 @@ def w1_round(f, pids) -> dict:
             "driver_get": (cpu2 - cpu1) * per_task, "workers": (workers2 - workers0) * per_task}
 
 
-def end_to_end(f, rt) -> dict:
+def end_to_end(f, session) -> dict:
     """Median of each figure over ROUNDS rounds of W1, after a warm-up; worker CPU is the
     mean, as /proc counts whole ticks (10 ms, or 0.5 µs per task in one round)."""
-    pids = [w.pid for w in rt.pool.workers]
+    pids = [w.pid for w in session.pool.workers]
     shmray.get([f.remote() for _ in range(WARM_UP)])
     rounds = [w1_round(f, pids) for _ in range(ROUNDS)]
     figures = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
@@ -136,20 +139,23 @@ def end_to_end(f, rt) -> dict:
 
 class TaskPath:
     """One task's path through the real functions, in this process: the driver's side on the
-    live (idle) runtime, talking over a private channel to a WorkerRuntime of its own."""
+    live (idle) Session, talking over a private channel to a WorkerRuntime of its own."""
 
-    def __init__(self, rt, f, channel, doorbell):
-        self.rt, self.f, self.doorbell = rt, f, doorbell
+    def __init__(self, session, f, channel, doorbell):
+        self.session, self.f, self.doorbell = session, f, doorbell
         self.times = collections.defaultdict(list)
         # The driver's handle of the worker (it reads only proc.pid of its process).
         self.handle = WorkerHandle(-1, types.SimpleNamespace(pid=os.getpid()), channel, None,
                                    False)
         self.worker = WorkerRuntime({"driver_pid": os.getpid(), "resolve_nested_refs": True,
-                                     "node_id": rt.node_id, "control": rt.prefix + CONTROL,
-                                     "channel": channel.name, "session_prefix": rt.prefix,
-                                     "object_prefix": rt.object_prefix})
-        fn_bytes, name = rt.fn_bytes[f._fn_id]
-        self.worker.register((_ring.FUNC, f._fn_id, fn_bytes, name))  # what the 1st send ships
+                                     "node_id": session.node_id,
+                                     "control": session.prefix + CONTROL,
+                                     "channel": channel.name, "session_prefix": session.prefix,
+                                     "object_prefix": session.object_prefix})
+        fn_bytes, name = session.functions[f._fn_id]
+        # What the 1st send_task ships (a Func record), as the worker's loop receives it.
+        self.worker.receive(_protocol.Func(_protocol.FUNC, f._fn_id, fn_bytes, name),
+                            blocked=False)
         self.handle.fns.add(f._fn_id)
         self.scratch = Ring(mmap.mmap(-1, HEADER_SIZE + _ring.TASK_RING_BYTES), create=True)
 
@@ -168,43 +174,43 @@ class TaskPath:
 
     def batch(self):
         """BATCH tasks through every stage of their path, one stage at a time; returns the
-        first TASKS batch (its list of task tuples) and the first DONE message."""
-        rt, f, handle, worker, timed = self.rt, self.f, self.handle, self.worker, self.timed
-        sched, store = rt.scheduler, rt.store
+        first Tasks message's list of task tuples and the first Done record."""
+        session, f, handle, worker, timed = (self.session, self.f, self.handle, self.worker,
+                                             self.timed)
+        sched, store, dispatch = session.scheduler, session.store, session.dispatch
         ids = timed("new_id", new_base_id, itertools.repeat((), BATCH))
         specs = timed("spec", TaskSpec,
                       [(i, f._fn_id, f._name, f._options, ser.NO_ARGS, None, True) for i in ids])
         refs = timed("ref", ObjectRef, [(i, True) for i in ids])
-        with rt._lock:  # what _add_task counts for the driver's refs
+        with session.lock:  # what TaskTable.add counts for the driver's refs
             timed("own", store.own, [(i,) for i in ids])
-        with rt._lock:
+        with session.lock:
             with self.every_worker_busy(specs[0].request):
                 timed("place", sched.place, [(s,) for s in specs])
             with self.clock("send", BATCH):  # batched, as inside W1's burst of submissions
-                rt._burst = True
                 try:
                     for s in specs:
-                        rt._send_task(handle, s)
-                    rt._send_batches()
+                        dispatch.send_task(handle, s, True)
+                    for w in list(dispatch.batched):  # as MessageLoop.settle pushes them
+                        dispatch.send_batch(w)
                 finally:
-                    rt._burst = False
-                    rt._unwoken.pop(handle, None)
+                    dispatch.unwoken.pop(handle, None)
         with self.clock("pop", BATCH):
             messages = list(iter(worker._tasks.pop, None))
         with self.clock("decode_task", BATCH):
-            batches = [_ring.decode(data)[1] for data in messages]
-        task_msgs = [task for batch in batches for task in batch]
-        timed("run", worker.run_task, [(task,) for task in task_msgs])
+            batches = [_protocol.Tasks(*_ring.decode(data)).tasks for data in messages]
+        task_tuples = [task for batch in batches for task in batch]
+        timed("run", run_task, [(worker, *task) for task in task_tuples])
         results = timed("pop_any", pop_any, itertools.repeat(
             ((handle.channel.results,), self.doorbell, 0.0, 0.0, 0), BATCH))
         done_msgs = timed("decode_done", _ring.decode, [(data,) for _, data in results])
-        with rt._lock:
-            timed("on_done", rt._on_done, [(handle, msg) for msg in done_msgs])
+        with session.lock:
+            timed("on_done", session.loop.on_done, [(handle, *msg) for msg in done_msgs])
         with self.clock("values", BATCH):
-            ser.values_of(refs, store.values, rt.segments.mapped)
+            ser.values_of(refs, store.values, session.segments.mapped)
         with self.clock("drop", BATCH):
             refs.clear()
-            with rt._lock:
+            with session.lock:
                 store.process_refs()
         return batches[0], done_msgs[0]
 
@@ -212,26 +218,28 @@ class TaskPath:
     def every_worker_busy(self, request):
         """Charge every (idle) worker, as during W1: place() then queues tasks behind busy
         workers (Scheduler._pipeline) and returns one without charging it."""
-        sched, workers = self.rt.scheduler, self.rt.pool.workers
+        ledger, workers = self.session.ledger, self.session.pool.workers
         assert all(w.idle for w in workers), "the session must be idle"
         for w in workers:
-            sched.charge(w, request)
+            ledger.charge(w, request)
         try:
             yield
         finally:
             for w in workers:
-                sched.uncharge(w)
+                ledger.uncharge(w)
 
-    def parts(self, first_batch, done_msg):
-        """The pieces of _send_task and run_task, on real messages; the pushes go to a
+    def parts(self, first_batch, done):
+        """The pieces of send_task and run_task, on real messages; the pushes go to a
         scratch ring that nobody reads (emptied, untimed, after each batch)."""
         timed, worker, scratch = self.timed, self.worker, self.scratch
         per_batch = len(first_batch)  # a batch as W1's burst sends them
         task_data = timed("encode_task", _ring.encode, itertools.repeat(
-            ((_ring.TASKS, first_batch), self.handle.ring, self.rt.prefix), BATCH // per_batch))
+            ((_protocol.TASKS, first_batch), self.handle.ring, self.session.prefix),
+            BATCH // per_batch))
         self.times["encode_task"][-1] /= per_batch
-        done_data = timed("encode_done", _ring.encode,
-                          itertools.repeat((done_msg, worker._results, worker._spill), BATCH))
+        done_tuple = done  # the plain tuple run_task encodes, as decode returns it
+        done_data = timed("encode_done", _ring.encode, itertools.repeat(
+            (done_tuple, worker.results, worker.spill_prefix), BATCH))
         for key, data, per_push in (("push_task", task_data[0], per_batch),
                                     ("push_done", done_data[0], 1)):
             timed(key, scratch.push, itertools.repeat((data,), BATCH // per_push))
@@ -239,25 +247,27 @@ class TaskPath:
             while scratch.pop() is not None:
                 pass
         timed("args", ser.NO_ARGS[1].__eq__, itertools.repeat((ser.NO_ARGS[1],), BATCH))
-        timed("call", worker.fns[first_batch[0][1]][0], itertools.repeat((), BATCH))
-        timed("result", worker.pack_results, itertools.repeat((None, 1, 0), BATCH))
+        fn_id = _protocol.Task(*first_batch[0]).fn_id
+        timed("call", worker.fns[fn_id][0], itertools.repeat((), BATCH))
+        timed("result", pack_results, itertools.repeat((worker, None, 1, 0), BATCH))
 
 
-def stages(f, rt) -> dict:
+def stages(f, session) -> dict:
     """Median µs per task of every stage over BATCHES batches, after a warm-up batch. The
     private channel's segments are named under the session's prefix (shutdown removes
     them too) and unlinked at the end; their mappings stay valid until the process exits."""
-    control = _ring.ControlArea(rt.prefix + CONTROL, create=True)
+    control = _ring.ControlArea(session.prefix + CONTROL, create=True)
     try:
-        channel = _ring.Channel(rt.prefix + CHANNEL, create=True, doorbell=control.doorbell)
-        path = TaskPath(rt, f, channel, control.doorbell)
+        channel = _ring.Channel(session.prefix + CHANNEL, create=True,
+                                doorbell=control.doorbell)
+        path = TaskPath(session, f, channel, control.doorbell)
         for i in range(BATCHES + 1):
             path.parts(*path.batch())
             if i == 0:
                 path.times.clear()
     finally:
-        _shm.unlink(rt.prefix + CHANNEL)
-        _shm.unlink(rt.prefix + CONTROL)
+        _shm.unlink(session.prefix + CHANNEL)
+        _shm.unlink(session.prefix + CONTROL)
     return {key: statistics.median(v) for key, v in path.times.items()}
 
 
@@ -285,7 +295,7 @@ def print_stages(costs, e2e) -> dict:
           f"median of {BATCHES}\n")
     print(f"  {'stage':<52} {'µs/task':>8}")
     measured = {"driver": ("driver CPU per task, end to end", e2e["driver"],
-                           "glue: submit, _add_task, _drain..."),
+                           "glue: submit, TaskTable.add, drain..."),
                 "worker": ("worker CPU per task, end to end", e2e["workers"],
                            "mostly spin-waiting")}
     sums = {}
@@ -365,10 +375,10 @@ def main(argv=None) -> int:
         parser.error("--py-spy: py-spy is not on PATH (pip install py-spy)")
     shmray.init(num_cpus=CPUS)
     try:
-        rt = shmray._context.runtime
+        session = shmray._context.runtime  # the driver's Session
         f = shmray.remote(no_op)
-        e2e = end_to_end(f, rt)
-        costs = None if args.end_to_end_only else stages(f, rt)
+        e2e = end_to_end(f, session)
+        costs = None if args.end_to_end_only else stages(f, session)
     finally:
         shmray.shutdown()
     print_end_to_end(e2e)

@@ -3,7 +3,7 @@ import pytest
 
 import _results
 from _peers import ENGINES
-from _tasks import no_op
+from _tasks import no_op, small_tasks, time_batches
 
 TASKS = 20_000
 WARM_UP = 1_000          # ships the function to every worker before the clock starts
@@ -14,9 +14,8 @@ DEFAULT_ROUNDS = 5
 @pytest.mark.benchmark(group="W1 small-task throughput")
 @pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_async_throughput(benchmark, engine):
-    engine.run_all(no_op, [()] * WARM_UP)
-    results = benchmark.pedantic(engine.run_all, (no_op, [()] * TASKS),
-                                 rounds=ROUNDS.get(engine.name, DEFAULT_ROUNDS), iterations=1)
+    results = time_batches(benchmark, small_tasks(engine).async_batch, TASKS, WARM_UP,
+                           ROUNDS.get(engine.name, DEFAULT_ROUNDS))
     assert len(results) == TASKS
     rate = TASKS / _results.median(benchmark)
     _results.record("W1", engine.name, rate)
@@ -28,8 +27,7 @@ def test_async_throughput(benchmark, engine):
 @pytest.mark.parametrize("engine", ["pool"], indirect=True)
 def test_pool_map_throughput(benchmark, engine):
     """The Pool's best case for many small items: map sends them in chunks."""
-    engine.map(no_op, range(WARM_UP))
-    results = benchmark.pedantic(engine.map, (no_op, range(TASKS)), rounds=DEFAULT_ROUNDS,
-                                 iterations=1)
+    results = time_batches(benchmark, lambda n: engine.map(no_op, range(n)), TASKS, WARM_UP,
+                           DEFAULT_ROUNDS)
     assert len(results) == TASKS
     _results.record("W1map", engine.name, TASKS / _results.median(benchmark))

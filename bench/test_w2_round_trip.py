@@ -3,7 +3,7 @@ import pytest
 
 import _results
 from _peers import ENGINES
-from _tasks import no_op
+from _tasks import small_tasks, time_batches
 
 CALLS = 2_000
 WARM_UP = 200
@@ -11,16 +11,9 @@ ROUNDS = {"ray": 3}      # ~1.5 ms a call: 3 s a round
 DEFAULT_ROUNDS = 5
 
 
-def round_trips(engine):
-    for _ in range(CALLS):
-        engine.call(no_op)
-
-
 @pytest.mark.benchmark(group="W2 sync round trip")
 @pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_round_trip(benchmark, engine):
-    for _ in range(WARM_UP):
-        engine.call(no_op)
-    benchmark.pedantic(round_trips, (engine,), rounds=ROUNDS.get(engine.name, DEFAULT_ROUNDS),
-                       iterations=1)
+    time_batches(benchmark, small_tasks(engine).round_trips, CALLS, WARM_UP,
+                 ROUNDS.get(engine.name, DEFAULT_ROUNDS))
     _results.record("W2", engine.name, _results.median(benchmark) / CALLS * 1e6)

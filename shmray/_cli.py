@@ -143,7 +143,15 @@ def run_status(args) -> int:
     found = _open(args)
     if found is None:
         return 1
-    info, sessions = found
+    try:
+        return _status_loop(args, *found)
+    except KeyboardInterrupt:  # Ctrl-C ends --watch wherever it lands
+        if not args.watch:
+            raise
+        return 0
+
+
+def _status_loop(args, info, sessions) -> int:
     while True:
         try:
             live = _status_area.read_live(info)
@@ -165,10 +173,7 @@ def run_status(args) -> int:
         if not args.watch:
             return 0
         sys.stdout.flush()
-        try:
-            time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return 0
+        time.sleep(args.watch)
 
 
 def run_memory(args) -> int:

@@ -71,7 +71,7 @@ class ObjectStore:
         self._callbacks = {}        # oid -> [callable(oid)]
         # The holders of an object, each a count (an oid is a key only while > 0):
         self._local = {}            # ObjectRef instances in the driver
-        self._borrowed = {}         # references held by workers (see DriverRuntime._grant)
+        self._borrowed = {}         # references held by workers (see _driver.workers)
         self._contained = {}        # stored objects whose value holds its ref
         self._needed = {}           # unfinished tasks that take it
         self.escaped = set()        # pickled outside shmray: kept until shutdown

@@ -7,11 +7,13 @@ of either.
                             Cancel, Abandon
 
 On the wire a message is a plain tuple whose first item is its kind (pickling a
-NamedTuple costs five times as much: its class goes with it). A sender builds the
-record (or, on the per-task path, the plain tuple in the record's field order: see
-`task_record` and `done_record`); `_ring.decode` hands the receiver the record, read
-by field name. A new kind of submission (an actor call, a generator's item) is a new
-record here and a handler on each side.
+NamedTuple costs five times as much: its class goes with it, and rebuilding one
+costs as much again). A sender builds the record (or, on the per-task path, the
+plain tuple in the record's field order: see `task_record` and `done_record`). The
+receiver looks its handler up by the kind and calls it with the fields as
+arguments, `handler(worker, *message)`: each handler's parameters are its record's
+fields, by name (tests/test_protocol.py holds them to it). A new kind of submission
+(an actor call, a generator's item) is a new record here and a handler on each side.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ class Task(NamedTuple):
     request: tuple              # its resources, (name, amount) pairs
     helping: bool               # run on top of the worker's blocked get (see _scheduler)
     attempt: int
-    retry_exceptions: tuple | None  # exception types it is retried for (a list in its
+    retry_exceptions: bytes | None  # the exception types it is retried for (a list in its
                                     # options): the worker tells whether an error is one
 
 

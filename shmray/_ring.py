@@ -16,7 +16,7 @@ import os
 import pickle
 
 from . import _shm
-from ._protocol import LARGE, RECORDS, Large
+from ._protocol import LARGE, Large
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 
@@ -96,18 +96,15 @@ def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
     return data
 
 
-_as_record = tuple.__new__
-
-
 def decode(data: bytes) -> tuple:
-    """The record a message's bytes hold (see _protocol.RECORDS)."""
+    """The message a message's bytes hold: a record's plain tuple (see _protocol)."""
     msg = _loads(data)
     if msg[0] == LARGE:
-        large = _as_record(Large, msg)
+        large = Large(*msg)
         mm = _shm.attach(large.name, large.size)
         try:
             msg = _loads(mm)
         finally:
             mm.close()
             _shm.unlink(large.name)
-    return _as_record(RECORDS[msg[0]], msg)
+    return msg

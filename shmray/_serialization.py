@@ -217,6 +217,12 @@ def load_error(stored) -> BaseException:
     return exc
 
 
+def loads_retry_types(data: bytes) -> tuple:
+    """The exception types of a task's retry_exceptions list, as the Task record
+    carries them (cloudpickled: they may be local classes)."""
+    return tuple(pickle.loads(data))
+
+
 def error_name(stored) -> str:
     """The type name of the exception an error's stored form holds (the user's own
     exception's, for a failed task)."""

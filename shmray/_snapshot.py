@@ -1,6 +1,6 @@
 """What the session looks like, as plain data: the driver's snapshot, task rows, traces.
 
-    DriverRuntime ── snapshot(...) ──► dict (JSON-ready) ──► _status_area.write_snapshot
+    Session ── snapshot(...) ──► dict (JSON-ready) ──► _status_area.write_snapshot
     snapshot["tasks"] ── chrome_trace() ──► Chrome-trace events (timeline)
     snapshot["tasks"] ── summarize()    ──► per-function counts and times
 

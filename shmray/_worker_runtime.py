@@ -25,9 +25,6 @@ from ._runtime import Runtime
 from ._worker_tasks import run_task, store_value
 from .exceptions import GetTimeoutError
 
-_as_record = tuple.__new__
-
-
 class WorkerRuntime(Runtime):
     """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
 
@@ -75,6 +72,8 @@ class WorkerRuntime(Runtime):
         self._main_thread = threading.main_thread().ident
         self._critical = 0         # depth of sections a cancel's interrupt waits for
         self._interrupt_pending = False
+        self._receivers = {TASKS: self._on_tasks, REPLY: self._on_reply, FUNC: self._on_func,
+                           GPU_FREE: self._on_gpu_free, EXIT: self._on_exit}
 
     # ---------------------------------------------------------------- plumbing
     def new_segment_name(self) -> str:
@@ -194,7 +193,7 @@ class WorkerRuntime(Runtime):
         pop, decode, backlog = self._tasks.pop, _ring.decode, self._backlog
         while True:
             if backlog:
-                run_task(self, backlog.popleft())
+                run_task(self, *backlog.popleft())
                 continue
             if self._created or self._dropped or self._escaped:
                 self.send_ref_changes()  # refs dropped since the last message (a GC)
@@ -206,33 +205,41 @@ class WorkerRuntime(Runtime):
         """Act on a message from the driver; True for Exit. `blocked`: inside an rpc,
         where tasks do not wait behind the blocked one: a help task runs on top of it
         (see _driver.dispatch), the others go back (Bounce) for a free worker."""
-        kind = msg.kind
-        if kind == TASKS:
-            if not blocked:
-                self._backlog.extend(msg.tasks)
-                return False
-            for task in msg.tasks:
-                if _as_record(Task, task).helping:
-                    run_task(self, task)
-                else:
-                    self.send(Bounce(BOUNCE, _as_record(Task, task).task_id))
-        elif kind == REPLY:
-            if msg.req_id in self._waiting:  # else stale: its rpc timed out
-                self._replies[msg.req_id] = msg.payload
-        elif kind == FUNC:
-            try:
-                fn = pickle.loads(msg.fn_bytes)
-            except Exception as e:  # e.g. a module the worker cannot import
-                fn = e
-            self.fns[msg.fn_id] = (fn, msg.name)
-            self.known_to_driver.add(msg.fn_id)
-        elif kind == GPU_FREE:
-            _gpu.release(msg.oids)
-        elif kind == EXIT:
-            if blocked:
-                os._exit(0)
-            return True
+        return self._receivers[msg[0]](blocked, *msg)  # (the kind, then the fields)
+
+    def _on_tasks(self, blocked, kind, tasks):
+        if not blocked:
+            self._backlog.extend(tasks)
+            return False
+        for task in tasks:
+            if Task(*task).helping:
+                run_task(self, *task)
+            else:
+                self.send(Bounce(BOUNCE, Task(*task).task_id))
         return False
+
+    def _on_reply(self, blocked, kind, req_id, payload):
+        if req_id in self._waiting:  # else stale: its rpc timed out
+            self._replies[req_id] = payload
+        return False
+
+    def _on_func(self, blocked, kind, fn_id, fn_bytes, name):
+        try:
+            fn = pickle.loads(fn_bytes)
+        except Exception as e:  # e.g. a module the worker cannot import
+            fn = e
+        self.fns[fn_id] = (fn, name)
+        self.known_to_driver.add(fn_id)
+        return False
+
+    def _on_gpu_free(self, blocked, kind, oids):
+        _gpu.release(oids)
+        return False
+
+    def _on_exit(self, blocked, kind):
+        if blocked:
+            os._exit(0)
+        return True
 
     # ------------------------------------------------ the API inside a task
     def submit(self, rf, args, kwargs, options):
@@ -280,7 +287,7 @@ class WorkerRuntime(Runtime):
                 # wait behind it (one may be what it waits for): back they go, last
                 # first, since the driver puts each back at the front of its queue.
                 while self._backlog:
-                    self.send(Bounce(BOUNCE, _as_record(Task, self._backlog.pop()).task_id))
+                    self.send(Bounce(BOUNCE, Task(*self._backlog.pop()).task_id))
                 self.send(request(req_id))
                 while req_id not in self._replies:
                     self.receive(_ring.decode(self._tasks.pop(timeout=None, spin=self.spin)),

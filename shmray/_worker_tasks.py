@@ -12,39 +12,38 @@ import time
 
 from . import _gpu, _ring, _serialization as ser
 from ._object_ref import _collector, collect_refs
-from ._protocol import Task, done_record
+from ._protocol import done_record
 from .exceptions import RayTaskError, TaskCancelledError
 
 _NO_ARGS_PICKLE = ser.NO_ARGS[1]
 _NONE_RESULT = (ser.NONE,)
-_as_record = tuple.__new__
-
-
-def run_task(rt, task_tuple):
-    """Run a Task record's task and send its Done (rt: the WorkerRuntime)."""
-    task = _as_record(Task, task_tuple)
-    fn, name = rt.fns[task.fn_id]
+def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, request, helping,
+             attempt, retry_exceptions):
+    """Run a task (the fields of its Task record) and send its Done (rt: the
+    WorkerRuntime)."""
+    fn, name = rt.fns[fn_id]
     # A help task runs inside another: restore what the outer one had.
     outer = rt.current_name, rt.current_task_id, rt.lent, rt.current_request
-    rt.current_name, rt.current_task_id, rt.lent = name, task.task_id, task.lent
-    rt.current_request = task.request
+    rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
+    rt.current_request = request
     status = rt.status
     under = status.save() if outer[1] is not None else None
     start = time.monotonic_ns()
-    status.begin(task.task_id, task.fn_id, start)
+    status.begin(task_id, fn_id, start)
     error = "WorkerExit"  # what the record says if the task ends the process
     try:
-        outcome, inner, gpu, error, retryable = _execute(rt, fn, name, task)
+        outcome, inner, gpu, error, retryable = _execute(
+            rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions)
     finally:
         end = time.monotonic_ns()
         rt.current_name, rt.current_task_id, rt.lent, rt.current_request = outer
         if under is None:
-            status.end(task.task_id, task.fn_id, start, end, task.attempt, error)
+            status.end(task_id, fn_id, start, end, attempt, error)
         else:
-            status.restore(under, task.task_id, task.fn_id, start, end, task.attempt, error)
+            status.restore(under, task_id, fn_id, start, end, attempt, error)
     # The arguments and the result are gone by now: the refs among them that
     # nothing here holds any more are released right after the Done.
-    done = done_record(task.task_id, outcome, start, end, inner, gpu, retryable)
+    done = done_record(task_id, outcome, start, end, inner, gpu, retryable)
     if outer[1] is not None:  # a help task: the task under it may be cancelled
         rt.send(done)
         return
@@ -53,38 +52,47 @@ def run_task(rt, task_tuple):
     rt.send_done(_ring.encode(done, rt.results, rt.spill_prefix))
 
 
-def _execute(rt, fn, name, task):
+def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions):
     """Run one task; returns (its stored results, per result the ids of the refs
     inside it or None, the indexes of results holding GPU arrays or None, None, False),
     or for an error (the stored error, the refs inside it, None, its type's name,
     whether the task's retry_exceptions name it)."""
-    task_id = task.task_id
     try:
         if rt.cancel_posted():
             if rt.is_cancelled(task_id):
                 raise KeyboardInterrupt  # cancelled before it started: never runs
         if isinstance(fn, Exception):
             raise fn
-        args_stored = task.args_stored
         if args_stored[1] == _NO_ARGS_PICKLE:  # f.remote(): nothing to unpickle
             args, kwargs = (), {}
         else:
             args, kwargs = ser.from_stored(args_stored)
-        if task.dep_values:
-            args, kwargs = ser.fill_refs(args, kwargs,
-                                         [ser.from_stored(v) for v in task.dep_values])
-        return (*pack_results(rt, fn(*args, **kwargs), task.num_returns, task_id), None, False)
+        if dep_values:
+            args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
+        return (*pack_results(rt, fn(*args, **kwargs), num_returns, task_id), None, False)
     except Exception as e:  # refs inside the exception: held by the stored error
         stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
-        cause = e.cause if isinstance(e, RayTaskError) else e
-        retryable = task.retry_exceptions is not None and isinstance(cause,
-                                                                     task.retry_exceptions)
+        retryable = retry_exceptions is not None and _retryable(e, retry_exceptions)
         return stored, (inner or None), None, type(e).__name__, retryable
     except KeyboardInterrupt:
         if not rt.is_cancelled(task_id):
             raise  # not ours: a signal from elsewhere ends the worker as before
         return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
                 "TaskCancelledError", False)
+
+
+def _retryable(exc, pickled_types: bytes) -> bool:
+    """Does the task's retry_exceptions list name `exc` (or, for a RayTaskError from a
+    nested get, its cause)? A function of its own: a local naming the exception in
+    _execute's frame would keep it, and the refs inside it, alive through its
+    traceback."""
+    types = _retry_types.get(pickled_types)
+    if types is None:
+        types = _retry_types[pickled_types] = ser.loads_retry_types(pickled_types)
+    return isinstance(exc.cause if isinstance(exc, RayTaskError) else exc, types)
+
+
+_retry_types = {}  # the pickled retry_exceptions of a task -> the exception types
 
 
 def pack_results(rt, result, num_returns, task_id):

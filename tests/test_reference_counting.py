@@ -436,7 +436,7 @@ def test_a_retiring_workers_late_release_takes_no_other_holders_count(fresh):
     done = borrow_and_drop.remote([[ref]])
     del ref
     gc.collect()
-    with rt._pump_lock:  # the driver is busy: DONE and the release wait together
+    with rt.loop.pump_lock:  # the driver is busy: DONE and the release wait together
         time.sleep(0.5)
     keeper_pid, dropper_pid = ray.get([keeper, done], timeout=60)
     assert keeper_pid != dropper_pid

@@ -463,7 +463,7 @@ def test_an_idle_session_wakes_the_driver_only_to_keep_house(ray):
     time.sleep(0.1)  # past the quiet period after the last submission
     # Counted in wake-ups of shmray's thread (CPU time depends on the machine, and on
     # other libraries' threads in the process): housekeeping is 50 a second.
-    status = f"/proc/self/task/{_context.runtime._bg.native_id}/status"
+    status = f"/proc/self/task/{_context.runtime.loop.thread.native_id}/status"
 
     def wakeups():
         with open(status) as f:

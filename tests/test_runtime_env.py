@@ -338,7 +338,8 @@ def test_shutdown_during_a_working_dir_copy_leaves_no_session_directory(fresh, t
 def test_many_environments_share_a_full_pool(fresh, monkeypatch):
     """A pool at its cap with idle workers of other environments makes room for a
     new one at once (without, the task would wait for an idle worker to retire)."""
-    monkeypatch.setattr(shmray._runtime, "IDLE_ENV_RETIRE", 3600.0)
+    from shmray._driver import workers
+    monkeypatch.setattr(workers, "IDLE_ENV_RETIRE", 3600.0)
     fresh.init(num_cpus=1)
     shmray._context.runtime.scheduler.max_workers = 3
 

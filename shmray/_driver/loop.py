@@ -62,7 +62,7 @@ class MessageLoop:
         self._bg_parked = False      # the background thread waits for _nobody_pumps
         self.handlers = {
             DONE: self.on_done, REFS: self.workers.on_refs, SUBMIT: s.on_submit,
-            PUT: s.on_put, GET: self.rpcs.on_get_or_wait, WAIT: self.rpcs.on_get_or_wait,
+            PUT: s.on_put, GET: self.rpcs.on_get, WAIT: self.rpcs.on_wait,
             GPU_HOST: self.on_gpu_host, LOG: on_log, BOUNCE: self.on_bounce,
             CANCEL: self.on_cancel, ABANDON: self.rpcs.on_abandon,
         }
@@ -72,47 +72,47 @@ class MessageLoop:
     def handle(self, w, msg):
         if w.gone:  # retired or dead: what it sends after is void (its refs are dropped)
             return
-        self.handlers[msg.kind](w, msg)
+        self.handlers[msg[0]](w, *msg)  # (the kind, then the record's fields)
 
-    def on_done(self, w, done):
+    def on_done(self, w, kind, task_id, outcome, start, end, inner, gpu, retryable):
         inflight = w.inflight
-        if inflight[0].task_id == done.task_id:
+        if inflight[0].task_id == task_id:
             spec = inflight.popleft()
         else:  # a help task, run on top of a waiting one
-            spec = next(s for s in inflight if s.task_id == done.task_id)
+            spec = next(s for s in inflight if s.task_id == task_id)
             inflight.remove(spec)
         spec.helping = False
         w.tasks_done += 1
         self.rpcs.resume(w)
         if not inflight:
             w.idle_since = time.monotonic()
-        self.scheduler.record_duration(spec.fn_id, (done.end - done.start) * 1e-9)
+        self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
         if spec.cancelled:
-            self.gpu.discard_results(w, spec.task_id, done.gpu)
-        elif done.gpu:  # (an error has none)
-            for i in done.gpu:  # results whose cupy arrays the worker keeps
-                self.gpu.produced(spec.task_id + i, w)
-        self.tasks.on_done(w, spec, done)
+            self.gpu.discard_results(w, task_id, gpu)
+        elif gpu:  # (an error has none)
+            for i in gpu:  # results whose cupy arrays the worker keeps
+                self.gpu.produced(task_id + i, w)
+        self.tasks.on_done(spec, outcome, inner, retryable)
         if w.retiring:
             self.workers.retire_if_done(w)
 
-    def on_bounce(self, w, msg):
-        self.tasks.bounced(w, msg.task_id)
+    def on_bounce(self, w, kind, task_id):
+        self.tasks.bounced(w, task_id)
 
-    def on_cancel(self, w, msg):
-        self.tasks.cancel(task_id_of(msg.oid), msg.force, msg.recursive)
+    def on_cancel(self, w, kind, oid, force, recursive):
+        self.tasks.cancel(task_id_of(oid), force, recursive)
 
-    def on_gpu_host(self, w, msg):
+    def on_gpu_host(self, w, kind, req_id, oid):
         """Host copies of a GPU object: made outside the lock (the value is unpickled)."""
-        done, stored = self.gpu.host_copy_source(msg.oid)
+        done, stored = self.gpu.host_copy_source(oid)
         if done:
-            self.gpu.host_copy_reply(w, msg.req_id, msg.oid, stored)
+            self.gpu.host_copy_reply(w, req_id, oid, stored)
             return
 
         def make_and_reply():
             copy = self.gpu.host_copy_made(stored)
             with self.lock:
-                self.gpu.host_copy_reply(w, msg.req_id, msg.oid, copy)
+                self.gpu.host_copy_reply(w, req_id, oid, copy)
         self.deferred.append(make_and_reply)
 
     # ------------------------------------------------------------ pumping
@@ -286,11 +286,11 @@ class MessageLoop:
         self.workers.remove_worker(w, DIED)
 
 
-def on_log(w, msg):
-    stream = sys.stdout if msg.fd == 1 else sys.stderr
-    prefix = f"({msg.name} pid={w.pid}) " if msg.name else f"(pid={w.pid}) "
+def on_log(w, kind, fd, name, text):
+    stream = sys.stdout if fd == 1 else sys.stderr
+    prefix = f"({name} pid={w.pid}) " if name else f"(pid={w.pid}) "
     try:
-        stream.write("".join(prefix + line + "\n" for line in msg.text.split("\n")))
+        stream.write("".join(prefix + line + "\n" for line in text.split("\n")))
         stream.flush()
     except Exception:
         pass

@@ -13,7 +13,7 @@ import time
 
 from .. import _ring, _serialization as ser
 from .._object_ref import task_id_of
-from .._protocol import GET, REPLY, Reply
+from .._protocol import REPLY, Reply
 from ..exceptions import ObjectLostError
 
 
@@ -43,10 +43,16 @@ class RpcTable:
         self.prefix = prefix
         self.open = {}                  # (worker index, req_id) -> Rpc
 
-    def on_get_or_wait(self, w, msg):
-        """A worker blocks in get/wait (a Get or Wait record)."""
-        rpc = Rpc(w, msg.req_id, msg.oids, None if msg.kind == GET else msg.num_returns,
-                  msg.timeout)
+    def on_get(self, w, kind, req_id, oids, timeout):
+        """A worker blocks in get (a Get record)."""
+        self._open(Rpc(w, req_id, oids, None, timeout))
+
+    def on_wait(self, w, kind, req_id, oids, num_returns, timeout):
+        """A worker blocks in wait (a Wait record)."""
+        self._open(Rpc(w, req_id, oids, num_returns, timeout))
+
+    def _open(self, rpc):
+        w = rpc.worker
         w.rpcs.append(rpc)
         self.ledger.uncharge(w)  # its CPU is free while it waits: children can run
         self.open[(w.index, rpc.req_id)] = rpc
@@ -133,10 +139,10 @@ class RpcTable:
                     self.dispatch.send_help(w, spec)
                     return
 
-    def on_abandon(self, w, msg):
+    def on_abandon(self, w, kind, req_id):
         """A worker left its get/wait early (a cancel interrupted it): forget the rpc,
         and charge the worker again, since its task runs on."""
-        rpc = self.open.get((w.index, msg.req_id))
+        rpc = self.open.get((w.index, req_id))
         if rpc is None:
             return
         self._close(rpc)

@@ -24,6 +24,7 @@ import time
 import warnings
 
 from .. import _context, _gpu, _ring, _serialization as ser, _shm, _snapshot, _status_area
+from . import introspect
 from .._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import ERROR
@@ -39,7 +40,7 @@ from .gpu_objects import GpuObjects, driver_cannot_copy
 from .loop import DRAIN_BATCH, MessageLoop
 from .rpcs import RpcTable, lost_error
 from .spec import TaskSpec
-from .tasks import HISTORY, TaskTable
+from .tasks import TaskTable
 from .workers import EVICTED, Workers
 
 WORKER_SPIN = 20e-6          # workers spin less than the driver: they share its cores
@@ -187,24 +188,24 @@ class Session(Runtime):
             return ObjectRef(task_id, True)
         return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
 
-    def on_submit(self, w, msg):
+    def on_submit(self, w, kind, task_id, fn_id, fn_bytes, name, options, args_stored, deps,
+                  held, parent):
         """A Submit record: a task submitted inside a task."""
-        if msg.fn_bytes is not None and msg.fn_id not in self.functions:
-            self.functions[msg.fn_id] = (msg.fn_bytes, msg.name)
-        spec = TaskSpec(msg.task_id, msg.fn_id, msg.name, msg.options, msg.args_stored,
-                        msg.deps, False)
-        spec.parent = msg.parent
-        if msg.held:
-            spec.held = msg.held
-            spec.lent = self.tasks.lend(msg.held)
+        if fn_bytes is not None and fn_id not in self.functions:
+            self.functions[fn_id] = (fn_bytes, name)
+        spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, False)
+        spec.parent = parent
+        if held:
+            spec.held = held
+            spec.lent = self.tasks.lend(held)
         self.tasks.add(spec, submitter=w)
 
-    def on_put(self, w, msg):
+    def on_put(self, w, kind, oid, stored, inner, gpu):
         """A Put record: an object put inside a task."""
-        w.grant(msg.oid, self.store)
-        if msg.gpu:
-            self.gpu.produced(msg.oid, w)
-        self.store.put(msg.oid, msg.stored, f"put in a task (pid={w.pid})", msg.inner)
+        w.grant(oid, self.store)
+        if gpu:
+            self.gpu.produced(oid, w)
+        self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
@@ -329,54 +330,15 @@ class Session(Runtime):
 
     # ------------------------------------------------------------ info
     def counters(self) -> tuple:
-        """The live counters (_status_area.COUNTERS, in order), for the status words."""
-        workers = self.pool.workers
-        running = on_workers = 0
-        for w in workers:
-            if w.inflight:  # its first task runs, and help tasks on top of a blocked one
-                running += 1 + (sum(1 for s in w.inflight if s.helping) if w.rpcs else 0)
-                on_workers += len(w.inflight)
-        queued = sum(len(q) for q in self.scheduler.ready.values())
-        queued += self.envs.waiting_count()  # for their runtime_env
-        tasks = self.tasks
-        waiting = max(0, len(tasks.tasks) - queued - on_workers)  # for their inputs
-        queued += on_workers - running
-        store = self.store
-        spilled_bytes = store.statistics().spilled_bytes if store.spilled else 0
-        submitted = tasks.finished + tasks.failed + len(tasks.tasks)  # every task ends in one
-        return (len(workers), sum(1 for w in workers if w.rpcs), submitted, tasks.finished,
-                tasks.failed, queued, waiting, running, len(store.values), store.shm_bytes,
-                store.capacity, store.spilled, spilled_bytes)
+        return introspect.counters(self)
 
     def snapshot(self) -> dict:
         """The session as plain data (what `shmray status/memory/list` print)."""
         with self.lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> dict:  # under the lock
-        self.store.process_refs()
-        return _snapshot.snapshot(
-            self.session_info, dict(zip(_status_area.COUNTERS, self.counters())),
-            {"total": self.cluster_resources(), "available": self._available()},
-            {fn_id: name for fn_id, (_, name) in self.functions.items()},
-            self.pool.workers, self.store, self._task_records(),
-            list(self.tasks.tasks.values()))
-
-    def _task_records(self) -> list:
-        """The latest HISTORY finished tasks, oldest first: the workers' records (of the
-        live workers, and those kept from workers gone) and the driver's own."""
-        records = list(self.tasks.history) + list(self.pool.gone_history)
-        for w in self.pool.workers:
-            records += _status_area.read_history(w.channel.mm, w.pid)
-        records.sort(key=lambda r: r[3][2])
-        return records[-HISTORY:]
+            return introspect.snapshot(self)
 
     def write_snapshot(self, request):  # under the lock (from housekeeping)
-        try:
-            _status_area.write_snapshot(self.session_root, self._snapshot())
-        except OSError as e:  # a full /tmp must not break the session
-            print(f"shmray: could not write the status snapshot: {e}", file=sys.stderr)
-        self.status.served(request)
+        introspect.write_snapshot(self, request)
 
     def timeline(self) -> list:
         return _snapshot.chrome_trace(self.snapshot())
@@ -386,9 +348,9 @@ class Session(Runtime):
 
     def available_resources(self):
         with self.lock:
-            return self._available()
+            return self.available_now()
 
-    def _available(self):
+    def available_now(self):  # under the lock
         free = {k: max(v, 0.0) for k, v in self.ledger.available.items() if v > 1e-9}
         used = self.store.shm_bytes  # what the objects take, not tasks
         free["object_store_memory"] = max(0.0, free.get("object_store_memory", 0.0) - used)

@@ -31,10 +31,9 @@ class TaskSpec:
         self.pipelinable = True     # may queue on a busy worker (not when it reads large objects)
         self.env = None             # its runtime_env's key (None: the plain workers)
         self.queue = self.request   # its queue in the scheduler: request, and env if any
-        # A list of exception types to retry: the worker tells whether an error is one
-        # (the driver never unpickles a user's exception).
-        retry = options.retry_exceptions
-        self.retry_exceptions = retry if type(retry) is tuple else None
+        # A list of exception types to retry, pickled (see TaskTable.add): the worker
+        # tells whether an error is one (the driver never unpickles a user's exception).
+        self.retry_exceptions = None
 
     def return_ids(self):
         base = self.task_id

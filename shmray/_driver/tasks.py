@@ -47,7 +47,7 @@ class TaskTable:
         self.finished = 0           # tasks whose last attempt succeeded
         self.failed = 0             # ... or failed (cancelled ones too)
         self._verdicts = {}         # id(TaskOptions) -> (options, error or None, env key or
-                                    # None): worked out once per options
+                                    # None, pickled retry types or None): once per options
 
     # ------------------------------------------------------------ submission
     def add(self, spec, submitter=None, burst=False):
@@ -77,8 +77,10 @@ class TaskTable:
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
             verdict = self._verdicts[id(spec.options)] = (
-                spec.options, self._never_runs(spec), self.envs.key_for(spec.options))
+                spec.options, self._never_runs(spec), self.envs.key_for(spec.options),
+                _pickled_retry_types(spec.options))
         never, env = verdict[1], verdict[2]
+        spec.retry_exceptions = verdict[3]
         if submitter is not None:
             env = self.envs.child_key(spec.options, submitter.env, env)
         if env is not None:  # a runtime_env: its own workers, its own queue
@@ -206,23 +208,23 @@ class TaskTable:
         if spec.args_stored[0] == SHM:
             _shm.unlink(spec.args_stored[1])
 
-    def on_done(self, w, spec, done):
-        """`spec`'s attempt on `w` ended (a Done record): retried, or finished."""
+    def on_done(self, spec, outcome, inner, retryable):
+        """`spec`'s attempt on a worker ended (a Done record): retried, or finished."""
         if spec.cancelled:  # whatever it managed to return, it was cancelled
             self.finish(spec, cancelled_stored(spec), ran=True)
-        elif done.outcome and done.outcome[0] == ERROR and self._retries(spec, done):
+        elif outcome and outcome[0] == ERROR and self._retries(spec, retryable):
             spec.attempt += 1
             spec.worker = None
             self.scheduler.push(spec)
         else:
-            self.finish(spec, done.outcome, done.inner, True)
+            self.finish(spec, outcome, inner, True)
 
-    def _retries(self, spec, done) -> bool:
+    def _retries(self, spec, retryable) -> bool:
         opts = spec.options
         if not opts.retry_exceptions or not (opts.max_retries < 0
                                              or spec.attempt < opts.max_retries):
             return False
-        return opts.retry_exceptions is True or done.retryable
+        return opts.retry_exceptions is True or retryable
 
     def bounced(self, w, task_id):
         """A task queued on `w` came back unstarted (w blocked): first in line again."""
@@ -303,6 +305,11 @@ class TaskTable:
             if spec.args_stored[0] == SHM:
                 _shm.unlink(spec.args_stored[1])
         self.tasks.clear()
+
+
+def _pickled_retry_types(options):
+    retry = options.retry_exceptions
+    return ser.dumps(retry) if type(retry) is tuple else None
 
 
 def cancelled_stored(spec):

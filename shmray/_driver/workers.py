@@ -70,15 +70,15 @@ class Workers:
         if w.retiring and w.idle and not w.exports:
             self.remove_worker(w, RETIRED)
 
-    def on_refs(self, w, msg):
+    def on_refs(self, w, kind, borrows, releases, escaped):
         """A Refs record: the refs `w` came to hold, and let go of."""
         store = self.store
-        for oid in msg.borrows:
+        for oid in borrows:
             w.grant(oid, store)
-        for oid in msg.escaped:
+        for oid in escaped:
             store.keep_until_shutdown(oid)
         grants = w.grants
-        for oid, n in msg.releases:
+        for oid, n in releases:
             left = grants.get(oid, 0) - n
             if left > 0:
                 grants[oid] = left
