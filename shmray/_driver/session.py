@@ -210,6 +210,7 @@ class Session(Runtime):
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
             self.tasks.cancel(task_id_of(ref._id), force, recursive)
+        self.loop.run_deferred()  # the cancelled task's futures
 
     # ------------------------------------------------------------ objects
     def put(self, value):
@@ -230,7 +231,7 @@ class Session(Runtime):
             if gpu is not None and gpu.exported:
                 self.store.gpu_producers[oid] = None  # the driver keeps the arrays
             self.store.put(oid, stored, "put", inner)
-        return ObjectRef(oid, True)
+        return ObjectRef(oid, True)  # (no future can wait for an id made just now)
 
     def _write_large(self, meta, buffers):
         size = ser.segment_layout(meta, buffers)[1]
