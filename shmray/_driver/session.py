@@ -156,13 +156,17 @@ class Session(Runtime):
             except Exception as e:
                 raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
                                 f"{type(e).__name__}: {e}") from e
-        args_stored, deps, held = ser.pack_args(rf._name, args, kwargs, self.resolve_nested,
-                                                self.new_segment_name)
+        if args or kwargs:
+            args_stored, deps, held = ser.pack_args(rf._name, args, kwargs,
+                                                    self.resolve_nested, self.new_segment_name)
+        else:  # f.remote(): pack_args' first case, without the call (the per-task path)
+            args_stored, deps, held = ser.NO_ARGS, None, None
         task_id = new_base_id()
         spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
         loop = self.loop
         with self.lock:
-            self.check_open()
+            if self.closed:
+                self.check_open()
             if held:  # refs inside the arguments: the task holds their objects until it ends
                 spec.held = held
                 spec.lent = self.tasks.lend(held)
