@@ -218,4 +218,5 @@ RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree
            SUBMIT: Submit, PUT: Put, GET: Get, WAIT: Wait, GPU_HOST: GpuHost, LOG: Log,
            BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large}
 assert all(int(k) in RECORDS for k in Kind)
+assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
 assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

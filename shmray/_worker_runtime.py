@@ -212,10 +212,11 @@ class WorkerRuntime(Runtime):
             self._backlog.extend(tasks)
             return False
         for task in tasks:
-            if Task(*task).helping:
+            record = Task(*task)
+            if record.helping:
                 run_task(self, *task)
             else:
-                self.send(Bounce(BOUNCE, Task(*task).task_id))
+                self.send(Bounce(BOUNCE, record.task_id))
         return False
 
     def _on_reply(self, blocked, kind, req_id, payload):
