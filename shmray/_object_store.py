@@ -9,7 +9,8 @@
       ──► then it is freed: its shm segment goes back to the SegmentPool (or is
           unlinked; readers keep their mappings), and what it contained loses a holder
     shm objects above `capacity` ──► the least recently used spilled to disk
-                                   (_spill), restored by ensure_in_memory()
+                                   (_spill), read from there, or restored by
+                                   ensure_in_memory() when they fit
 
 A ref pickled outside shmray's own serialization (the user's pickle.dumps) cannot
 be followed: its object is kept until shutdown, as Ray does.
@@ -20,9 +21,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from . import _serialization as ser
-from . import _spill
+from . import _shm, _spill
 from ._protocol import ERROR, INLINE, SHM, SPILLED
-from ._segment_pool import SegmentPool
+from ._segment_pool import SegmentPool, dead_worker_names, drop_unread_large_messages
 from .exceptions import ObjectStoreFullError
 
 
@@ -63,6 +64,7 @@ class ObjectStore:
         self.spill_directory = spill_directory
         self.shm_bytes = 0          # bytes of the objects in shared memory now
         self.spilled = 0            # objects on disk now
+        self._on_disk = {}          # oid -> spill file of an object restored since
         self._lru = OrderedDict()   # oid -> size of objects in shm, least recently used first
         self._pinned = {}           # oid -> tasks on workers that were handed it: not spilled
         self._creators = {}         # oid -> what made it, for objects not inline
@@ -235,6 +237,10 @@ class ObjectStore:
             return
         if stored[0] == SHM:
             self.shm_bytes -= self._lru.pop(oid, 0)
+            if self._on_disk:
+                path = self._on_disk.pop(oid, None)
+                if path is not None:
+                    _spill.discard((SPILLED, path))
         self.segments.release(stored)
 
     # ------------------------------------------------------------ memory
@@ -297,25 +303,54 @@ class ObjectStore:
 
     def _spill(self, oid):
         stored = self.values[oid]
-        self.values[oid] = _spill.spill(stored, self.spill_directory, f"{oid:032x}")
+        path = self._on_disk.pop(oid, None)  # spilled before: its file is still there
+        self.values[oid] = (_spill.spill(stored, self.spill_directory, f"{oid:032x}")
+                            if path is None else _spill.spilled_form(stored, path))
         self.shm_bytes -= self._lru.pop(oid)
         self.spilled += 1
         self.segments.release(stored, reuse=False)  # the point was to give the memory back
 
     def ensure_in_memory(self, oid):
-        """A spilled object back in shared memory (before anyone is given it)."""
+        """A spilled object back in shared memory (before anyone is given it), if it fits
+        without spilling another: the form of an object read just before (by the same
+        get, say) must not go stale before its reader maps it. Else it stays on disk,
+        and its readers map its file (see _serialization.from_stored). An object larger
+        than the whole store: ObjectStoreFullError, as for a put."""
         stored = self.values.get(oid)
         if stored is None or stored[0] != SPILLED:
             return
-        self.reserve(stored[2])
-        self.values[oid] = _spill.restore(stored, self.segments.new_name())
+        size = stored[2]
+        if size > self.capacity:  # a task's result larger than the store, refused as a put is
+            self.reserve(size)
+        if self.shm_bytes + size > self.capacity:
+            return
+        if self.shm_bytes + self.segments.free_bytes() + size > self.capacity:
+            self.segments.drop_free()
+        try:
+            self.values[oid] = _spill.restore(stored, self.segments.new_name())
+        except ObjectStoreFullError:  # /dev/shm itself is full: read from disk
+            return
+        self._on_disk[oid] = stored[1]
         self.spilled -= 1
-        self._account(oid, stored[2])
+        self._account(oid, size)
+
+    def drop_dead_worker_segments(self, w, object_prefix: str, tasks=()) -> list:
+        """Unlink what dead worker `w` left in shared memory that nobody will read;
+        returns the names. Called once its last messages were handled: what it
+        stored before dying stays, and so do the arguments of `tasks` (the unfinished
+        tasks' specs: those it submitted have their arguments in its segments)."""
+        found = dead_worker_names(w, object_prefix)
+        if found:
+            keep = {s[1] for s in self.values.values() if s[0] == SHM}
+            keep.update(t.args_stored[1] for t in tasks if t.args_stored[0] == SHM)
+            found = [n for n in found if n not in keep and _shm.unlink(n)]
+        return found + drop_unread_large_messages(w)
 
     def clear(self):
         for oid, stored in self.values.items():
             self._release(oid, stored)
         _spill.remove_dir(self.spill_directory)
+        self._on_disk.clear()
         self.values.clear()
         self.pending.clear()
         self._callbacks.clear()
@@ -356,3 +391,4 @@ class ObjectStore:
 
 def _size(stored) -> int:
     return stored[2] if stored[0] in (SHM, SPILLED) else ser.stored_size(stored)
+

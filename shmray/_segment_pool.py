@@ -12,6 +12,9 @@ unlinked: the next put of a similar size is a plain memcpy.
                                           the driver returned still maps it;
                                           unlinked otherwise
     housekeeping ──► trim(): segments idle for IDLE_SECONDS are unlinked
+    a put interrupted (Ctrl-C) while it writes ──► its segment unlinked, never pooled
+    a worker died ──► dead_worker_names(), drop_unread_large_messages(): what it left
+                      (ObjectStore.drop_dead_worker_segments keeps what is still read)
 
 Reuse must never change what a reader sees: a private (copy-on-write) mapping
 still shows the file's current contents in the pages it has not written, so a
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 from . import _serialization as ser
 from . import _shm
-from ._protocol import SHM
+from ._protocol import LARGE, SHM
 
 IDLE_SECONDS = 5.0
 MAX_FREE_SEGMENTS = 8
@@ -77,15 +81,21 @@ class SegmentPool:
                 self._created += 1
         if seg is None:
             seg = _Segment(name, size, _shm.create(name, size))
-        elif seg.mm is None:  # populate: one call maps every existing page
-            seg.mm = _shm.attach(seg.name, seg.capacity, populate=True)
-        ser.fill_segment(seg.mm, meta, buffers, layout)
-        with self._lock:
-            if len(self._live) >= MAX_KEPT_MAPPINGS:
-                seg.mm.close()
-                seg.mm = None
-            self._live[seg.name] = seg
-        return (SHM, seg.name, size, len(meta), layout)
+        try:
+            if seg.mm is None:  # populate: one call maps every existing page
+                seg.mm = _shm.attach(seg.name, seg.capacity, populate=True)
+            ser.fill_segment(seg.mm, meta, buffers, layout)
+            with self._lock:
+                if len(self._live) >= MAX_KEPT_MAPPINGS:
+                    seg.mm.close()
+                    seg.mm = None
+                self._live[seg.name] = seg
+            return (SHM, seg.name, size, len(meta), layout)
+        except BaseException:  # a Ctrl-C in a long copy: no half-written segment stays
+            with self._lock:
+                self._live.pop(seg.name, None)
+            self._discard(seg)
+            raise
 
     def _take(self, size):
         best = None
@@ -148,9 +158,7 @@ class SegmentPool:
 
     @staticmethod
     def _discard(seg):
-        if seg.mm is not None:
-            seg.mm.close()
-        _shm.unlink(seg.name)
+        _shm.discard(seg.name, seg.mm)
 
     def clear(self):
         """Unlink every pooled segment; live ones are the store's to release."""
@@ -184,6 +192,49 @@ class SegmentPool:
     def statistics(self) -> SegmentPoolStats:
         return SegmentPoolStats(len(self._free), sum(s.capacity for s in self._free),
                                 self._reused, self._created)
+
+
+# ------------------------------------------------------ a dead worker's leftovers
+
+def dead_worker_names(w, object_prefix: str) -> list:
+    """The segments that dead worker `w` may have left: its objects (named
+    {object_prefix}w{pid}_{n} by _worker_runtime, in /dev/shm or in the session's
+    objects directory) and its large messages ({channel}_m{pid}_{n}, see _ring.encode;
+    those it pushed were received, and unlinked, before it was removed)."""
+    mine = f"{object_prefix}w{w.pid}_"
+    if mine.startswith("/"):
+        directory, start = os.path.split(mine)
+        try:
+            names = [os.path.join(directory, n) for n in os.listdir(directory)
+                     if n.startswith(start)]
+        except FileNotFoundError:
+            names = []
+    else:
+        names = _shm.list_names(mine)
+    return names + _shm.list_names(f"{w.channel.name}_m{w.pid}_")
+
+
+def drop_unread_large_messages(w) -> list:
+    """Unlink the segments of the driver's large messages (see _ring.encode) that dead
+    worker `w` never read: still in its task ring, or in its outbox. Nothing reads
+    that ring any more: the driver may pop it."""
+    removed = []
+    unread = list(w.outbox)
+    w.outbox.clear()
+    while True:
+        data = w.ring.pop(0.0)
+        if data is None:
+            break
+        unread.append(data)
+    for data in unread:
+        if len(data) < _LARGE_RECORD_MAX:  # a Large record is a few dozen bytes
+            msg = pickle.loads(data)
+            if msg[0] == LARGE and _shm.unlink(msg[1]):
+                removed.append(msg[1])
+    return removed
+
+
+_LARGE_RECORD_MAX = 512
 
 
 def _default_budget() -> int:

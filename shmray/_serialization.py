@@ -23,7 +23,7 @@ import cloudpickle
 
 from . import _shm
 from ._object_ref import ObjectRef, collect_refs
-from ._protocol import ERROR, INLINE, SHM
+from ._protocol import ERROR, INLINE, SHM, SPILLED
 from .exceptions import RayError, RayTaskError
 
 # Ray's max_direct_call_object_size: values up to this travel inline.
@@ -147,9 +147,11 @@ def write_segment(name, meta, buffers):
     mm = _shm.create(name, size)
     try:
         fill_segment(mm, meta, buffers, layout)
-    finally:
         mm.close()
-    return (SHM, name, size, len(meta), layout)
+        return (SHM, name, size, len(meta), layout)
+    except BaseException:  # a Ctrl-C or a cancel in a long copy: no half-written segment
+        _shm.discard(name, mm)
+        raise
 
 
 def from_stored(stored, on_map=None):
@@ -161,7 +163,7 @@ def from_stored(stored, on_map=None):
         if not bufs:
             return pickle.loads(stored[1])
         return pickle.loads(stored[1], buffers=[bytearray(b) for b in bufs])
-    if kind == SHM:
+    if kind == SHM or kind == SPILLED:  # a segment, or a spilled object's file
         _, name, size, meta_len, layout = stored
         mm = _shm.map_private(name, size)
         if on_map is not None:
@@ -174,7 +176,7 @@ def from_stored(stored, on_map=None):
 def stored_size(stored) -> int:
     if stored[0] == INLINE:
         return len(stored[1]) + sum(len(b) for b in stored[2])
-    if stored[0] == SHM:
+    if stored[0] == SHM or stored[0] == SPILLED:
         return stored[2]
     return len(stored[1])
 

@@ -7,6 +7,7 @@ write copies only the touched page (DESIGN.md decision 5).
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
@@ -19,46 +20,70 @@ from .exceptions import ObjectStoreFullError
 
 PREFIX = "shmray_"
 SHM_DIR = "/dev/shm"
-CHECK_SPACE_FROM = 1 << 20  # smaller segments: a statvfs would cost more than they risk
+CHECK_SPACE_FROM = 1 << 20  # smaller segments: fallocate fails fast enough on its own
 
 
 def session_prefix(driver_pid: int, tag: str) -> str:
     return f"{PREFIX}{driver_pid}_{tag}_"
 
 
-def _open(name: str, create: bool = False, size: int = 0) -> tuple[int, int]:
+def _open(name: str, create: bool = False) -> tuple[int, int]:
     """(fd, size) of segment `name`: a POSIX shared-memory object, or a file when the
-    name is an absolute path (objects of a session whose /dev/shm is too small)."""
+    name is an absolute path (objects of a session whose /dev/shm is too small).
+    Created empty: create() gives it its size."""
     if name.startswith("/"):
         fd = os.open(name, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
-        if create:
-            os.ftruncate(fd, size)
         return fd, os.fstat(fd).st_size
-    flags = posix_ipc.O_CREX if create else 0
-    seg = posix_ipc.SharedMemory("/" + name, flags, mode=0o600, size=size if create else 0)
+    seg = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX if create else 0, mode=0o600)
     return seg.fd, seg.size
 
 
-def create(name: str, size: int) -> mmap.mmap:
-    """Create a new segment of `size` bytes and map it shared, read-write.
+def create(name: str, size: int, what: str = "an object") -> mmap.mmap:
+    """Create a new segment of `size` bytes, backed by memory, and map it shared,
+    read-write; ObjectStoreFullError (naming `what`) if its file system cannot hold it.
 
-    Segments are sparse until written: a segment larger than its file system has left
-    would be created fine and then kill its writer with SIGBUS. So the free space is
-    checked first, and a clear ObjectStoreFullError raised instead."""
+    A segment's pages are allocated when first written: one larger than what its file
+    system has left would be created fine and then kill its writer with SIGBUS at the
+    first page that does not fit. So every page is allocated now (fallocate: on tmpfs
+    about as fast as the page faults it saves, which then find their pages there).
+    Large ones are checked against the free space first: a fallocate that cannot
+    succeed would take all the free memory before it fails."""
     size = max(size, 1)
-    if size >= CHECK_SPACE_FROM:
-        where = os.path.dirname(name) if name.startswith("/") else SHM_DIR
-        st = os.statvfs(where)
-        free = st.f_bavail * st.f_frsize
-        if size > free:
-            raise ObjectStoreFullError(
-                f"Failed to store an object of {size:,} bytes: {where} has {free:,} bytes "
-                f"free. Free objects (drop their refs) or enlarge {where}.")
-    fd, _ = _open(name, create=True, size=size)
+    where = os.path.dirname(name) if name.startswith("/") else SHM_DIR
+    if size >= CHECK_SPACE_FROM and size > free_bytes(where):
+        raise full_error(size, where, what)
+    fd, _ = _open(name, create=True)
     try:
+        try:
+            os.posix_fallocate(fd, 0, size)  # also sets the size
+        except OSError as e:
+            if e.errno in _FULL_ERRNOS:
+                raise full_error(size, where, what) from None
+            os.ftruncate(fd, size)  # a file system that cannot: sparse, as before
         return mmap.mmap(fd, size)
+    except BaseException:  # (a Ctrl-C too) no segment without its owner
+        unlink(name)
+        raise
     finally:
         os.close(fd)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.ENOMEM, errno.EFBIG, errno.EDQUOT)
+
+
+def free_bytes(where: str = SHM_DIR) -> int:
+    st = os.statvfs(where)
+    return st.f_bavail * st.f_frsize
+
+
+def full_error(size: int, where: str, what: str = "an object") -> ObjectStoreFullError:
+    try:
+        free = f"{free_bytes(where):,}"
+    except OSError:
+        free = "too few"
+    return ObjectStoreFullError(
+        f"Failed to store {what} of {size:,} bytes: {where} has {free} bytes free. "
+        f"Free objects (drop their refs) or enlarge {where}.")
 
 
 def attach(name: str, size: int | None = None, populate: bool = False) -> mmap.mmap:
@@ -109,6 +134,18 @@ def unlink(name: str) -> bool:
         return False
 
 
+def discard(name: str, mm: mmap.mmap | None):
+    """Unlink segment `name` and close the writer's mapping of it. A copy that an
+    exception interrupted may leave views of the mapping (in its traceback, in copy
+    threads still running): the mapping then goes with the last of them."""
+    unlink(name)
+    if mm is not None:
+        try:
+            mm.close()
+        except BufferError:
+            pass
+
+
 def shm_size() -> int:
     """How many bytes /dev/shm can hold in all (a default Docker container: 64 MB)."""
     try:
@@ -153,13 +190,24 @@ def unlink_prefix(prefix: str) -> list[str]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Does process `pid` run? A zombie (exited, not reaped by its parent yet) does not:
+    a driver that died under a parent that does not wait for it stays one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return process_state(pid) != "Z"
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, Z, ...), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def reclaim_dead_sessions() -> list[str]:
@@ -213,12 +261,10 @@ def worker_processes() -> list[tuple[int, int]]:
                 comm = f.read().strip()
             if not comm.startswith(WORKER_COMM):
                 continue
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
             driver = int(comm[len(WORKER_COMM):])
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             continue
-        if state != "Z":
+        if process_state(int(entry)) not in ("Z", None):
             found.append((int(entry), driver))
     return found
 
