@@ -10,7 +10,7 @@ import numbers
 import os
 import warnings
 
-from . import _context, _remote_function, _runtime_env, _shm
+from . import _context, _options, _remote_function, _runtime_env, _shm
 from ._object_ref import ObjectRef
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
@@ -63,21 +63,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
     if address not in _LOCAL_ADDRESSES:
         raise ValueError(f"shmray runs a local session only; cannot connect to {address!r} "
                          f"(use address=None, 'local' or 'auto')")
-    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0):
-            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
-        for k, v in resources.items():
-            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Real) \
-                    or v < 0:
-                raise ValueError(f"resources must map names to non-negative numbers, got "
-                                 f"{k!r}: {v!r}")
-    if object_store_memory is not None and (not isinstance(object_store_memory, int)
-                                            or object_store_memory <= 0):
-        raise ValueError(f"object_store_memory must be a positive int (bytes), got "
-                         f"{object_store_memory!r}")
+    _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory)
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
     from ._driver.session import Session  # here: a worker imports this module, not the driver
     rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
@@ -86,6 +72,32 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                        resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
     _context.runtime = rt
     return _context_info(rt)
+
+
+def _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory):
+    """init's numbers, checked before anything is created: ValueError naming the one
+    that is not a finite, non-negative number (or that the machine cannot hold)."""
+    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)
+                              or not _options.finite(v) or v < 0):
+            raise ValueError(f"{name} must be a finite, non-negative number, got {v!r}")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        for k, v in resources.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Real) \
+                    or not _options.finite(v) or v < 0:
+                raise ValueError(f"resources must map names to finite, non-negative numbers, "
+                                 f"got {k!r}: {v!r}")
+    if object_store_memory is not None:
+        if isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int) \
+                or object_store_memory <= 0:
+            raise ValueError(f"object_store_memory must be a positive int (bytes), got "
+                             f"{object_store_memory!r}")
+        from ._resources import object_store_memory_error  # a driver module: not at import
+        err = object_store_memory_error(object_store_memory)
+        if err:
+            raise ValueError(err)
 
 
 def _context_info(rt):
@@ -128,6 +140,9 @@ def _check_timeout(timeout):
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"'timeout' must be a number of seconds or None, got {timeout!r}")
+    if not _options.finite(timeout):  # NaN would wait or not depending on the refs' state
+        raise ValueError(f"'timeout' must be a finite number of seconds (or None to wait "
+                         f"without limit), got {timeout!r}")
     if timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
     return float(timeout)
@@ -139,15 +154,21 @@ def get(object_refs, *, timeout=None):
     rt = _context.get_runtime()
     if type(object_refs) is ObjectRef:
         return rt.get([object_refs], timeout)[0]
+    # Inside a task whose nested refs were resolved, what it passes here may be their
+    # values already: they pass through (DESIGN.md decision 2). The driver never
+    # receives resolved values, so there a value is a mistake, reported as Ray does.
+    passes_values = rt.resolve_nested and not rt.is_driver
     if isinstance(object_refs, list):
-        if not rt.resolve_nested and any(type(r) is not ObjectRef for r in object_refs):
-            raise ValueError("'object_refs' must either be an ObjectRef or a list of "
-                             "ObjectRefs.")
+        if not passes_values:
+            for r in object_refs:
+                if type(r) is not ObjectRef:
+                    raise TypeError(f"Attempting to call `get` on the value {r!r}, which is "
+                                    "not an ray.ObjectRef.")
         return rt.get(object_refs, timeout)
-    if not rt.resolve_nested:
+    if not passes_values:
         raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "
                          "'object_refs' must either be an ObjectRef or a list of ObjectRefs. ")
-    return object_refs  # an already-resolved value (DESIGN.md decision 2)
+    return object_refs
 
 
 def put(value):
@@ -165,7 +186,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     timeout = _check_timeout(timeout)
     rt = _context.get_runtime()
     refs = [r for r in object_refs if type(r) is ObjectRef]
-    if len(refs) != len(object_refs) and not rt.resolve_nested:
+    if len(refs) != len(object_refs) and (rt.is_driver or not rt.resolve_nested):
         bad = next(r for r in object_refs if type(r) is not ObjectRef)
         raise TypeError(f"wait() expected a list of ray.ObjectRef, got list containing "
                         f"{type(bad)}")
@@ -178,7 +199,22 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to ray.wait.")
+    if len(refs) != len(object_refs):
+        return _wait_with_values(rt, object_refs, refs, num_returns, timeout, fetch_local)
     return rt.wait(object_refs, num_returns, timeout, bool(fetch_local))
+
+
+def _wait_with_values(rt, items, refs, num_returns, timeout, fetch_local):
+    """wait() inside a task over refs and values already resolved for it (DESIGN.md
+    decision 2): the values are ready; the runtime waits on the refs only, for as
+    many as the values leave to find."""
+    need = num_returns - (len(items) - len(refs))
+    ready_refs = set(rt.wait(refs, need, timeout, bool(fetch_local))[0]) if need > 0 else ()
+    ready, not_ready = [], []
+    for x in items:
+        is_ready = type(x) is not ObjectRef or x in ready_refs
+        (ready if is_ready and len(ready) < num_returns else not_ready).append(x)
+    return ready, not_ready
 
 
 def cancel(object_ref, *, force=False, recursive=True):

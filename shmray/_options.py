@@ -5,6 +5,7 @@ made; the result is a frozen TaskOptions that every call reuses for free.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from dataclasses import dataclass, field, replace
@@ -16,9 +17,21 @@ DEFAULT_MAX_RETRIES = 3
 STRATEGIES = ("DEFAULT", "SPREAD", "NODE_AFFINITY")
 
 
+def finite(v) -> bool:
+    """Whether the number `v` is neither NaN, nor infinite, nor an int beyond a float's
+    range. Resources are floats, and NaN fails every comparison: it slips past a check
+    like `v < 0` and makes every later fits() test of the accounting pass."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _quantity(name, v):
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         return f"'{name}' must be a number, got {type(v).__name__} {v!r}"
+    if not finite(v):
+        return f"'{name}' must be a finite number, got {v!r}"
     if v < 0:
         return f"'{name}' must be non-negative, got {v}"
     if name == "num_gpus" and v > 1 and v != int(v):

@@ -79,6 +79,28 @@ def system_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def swap_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def object_store_memory_error(requested: int) -> str | None:
+    """Why init(object_store_memory=requested) cannot work here, or None. Objects live
+    in shared memory, which RAM and swap back: a store larger than both could only
+    fail later, in the middle of the session (and the store's counters are 64-bit)."""
+    ram, swap = system_memory(), swap_memory()
+    if requested > ram + swap:
+        return (f"object_store_memory={requested:,} is more than this machine's memory: "
+                f"{ram:,} bytes of RAM + {swap:,} of swap = {ram + swap:,}")
+    return None
+
+
 NODE_IP = "127.0.0.1"
 # Ray gives every node a resource named after its address, and the head node one
 # more: tasks can ask for a sliver of it to say "run on this node".

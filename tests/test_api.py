@@ -142,8 +142,10 @@ def test_scheduling_strategies(ray):
 def test_get_validation_and_passthrough(ray):
     with pytest.raises(ValueError, match="nonnegative"):
         ray.get(ray.put(1), timeout=-1)
-    assert ray.get(5) == 5  # an already-resolved value (DESIGN.md decision 2)
-    assert ray.get([ray.put(1), 2]) == [1, 2]
+    with pytest.raises(ValueError, match="must either be an ObjectRef or a list"):
+        ray.get(5)  # values pass through inside tasks only (DESIGN.md decision 2)
+    with pytest.raises(TypeError, match="which is not an ray.ObjectRef"):
+        ray.get([ray.put(1), 2])
     with pytest.raises(TypeError, match="Calling 'put' on an ObjectRef is not allowed"):
         ray.put(ray.put(1))
 
