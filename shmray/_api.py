@@ -27,6 +27,9 @@ _INIT_IGNORED = {
     "_node_name": None, "_skip_env_hook": False,
 }
 _LOCAL_ADDRESSES = (None, "local", "auto")
+_REINIT_MESSAGE = ("Maybe you called ray.init twice by accident? This error can be suppressed "
+                   "by passing in 'ignore_reinit_error=True' or by calling 'ray.shutdown()' "
+                   "prior to 'ray.init()'.")
 
 
 class RayContext(dict):
@@ -57,20 +60,22 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
     if _context.runtime is not None:
         if ignore_reinit_error:
             return _context_info(_context.runtime)
-        raise RuntimeError("Maybe you called ray.init twice by accident? This error can be "
-                           "suppressed by passing in 'ignore_reinit_error=True' or by calling "
-                           "'ray.shutdown()' prior to 'ray.init()'.")
+        raise RuntimeError(_REINIT_MESSAGE)
     if address not in _LOCAL_ADDRESSES:
         raise ValueError(f"shmray runs a local session only; cannot connect to {address!r} "
                          f"(use address=None, 'local' or 'auto')")
     _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory)
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
     from ._driver.session import Session  # here: a worker imports this module, not the driver
-    rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                       object_store_memory=object_store_memory,
-                       log_to_driver=bool(log_to_driver),
-                       resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
-    _context.runtime = rt
+    with _context.init_lock:  # one session, whatever other threads' first calls do meanwhile
+        if _context.runtime is not None:
+            if ignore_reinit_error:
+                return _context_info(_context.runtime)
+            raise RuntimeError(_REINIT_MESSAGE)
+        rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                     object_store_memory=object_store_memory, log_to_driver=bool(log_to_driver),
+                     resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
+        _context.runtime = rt
     return _context_info(rt)
 
 
@@ -114,10 +119,11 @@ _context.auto_init = _auto_init
 
 def shutdown():
     """Stop the session: workers exit, shared memory is unlinked. Safe to call twice."""
-    rt = _context.runtime
-    if rt is not None and rt.is_driver:
-        rt.shutdown()
-    _context.runtime = None if rt is None or rt.is_driver else rt
+    with _context.init_lock:  # not while another thread's init is half done
+        rt = _context.runtime
+        if rt is not None and rt.is_driver:
+            rt.shutdown()
+        _context.runtime = None if rt is None or rt.is_driver else rt
 
 
 def is_initialized() -> bool:

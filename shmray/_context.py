@@ -5,8 +5,12 @@ in a driver starts a session, as Ray does; a worker sets ``runtime`` at start-up
 """
 from __future__ import annotations
 
+import threading
+
 runtime = None
 auto_init = None
+# init() and the auto-init of concurrent first calls: exactly one session starts.
+init_lock = threading.RLock()
 
 
 def get_runtime():
@@ -14,6 +18,8 @@ def get_runtime():
     if rt is None:
         if auto_init is None:
             raise RuntimeError("shmray is not initialized; call shmray.init() first")
-        auto_init()
+        with init_lock:
+            if runtime is None:  # another thread's first call may have started it
+                auto_init()
         rt = runtime
     return rt

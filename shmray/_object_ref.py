@@ -127,7 +127,11 @@ class ObjectRef:
     def __del__(self):
         dropped = _hooks.dropped
         if dropped is not None:
-            dropped(self._id)
+            try:
+                oid = self._id
+            except AttributeError:  # its __init__ was interrupted (Ctrl-C) before counting
+                return
+            dropped(oid)
 
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or the task's error)."""

@@ -23,11 +23,13 @@ from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 TASK_RING_BYTES = 1 << 21
 RESULT_RING_BYTES = 1 << 21
 _RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + RESULT_RING_BYTES}
-# After the rings: the ids of the latest cancelled tasks sent to this worker, as
-# u64 words: [0] a counter of cancels, then CANCEL_SLOTS (low, high) pairs, the
-# n-th cancel in slot n % CANCEL_SLOTS.
-CANCEL_SLOTS = 8
-CANCEL_BYTES = 8 * (1 + 2 * CANCEL_SLOTS)
+# After the rings: the ids of the cancelled tasks that the driver has sent to this
+# worker and not seen end, as u64 words: [0] a sequence number (odd while the driver
+# rewrites the list), [1] how many, then CANCEL_SLOTS (low, high) pairs. A worker
+# holds at most _scheduler.PIPELINE_MAX queued tasks (the driver checks the bound),
+# so every task it has that must not run is listed.
+CANCEL_SLOTS = 128
+CANCEL_BYTES = 8 * (2 + 2 * CANCEL_SLOTS)
 # Last, the worker's status words, then a ring of records of the tasks it ran (see
 # _status_area.WorkerStatus).
 CHANNEL_STATUS_OFFSET = _RING_SPAN["tasks"] + _RING_SPAN["results"] + CANCEL_BYTES
@@ -70,19 +72,32 @@ class Channel:
         self.cancels = view[end:end + CANCEL_BYTES].cast("Q")
         self._spill_prefix = name + "_m"
 
-    def post_cancel(self, task_id: int):
-        """Driver: tell the worker that `task_id` is cancelled (see cancelled_ids)."""
-        words, n = self.cancels, self.cancels[0]
-        slot = 1 + 2 * (n % CANCEL_SLOTS)
-        words[slot] = task_id & 0xFFFFFFFFFFFFFFFF
-        words[slot + 1] = task_id >> 64
-        words[0] = n + 1  # last: the worker reads the slots only after seeing it move
+    def post_cancels(self, task_ids: list):
+        """Driver: list the cancelled tasks this worker has (see cancelled_ids); the
+        latest CANCEL_SLOTS if there are more (help tasks stacked in a deep recursion)."""
+        words = self.cancels
+        seq = words[0]
+        words[0] = seq + 1  # odd: a reader retries
+        task_ids = task_ids[-CANCEL_SLOTS:]
+        for i, task_id in enumerate(task_ids):
+            words[2 + 2 * i] = task_id & 0xFFFFFFFFFFFFFFFF
+            words[3 + 2 * i] = task_id >> 64
+        words[1] = len(task_ids)
+        words[0] = seq + 2  # last: the worker reads the list only after seeing it move
+
+    def cancel_sequence(self) -> int:
+        return self.cancels[0]
 
     def cancelled_ids(self) -> set:
-        """Worker: the ids of the latest CANCEL_SLOTS cancelled tasks sent here."""
+        """Worker: the ids of the cancelled tasks the driver has sent here."""
         w = self.cancels
-        return {w[1 + 2 * i] | (w[2 + 2 * i] << 64) for i in range(min(w[0], CANCEL_SLOTS))}
-
+        while True:
+            seq = w[0]
+            if seq & 1:  # the driver is rewriting the list
+                continue
+            ids = {w[2 + 2 * i] | (w[3 + 2 * i] << 64) for i in range(min(w[1], CANCEL_SLOTS))}
+            if w[0] == seq:
+                return ids
 
 def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
     """The bytes of a message (a record, or the plain tuple of one) for `ring`."""

@@ -12,18 +12,40 @@ import gc
 import itertools
 import os
 import pickle
+import sys
 import threading
 from collections import deque
 from threading import get_ident
 
 from . import _gpu, _ring, _serialization as ser, _shm, _status_area
 from ._object_ref import ObjectRef, new_base_id
+from ._protocol import done_record
 from ._protocol import (ABANDON, BOUNCE, CANCEL, EXIT, FUNC, GET, GPU_FREE, GPU_HOST, PUT, REFS,
                         REPLY, SUBMIT, TASKS, WAIT, Abandon, Bounce, Cancel, Get, GpuHost, Put,
                         Refs, Submit, Task, Wait)
 from ._runtime import Runtime
 from ._worker_tasks import run_task, store_value
 from .exceptions import GetTimeoutError
+
+# A help task runs on top of the frames waiting for it (see _rpc): it is refused
+# with RecursionError once fewer than this many frames are left below Python's
+# limit, which leaves room for its task code and for reporting every level's error.
+HELP_STACK_RESERVE = 400
+
+
+def _stack_room() -> bool:
+    try:
+        sys._getframe(sys.getrecursionlimit() - HELP_STACK_RESERVE)
+    except ValueError:  # the stack is shallower than that
+        return True
+    return False
+
+
+def _too_deep(name):
+    error = RecursionError(f"maximum recursion depth exceeded: nested tasks ({name}) "
+                           f"waiting on one another in this worker reached Python's limit "
+                           f"of {sys.getrecursionlimit()} frames")
+    return ser.task_error_stored(name, error)
 
 class WorkerRuntime(Runtime):
     """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
@@ -213,10 +235,13 @@ class WorkerRuntime(Runtime):
             return False
         for task in tasks:
             record = Task(*task)
-            if record.helping:
-                run_task(self, *task)
-            else:
+            if not record.helping:
                 self.send(Bounce(BOUNCE, record.task_id))
+            elif _stack_room():
+                run_task(self, *task)
+            else:  # a recursion of nested tasks as deep as Python allows: it ends here
+                self.send(done_record(record.task_id, _too_deep(self.fns[record.fn_id][1]),
+                                      0, 0, None, None, False))
         return False
 
     def _on_reply(self, blocked, kind, req_id, payload):
@@ -337,7 +362,7 @@ class WorkerRuntime(Runtime):
         return self._cancel_words[0] != self._cancels_seen or bool(self._cancelled)
 
     def is_cancelled(self, task_id) -> bool:
-        """Has the driver cancelled `task_id` (see _ring.Channel.post_cancel)?"""
+        """Has the driver cancelled `task_id` (see _ring.Channel.post_cancels)?"""
         n = self._cancel_words[0]
         if n != self._cancels_seen:
             self._cancels_seen = n

@@ -30,6 +30,7 @@ from .._cring import pop_any, wait_stalled
 from .._protocol import (ABANDON, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT, REFS, SUBMIT,
                          WAIT)
 from .._object_ref import task_id_of
+from .interrupts import sections
 from .workers import DIED, RETIRED
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
@@ -154,7 +155,15 @@ class MessageLoop:
 
     def pump(self, timeout, done=None, spin=True):
         """Wait up to `timeout` seconds for messages and handle them; return early
-        if done() already holds (another thread may have handled what we wait for)."""
+        if done() already holds (another thread may have handled what we wait for).
+        A Ctrl-C-safe section: a message popped is a message handled, and the pump
+        lock is let go (a Ctrl-C waits for this pump's end, HOUSEKEEP_EVERY at most)."""
+        with sections:
+            self._pump(timeout, done, spin)
+        if self.deferred:
+            self.run_deferred()
+
+    def _pump(self, timeout, done, spin):
         self.wake_deferred()
         if not self.pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
             return
@@ -177,18 +186,18 @@ class MessageLoop:
             self.drain(DRAIN_BATCH)
         finally:
             self.pump_lock.release()
-            if self.deferred:
-                self.run_deferred()
 
     def run_deferred(self):
-        """Run the queued user code (callbacks), outside every internal lock."""
+        """Run the queued user code (callbacks), outside every internal lock. Each is
+        a Ctrl-C-safe section: one taken from the queue is run (a future resolved)."""
         deferred = self.deferred
         while deferred:
-            try:
-                fn = deferred.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            fn()
+            with sections:
+                try:
+                    fn = deferred.popleft()
+                except IndexError:  # another thread took the last one
+                    return
+                fn()
 
     def wait_until(self, done, timeout) -> bool:
         """Pump until done() is true; False if `timeout` seconds pass first."""
@@ -196,9 +205,12 @@ class MessageLoop:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         self.session.waited = True  # a get/wait ends a burst: the next .remote() goes at once
-        with self._pumpers_lock:
-            self.pumpers += 1
+        counted = False
         try:
+            with sections:  # counted, and known to be, together (the finally undoes it)
+                with self._pumpers_lock:
+                    self.pumpers += 1
+                counted = True
             while True:
                 remaining = -1.0 if deadline is None else deadline - time.monotonic()
                 if deadline is not None and remaining <= 0:
@@ -209,10 +221,11 @@ class MessageLoop:
                 if done():
                     return True
         finally:
-            with self._pumpers_lock:
-                self.pumpers -= 1
-                if not self.pumpers and self._bg_parked:  # only a parked thread needs a wake
-                    self._nobody_pumps.set()
+            if counted:
+                with sections, self._pumpers_lock:
+                    self.pumpers -= 1
+                    if not self.pumpers and self._bg_parked:  # only a parked thread needs a wake
+                        self._nobody_pumps.set()
 
     # ------------------------------------------------------------ background
     def _background(self):

@@ -22,12 +22,13 @@ import sys
 import threading
 import time
 import warnings
+from threading import get_ident
 
 from .. import _context, _gpu, _ring, _serialization as ser, _shm, _snapshot, _status_area
 from . import introspect
 from .._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from .._object_store import ObjectStore
-from .._protocol import ERROR
+from .._protocol import ERROR, SHM
 from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stacklevel
 from .._runtime import Runtime
 from .._scheduler import Scheduler
@@ -37,6 +38,7 @@ from ..exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError
 from .dispatch import BURST_GAP, Dispatcher
 from .envs import Environments
 from .gpu_objects import GpuObjects, driver_cannot_copy
+from .interrupts import MAIN, SafeLock, sections
 from .loop import DRAIN_BATCH, MessageLoop
 from .rpcs import RpcTable, lost_error
 from .spec import TaskSpec
@@ -92,7 +94,8 @@ class Session(Runtime):
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
             "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
             "spin": WORKER_SPIN, "totals": totals, "object_prefix": self.object_prefix}, method)
-        self.lock = threading.Lock()
+        self.lock = SafeLock()  # holding it is a Ctrl-C-safe section (see interrupts)
+        sections.install()
         self.scheduler = Scheduler(
             self.ledger, self.pool, cores,
             max_workers or min(max(32, 4 * n_base), n_base + MAX_EXTRA_WORKERS),
@@ -156,6 +159,21 @@ class Session(Runtime):
             except Exception as e:
                 raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
                                 f"{type(e).__name__}: {e}") from e
+        # A Ctrl-C-safe section from the arguments' segment to the returned ref (see
+        # interrupts; `with sections:` inlined, the per-task path): the call is made
+        # whole or, if it fails before the task is added, leaves nothing behind.
+        in_main = get_ident() == MAIN
+        if in_main:
+            sections.depth += 1
+        try:
+            return self._submit(rf, fn_id, args, kwargs, options)
+        finally:
+            if in_main:
+                sections.depth -= 1
+                if sections.pending and not sections.depth:
+                    sections.raise_pending()
+
+    def _submit(self, rf, fn_id, args, kwargs, options):
         if args or kwargs:
             args_stored, deps, held = ser.pack_args(rf._name, args, kwargs,
                                                     self.resolve_nested, self.new_segment_name)
@@ -166,6 +184,8 @@ class Session(Runtime):
         loop = self.loop
         with self.lock:
             if self.closed:
+                if args_stored[0] == SHM:
+                    _shm.unlink(args_stored[1])
                 self.check_open()
             if held:  # refs inside the arguments: the task holds their objects until it ends
                 spec.held = held
@@ -222,6 +242,10 @@ class Session(Runtime):
             raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
                             "to do this, you can wrap the ObjectRef in a list and call 'put' "
                             "on it.")
+        with sections:  # a Ctrl-C-safe section: the object is stored whole, or not at all
+            return self._put(value)
+
+    def _put(self, value):
         oid = new_base_id()
         if "cupy" in sys.modules:  # cupy arrays go out as IPC handles (see _gpu)
             with _gpu.exporting(oid) as gpu:
@@ -230,7 +254,10 @@ class Session(Runtime):
             gpu = None
             stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
         with self.lock:
-            self.check_open()
+            if self.closed:  # shut down while the value was written: nothing keeps it
+                if stored[0] == SHM:
+                    _shm.unlink(stored[1])
+                self.check_open()
             self.store.own(oid)
             if gpu is not None and gpu.exported:
                 self.store.gpu_producers[oid] = None  # the driver keeps the arrays
@@ -365,6 +392,10 @@ class Session(Runtime):
     def shutdown(self):
         if self.closed:
             return
+        with sections:  # a Ctrl-C here waits for the end: nothing is left half stopped
+            self._shutdown()
+
+    def _shutdown(self):
         self.closed = True
         self.workers.stopping = True
         self.envs.shutdown()  # a pip install of this session's: killed, not awaited

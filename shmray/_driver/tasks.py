@@ -21,6 +21,8 @@ from collections import deque
 
 from .. import _serialization as ser, _shm
 from .._protocol import ERROR, INLINE, SHM, SPILLED
+from .._ring import CANCEL_SLOTS
+from .._scheduler import PIPELINE_MAX
 from .._resources import infeasible, warn_infeasible
 from ..exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -29,6 +31,8 @@ from .rpcs import can_help, lost_error
 HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
+# Every cancelled task queued on a worker is listed in its channel (see _ring).
+assert PIPELINE_MAX < CANCEL_SLOTS
 
 
 class TaskTable:
@@ -292,7 +296,8 @@ class TaskTable:
                 w.idle_since = time.monotonic()
             self.finish(spec, cancelled_stored(spec))
             return
-        w.channel.post_cancel(task_id)  # the worker skips it if it has not started it
+        # the worker skips it if it has not started it
+        w.channel.post_cancels([s.task_id for s in w.inflight if s.cancelled])
         if w.inflight[0] is spec or spec.helping:  # running now
             try:
                 os.kill(w.pid, signal.SIGKILL if force else signal.SIGINT)

@@ -55,6 +55,8 @@ class Workers:
             self.store.unborrow(oid, n)
         if why == DIED:
             why_text = describe_exit(w.proc.returncode)
+            self.store.drop_dead_worker_segments(w, self.pool.config["object_prefix"],
+                                                 self.tasks.tasks.values())
             inflight = list(w.inflight)
             w.inflight.clear()
             self.tasks.orphaned(w, inflight, why_text)

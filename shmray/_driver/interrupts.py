@@ -1,0 +1,106 @@
+"""Ctrl-C never lands in the middle of a change to the driver's state.
+
+Python runs a SIGINT handler in the main thread between any two bytecodes, so a
+plain KeyboardInterrupt can split a step in two: a task recorded as pushed to a
+worker that never got it, a result popped from a ring and never handled, a lock
+taken and never released. Every place where the driver's state changes in steps
+is a *section*; a Ctrl-C that arrives inside one is held and raised when the
+outermost section ends, at a point where the state is whole again.
+
+    Ctrl-C ─► on_sigint: in a section? ─ no ─► the previous handler (KeyboardInterrupt)
+                                       └ yes ─► pending; raised when the section ends
+
+Only the main thread gets signals, so only its sections count (other threads'
+sections cost one comparison). Long copies inside a section (a large `put`) poll
+`pending` and give up cleanly instead of making Ctrl-C wait.
+
+`SafeLock` is a lock whose holding is a section: the session's state lock, so
+every `with session.lock:` is safe as written.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from threading import get_ident
+
+MAIN = threading.main_thread().ident
+
+
+class Sections:
+    """The main thread's section depth and the Ctrl-C held until it is back to 0."""
+
+    def __init__(self):
+        self.depth = 0
+        self.pending = False
+        self._previous = None     # the SIGINT handler ours forwards to
+
+    def install(self):
+        """Hold Ctrl-C in sections from now on (a no-op outside the main thread, or
+        where SIGINT is ignored or left to the OS: nothing raises there)."""
+        if get_ident() != MAIN:
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if current == self.on_sigint or not callable(current):
+            return
+        self._previous = current
+        signal.signal(signal.SIGINT, self.on_sigint)
+
+    def on_sigint(self, signum, frame):
+        if self.depth:
+            self.pending = True
+            return
+        self._previous(signum, frame)
+
+    def raise_pending(self):
+        """The outermost section ended with a Ctrl-C held: deliver it now."""
+        self.pending = False
+        if self._previous is not None:
+            self._previous(signal.SIGINT, None)
+
+    def take_pending(self) -> bool:
+        """For a long copy in a section: was Ctrl-C pressed? (It is then the caller's
+        to raise, after undoing what it started.)"""
+        if self.pending and get_ident() == MAIN:
+            self.pending = False
+            return True
+        return False
+
+    def __enter__(self):
+        if get_ident() == MAIN:
+            self.depth += 1
+
+    def __exit__(self, kind, value, tb):
+        if get_ident() == MAIN:
+            self.depth -= 1
+            if self.pending and not self.depth:
+                self.raise_pending()
+
+
+# One per process: the handler is installed once, and sections nest across sessions.
+sections = Sections()
+
+
+class SafeLock:
+    """threading.Lock whose holding is a section (see the module's docstring)."""
+
+    __slots__ = ("_lock", "_acquire", "_release")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+
+    def __enter__(self):
+        if get_ident() == MAIN:  # counted first: a Ctrl-C after the acquire is held
+            sections.depth += 1
+        self._acquire()
+
+    def __exit__(self, kind, value, tb):
+        self._release()
+        if get_ident() == MAIN:
+            sections.depth -= 1
+            if sections.pending and not sections.depth:
+                sections.raise_pending()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
