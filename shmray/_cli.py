@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -32,8 +33,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < math.inf):  # (nan too)
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line (what is wrong, where to look), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="shmray", description="shmray: Ray's Tasks API on one machine, over shared memory.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -80,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and keeps running undisturbed): the driver, resources in use, task counts, one row "
         "per worker (pid, core, state, current task and for how long, tasks done, resident "
         "memory) and the object store.", run_status)
-    status.add_argument("--watch", nargs="?", type=float, const=1.0, metavar="SECONDS",
+    status.add_argument("--watch", nargs="?", type=positive_seconds, const=1.0,
+                        metavar="SECONDS",
                         help="refresh in place every SECONDS (default 1) until Ctrl-C")
     session_command(
         "memory", "one row per object: size, where, references, creator (like `ray memory`)",
@@ -248,8 +267,12 @@ def run_timeline(args) -> int:
     events = _snapshot.chrome_trace(snapshot)
     path = args.file or time.strftime(
         f"shmray-timeline-{info['driver_pid']}-%Y%m%d-%H%M%S.json")
-    with open(path, "w") as f:
-        json.dump(events, f)
+    try:
+        with open(path, "w") as f:
+            json.dump(events, f)
+    except OSError as e:  # a missing directory, no permission, a full disk
+        print(f"Cannot write the timeline to {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
     tasks = sum(1 for e in events if e["ph"] == "X")
     if args.json:
         _print_json({"file": os.path.abspath(path), "events": len(events), "tasks": tasks})
@@ -287,3 +310,8 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `shmray list tasks | head`: the reader has seen enough
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C while a command waits (a snapshot, the demo)
+        return 130
+    except OSError as e:  # e.g. a sessions directory this user may not read
+        print(f"shmray {args.command}: {e}", file=sys.stderr)
+        return 1

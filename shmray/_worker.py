@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 
-from . import _context, _shm
+from . import _context, _shm, _worker_tasks
 from ._object_ref import _hooks
 from ._protocol import LOG, Log
 from ._worker_runtime import WorkerRuntime
@@ -45,6 +45,9 @@ class LogStream(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if _worker_tasks.in_fork_child:  # not over the worker's ring: see _forked_in_task
+            _write_fd(self._fd, s)
+            return len(s)
         with self._lock:
             self._buf += s
             if "\n" not in self._buf:
@@ -56,19 +59,107 @@ class LogStream(io.TextIOBase):
     def flush(self):
         with self._lock:
             text, self._buf = self._buf, ""
-        if text:
+        if text and _worker_tasks.in_fork_child:
+            _write_fd(self._fd, text)
+        elif text:
             self._rt.send(Log(LOG, self._fd, self._rt.current_name, text))
 
     def isatty(self):
         return False
 
 
+def _write_fd(fd: int, text: str):
+    data = text.encode(errors="replace")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
 def _watch_driver(driver_pid: int):
-    """Exit soon after the driver dies, even while a task runs."""
+    """Exit soon after the driver dies, even while a task runs; what the worker's
+    tasks started goes with it."""
     while True:
         time.sleep(0.5)
         if os.getppid() != driver_pid:
+            end_tree(os.getpid(), root_too=False)
+            if os.getpgid(0) == os.getpid():  # it leads its group (setsid): all of it
+                os.killpg(0, signal.SIGKILL)
             os._exit(1)
+
+
+# ------------------------------------------------ what tasks start
+# A worker leads its own process group (setsid, forked or spawned): what its tasks
+# start stays in it unless it calls setsid/setpgid itself, and the driver kills the
+# group right before it reaps the worker (_worker_pool.WorkerProcess), however the
+# worker ended. The tree of a worker's live descendants, which holds those that
+# left the group (start_new_session=True) while their parent runs, is killed too
+# when the worker leaves on its own (told to, or its driver gone) and when the
+# driver kills it. Not covered: what left the group, of a worker that died by itself
+# (a crash, os._exit, a SIGKILL from elsewhere): nothing links it to the worker then.
+def _children(pid: int) -> list:
+    """The live children of `pid`, from /proc/PID/task/TID/children."""
+    found = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def end_tree(root: int, root_too: bool):
+    """SIGKILL every descendant of `root` (and `root` if root_too). Each is stopped
+    as soon as it is found, and the tree walked again until it holds no new one: a
+    stopped process forks no more, so none slips out between the walk and the kill."""
+    stopped, todo = set(), [root]
+    if root_too:
+        _signal(root, signal.SIGSTOP)
+    while todo:
+        for pid in _children(todo.pop()):
+            if pid not in stopped:
+                stopped.add(pid)
+                _signal(pid, signal.SIGSTOP)
+                todo.append(pid)
+        if not todo:  # once more from the top: what was forked while it was walked
+            todo = [pid for pid in (root, *stopped) if set(_children(pid)) - stopped]
+    for pid in (*stopped, root) if root_too else stopped:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+class _ForkedAway:
+    """What the API finds, in place of the worker's runtime, in a process forked
+    inside a task: the worker's rings have one reader and one writer, the worker."""
+
+    is_driver = False
+
+    def __getattr__(self, name):
+        raise RuntimeError(
+            "shmray cannot be used in a process forked inside a task (its rings belong to "
+            "the worker); start a new interpreter instead (subprocess, or multiprocessing's "
+            "'spawn' or 'forkserver' context)")
+
+
+def _forked_in_task():
+    """os.register_at_fork's after_in_child, in a worker: the child of an os.fork()
+    in a task (or of multiprocessing's fork context) never touches the worker's
+    rings. If the user's function returns in it, it exits (see _worker_tasks); its
+    prints go to the worker's own stdout/stderr file descriptors."""
+    _worker_tasks.in_fork_child = True
+    _context.runtime = _ForkedAway()
 
 
 PROCESS_NAME = _shm.WORKER_COMM + "{driver_pid}"  # what ps -o comm shows; <= 15 bytes
@@ -101,7 +192,8 @@ def run_forked(config: dict):
     The child starts as a copy of the driver, so first it forgets what belongs to
     the driver: signal handlers, stdin, the driver's hooks, its random state."""
     try:
-        os.setsid()  # the terminal's Ctrl-C goes to the driver only
+        os.setsid()  # the terminal's Ctrl-C goes to the driver only; its own group
+        _forget_faulthandler()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -123,6 +215,23 @@ def run_forked(config: dict):
         traceback.print_exc(file=sys.__stderr__)
     finally:
         os._exit(1)  # never return into the driver's code
+
+
+def _forget_faulthandler():
+    """The driver's faulthandler (pytest enables one) would print a worker's crash as
+    a "Fatal Python error" and its stack on the driver's stderr: the driver reports a
+    worker's death already (WorkerCrashedError: the signal that killed it). Kept when
+    the user asked for it in every process (PYTHONFAULTHANDLER, -X faulthandler), as
+    a spawned worker gets it."""
+    faulthandler = sys.modules.get("faulthandler")
+    if faulthandler is None or not faulthandler.is_enabled():
+        return
+    faulthandler.disable()
+    if os.environ.get("PYTHONFAULTHANDLER") or "faulthandler" in sys._xoptions:
+        try:
+            faulthandler.enable(sys.__stderr__)
+        except Exception:
+            pass
 
 
 def run(config: dict):
@@ -153,6 +262,8 @@ def run(config: dict):
     _hooks.dropped = rt._dropped.append
     _hooks.escaped = rt._escaped.append  # (a deque, never replaced)
     signal.signal(signal.SIGINT, rt.on_sigint)
+    os.register_at_fork(after_in_child=_forked_in_task)
+    pid = os.getpid()
     threading.Thread(target=_watch_driver, args=(rt.driver_pid,), daemon=True,
                      name="shmray-driver-watch").start()
     if config["log_to_driver"]:
@@ -168,6 +279,8 @@ def run(config: dict):
                 stream.flush()
             except Exception:
                 pass
+        if os.getpid() == pid:  # (not a child forked in a task, leaving by an exception)
+            end_tree(pid, root_too=False)
     os._exit(0)
 
 

@@ -32,23 +32,39 @@ START_METHODS = ("fork", "spawn")
 GONE_HISTORY = 10_000  # task records kept from workers that exited
 
 
-class ForkedProcess:
-    """The part of subprocess.Popen's interface the runtime uses, for a forked worker."""
+class WorkerProcess:
+    """A worker's process as the driver sees it, forked or spawned: the part of
+    subprocess.Popen's interface the runtime uses.
 
-    def __init__(self, pid: int):
+    A worker leads its own process group (setsid): what its tasks start stays in it
+    (unless it leaves on purpose: see _worker.end_tree). Once the worker has
+    exited, however it ended, the group is killed before the worker is reaped: until
+    then the worker's pid, the group's id, cannot be anyone else's."""
+
+    def __init__(self, pid: int, popen=None):
         self.pid = pid
         self.returncode = None
+        self._popen = popen  # a spawned worker's Popen: kept, never asked (this reaps it)
 
     def poll(self):
         if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped by someone else's os.wait()
-                self.returncode = -signal.SIGKILL
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
+            try:  # exited? (WNOWAIT: not reaped yet)
+                exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped by someone else's os.wait(): its group
+                self._ended(-signal.SIGKILL)  # id may be reused, so it is left alone
+                return self.returncode
+            if exited is not None:
+                kill_group(self.pid)
+                try:
+                    self._ended(os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1]))
+                except ChildProcessError:
+                    self._ended(-signal.SIGKILL)
         return self.returncode
+
+    def _ended(self, returncode: int):
+        self.returncode = returncode
+        if self._popen is not None:  # or subprocess would wait for the pid itself later
+            self._popen.returncode = returncode
 
     def wait(self, timeout=None):
         if self.poll() is None:
@@ -63,11 +79,23 @@ class ForkedProcess:
         return self.returncode
 
     def kill(self):
+        """SIGKILL the worker, its descendants and its process group (not reaped yet:
+        its pid is still its own)."""
         if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _worker.end_tree(self.pid, root_too=True)
+            kill_group(self.pid)
+
+
+def kill_group(pid: int):
+    """SIGKILL the process group that worker `pid` leads, or only the worker if it is
+    not leading one yet (just started: before its setsid)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def start_method() -> str:
@@ -170,7 +198,7 @@ class WorkerPool:
         return w
 
     @staticmethod
-    def _fork(config) -> ForkedProcess:
+    def _fork(config) -> WorkerProcess:
         for stream in (sys.stdout, sys.stderr):  # or the child could print it again
             try:
                 stream.flush()
@@ -179,21 +207,22 @@ class WorkerPool:
         pid = os.fork()
         if pid == 0:
             _worker.run_forked(config)  # never returns
-        return ForkedProcess(pid)
+        return WorkerProcess(pid)
 
     @staticmethod
-    def _spawn(config) -> subprocess.Popen:
+    def _spawn(config) -> WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [sys.executable, "-c", "import sys, shmray._worker as w; w.main(sys.argv)",
              json.dumps(config)],
             cwd=config["cwd"], env=env, stdin=subprocess.DEVNULL, close_fds=True,
-            start_new_session=True)  # the terminal's Ctrl-C goes to the driver only
+            start_new_session=True)  # the terminal's Ctrl-C goes to the driver only; its group
+        return WorkerProcess(popen.pid, popen)
 
     @staticmethod
-    def _spawn_in(env, config) -> subprocess.Popen:
+    def _spawn_in(env, config) -> WorkerProcess:
         """A worker for a runtime environment: its interpreter (a pip venv's), its
         env_vars, its working_dir copy as the directory, its paths first on sys.path."""
         config = dict(config, cwd=env.cwd or config["cwd"], runtime_env=env.env)
@@ -207,10 +236,11 @@ class WorkerPool:
         if not env.venv:  # shmray importable before the worker sets its sys.path
             process_env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (*user_path, _PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [env.python, "-c", _runtime_env.worker_bootstrap(env), json.dumps(config)],
             cwd=config["cwd"], env=process_env, stdin=subprocess.DEVNULL, close_fds=True,
             start_new_session=True)
+        return WorkerProcess(popen.pid, popen)
 
     def remove(self, w: WorkerHandle):
         w.gone = True
@@ -239,12 +269,9 @@ class WorkerPool:
                     pass
         for w in self.workers:
             if w.proc.poll() is None:
-                try:
-                    os.kill(w.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                w.proc.kill()
         for w in self.workers:
-            w.proc.wait()
+            w.proc.wait()  # (its process group killed, see WorkerProcess)
             w.gone = True
             _shm.unlink(w.channel.name)
         self.workers = []

@@ -7,8 +7,10 @@ of their own (mapped by readers); an exception becomes the task's stored error.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
+import traceback
 
 from . import _gpu, _ring, _serialization as ser
 from ._object_ref import _collector, collect_refs
@@ -17,6 +19,9 @@ from .exceptions import RayTaskError, TaskCancelledError
 
 _NO_ARGS_PICKLE = ser.NO_ARGS[1]
 _NONE_RESULT = (ser.NONE,)
+in_fork_child = False  # True in a process forked inside a task (see _worker._forked_in_task)
+
+
 def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, request, helping,
              attempt, retry_exceptions):
     """Run a task (the fields of its Task record) and send its Done (rt: the
@@ -69,8 +74,13 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
             args, kwargs = ser.from_stored(args_stored)
         if dep_values:
             args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
-        return (*pack_results(rt, fn(*args, **kwargs), num_returns, task_id), None, False)
+        result = fn(*args, **kwargs)
+        if in_fork_child:  # the child of an os.fork() in the task came back here
+            _end_fork_child(0)
+        return (*pack_results(rt, result, num_returns, task_id), None, False)
     except Exception as e:  # refs inside the exception: held by the stored error
+        if in_fork_child:
+            _end_fork_child(1)
         stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
         retryable = retry_exceptions is not None and _retryable(e, retry_exceptions)
         return stored, (inner or None), None, type(e).__name__, retryable
@@ -79,6 +89,20 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
             raise  # not ours: a signal from elsewhere ends the worker as before
         return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
                 "TaskCancelledError", False)
+
+
+def _end_fork_child(code: int):
+    """A process forked inside a task left the user's function (returned: `code` 0;
+    raised: 1, the traceback printed): it ends here, never sending a Done nor reading
+    the task ring, which have one writer and one reader, the worker."""
+    if code:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def _retryable(exc, pickled_types: bytes) -> bool:
