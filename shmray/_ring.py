@@ -54,7 +54,8 @@ class ControlArea:
 
     def __init__(self, name: str, create: bool):
         self.name = name
-        self.mm = _shm.create(name, CONTROL_BYTES) if create else _shm.attach(name)
+        self.mm = (_shm.create(name, CONTROL_BYTES, "the session's control segment") if create
+                   else _shm.attach(name))
         self.doorbell = Doorbell(memoryview(self.mm)[:DOORBELL_SIZE], create=create)
 
 
@@ -63,7 +64,8 @@ class Channel:
 
     def __init__(self, name: str, create: bool, doorbell: Doorbell):
         self.name = name
-        self.mm = _shm.create(name, CHANNEL_BYTES) if create else _shm.attach(name, CHANNEL_BYTES)
+        self.mm = (_shm.create(name, CHANNEL_BYTES, "a worker's channel") if create
+                   else _shm.attach(name, CHANNEL_BYTES))
         view = memoryview(self.mm)
         split = _RING_SPAN["tasks"]
         end = split + _RING_SPAN["results"]
@@ -104,7 +106,7 @@ def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
     data = _dumps(msg if type(msg) is tuple else tuple(msg), 5)
     if len(data) > ring.max_message:
         name = f"{spill_prefix}{os.getpid()}_{next(_large_ids)}"
-        mm = _shm.create(name, len(data))
+        mm = _shm.create(name, len(data), "a message too large for its ring")
         mm[:] = data
         mm.close()
         data = _dumps((LARGE, name, len(data)), 5)

@@ -202,14 +202,33 @@ def task_error_stored(function_name: str, exc: BaseException, skip_frames: int =
     for _ in range(skip_frames):
         if tb_obj is not None and tb_obj.tb_next is not None:
             tb_obj = tb_obj.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
-    cause = exc
+    tb = _bounded("".join(traceback.format_exception(type(exc), exc, tb_obj)))
+    # A nested task's error re-raised here: its cause is the root cause (a chain of
+    # RayTaskErrors as deep as the recursion would not even pickle).
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
     try:
         cloudpickle.dumps(cause, protocol=5)
     except Exception as e:
         cause = RayError(f"Exception {type(exc).__module__}.{type(exc).__name__} isn't "
                          f"serializable: {e}.\nOriginal exception details:\n{tb}")
     return error_stored(RayTaskError(function_name, tb, cause))
+
+
+# A traceback holds the texts of the nested tasks' errors under it: a recursion of
+# tasks thousands deep would carry megabytes up every level. The start (this task's
+# frames) and the end (the root cause) are kept.
+TRACEBACK_HEAD_LINES = 60
+TRACEBACK_TAIL_LINES = 140
+
+
+def _bounded(tb: str) -> str:
+    lines = tb.split("\n")
+    if len(lines) <= TRACEBACK_HEAD_LINES + TRACEBACK_TAIL_LINES:
+        return tb
+    left_out = len(lines) - TRACEBACK_HEAD_LINES - TRACEBACK_TAIL_LINES
+    return "\n".join(lines[:TRACEBACK_HEAD_LINES]
+                     + [f"  ... ({left_out} lines of nested tasks' tracebacks left out) ..."]
+                     + lines[-TRACEBACK_TAIL_LINES:])
 
 
 def load_error(stored) -> BaseException:

@@ -16,6 +16,7 @@ import tempfile
 
 import posix_ipc
 
+from . import _proctree
 from .exceptions import ObjectStoreFullError
 
 PREFIX = "shmray_"
@@ -275,7 +276,11 @@ def _kill_orphaned_workers() -> list[int]:
     for pid, driver in worker_processes():
         if not pid_alive(driver):
             try:
-                os.kill(pid, signal.SIGKILL)
+                # what its tasks started goes too: its group, and what left the group
+                leads_group = os.getpgid(pid) == pid  # (a child forked in a task does not)
+                _proctree.end_tree(pid, root_too=True)
+                if leads_group:
+                    os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 
-from . import _context, _shm, _worker_tasks
+from . import _context, _proctree, _shm, _worker_tasks
 from ._object_ref import _hooks
 from ._protocol import LOG, Log
 from ._worker_runtime import WorkerRuntime
@@ -83,7 +83,7 @@ def _watch_driver(driver_pid: int):
     while True:
         time.sleep(0.5)
         if os.getppid() != driver_pid:
-            end_tree(os.getpid(), root_too=False)
+            _proctree.end_tree(os.getpid(), root_too=False)
             if os.getpgid(0) == os.getpid():  # it leads its group (setsid): all of it
                 os.killpg(0, signal.SIGKILL)
             os._exit(1)
@@ -98,48 +98,6 @@ def _watch_driver(driver_pid: int):
 # when the worker leaves on its own (told to, or its driver gone) and when the
 # driver kills it. Not covered: what left the group, of a worker that died by itself
 # (a crash, os._exit, a SIGKILL from elsewhere): nothing links it to the worker then.
-def _children(pid: int) -> list:
-    """The live children of `pid`, from /proc/PID/task/TID/children."""
-    found = []
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found += [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
-            pass
-    return found
-
-
-def end_tree(root: int, root_too: bool):
-    """SIGKILL every descendant of `root` (and `root` if root_too). Each is stopped
-    as soon as it is found, and the tree walked again until it holds no new one: a
-    stopped process forks no more, so none slips out between the walk and the kill."""
-    stopped, todo = set(), [root]
-    if root_too:
-        _signal(root, signal.SIGSTOP)
-    while todo:
-        for pid in _children(todo.pop()):
-            if pid not in stopped:
-                stopped.add(pid)
-                _signal(pid, signal.SIGSTOP)
-                todo.append(pid)
-        if not todo:  # once more from the top: what was forked while it was walked
-            todo = [pid for pid in (root, *stopped) if set(_children(pid)) - stopped]
-    for pid in (*stopped, root) if root_too else stopped:
-        _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, sig: int):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
 class _ForkedAway:
     """What the API finds, in place of the worker's runtime, in a process forked
     inside a task: the worker's rings have one reader and one writer, the worker."""
@@ -173,6 +131,19 @@ def _name_process(driver_pid: int):
             comm.write(PROCESS_NAME.format(driver_pid=driver_pid))
     except OSError:
         pass
+
+
+def _grow_stack_limit(size: int):
+    """Let the main thread's stack grow to `size` bytes (Linux checks the limit as
+    the stack grows, so raising it now counts)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != resource.RLIM_INFINITY and soft < size:
+        try:
+            resource.setrlimit(resource.RLIMIT_STACK, (
+                size if hard == resource.RLIM_INFINITY else min(size, hard), hard))
+        except (ValueError, OSError):
+            pass
 
 
 def main(argv):
@@ -254,8 +225,11 @@ def run(config: dict):
     except (OSError, AttributeError):
         pass
     # Help tasks run on top of the frames that wait for them: one nesting level of
-    # user recursion costs a handful of Python frames.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    # user recursion costs 8 Python frames and about 1.2 KB of C stack, so 40,000
+    # frames (a recursion of nested tasks about 5,000 deep) need some 6 MB of the
+    # main thread's stack; it may grow to 64 MB (the 8 MB default is too close).
+    _grow_stack_limit(64 << 20)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 40000))
     rt = WorkerRuntime(config)
     _context.runtime = rt
     _hooks.created = rt._created.append
@@ -280,7 +254,7 @@ def run(config: dict):
             except Exception:
                 pass
         if os.getpid() == pid:  # (not a child forked in a task, leaving by an exception)
-            end_tree(pid, root_too=False)
+            _proctree.end_tree(pid, root_too=False)
     os._exit(0)
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 
-from . import _gpu, _ring, _runtime_env, _shm, _status_area, _worker
+from . import _gpu, _proctree, _ring, _runtime_env, _shm, _status_area, _worker
 from ._protocol import EXIT, Exit
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,7 @@ class WorkerProcess:
     subprocess.Popen's interface the runtime uses.
 
     A worker leads its own process group (setsid): what its tasks start stays in it
-    (unless it leaves on purpose: see _worker.end_tree). Once the worker has
+    (unless it leaves on purpose: see _proctree.end_tree). Once the worker has
     exited, however it ended, the group is killed before the worker is reaped: until
     then the worker's pid, the group's id, cannot be anyone else's."""
 
@@ -82,7 +82,7 @@ class WorkerProcess:
         """SIGKILL the worker, its descendants and its process group (not reaped yet:
         its pid is still its own)."""
         if self.returncode is None:
-            _worker.end_tree(self.pid, root_too=True)
+            _proctree.end_tree(self.pid, root_too=True)
             kill_group(self.pid)
 
 

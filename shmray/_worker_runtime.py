@@ -30,7 +30,7 @@ from .exceptions import GetTimeoutError
 # A help task runs on top of the frames waiting for it (see _rpc): it is refused
 # with RecursionError once fewer than this many frames are left below Python's
 # limit, which leaves room for its task code and for reporting every level's error.
-HELP_STACK_RESERVE = 400
+HELP_STACK_RESERVE = 200
 
 
 def _stack_room() -> bool:

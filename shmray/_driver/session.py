@@ -49,6 +49,9 @@ WORKER_SPIN = 20e-6          # workers spin less than the driver: they share its
 # The C rings take any number of workers, but each is a process with a 4 MB channel:
 # extras are capped well below what the machine's process table would notice.
 MAX_EXTRA_WORKERS = 256
+# Workers started by init: one per CPU asked for, up to this many (or one per core,
+# if more); beyond it (init(num_cpus=100000)) they start as tasks need them.
+PRESTART_MAX = 64
 
 
 class Session(Runtime):
@@ -116,7 +119,7 @@ class Session(Runtime):
         self.waited = False          # a get/wait since then (no burst then)
         self._submits = 0
         self.closed = False
-        for i in range(n_base):
+        for i in range(min(n_base, max(PRESTART_MAX, len(cores)))):
             self.pool.spawn(cores[i % len(cores)], env=base_env)
         # This process's ObjectRefs count themselves into this session's store.
         _hooks.created = self.store.created_queue.append
@@ -302,9 +305,14 @@ class Session(Runtime):
         if not self.loop.wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
         if store.holds_large():  # spilled ones come back; read ones spill last
-            with self.lock:
-                readable = {oid: self.readable(oid) for oid in oids}
-            return ser.values_of(refs, readable, self.segments.mapped)
+            for attempt in range(3):
+                with self.lock:
+                    readable = {oid: self.readable(oid) for oid in oids}
+                try:
+                    return ser.values_of(refs, readable, self.segments.mapped)
+                except _shm.SegmentGone:  # another thread spilled one in between
+                    if attempt == 2:
+                        raise
         return ser.values_of(refs, values, self.segments.mapped)
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):

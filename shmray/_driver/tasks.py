@@ -299,10 +299,13 @@ class TaskTable:
         # the worker skips it if it has not started it
         w.channel.post_cancels([s.task_id for s in w.inflight if s.cancelled])
         if w.inflight[0] is spec or spec.helping:  # running now
-            try:
-                os.kill(w.pid, signal.SIGKILL if force else signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            if force:  # the worker and what its task started
+                w.proc.kill()
+            else:
+                try:
+                    os.kill(w.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
 
     def drop_all(self):
         """Shutdown: the arguments' segments go with the tasks."""
