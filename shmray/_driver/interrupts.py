@@ -11,19 +11,24 @@ outermost section ends, at a point where the state is whole again.
                                        └ yes ─► pending; raised when the section ends
 
 Only the main thread gets signals, so only its sections count (other threads'
-sections cost one comparison). Long copies inside a section (a large `put`) poll
-`pending` and give up cleanly instead of making Ctrl-C wait.
+sections cost one comparison). A Ctrl-C inside an ObjectRef's __del__ (which
+Python would print and swallow, leaving the drop uncounted) is sent again by the
+session's background thread and lands after it.
 
 `SafeLock` is a lock whose holding is a section: the session's state lock, so
 every `with session.lock:` is safe as written.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from threading import get_ident
 
+from .._object_ref import ObjectRef, _hooks
+
 MAIN = threading.main_thread().ident
+_DROP_CODE = ObjectRef.__del__.__code__
 
 
 class Sections:
@@ -32,6 +37,7 @@ class Sections:
     def __init__(self):
         self.depth = 0
         self.pending = False
+        self.redeliver = False    # a Ctrl-C that came inside a ref's __del__
         self._previous = None     # the SIGINT handler ours forwards to
 
     def install(self):
@@ -49,21 +55,25 @@ class Sections:
         if self.depth:
             self.pending = True
             return
+        if frame is not None and frame.f_code is _DROP_CODE and _hooks.dropped is not None:
+            # A ref being dropped: a KeyboardInterrupt in a __del__ is printed and
+            # swallowed, and the drop never counted. The session's background
+            # thread sends it again (redeliver), and it lands after the __del__.
+            self.redeliver = True
+            return
         self._previous(signum, frame)
+
+    def redeliver_held(self):
+        """(The background thread, every few ms.) Send a Ctrl-C held in a __del__."""
+        if self.redeliver:
+            self.redeliver = False
+            os.kill(os.getpid(), signal.SIGINT)
 
     def raise_pending(self):
         """The outermost section ended with a Ctrl-C held: deliver it now."""
         self.pending = False
         if self._previous is not None:
             self._previous(signal.SIGINT, None)
-
-    def take_pending(self) -> bool:
-        """For a long copy in a section: was Ctrl-C pressed? (It is then the caller's
-        to raise, after undoing what it started.)"""
-        if self.pending and get_ident() == MAIN:
-            self.pending = False
-            return True
-        return False
 
     def __enter__(self):
         if get_ident() == MAIN:
