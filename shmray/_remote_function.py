@@ -3,26 +3,19 @@
 The function is pickled once (cloudpickle, by value) the first time it is called
 and identified by a random id from then on; workers cache it by that id. Its code
 keeps its file name, and source lines that only the driver's linecache holds (a
-notebook cell's) travel with it, so a task's traceback shows the user's lines.
+notebook cell's) travel with it (`_function_pickle`).
 
 ``.remote()`` checks the arguments against the function's signature, as Ray does,
-with a checker computed once per function (`Arity`): the per-call cost is a
+with a checker computed once per function (`_arity.Arity`): the per-call cost is a
 length comparison when no keyword is passed.
 """
 from __future__ import annotations
 
-import inspect
-import io
-import linecache
-import marshal
 import os
-import pickle
-import sys
-import types
-
-import cloudpickle
 
 from . import _context, _options
+from ._arity import MAX_SHAPES, Arity
+from ._function_pickle import pickle_function
 
 
 class RemoteFunction:
@@ -120,146 +113,3 @@ def make(function, options: dict):
                         f"{function.__qualname__} remote")
     _options.validate(options)
     return RemoteFunction(function, _options.merge(_options.DEFAULT, options))
-
-
-# ------------------------------------------------------- arguments at .remote()
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-MAX_SHAPES = 64  # call shapes remembered per function (keyword names could be endless)
-
-
-class Arity:
-    """What calls a function accepts, from its signature, computed once: checking a
-    call is then a few length and set operations (binding the signature with inspect
-    costs several µs a call; a task costs about 6 in all)."""
-
-    def __init__(self, signature: inspect.Signature | None):
-        self.signature = signature
-        params = list(signature.parameters.values()) if signature is not None else []
-        positional = [p for p in params if p.kind in _POSITIONAL]
-        kinds = {p.kind for p in params}
-        self.positional = tuple(p.name for p in positional)
-        self.positional_only = frozenset(p.name for p in positional
-                                         if p.kind is inspect.Parameter.POSITIONAL_ONLY)
-        # Positional parameters without a default come first (Python enforces it).
-        self.required = sum(1 for p in positional if p.default is p.empty)
-        self.keywords = frozenset(p.name for p in params if p.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-        self.required_keywords = frozenset(p.name for p in params if p.default is p.empty
-                                           and p.kind is inspect.Parameter.KEYWORD_ONLY)
-        self.any_keyword = signature is None or inspect.Parameter.VAR_KEYWORD in kinds
-        # A call without keywords is accepted iff min_args <= len(args) <= max_args.
-        self.max_args = sys.maxsize if signature is None or \
-            inspect.Parameter.VAR_POSITIONAL in kinds else len(positional)
-        self.min_args = sys.maxsize if self.required_keywords else self.required
-
-    @classmethod
-    def of(cls, function) -> Arity:
-        try:
-            return cls(inspect.signature(function))
-        except (TypeError, ValueError):  # no signature to read (some builtins): any call
-            return cls(None)
-
-    def accepts(self, args: tuple, kwargs: dict) -> bool:
-        n = len(args)
-        if n > self.max_args:
-            return False
-        if not kwargs:
-            return self.min_args <= n
-        if self.signature is None:
-            return True
-        names = kwargs.keys()
-        if not self.any_keyword and not names <= self.keywords:
-            return False
-        if n and not names.isdisjoint(self.positional[:n]):
-            # A name given twice; unless it is positional-only and **kwargs takes it.
-            if not self.any_keyword or not (names & set(self.positional[:n])) <= \
-                    self.positional_only:
-                return False
-        for name in self.positional[n:self.required]:  # required, not given by position
-            if name not in names or name in self.positional_only:
-                return False
-        return self.required_keywords <= names
-
-
-# -------------------------------------------------------- the function's pickle
-
-class _FunctionPickler(cloudpickle.Pickler):
-    """cloudpickle, except that code pickled by value keeps its file name (cloudpickle
-    3.1 writes "<dynamic-code>" there, and a task's traceback would name no file).
-    `code` collects the code objects pickled, to find the source lines to ship."""
-
-    def __init__(self, file):
-        super().__init__(file, protocol=5)
-        self.code = []
-
-    def reducer_override(self, obj):
-        if type(obj) is types.CodeType:
-            self.code.append(obj)
-            try:  # marshal keeps every field; driver and workers run the same Python
-                return marshal.loads, (marshal.dumps(obj),)
-            except ValueError:  # a constant marshal cannot write (code built by hand)
-                return NotImplemented  # cloudpickle's own reducer, file name lost
-        return super().reducer_override(obj)
-
-
-def pickle_function(function) -> bytes:
-    """The function's bytes as workers load them (plain pickle.loads)."""
-    with io.BytesIO() as file:
-        pickler = _FunctionPickler(file)
-        pickler.dump(function)
-        data = file.getvalue()
-    lines = _lines_only_in_linecache(pickler.code)
-    if lines:
-        return pickle.dumps(_WithSourceLines(lines, data), protocol=5)
-    return data
-
-
-def _lines_only_in_linecache(code_objects) -> dict:
-    """{file name: {line number: text}}: the lines of the pickled code whose file no
-    worker can read, because only the driver's linecache holds it (IPython and Jupyter
-    put a cell's source there, under a made-up file name)."""
-    out = {}
-    for code in code_objects:
-        filename = code.co_filename
-        entry = linecache.cache.get(filename)
-        if entry is None or len(entry) != 4 or os.path.isfile(filename):
-            continue  # a file (workers read it), a lazy loader's entry, or unknown
-        lines = entry[2]
-        line_numbers = [n for c in _code_tree(code) for _, _, n in c.co_lines() if n]
-        first = min([code.co_firstlineno, *line_numbers])  # the def line, or a decorator's
-        last = max([code.co_firstlineno, *line_numbers])
-        shipped = out.setdefault(filename, {})
-        for n in range(first, min(last, len(lines)) + 1):
-            shipped[n] = lines[n - 1]
-    return {k: v for k, v in out.items() if v}
-
-
-def _code_tree(code):
-    yield code
-    for const in code.co_consts:
-        if type(const) is types.CodeType:
-            yield from _code_tree(const)
-
-
-class _WithSourceLines:
-    """A pickled function with source lines to register first: unpickling it adds
-    the lines to this process's linecache and returns the function itself."""
-
-    def __init__(self, lines: dict, data: bytes):
-        self.lines, self.data = lines, data
-
-    def __reduce__(self):
-        return (_register_lines_and_load, (self.lines, self.data))
-
-
-def _register_lines_and_load(lines: dict, data: bytes):
-    for filename, numbered in lines.items():
-        entry = linecache.cache.get(filename)
-        have = list(entry[2]) if entry is not None and len(entry) == 4 else []
-        have.extend("\n" for _ in range(max(numbered) - len(have)))
-        for n, text in numbered.items():
-            have[n - 1] = text
-        # mtime None: linecache.checkcache leaves the entry alone (there is no file).
-        linecache.cache[filename] = (sum(map(len, have)), None, have, filename)
-    return pickle.loads(data)

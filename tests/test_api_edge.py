@@ -15,7 +15,7 @@ import pytest
 
 import shmray
 from shmray import _resources
-from shmray._remote_function import Arity
+from shmray._arity import Arity
 
 NAN, INF = float("nan"), float("inf")
 NOT_FINITE = (NAN, INF, -INF, 10 ** 400)  # the last: an int no float can hold

@@ -21,7 +21,7 @@ import pytest
 
 from shmray import _context, _serialization as ser, _shm, _status_area
 from shmray._protocol import SHM
-from shmray.exceptions import ObjectStoreFullError, WorkerCrashedError
+from shmray.exceptions import WorkerCrashedError
 
 pytestmark = pytest.mark.timeout(90)
 MB = 1 << 20

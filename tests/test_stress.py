@@ -177,5 +177,8 @@ def test_stress_ctrl_c_kills_cancels_and_a_full_store(tmp_path):
     assert report["interrupts"] > 0 and report["kills"] > 0, report
     assert report["bad"] == [] and report["too_many"] == [], report
     assert sum(report["outcomes"].values()) >= TASKS * 0.9  # (refs lost to a Ctrl-C: few)
+    # Every result (10 MB at most) fits the 24 MB store: spilled ones are read from
+    # their files. Only a /dev/shm filled up by results written at once may refuse one.
+    assert report["outcomes"].get("full", 0) <= TASKS // 100, report
     assert report["segments"] == [] and report["workers"] == [], report
     assert "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
