@@ -285,3 +285,11 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def worker_sys_path():
+    """The driver's sys.path for its workers ('' is the directory it started in)."""
+    path = list(sys.path)
+    if path and path[0] == "":
+        path[0] = os.getcwd()
+    return path

@@ -31,6 +31,7 @@ from .._protocol import (ABANDON, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT,
                          WAIT)
 from .._object_ref import task_id_of
 from .interrupts import sections
+from .spec import TaskSpec
 from .workers import DIED, RETIRED
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
@@ -62,8 +63,8 @@ class MessageLoop:
         self._nobody_pumps = threading.Event()
         self._bg_parked = False      # the background thread waits for _nobody_pumps
         self.handlers = {
-            DONE: self.on_done, REFS: self.workers.on_refs, SUBMIT: s.on_submit,
-            PUT: s.on_put, GET: self.rpcs.on_get, WAIT: self.rpcs.on_wait,
+            DONE: self.on_done, REFS: self.workers.on_refs, SUBMIT: self.on_submit,
+            PUT: self.on_put, GET: self.rpcs.on_get, WAIT: self.rpcs.on_wait,
             GPU_HOST: self.on_gpu_host, LOG: on_log, BOUNCE: self.on_bounce,
             CANCEL: self.on_cancel, ABANDON: self.rpcs.on_abandon,
         }
@@ -96,6 +97,26 @@ class MessageLoop:
         self.tasks.on_done(spec, outcome, inner, retryable)
         if w.retiring:
             self.workers.retire_if_done(w)
+
+    def on_submit(self, w, kind, task_id, fn_id, fn_bytes, name, options, args_stored, deps,
+                  held, parent):
+        """A Submit record: a task submitted inside a task."""
+        functions = self.session.functions
+        if fn_bytes is not None and fn_id not in functions:
+            functions[fn_id] = (fn_bytes, name)
+        spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, False)
+        spec.parent = parent
+        if held:
+            spec.held = held
+            spec.lent = self.tasks.lend(held)
+        self.tasks.add(spec, submitter=w)
+
+    def on_put(self, w, kind, oid, stored, inner, gpu):
+        """A Put record: an object put inside a task."""
+        w.grant(oid, self.store)
+        if gpu:
+            self.gpu.produced(oid, w)
+        self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
 
     def on_bounce(self, w, kind, task_id):
         self.tasks.bounced(w, task_id)

@@ -33,7 +33,7 @@ from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stackl
 from .._runtime import Runtime
 from .._scheduler import Scheduler
 from .._segment_pool import SegmentPool
-from .._worker_pool import WorkerPool, start_method
+from .._worker_pool import WorkerPool, start_method, worker_sys_path
 from ..exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError
 from .dispatch import BURST_GAP, Dispatcher
 from .envs import Environments
@@ -95,7 +95,7 @@ class Session(Runtime):
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
             "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
-            "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": _worker_sys_path(),
+            "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": worker_sys_path(),
             "spin": WORKER_SPIN, "totals": totals, "object_prefix": self.object_prefix}, method)
         self.lock = SafeLock()  # holding it is a Ctrl-C-safe section (see interrupts)
         sections.install()
@@ -214,25 +214,6 @@ class Session(Runtime):
         if n == 1:
             return ObjectRef(task_id, True)
         return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
-
-    def on_submit(self, w, kind, task_id, fn_id, fn_bytes, name, options, args_stored, deps,
-                  held, parent):
-        """A Submit record: a task submitted inside a task."""
-        if fn_bytes is not None and fn_id not in self.functions:
-            self.functions[fn_id] = (fn_bytes, name)
-        spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, False)
-        spec.parent = parent
-        if held:
-            spec.held = held
-            spec.lent = self.tasks.lend(held)
-        self.tasks.add(spec, submitter=w)
-
-    def on_put(self, w, kind, oid, stored, inner, gpu):
-        """A Put record: an object put inside a task."""
-        w.grant(oid, self.store)
-        if gpu:
-            self.gpu.produced(oid, w)
-        self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
@@ -425,9 +406,3 @@ class Session(Runtime):
             _context.runtime = None
         self.loop.deferred.clear()
 
-
-def _worker_sys_path():
-    path = list(sys.path)
-    if path and path[0] == "":
-        path[0] = os.getcwd()
-    return path
