@@ -101,11 +101,12 @@ class WorkerRuntime(Runtime):
     def new_segment_name(self) -> str:
         return f"{self._seg_prefix}{next(self._seg_ids)}"
 
-    def send(self, msg: tuple, grants=()):
-        """Push `msg`; the refs this worker came to hold go first, the ones it let go
-        of after (a DONE's result may hold one). `grants`: oids the driver counts for
-        this worker on receiving `msg` (the refs a SUBMIT or PUT returns)."""
-        data = _ring.encode(msg, self.results, self.spill_prefix)
+    def send(self, msg, grants=()):
+        """Push `msg` (a record, or its encoded bytes); the refs this worker came to
+        hold go first, the ones it let go of after (a DONE's result may hold one).
+        `grants`: oids the driver counts for this worker on receiving `msg` (the refs
+        a SUBMIT or PUT returns)."""
+        data = msg if type(msg) is bytes else _ring.encode(msg, self.results, self.spill_prefix)
         held = self._hold_interrupts()
         try:
             with self._send_lock:

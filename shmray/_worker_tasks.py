@@ -15,7 +15,7 @@ import traceback
 from . import _gpu, _ring, _serialization as ser
 from ._object_ref import _collector, collect_refs
 from ._protocol import done_record
-from .exceptions import RayTaskError, TaskCancelledError
+from .exceptions import ObjectStoreFullError, RayTaskError, TaskCancelledError
 
 _NO_ARGS_PICKLE = ser.NO_ARGS[1]
 _NONE_RESULT = (ser.NONE,)
@@ -49,12 +49,17 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     # The arguments and the result are gone by now: the refs among them that
     # nothing here holds any more are released right after the Done.
     done = done_record(task_id, outcome, start, end, inner, gpu, retryable)
+    try:
+        data = _ring.encode(done, rt.results, rt.spill_prefix)
+    except ObjectStoreFullError as e:  # too large for the ring, and /dev/shm is full
+        data = _ring.encode(done_record(task_id, ser.task_error_stored(name, e), start, end,
+                                        None, None, False), rt.results, rt.spill_prefix)
     if outer[1] is not None:  # a help task: the task under it may be cancelled
-        rt.send(done)
+        rt.send(data)
         return
     # No cancel can interrupt this (on_sigint acts on the running task only, and
     # none runs now): no deferring of interrupts, the per-task path.
-    rt.send_done(_ring.encode(done, rt.results, rt.spill_prefix))
+    rt.send_done(data)
 
 
 def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions):

@@ -38,7 +38,7 @@ def _owner_pid(name):
 def _ours(pid):
     """Was `pid` this test run (the pytest process or a driver it started, now gone)?
     Segments of other live processes belong to someone else's session."""
-    return pid == os.getpid() or not os.path.exists(f"/proc/{pid}")
+    return pid is None or pid == os.getpid() or not _shm.pid_alive(pid)  # (a zombie: gone)
 
 
 def _leftovers():

@@ -121,3 +121,30 @@ def test_concurrent_first_calls_start_exactly_one_session(fresh):
     assert len(sessions) == 1 and len(prefixes) == 1
     fresh.shutdown()
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"shmray_{os.getpid()}_")]
+
+
+@pytest.mark.timeout(60)
+def test_the_result_of_a_cancelled_task_is_freed(fresh):
+    """A cancelled task that returns anyway (it caught the KeyboardInterrupt) leaves
+    no segment: nobody can read its result (it stayed until shutdown)."""
+    import numpy as np
+
+    fresh.init(num_cpus=1)
+    rt = _context.runtime
+
+    @fresh.remote
+    def stubborn():
+        try:
+            time.sleep(20)
+        except KeyboardInterrupt:
+            pass
+        return np.ones(4 << 20, dtype=np.uint8)
+
+    ref = stubborn.remote()
+    time.sleep(0.5)
+    fresh.cancel(ref)
+    with pytest.raises(shmray.exceptions.TaskCancelledError):
+        fresh.get(ref, timeout=30)
+    worker_segments = [n for n in os.listdir("/dev/shm")
+                       if n.startswith(rt.object_prefix + "w")]
+    assert worker_segments == []

@@ -215,6 +215,10 @@ class TaskTable:
     def on_done(self, spec, outcome, inner, retryable):
         """`spec`'s attempt on a worker ended (a Done record): retried, or finished."""
         if spec.cancelled:  # whatever it managed to return, it was cancelled
+            if outcome and outcome[0] != ERROR:
+                for stored in outcome:  # results nobody will read: their segments go
+                    if stored[0] == SHM:
+                        _shm.unlink(stored[1])
             self.finish(spec, cancelled_stored(spec), ran=True)
         elif outcome and outcome[0] == ERROR and self._retries(spec, retryable):
             spec.attempt += 1

@@ -17,10 +17,12 @@ ref counts first). Every method runs under the session's lock.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from .. import _ring
 from .._protocol import EXIT, Exit
 from .._worker_pool import describe_exit
+from ..exceptions import ObjectStoreFullError
 
 EVICTED, RETIRED, IDLE, DIED = "evicted", "retired", "idle", "died"
 IDLE_EXTRA_RETIRE = 2.0
@@ -64,7 +66,11 @@ class Workers:
         else:
             self._reap_later(w.proc)
         if not w.extra and why in (RETIRED, DIED) and not self.stopping:
-            self.pool.spawn(w.core, env=self.envs.prepared.get(w.env))  # in its environment
+            try:
+                self.pool.spawn(w.core, env=self.envs.prepared.get(w.env))  # in its environment
+            except ObjectStoreFullError as e:  # no room for its channel in /dev/shm now;
+                # tasks start extra workers once there is room again
+                print(f"shmray: a worker was not replaced: {e}", file=sys.stderr)
 
     def retire_if_done(self, w):
         """A max_calls worker exits once idle (after its results hold their refs) and
