@@ -7,6 +7,7 @@ plain pickle.loads; it imports this module only for functions with shipped lines
 """
 from __future__ import annotations
 
+import dis
 import io
 import linecache
 import marshal
@@ -58,7 +59,7 @@ def _lines_only_in_linecache(code_objects) -> dict:
         if entry is None or len(entry) != 4 or os.path.isfile(filename):
             continue  # a file (workers read it), a lazy loader's entry, or unknown
         lines = entry[2]
-        line_numbers = [n for c in _code_tree(code) for _, _, n in c.co_lines() if n]
+        line_numbers = [n for c in _code_tree(code) for _, n in dis.findlinestarts(c) if n]
         first = min([code.co_firstlineno, *line_numbers])  # the def line, or a decorator's
         last = max([code.co_firstlineno, *line_numbers])
         shipped = out.setdefault(filename, {})

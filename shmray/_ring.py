@@ -28,7 +28,7 @@ _RING_SPAN = {"tasks": HEADER_SIZE + TASK_RING_BYTES, "results": HEADER_SIZE + R
 # rewrites the list), [1] how many, then CANCEL_SLOTS (low, high) pairs. A worker
 # holds at most _scheduler.PIPELINE_MAX queued tasks (the driver checks the bound),
 # so every task it has that must not run is listed.
-CANCEL_SLOTS = 128
+CANCEL_SLOTS = 256
 CANCEL_BYTES = 8 * (2 + 2 * CANCEL_SLOTS)
 # Last, the worker's status words, then a ring of records of the tasks it ran (see
 # _status_area.WorkerStatus).
@@ -86,9 +86,6 @@ class Channel:
             words[3 + 2 * i] = task_id >> 64
         words[1] = len(task_ids)
         words[0] = seq + 2  # last: the worker reads the list only after seeing it move
-
-    def cancel_sequence(self) -> int:
-        return self.cancels[0]
 
     def cancelled_ids(self) -> set:
         """Worker: the ids of the cancelled tasks the driver has sent here."""

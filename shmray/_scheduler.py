@@ -21,6 +21,7 @@ from collections import deque
 
 from ._resources import ResourceLedger
 from ._worker_pool import WorkerHandle, WorkerPool
+from .exceptions import ObjectStoreFullError
 
 # Queue behind a busy worker only while the queued work stays under this much time.
 PIPELINE_SECONDS = 0.002
@@ -107,8 +108,11 @@ class Scheduler:
                 self._make_room(workers, env, gpus)
                 workers = self.pool.workers
             if len(workers) < self.max_workers:
-                w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
-                                    gpus=gpus, env=self.envs.get(env))
+                try:
+                    w = self.pool.spawn(self.cores[len(workers) % len(self.cores)], extra=True,
+                                        gpus=gpus, env=self.envs.get(env))
+                except ObjectStoreFullError:  # no room for its channel in /dev/shm now:
+                    return None               # the task waits for a worker to be free
                 self.ledger.charge(w, request)
                 return w
         return self._pipeline(spec, workers)

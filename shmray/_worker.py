@@ -133,17 +133,23 @@ def _name_process(driver_pid: int):
         pass
 
 
-def _grow_stack_limit(size: int):
+STACK_BYTES = 64 << 20
+MAX_FRAMES = 40_000
+
+
+def _grow_stack_limit(size: int) -> int:
     """Let the main thread's stack grow to `size` bytes (Linux checks the limit as
-    the stack grows, so raising it now counts)."""
+    the stack grows, so raising it now counts); returns the bytes it may use."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    if soft != resource.RLIM_INFINITY and soft < size:
-        try:
-            resource.setrlimit(resource.RLIMIT_STACK, (
-                size if hard == resource.RLIM_INFINITY else min(size, hard), hard))
-        except (ValueError, OSError):
-            pass
+    if soft == resource.RLIM_INFINITY or soft >= size:
+        return size
+    try:
+        soft = size if hard == resource.RLIM_INFINITY else min(size, hard)
+        resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))
+    except (ValueError, OSError):
+        pass
+    return resource.getrlimit(resource.RLIMIT_STACK)[0]
 
 
 def main(argv):
@@ -226,10 +232,16 @@ def run(config: dict):
         pass
     # Help tasks run on top of the frames that wait for them: one nesting level of
     # user recursion costs 8 Python frames and about 1.2 KB of C stack, so 40,000
-    # frames (a recursion of nested tasks about 5,000 deep) need some 6 MB of the
-    # main thread's stack; it may grow to 64 MB (the 8 MB default is too close).
-    _grow_stack_limit(64 << 20)
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 40000))
+    # frames (a recursion of nested tasks about 5,000 deep) need some 6 MB of stack,
+    # more with C-heavy frames: the main thread's may grow to 64 MB (the 8 MB default
+    # is too close), threads that tasks start get as much (address space only, until
+    # used), and the limit is lower where the stack cannot grow that far.
+    stack = _grow_stack_limit(STACK_BYTES)
+    try:
+        threading.stack_size(STACK_BYTES)
+    except (ValueError, RuntimeError):
+        stack = min(stack, 8 << 20)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), min(MAX_FRAMES, stack // 1600)))
     rt = WorkerRuntime(config)
     _context.runtime = rt
     _hooks.created = rt._created.append

@@ -12,9 +12,9 @@ import sys
 import time
 import traceback
 
-from . import _gpu, _ring, _serialization as ser
+from . import _gpu, _ring, _serialization as ser, _shm
 from ._object_ref import _collector, collect_refs
-from ._protocol import done_record
+from ._protocol import ERROR, SHM, done_record
 from .exceptions import ObjectStoreFullError, RayTaskError, TaskCancelledError
 
 _NO_ARGS_PICKLE = ser.NO_ARGS[1]
@@ -40,6 +40,8 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
         outcome, inner, gpu, error, retryable = _execute(
             rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions)
     finally:
+        if in_fork_child:  # (SystemExit in a child forked by the task) no status words
+            _end_fork_child(1)
         end = time.monotonic_ns()
         rt.current_name, rt.current_task_id, rt.lent, rt.current_request = outer
         if under is None:
@@ -52,6 +54,10 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     try:
         data = _ring.encode(done, rt.results, rt.spill_prefix)
     except ObjectStoreFullError as e:  # too large for the ring, and /dev/shm is full
+        if outcome and outcome[0] != ERROR:  # results nobody will be told of
+            for stored in outcome:
+                if stored[0] == SHM:
+                    _shm.unlink(stored[1])
         data = _ring.encode(done_record(task_id, ser.task_error_stored(name, e), start, end,
                                         None, None, False), rt.results, rt.spill_prefix)
     if outer[1] is not None:  # a help task: the task under it may be cancelled
@@ -90,6 +96,8 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
         retryable = retry_exceptions is not None and _retryable(e, retry_exceptions)
         return stored, (inner or None), None, type(e).__name__, retryable
     except KeyboardInterrupt:
+        if in_fork_child:
+            _end_fork_child(1)
         if not rt.is_cancelled(task_id):
             raise  # not ours: a signal from elsewhere ends the worker as before
         return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,

@@ -11,7 +11,9 @@ outermost section ends, at a point where the state is whole again.
                                        └ yes ─► pending; raised when the section ends
 
 Only the main thread gets signals, so only its sections count (other threads'
-sections cost one comparison). A Ctrl-C inside an ObjectRef's __del__ (which
+sections cost one comparison). A second Ctrl-C while one has been held for
+STUCK_SECTION seconds goes through: a step that never ends must not make the
+program impossible to stop. A Ctrl-C inside an ObjectRef's __del__ (which
 Python would print and swallow, leaving the drop uncounted) is sent again by the
 session's background thread and lands after it.
 
@@ -23,12 +25,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from threading import get_ident
 
 from .._object_ref import ObjectRef, _hooks
 
 MAIN = threading.main_thread().ident
 _DROP_CODE = ObjectRef.__del__.__code__
+STUCK_SECTION = 2.0  # seconds: a Ctrl-C pressed again after this is not held any more
 
 
 class Sections:
@@ -37,6 +41,7 @@ class Sections:
     def __init__(self):
         self.depth = 0
         self.pending = False
+        self._pending_since = 0.0
         self.redeliver = False    # a Ctrl-C that came inside a ref's __del__
         self._previous = None     # the SIGINT handler ours forwards to
 
@@ -53,8 +58,15 @@ class Sections:
 
     def on_sigint(self, signum, frame):
         if self.depth:
-            self.pending = True
-            return
+            now = time.monotonic()
+            if not self.pending:
+                self.pending, self._pending_since = True, now
+                return
+            if now - self._pending_since < STUCK_SECTION:
+                return  # (a double press: still one Ctrl-C)
+            # A second Ctrl-C while a section has held one for this long: a step that
+            # does not end (a worker that will not exit at shutdown). It goes through.
+        self.pending = False
         if frame is not None and frame.f_code is _DROP_CODE and _hooks.dropped is not None:
             # A ref being dropped: a KeyboardInterrupt in a __del__ is printed and
             # swallowed, and the drop never counted. The session's background
@@ -93,17 +105,25 @@ sections = Sections()
 class SafeLock:
     """threading.Lock whose holding is a section (see the module's docstring)."""
 
-    __slots__ = ("_lock", "_acquire", "_release")
+    __slots__ = ("raw", "_acquire", "_release")
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._acquire = self._lock.acquire
-        self._release = self._lock.release
+        # The plain lock, for code that is inside a section already (or never in the
+        # main thread): it saves the section's bookkeeping on the per-task path.
+        self.raw = threading.Lock()
+        self._acquire = self.raw.acquire
+        self._release = self.raw.release
 
     def __enter__(self):
-        if get_ident() == MAIN:  # counted first: a Ctrl-C after the acquire is held
+        main = get_ident() == MAIN
+        if main:  # counted first: a Ctrl-C after the acquire is held
             sections.depth += 1
-        self._acquire()
+        try:
+            self._acquire()
+        except BaseException:  # another signal's handler raised while it waited
+            if main:
+                sections.depth -= 1
+            raise
 
     def __exit__(self, kind, value, tb):
         self._release()
@@ -113,4 +133,4 @@ class SafeLock:
                 sections.raise_pending()
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self.raw.locked()

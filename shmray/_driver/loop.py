@@ -139,10 +139,11 @@ class MessageLoop:
 
     # ------------------------------------------------------------ pumping
     def drain(self, limit, burst=False):
-        """Handle up to `limit` messages already waiting (the caller holds pump_lock)."""
+        """Handle up to `limit` messages already waiting (the caller holds pump_lock,
+        inside a Ctrl-C-safe section or in the background thread: the plain lock)."""
         workers, rings = self.pool.snapshot
         n = 0
-        with self.lock:
+        with self.lock.raw:
             while rings and n < limit:
                 got = pop_any(rings, self.control.doorbell, 0.0, 0.0, self.rr)
                 if got is None:
@@ -201,7 +202,7 @@ class MessageLoop:
             if got is not None:
                 i, data = got
                 self.rr = i + 1
-                with self.lock:
+                with self.lock.raw:  # (in pump's section)
                     self.handle(workers[i], _ring.decode(data))
                     self.dispatch.dispatch_queued()
             self.drain(DRAIN_BATCH)
@@ -209,16 +210,25 @@ class MessageLoop:
             self.pump_lock.release()
 
     def run_deferred(self):
-        """Run the queued user code (callbacks), outside every internal lock. Each is
-        a Ctrl-C-safe section: one taken from the queue is run (a future resolved)."""
+        """Run the queued user code (callbacks), outside every internal lock and
+        outside any Ctrl-C-safe section (a callback may block). A Ctrl-C that takes
+        one from the queue before it has run puts it back: each may run twice
+        (a future already resolved stays as it is), never be lost."""
         deferred = self.deferred
         while deferred:
-            with sections:
-                try:
-                    fn = deferred.popleft()
-                except IndexError:  # another thread took the last one
-                    return
+            fn = None
+            try:
+                with sections:
+                    try:
+                        fn = deferred.popleft()
+                    except IndexError:  # another thread took the last one
+                        return
                 fn()
+                fn = None
+            except BaseException:
+                if fn is not None:
+                    deferred.appendleft(fn)
+                raise
 
     def wait_until(self, done, timeout) -> bool:
         """Pump until done() is true; False if `timeout` seconds pass first."""

@@ -119,8 +119,14 @@ class Session(Runtime):
         self.waited = False          # a get/wait since then (no burst then)
         self._submits = 0
         self.closed = False
-        for i in range(min(n_base, max(PRESTART_MAX, len(cores)))):
-            self.pool.spawn(cores[i % len(cores)], env=base_env)
+        try:
+            for i in range(min(n_base, max(PRESTART_MAX, len(cores)))):
+                self.pool.spawn(cores[i % len(cores)], env=base_env)
+        except BaseException:  # no room in /dev/shm for their channels, a Ctrl-C: init
+            self.pool.stop_all(grace=0.0)  # fails and leaves nothing behind
+            _shm.unlink_prefix(self.prefix)
+            _status_area.remove_session_directory(self.session_root)
+            raise
         # This process's ObjectRefs count themselves into this session's store.
         _hooks.created = self.store.created_queue.append
         _hooks.dropped = self.store.drop_queue.append
@@ -169,12 +175,15 @@ class Session(Runtime):
         if in_main:
             sections.depth += 1
         try:
-            return self._submit(rf, fn_id, args, kwargs, options)
+            ref = self._submit(rf, fn_id, args, kwargs, options)
         finally:
             if in_main:
                 sections.depth -= 1
                 if sections.pending and not sections.depth:
                     sections.raise_pending()
+        if self.loop.deferred:  # (user code: outside the section)
+            self.loop.run_deferred()
+        return ref
 
     def _submit(self, rf, fn_id, args, kwargs, options):
         if args or kwargs:
@@ -185,7 +194,7 @@ class Session(Runtime):
         task_id = new_base_id()
         spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
         loop = self.loop
-        with self.lock:
+        with self.lock.raw:  # (in submit's section)
             if self.closed:
                 if args_stored[0] == SHM:
                     _shm.unlink(args_stored[1])
@@ -208,8 +217,6 @@ class Session(Runtime):
                 loop.drain(DRAIN_BATCH, burst)
             finally:
                 loop.pump_lock.release()
-        if loop.deferred:
-            loop.run_deferred()
         n = spec.num_returns
         if n == 1:
             return ObjectRef(task_id, True)
@@ -318,20 +325,30 @@ class Session(Runtime):
         loop = self.loop
 
         def resolve(ref=ref):
+            if fut.done():  # resolved already (run again after a Ctrl-C), or cancelled
+                return
+            value, error = None, lost_error(ref._id)
             for _ in range(3):  # spilled between the two steps: read it again
                 with self.lock:
                     stored = self.readable(ref._id)
                 try:
                     if stored[0] == ERROR:
-                        fut.set_exception(ser.load_error(stored))
+                        error = ser.load_error(stored)
                     else:
-                        fut.set_result(ser.from_stored(stored, self.segments.mapped))
-                    return
+                        value, error = ser.from_stored(stored, self.segments.mapped), None
+                    break
                 except _shm.SegmentGone:
                     continue
                 except Exception as e:
-                    fut.set_exception(e)
-                    return
+                    error = e
+                    break
+            try:
+                if error is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(error)
+            except concurrent.futures.InvalidStateError:  # its user cancelled it meanwhile
+                pass
 
         with self.lock:
             self.store.on_ready(ref._id, lambda oid: loop.deferred.append(resolve))

@@ -31,8 +31,9 @@ from .rpcs import can_help, lost_error
 HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
-# Every cancelled task queued on a worker is listed in its channel (see _ring).
-assert PIPELINE_MAX < CANCEL_SLOTS
+# Every cancelled task queued on a worker is listed in its channel (see _ring), and
+# the innermost of the help tasks running there.
+assert PIPELINE_MAX < CANCEL_SLOTS // 2
 
 
 class TaskTable:
@@ -300,16 +301,19 @@ class TaskTable:
                 w.idle_since = time.monotonic()
             self.finish(spec, cancelled_stored(spec))
             return
-        # the worker skips it if it has not started it
-        w.channel.post_cancels([s.task_id for s in w.inflight if s.cancelled])
-        if w.inflight[0] is spec or spec.helping:  # running now
-            if force:  # the worker and what its task started
-                w.proc.kill()
-            else:
-                try:
-                    os.kill(w.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
+        # The worker skips it if it has not started it. Help tasks (started, stacked
+        # on waiting ones) come first: if the list is cut, the oldest of them go.
+        cancelled = [s for s in w.inflight if s.cancelled]
+        w.channel.post_cancels([s.task_id for s in cancelled if s.helping]
+                               + [s.task_id for s in cancelled if not s.helping])
+        if force:
+            if w.inflight[0] is spec or spec.helping:  # running: the worker, and what
+                w.proc.kill()                          # its task started, go
+        else:  # (always: it may have started since the driver last heard; the worker
+            try:  # acts on it only if the task it runs now is a cancelled one)
+                os.kill(w.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
 
     def drop_all(self):
         """Shutdown: the arguments' segments go with the tasks."""
