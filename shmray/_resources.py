@@ -68,26 +68,26 @@ def cupy_gpus() -> tuple[int, str | None]:
     return count, None if count else "no GPU"
 
 
-def system_memory() -> int:
+def _meminfo_bytes(field: str):
+    """A size from /proc/meminfo ("MemTotal", "SwapTotal"), or None if unreadable."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def system_memory() -> int:
+    total = _meminfo_bytes("MemTotal")
+    return total if total is not None else (os.sysconf("SC_PAGE_SIZE")
+                                            * os.sysconf("SC_PHYS_PAGES"))
 
 
 def swap_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("SwapTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _meminfo_bytes("SwapTotal") or 0
 
 
 def object_store_memory_error(requested: int) -> str | None:
