@@ -3,6 +3,7 @@ worker process and no shmray shared-memory segment may remain."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -60,6 +61,11 @@ _before = set()
 
 
 def pytest_sessionstart(session):
+    # A suite started in the background by a shell (`cmd &`, some CI runners) ignores
+    # SIGINT, and so would every driver it starts: the Ctrl-C tests need Python's own
+    # handling of it, as in a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _before.update(n for n in os.listdir("/dev/shm") if n.startswith("shmray_"))
     root = _shm.sessions_root()
     _before.update(os.listdir(root) if os.path.isdir(root) else ())
