@@ -175,7 +175,42 @@ class Session(Runtime):
         if in_main:
             sections.depth += 1
         try:
-            ref = self._submit(rf, fn_id, args, kwargs, options)
+            if args or kwargs:
+                args_stored, deps, held = ser.pack_args(rf._name, args, kwargs,
+                                                        self.resolve_nested, self.new_segment_name)
+            else:  # f.remote(): pack_args' first case, without the call (the per-task path)
+                args_stored, deps, held = ser.NO_ARGS, None, None
+            task_id = new_base_id()
+            spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
+            loop = self.loop
+            with self.lock.raw:  # (in submit's section)
+                if self.closed:
+                    if args_stored[0] == SHM:
+                        _shm.unlink(args_stored[1])
+                    self.check_open()
+                if held:  # refs inside the arguments: the task holds their objects until it ends
+                    spec.held = held
+                    spec.lent = self.tasks.lend(held)
+                # Inside a burst, what this call dispatches (its own task, or queued ones
+                # that results free up in the drain below) is pushed without a wake.
+                now = time.monotonic()
+                burst = now - self.last_submit < BURST_GAP and not self.waited
+                self.last_submit = now
+                self.waited = False
+                self.tasks.add(spec, None, burst)
+            self._submits += 1
+            # In a burst, results are collected every 8th call: workers hold up to 64
+            # queued tasks each, and an empty drain costs as much as a submit's scheduling.
+            if (not burst or not self._submits & 7) and loop.pump_lock.acquire(False):
+                try:
+                    loop.drain(DRAIN_BATCH, burst)
+                finally:
+                    loop.pump_lock.release()
+            n = spec.num_returns
+            if n == 1:
+                ref = ObjectRef(task_id, True)
+            else:
+                ref = [ObjectRef(task_id + i, True) for i in range(n)] if n else None
         finally:
             if in_main:
                 sections.depth -= 1
@@ -184,43 +219,6 @@ class Session(Runtime):
         if self.loop.deferred:  # (user code: outside the section)
             self.loop.run_deferred()
         return ref
-
-    def _submit(self, rf, fn_id, args, kwargs, options):
-        if args or kwargs:
-            args_stored, deps, held = ser.pack_args(rf._name, args, kwargs,
-                                                    self.resolve_nested, self.new_segment_name)
-        else:  # f.remote(): pack_args' first case, without the call (the per-task path)
-            args_stored, deps, held = ser.NO_ARGS, None, None
-        task_id = new_base_id()
-        spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
-        loop = self.loop
-        with self.lock.raw:  # (in submit's section)
-            if self.closed:
-                if args_stored[0] == SHM:
-                    _shm.unlink(args_stored[1])
-                self.check_open()
-            if held:  # refs inside the arguments: the task holds their objects until it ends
-                spec.held = held
-                spec.lent = self.tasks.lend(held)
-            # Inside a burst, what this call dispatches (its own task, or queued ones
-            # that results free up in the drain below) is pushed without a wake.
-            now = time.monotonic()
-            burst = now - self.last_submit < BURST_GAP and not self.waited
-            self.last_submit = now
-            self.waited = False
-            self.tasks.add(spec, None, burst)
-        self._submits += 1
-        # In a burst, results are collected every 8th call: workers hold up to 64
-        # queued tasks each, and an empty drain costs as much as a submit's scheduling.
-        if (not burst or not self._submits & 7) and loop.pump_lock.acquire(False):
-            try:
-                loop.drain(DRAIN_BATCH, burst)
-            finally:
-                loop.pump_lock.release()
-        n = spec.num_returns
-        if n == 1:
-            return ObjectRef(task_id, True)
-        return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
