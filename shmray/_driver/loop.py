@@ -20,6 +20,7 @@ it has let go of both.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import threading
 import time
@@ -136,6 +137,33 @@ class MessageLoop:
             with self.lock:
                 self.gpu.host_copy_reply(w, req_id, oid, copy)
         self.deferred.append(make_and_reply)
+
+    def future_of(self, ref):
+        """A concurrent.futures.Future of `ref`'s value (ObjectRef.future). Its
+        callbacks are user code: the value is read and the future resolved by a
+        deferred callable, outside every internal lock and section."""
+        fut = concurrent.futures.Future()
+        session = self.session
+
+        def resolve(ref=ref):
+            if fut.done():  # resolved already (run again after a Ctrl-C), or cancelled
+                return
+            try:
+                value, error = session.values([ref], [ref._id])[0], None
+            except Exception as e:
+                value, error = None, e
+            try:
+                if error is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(error)
+            except concurrent.futures.InvalidStateError:  # its user cancelled it meanwhile
+                pass
+
+        with self.lock:
+            self.store.on_ready(ref._id, lambda oid: self.deferred.append(resolve))
+        self.run_deferred()  # (ready already: resolved now, in this thread)
+        return fut
 
     # ------------------------------------------------------------ pumping
     def drain(self, limit, burst=False):

@@ -14,7 +14,6 @@ unset and _context forgets it.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import math
 import os
 import secrets
@@ -28,7 +27,7 @@ from .. import _context, _gpu, _ring, _serialization as ser, _shm, _snapshot, _s
 from . import introspect
 from .._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
 from .._object_store import ObjectStore
-from .._protocol import ERROR, SHM
+from .._protocol import SHM
 from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stacklevel
 from .._runtime import Runtime
 from .._scheduler import Scheduler
@@ -131,7 +130,7 @@ class Session(Runtime):
         _hooks.created = self.store.created_queue.append
         _hooks.dropped = self.store.drop_queue.append
         _hooks.escaped = self.store.keep_until_shutdown
-        _hooks.future = self.future
+        _hooks.future = self.loop.future_of
         self.envs.start_eager()
         self.loop.thread.start()
         atexit.register(self.shutdown)
@@ -290,16 +289,22 @@ class Session(Runtime):
 
         if not self.loop.wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        if store.holds_large():  # spilled ones come back; read ones spill last
-            for attempt in range(3):
-                with self.lock:
-                    readable = {oid: self.readable(oid) for oid in oids}
-                try:
-                    return ser.values_of(refs, readable, self.segments.mapped)
-                except _shm.SegmentGone:  # another thread spilled one in between
-                    if attempt == 2:
-                        raise
-        return ser.values_of(refs, values, self.segments.mapped)
+        return self.values(refs, oids)
+
+    def values(self, refs: list, oids: list) -> list:
+        """The values of `refs` (their ids `oids`), all stored; the first error raises.
+        Spilled ones come back or are read from their files (read ones spill last)."""
+        store = self.store
+        if not store.holds_large():  # nothing can be spilled: no lock needed
+            return ser.values_of(refs, store.values, self.segments.mapped)
+        for _ in range(3):
+            with self.lock:
+                readable = {oid: self.readable(oid) for oid in oids}
+            try:
+                return ser.values_of(refs, readable, self.segments.mapped)
+            except _shm.SegmentGone:  # another thread spilled one in between
+                continue
+        raise lost_error(oids[0])
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         values = self.store.values
@@ -315,43 +320,6 @@ class Session(Runtime):
         for r in refs:
             (ready if is_ready(r) and len(ready) < num_returns else not_ready).append(r)
         return ready, not_ready
-
-    def future(self, ref):
-        """A concurrent.futures.Future of `ref`'s value. Its callbacks are user code:
-        the value is read and the future resolved outside every internal lock."""
-        fut = concurrent.futures.Future()
-        loop = self.loop
-
-        def resolve(ref=ref):
-            if fut.done():  # resolved already (run again after a Ctrl-C), or cancelled
-                return
-            value, error = None, lost_error(ref._id)
-            for _ in range(3):  # spilled between the two steps: read it again
-                with self.lock:
-                    stored = self.readable(ref._id)
-                try:
-                    if stored[0] == ERROR:
-                        error = ser.load_error(stored)
-                    else:
-                        value, error = ser.from_stored(stored, self.segments.mapped), None
-                    break
-                except _shm.SegmentGone:
-                    continue
-                except Exception as e:
-                    error = e
-                    break
-            try:
-                if error is None:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(error)
-            except concurrent.futures.InvalidStateError:  # its user cancelled it meanwhile
-                pass
-
-        with self.lock:
-            self.store.on_ready(ref._id, lambda oid: loop.deferred.append(resolve))
-        loop.run_deferred()  # (ready already: resolved now, in this thread)
-        return fut
 
     def gpu_host_copy(self, oid) -> dict:
         driver_cannot_copy(oid)
@@ -415,7 +383,7 @@ class Session(Runtime):
         _shm.unlink_prefix(self.prefix)
         # the session's directory: status files, spilled and file-backed objects
         _status_area.remove_session_directory(self.session_root)
-        if _hooks.future == self.future:
+        if _hooks.future == self.loop.future_of:
             _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:
             _context.runtime = None
