@@ -391,4 +391,3 @@ class ObjectStore:
 
 def _size(stored) -> int:
     return stored[2] if stored[0] in (SHM, SPILLED) else ser.stored_size(stored)
-

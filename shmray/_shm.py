@@ -276,11 +276,13 @@ def _kill_orphaned_workers() -> list[int]:
     for pid, driver in worker_processes():
         if not pid_alive(driver):
             try:
-                # what its tasks started goes too: its group, and what left the group
-                leads_group = os.getpgid(pid) == pid  # (a child forked in a task does not)
-                _proctree.end_tree(pid, root_too=True)
-                if leads_group:
+                # What its tasks started goes too: first what left its group (the worker
+                # still alive, so its pid cannot be anyone else's), then its group.
+                _proctree.end_tree(pid, root_too=False)
+                if os.getpgid(pid) == pid:  # (a child forked in a task leads none)
                     os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
