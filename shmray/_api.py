@@ -10,14 +10,14 @@ import numbers
 import os
 import warnings
 
-from . import _context, _options, _remote_function, _runtime_env, _shm
+from . import _context, _options, _remote_function, _runtime_env, _shm, actor as _actor
 from ._object_ref import ObjectRef
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
     "labels": None, "local_mode": False, "include_dashboard": None, "dashboard_host": None,
     "dashboard_port": None, "job_config": None, "configure_logging": True,
-    "logging_level": None, "logging_format": None, "logging_config": None, "namespace": None,
+    "logging_level": None, "logging_format": None, "logging_config": None,
     "enable_resource_isolation": False, "cgroup_path": None, "system_reserved_cpu": None,
     "system_reserved_memory": None, "proxy_server_url": None, "_enable_object_reconstruction":
     False, "_plasma_directory": None, "object_spilling_directory": None,
@@ -48,7 +48,7 @@ class RayContext(dict):
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
          ignore_reinit_error=False, log_to_driver=True, runtime_env=None,
-         resolve_nested_refs=True, **kwargs):
+         resolve_nested_refs=True, namespace=None, **kwargs):
     """Start a session on this machine (Ray's ``init``); returns a RayContext."""
     unknown = [k for k in kwargs if k not in _INIT_IGNORED]
     if unknown:
@@ -65,6 +65,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         raise ValueError(f"shmray runs a local session only; cannot connect to {address!r} "
                          f"(use address=None, 'local' or 'auto')")
     _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory)
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
     from ._driver.session import Session  # here: a worker imports this module, not the driver
     with _context.init_lock:  # one session, whatever other threads' first calls do meanwhile
@@ -74,7 +76,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise RuntimeError(_REINIT_MESSAGE)
         rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                      object_store_memory=object_store_memory, log_to_driver=bool(log_to_driver),
-                     resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env)
+                     resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env,
+                     namespace=namespace)
         _context.runtime = rt
     return _context_info(rt)
 
@@ -131,14 +134,47 @@ def is_initialized() -> bool:
 
 
 def remote(*args, **kwargs):
-    """``@remote`` or ``@remote(num_cpus=..., ...)``: make a function a task."""
+    """``@remote`` or ``@remote(num_cpus=..., ...)``: make a function a task, or a
+    class an actor class."""
     if len(args) == 1 and not kwargs and callable(args[0]):
-        return _remote_function.make(args[0], {})
+        return _make_remote(args[0], {})
     if args:
         raise TypeError("The @remote decorator must be applied either with no arguments and "
                         "no parentheses, for example '@remote', or it must be applied using "
                         "only keyword arguments, for example '@remote(num_returns=2)'")
-    return lambda function: _remote_function.make(function, kwargs)
+    return lambda target: _make_remote(target, kwargs)
+
+
+def _make_remote(target, options):
+    if isinstance(target, type):
+        return _actor.make(target, options)
+    return _remote_function.make(target, options)
+
+
+def kill(actor, *, no_restart=True):
+    """End an actor now (Ray's ``kill``): its process is killed, the call it runs and
+    the calls queued fail with ActorDiedError; with no_restart=False it restarts if its
+    max_restarts allows. A detached or named actor's name is free again."""
+    if not isinstance(actor, _actor.ActorHandle):
+        raise ValueError(f"ray.kill() only supported for actors. For tasks, try "
+                         f"ray.cancel(). Got: {type(actor)}.")
+    _context.get_runtime().kill_actor(actor._state.actor_id, bool(no_restart))
+
+
+def get_actor(name, namespace=None):
+    """The handle of the live actor named `name` (ValueError if there is none)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("Please supply a non-empty value to get_actor")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace)}")
+    handle = _context.get_runtime().get_actor(name, namespace)
+    if handle is None:
+        where = f"namespace {namespace!r}" if namespace else "the current namespace"
+        raise ValueError(f"Failed to look up actor with name '{name}' in {where}. This "
+                         f"could because 1. You are trying to look up a named actor you "
+                         f"didn't create. 2. The named actor died. 3. You did not use a "
+                         f"namespace matching the namespace of the actor.")
+    return handle
 
 
 def _check_timeout(timeout):
@@ -286,6 +322,29 @@ class RuntimeContext:
 
     def get_worker_id(self) -> str:
         return f"{os.getpid():08x}"
+
+    def get_actor_id(self):
+        """The hex id of the actor this runs in (None outside actors)."""
+        aid = self._rt.actor_id
+        return None if aid is None else f"{aid:032x}"
+
+    def get_actor_name(self):
+        host = self._rt.actor_host
+        return None if host is None else host.handle.name
+
+    @property
+    def current_actor(self):
+        """The handle of the actor this runs in (RuntimeError outside actors)."""
+        host = self._rt.actor_host
+        if host is None:
+            raise RuntimeError("This method is only available in an actor.")
+        return host.self_handle()
+
+    @property
+    def namespace(self) -> str:
+        host = self._rt.actor_host
+        return host.handle.namespace if host is not None else getattr(
+            getattr(self._rt, "life", None), "namespace", None)
 
     @property
     def runtime_env(self) -> dict:

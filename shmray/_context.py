@@ -9,6 +9,7 @@ import threading
 
 runtime = None
 auto_init = None
+actor_classes = {}  # class id -> the class of an ActorClass made here (its methods' signatures)
 # init() and the auto-init of concurrent first calls: exactly one session starts.
 init_lock = threading.RLock()
 

@@ -82,6 +82,8 @@ class ObjectStore:
                                     # driver), see _gpu
         self.gpu_freed = deque()    # (oid, producer) of GPU objects freed, for the driver
                                     # to tell their producers (see _driver.gpu_objects)
+        self.tokens = set()         # actors' tokens (see shmray.actor): watched
+        self.tokens_freed = deque()  # ... freed: every handle to their actor is gone
         # Appended by ObjectRef's hooks from any thread; counted by process_refs().
         self.created_queue = deque()
         self.drop_queue = deque()
@@ -152,6 +154,10 @@ class ObjectStore:
     def own_new(self, oid):
         """own() for an id just made (a task's return): no instance of it exists yet."""
         self._local[oid] = 1
+
+    def disown(self, oid):
+        """The driver lets go of a reference it counted without an instance."""
+        self._remove(self._local, oid)
 
     def need(self, oid):
         self._add(self._needed, oid)
@@ -226,6 +232,9 @@ class ObjectStore:
                         todo.append(inner)
 
     def _release(self, oid, stored):
+        if oid in self.tokens:
+            self.tokens.discard(oid)
+            self.tokens_freed.append(oid)
         if self.gpu_producers and oid in self.gpu_producers:
             self.gpu_freed.append((oid, self.gpu_producers.pop(oid)))
         if stored[0] == INLINE:
@@ -334,15 +343,16 @@ class ObjectStore:
         self.spilled -= 1
         self._account(oid, size)
 
-    def drop_dead_worker_segments(self, w, object_prefix: str, tasks=()) -> list:
+    def drop_dead_worker_segments(self, w, object_prefix: str, args=()) -> list:
         """Unlink what dead worker `w` left in shared memory that nobody will read;
         returns the names. Called once its last messages were handled: what it
-        stored before dying stays, and so do the arguments of `tasks` (the unfinished
-        tasks' specs: those it submitted have their arguments in its segments)."""
+        stored before dying stays, and so do `args` (the stored arguments of the
+        unfinished tasks and of live actors' creations: those it submitted are in its
+        segments)."""
         found = dead_worker_names(w, object_prefix)
         if found:
             keep = {s[1] for s in self.values.values() if s[0] == SHM}
-            keep.update(t.args_stored[1] for t in tasks if t.args_stored[0] == SHM)
+            keep.update(a[1] for a in args if a[0] == SHM)
             found = [n for n in found if n not in keep and _shm.unlink(n)]
         return found + drop_unread_large_messages(w)
 

@@ -209,3 +209,131 @@ def merge(base: TaskOptions, options: dict) -> TaskOptions:
             v = _runtime_env.normalize(v)
         updates[k] = v
     return replace(base, **updates) if updates else base
+
+
+# ------------------------------------------------------------ actors
+def _lifetime(name, v):
+    return None if v in ("detached", "non_detached") else (
+        f"actor `lifetime` argument must be one of 'detached', 'non_detached' and 'None', "
+        f"got {v!r}")
+
+
+def _positive(name, v):
+    return _count(name, v, 1)
+
+
+ACTOR_OPTIONS = {
+    "num_cpus": _quantity,
+    "num_gpus": _quantity,
+    "memory": _quantity,
+    "resources": _resources,
+    "runtime_env": _runtime_env_check,
+    "scheduling_strategy": _strategy,
+    "scheduling_strategy_node_id": _typed(str),
+    "name": _typed(str),
+    "namespace": _typed(str),
+    "get_if_exists": _typed(bool),
+    "lifetime": _lifetime,
+    "max_restarts": lambda n, v: _count(n, v, -1),
+    "max_task_retries": lambda n, v: _count(n, v, -1),
+    "max_concurrency": _positive,
+    "max_pending_calls": lambda n, v: _count(n, v, -1),
+    "accelerator_type": _typed(str),
+    "label_selector": _typed(dict),
+    "enable_task_events": _typed(bool),
+    "object_store_memory": _none_only("Setting 'object_store_memory' is not implemented "
+                                      "for actors"),
+    "concurrency_groups": _ignored,
+    "allow_out_of_order_execution": _ignored,
+    "placement_group": _ignored,
+    "placement_group_bundle_index": _ignored,
+    "placement_group_capture_child_tasks": _ignored,
+    "_metadata": _ignored,
+}
+_NO_EFFECT_FOR_ACTORS = _NO_EFFECT | {"concurrency_groups", "allow_out_of_order_execution"}
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    num_cpus: float | None = None    # None: Ray's default, 1 CPU to place, none held after
+    num_gpus: float = 0
+    memory: float = 0
+    resources: dict = field(default_factory=dict)
+    runtime_env: dict | None = None
+    scheduling_strategy: object = "DEFAULT"
+    scheduling_strategy_node_id: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    get_if_exists: bool = False
+    lifetime: str | None = None
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    max_concurrency: int | None = None  # None: 1 for a sync actor, 1000 for an async one
+    max_pending_calls: int = -1
+
+    def creation(self, class_name: str) -> TaskOptions:
+        """The options of its creation, as a task's: what it needs to be placed (Ray's
+        default actor takes 1 CPU to place and holds none while it lives)."""
+        return TaskOptions(num_cpus=1 if self.num_cpus is None else self.num_cpus,
+                           num_gpus=self.num_gpus, memory=self.memory,
+                           resources=dict(self.resources), max_retries=0,
+                           runtime_env=self.runtime_env,
+                           scheduling_strategy=self.scheduling_strategy,
+                           scheduling_strategy_node_id=self.scheduling_strategy_node_id,
+                           name=f"{class_name}.__init__")
+
+    @property
+    def held(self) -> tuple:
+        """The resources it holds for its whole life, as a request tuple."""
+        req = {"CPU": self.num_cpus or 0, "GPU": self.num_gpus, "memory": self.memory}
+        req.update(self.resources)
+        return tuple(sorted((k, float(v)) for k, v in req.items() if v))
+
+
+ACTOR_DEFAULT = ActorOptions()
+
+
+def validate_actor(options: dict) -> dict:
+    """Check every actor option; raise ValueError naming the first bad one."""
+    for k, v in options.items():
+        check = ACTOR_OPTIONS.get(k)
+        if check is None:
+            raise ValueError(f"Invalid option keyword {k} for actors. "
+                             f"Valid ones are {list(ACTOR_OPTIONS)}.")
+        if v is None:
+            continue
+        err = check(k, v)
+        if err:
+            raise ValueError(err)
+        if k in _NO_EFFECT_FOR_ACTORS and k not in _warned:
+            _warned.add(k)
+            warnings.warn(f"shmray runs on one node: the actor option {k!r} has no effect",
+                          stacklevel=4)
+    if options.get("scheduling_strategy") == "NODE_AFFINITY" and not options.get(
+            "scheduling_strategy_node_id"):
+        raise ValueError("scheduling_strategy='NODE_AFFINITY' needs scheduling_strategy_node_id")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("The actor name must be specified to use `get_if_exists`.")
+    return options
+
+
+def merge_actor(base: ActorOptions, options: dict) -> ActorOptions:
+    fields = ActorOptions.__dataclass_fields__
+    updates = {}
+    for k, v in options.items():
+        if k not in fields:
+            continue
+        if v is None:
+            v = getattr(ACTOR_DEFAULT, k)
+        if k == "resources":
+            v = dict(v)
+        if k == "runtime_env":
+            v = _runtime_env.normalize(v)
+        updates[k] = v
+    return replace(base, **updates) if updates else base
+
+
+def call_options(name: str, num_returns: int) -> TaskOptions:
+    """An actor call's options, as a task's: it holds nothing (its actor does), and
+    failures are retried by the actor's rules (max_task_retries), not max_retries."""
+    return TaskOptions(num_cpus=0, max_retries=0, num_returns=num_returns, name=name)

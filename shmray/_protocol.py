@@ -2,9 +2,13 @@
 and the kinds of stored values. Both processes import this module; it imports nothing
 of either.
 
-    driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree
+    driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree, Become
     driver ◄─result ring──  Done, Submit, Put, Get, Wait, GpuHost, Log, Bounce, Refs,
-                            Cancel, Abandon
+                            Cancel, Abandon, ActorCall, ActorCreate, ActorAsk,
+                            ActorKill, ActorExiting
+
+An actor's calls are Task records too (their function id names the method: see
+shmray.actor.method_id), run by the actor's own worker in the order they come.
 
 On the wire a message is a plain tuple whose first item is its kind (pickling a
 NamedTuple costs five times as much: its class goes with it, and rebuilding one
@@ -28,6 +32,7 @@ class Kind(enum.IntEnum):
     REPLY = 3
     EXIT = 4
     GPU_FREE = 5
+    BECOME = 6
     # worker -> driver
     DONE = 10
     SUBMIT = 11
@@ -40,14 +45,20 @@ class Kind(enum.IntEnum):
     CANCEL = 18
     ABANDON = 19
     GPU_HOST = 21
+    ACTOR_CALL = 22
+    ACTOR_CREATE = 23
+    ACTOR_ASK = 24
+    ACTOR_KILL = 25
+    ACTOR_EXITING = 26
     # either way: the real message is in a temporary segment (too big for a ring)
     LARGE = 20
 
 
 # Plain ints for the tuples on the wire (an enum member would pickle as its class).
-FUNC, TASKS, REPLY, EXIT, GPU_FREE = 1, 2, 3, 4, 5
+FUNC, TASKS, REPLY, EXIT, GPU_FREE, BECOME = 1, 2, 3, 4, 5, 6
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
 LARGE, GPU_HOST = 20, 21
+ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
 
 
 class Stored(enum.IntEnum):
@@ -111,6 +122,18 @@ class GpuFree(NamedTuple):
     """Objects freed whose cupy arrays the worker keeps (see _gpu)."""
     kind: int
     oids: tuple
+
+
+class Become(NamedTuple):
+    """This worker is an actor from now on: the class (a Func shipped before), its
+    methods' ids, how its calls run. Its creation comes next, as a Task."""
+    kind: int
+    actor_id: int
+    class_id: int
+    methods: tuple              # (fn_id, method name) pairs
+    max_concurrency: int
+    is_async: bool
+    handle: tuple               # shmray.actor.HandleState: the actor's own handle
 
 
 # ------------------------------------------------------------ worker -> driver
@@ -208,6 +231,55 @@ class Abandon(NamedTuple):
     req_id: int
 
 
+class ActorCall(NamedTuple):
+    """An actor's method called inside a task or an actor."""
+    kind: int
+    task_id: int
+    actor_id: int
+    fn_id: int                  # the method's (shmray.actor.method_id)
+    name: str
+    options: object             # _options.TaskOptions of the call
+    args_stored: tuple
+    deps: list | None
+    held: list | None
+    parent: int | None
+
+
+class ActorCreate(NamedTuple):
+    """An rpc: create an actor (inside a task); the Reply is None or the error to raise,
+    or, with get_if_exists, the existing actor's HandleState."""
+    kind: int
+    req_id: int
+    handle: tuple               # shmray.actor.HandleState of the new actor
+    class_bytes: bytes
+    options: object             # _options.ActorOptions
+    args_stored: tuple
+    deps: list | None
+    held: list | None
+
+
+class ActorAsk(NamedTuple):
+    """An rpc about named actors: `what` "get" (Reply: a HandleState or None) or
+    "list" (Reply: (name, namespace) pairs)."""
+    kind: int
+    req_id: int
+    what: str
+    name: str | None
+    namespace: str | None
+
+
+class ActorKill(NamedTuple):
+    kind: int
+    actor_id: int
+    no_restart: bool
+
+
+class ActorExiting(NamedTuple):
+    """This actor ends on purpose (exit_actor, __ray_terminate__, sys.exit): no restart."""
+    kind: int
+    reason: str
+
+
 class Large(NamedTuple):
     kind: int
     name: str
@@ -216,7 +288,9 @@ class Large(NamedTuple):
 
 RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree, DONE: Done,
            SUBMIT: Submit, PUT: Put, GET: Get, WAIT: Wait, GPU_HOST: GpuHost, LOG: Log,
-           BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large}
+           BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large,
+           BECOME: Become, ACTOR_CALL: ActorCall, ACTOR_CREATE: ActorCreate,
+           ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting}
 assert all(int(k) in RECORDS for k in Kind)
 assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
 assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

@@ -17,6 +17,8 @@ class Runtime(abc.ABC):
     gpu_ids: tuple = ()        # the GPU ids the running task may use (none in the driver)
     current_task_id = None     # the running task's id (None in the driver)
     current_request = ()       # the running task's resources, as (name, amount) pairs
+    actor_id = None            # the actor this process is (None: the driver, a task's)
+    actor_host = None
 
     @property
     @abc.abstractmethod
@@ -63,3 +65,24 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def gpu_host_copy(self, oid) -> dict:
         """Host copies of a GPU object's arrays, for a process without its device."""
+
+    # ------------------------------------------------------------ actors
+    @abc.abstractmethod
+    def create_actor(self, actor_class, args: tuple, kwargs: dict, options):
+        """Create an actor of `actor_class` (shmray.actor.ActorClass); its ActorHandle."""
+
+    @abc.abstractmethod
+    def submit_call(self, handle, fn_id: int, args: tuple, kwargs: dict, options):
+        """Call method `fn_id` of the handle's actor; its ObjectRef(s), or None."""
+
+    @abc.abstractmethod
+    def kill_actor(self, actor_id: int, no_restart: bool):
+        ...
+
+    @abc.abstractmethod
+    def get_actor(self, name: str, namespace):
+        """The handle of the live actor of that name, or None."""
+
+    @abc.abstractmethod
+    def named_actors(self, all_namespaces: bool) -> list:
+        ...

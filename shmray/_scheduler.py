@@ -65,7 +65,8 @@ class Scheduler:
         """Can the worker of this open get run a task for it right now?"""
         w = rpc.worker
         return (rpc.num_returns is None and not rpc.answered and w.charge is None
-                and bool(w.rpcs) and w.rpcs[-1] is rpc and not w.retiring)
+                and bool(w.rpcs) and w.rpcs[-1] is rpc and not w.retiring
+                and w.actor is None)  # an actor's process runs its own calls only
 
     def record_duration(self, fn_id, seconds):
         m = self.fn_mean.get(fn_id)

@@ -24,7 +24,7 @@ import cloudpickle
 from . import _shm
 from ._object_ref import ObjectRef, collect_refs
 from ._protocol import ERROR, INLINE, SHM, SPILLED
-from .exceptions import RayError, RayTaskError
+from .exceptions import RayActorError, RayError, RayTaskError
 
 # Ray's max_direct_call_object_size: values up to this travel inline.
 INLINE_MAX = 100 * 1024
@@ -198,6 +198,8 @@ def error_stored(exc: BaseException):
 def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
     """Stored form of an exception raised by the user's task code; the first
     `skip_frames` frames (the worker's own) are left out of the traceback."""
+    if isinstance(exc, RayActorError):  # an actor's death (its __init__ raised): the
+        return error_stored(exc)       # error itself, as Ray raises it
     tb_obj = exc.__traceback__
     for _ in range(skip_frames):
         if tb_obj is not None and tb_obj.tb_next is not None:

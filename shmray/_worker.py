@@ -14,6 +14,7 @@ core. It never imports the driver's runtime. It exits when told to, or when the 
 """
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import json
@@ -24,9 +25,9 @@ import threading
 import time
 import traceback
 
-from . import _context, _proctree, _shm, _worker_tasks
+from . import _context, _proctree, _shm, _worker_actor, _worker_tasks
 from ._object_ref import _hooks
-from ._protocol import LOG, Log
+from ._protocol import ACTOR_EXITING, BECOME, LOG, ActorExiting, Log
 from ._worker_runtime import WorkerRuntime
 
 
@@ -243,6 +244,7 @@ def run(config: dict):
         stack = min(stack, 8 << 20)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), min(MAX_FRAMES, stack // 1600)))
     rt = WorkerRuntime(config)
+    rt._receivers[BECOME] = functools.partial(_worker_actor.become, rt)
     _context.runtime = rt
     _hooks.created = rt._created.append
     _hooks.dropped = rt._dropped.append
@@ -259,6 +261,10 @@ def run(config: dict):
         sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
         rt.serve()
+    except SystemExit as e:  # sys.exit() in a call of an actor: it ends on purpose
+        if rt.actor_host is not None:
+            rt.send(ActorExiting(ACTOR_EXITING, f"sys.exit({e.code!r}) was called"))
+        raise
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:

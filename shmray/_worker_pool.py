@@ -108,7 +108,7 @@ def start_method() -> str:
 class WorkerHandle:
     __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
                  "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring", "grants", "gone", "env", "exports")
+                 "started", "calls", "retiring", "grants", "gone", "env", "exports", "actor")
 
     def __init__(self, index, proc, channel, core, extra, gpus=(), env=None):
         self.index = index
@@ -131,6 +131,7 @@ class WorkerHandle:
         self.gone = False           # removed from the pool: its messages are ignored
         self.env = env              # the runtime_env key it was started for (None: plain)
         self.exports = set()        # GPU objects whose cupy arrays it keeps (see _gpu)
+        self.actor = None           # the actor it is (_driver.actors.ActorState), if any
         self.idle_since = time.monotonic()
         self.tasks_done = 0
         self.started = time.time()
@@ -169,16 +170,18 @@ class WorkerPool:
         self.prefix = prefix
         self.control = control
         self.config = config            # the JSON every worker starts with
-        self.workers = []
-        self.snapshot = ((), ())        # (workers, result rings), replaced on change
+        self.workers = []               # task workers (the scheduler's)
+        self.actor_workers = []         # one per live actor, never given a task
+        self.snapshot = ((), ())        # (all workers, result rings), replaced on change
         self.task_rings = ()
         self.gone_history = deque(maxlen=GONE_HISTORY)  # task records of workers gone
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
-    def spawn(self, core, extra=False, gpus=(), env=None) -> WorkerHandle:
+    def spawn(self, core, extra=False, gpus=(), env=None, actor=False) -> WorkerHandle:
         """Start a worker pinned to `core`, for the GPU devices `gpus` (CPU tasks: ())
-        and the runtime environment `env` (a _runtime_env.Prepared, or None)."""
+        and the runtime environment `env` (a _runtime_env.Prepared, or None); `actor`:
+        for an actor (see _driver.actors), out of the scheduler's sight."""
         index = self._next_index
         self._next_index += 1
         name = f"{self.prefix}c{index}"
@@ -193,7 +196,7 @@ class WorkerPool:
             proc = self._spawn(config)
         w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus),
                          None if env is None else env.key)
-        self.workers.append(w)
+        (self.actor_workers if actor else self.workers).append(w)
         self._refresh()
         return w
 
@@ -245,17 +248,19 @@ class WorkerPool:
     def remove(self, w: WorkerHandle):
         w.gone = True
         self.gone_history.extend(_status_area.read_history(w.channel.mm, w.pid))  # kept
-        self.workers.remove(w)
+        (self.actor_workers if w in self.actor_workers else self.workers).remove(w)
         self._refresh()
         _shm.unlink(w.channel.name)
 
     def _refresh(self):
-        ws = tuple(self.workers)
+        ws = tuple(self.workers) + tuple(self.actor_workers)
         self.snapshot = (ws, tuple(w.channel.results for w in ws))
         self.task_rings = tuple(w.ring for w in ws)
 
     def stop_all(self, grace: float):
         """Ask every worker to exit, kill those still running after `grace` seconds."""
+        self.workers += self.actor_workers
+        self.actor_workers = []
         exit_msg = _ring.encode(Exit(EXIT), self.workers[0].ring, "") if self.workers else b""
         for w in self.workers:
             if w.idle:

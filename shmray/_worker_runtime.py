@@ -24,6 +24,7 @@ from ._protocol import (ABANDON, BOUNCE, CANCEL, EXIT, FUNC, GET, GPU_FREE, GPU_
                         REPLY, SUBMIT, TASKS, WAIT, Abandon, Bounce, Cancel, Get, GpuHost, Put,
                         Refs, Submit, Task, Wait)
 from ._runtime import Runtime
+from ._worker_actor_api import WorkerActorApi
 from ._worker_tasks import run_task, store_value
 from .exceptions import GetTimeoutError
 
@@ -47,7 +48,7 @@ def _too_deep(name):
                            f"of {sys.getrecursionlimit()} frames")
     return ser.task_error_stored(name, error)
 
-class WorkerRuntime(Runtime):
+class WorkerRuntime(WorkerActorApi, Runtime):
     """What ``shmray.get/put/wait/remote`` do inside a task: ask the driver over the ring."""
 
     is_driver = False
@@ -94,6 +95,7 @@ class WorkerRuntime(Runtime):
         self._main_thread = threading.main_thread().ident
         self._critical = 0         # depth of sections a cancel's interrupt waits for
         self._interrupt_pending = False
+        self.run_one = run_task    # how the main thread runs a task (see _worker_actor)
         self._receivers = {TASKS: self._on_tasks, REPLY: self._on_reply, FUNC: self._on_func,
                            GPU_FREE: self._on_gpu_free, EXIT: self._on_exit}
 
@@ -216,7 +218,7 @@ class WorkerRuntime(Runtime):
         pop, decode, backlog = self._tasks.pop, _ring.decode, self._backlog
         while True:
             if backlog:
-                run_task(self, *backlog.popleft())
+                self.run_one(self, *backlog.popleft())
                 continue
             if self._created or self._dropped or self._escaped:
                 self.send_ref_changes()  # refs dropped since the last message (a GC)
@@ -231,7 +233,7 @@ class WorkerRuntime(Runtime):
         return self._receivers[msg[0]](blocked, *msg)  # (the kind, then the fields)
 
     def _on_tasks(self, blocked, kind, tasks):
-        if not blocked:
+        if not blocked or self.actor_host is not None:  # (an actor's calls wait their turn)
             self._backlog.extend(tasks)
             return False
         for task in tasks:
@@ -313,7 +315,7 @@ class WorkerRuntime(Runtime):
                 # Tasks that came in the same batch as the one blocking now must not
                 # wait behind it (one may be what it waits for): back they go, last
                 # first, since the driver puts each back at the front of its queue.
-                while self._backlog:
+                while self._backlog and self.actor_host is None:
                     self.send(Bounce(BOUNCE, Task(*self._backlog.pop()).task_id))
                 self.send(request(req_id))
                 while req_id not in self._replies:
@@ -373,6 +375,8 @@ class WorkerRuntime(Runtime):
     def on_sigint(self, signum, frame):
         """The driver cancels a running task with SIGINT: raise KeyboardInterrupt in it
         (a sleeping task wakes) if the task running now is the one cancelled."""
+        if self.actor_host is not None:
+            self.actor_host.cancel_listed()  # (an async actor's calls)
         if self.is_cancelled(self.current_task_id):
             if self._critical:
                 self._interrupt_pending = True  # raised when the section ends

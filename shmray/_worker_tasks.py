@@ -82,9 +82,7 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
         if args_stored[1] == _NO_ARGS_PICKLE:  # f.remote(): nothing to unpickle
             args, kwargs = (), {}
         else:
-            args, kwargs = ser.from_stored(args_stored)
-        if dep_values:
-            args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
+            args, kwargs = call_arguments(args_stored, dep_values)
         result = fn(*args, **kwargs)
         if in_fork_child:  # the child of an os.fork() in the task came back here
             _end_fork_child(0)
@@ -92,16 +90,34 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
     except Exception as e:  # refs inside the exception: held by the stored error
         if in_fork_child:
             _end_fork_child(1)
-        stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
-        retryable = retry_exceptions is not None and _retryable(e, retry_exceptions)
-        return stored, (inner or None), None, type(e).__name__, retryable
+        return failed(name, e, retry_exceptions)
     except KeyboardInterrupt:
         if in_fork_child:
             _end_fork_child(1)
         if not rt.is_cancelled(task_id):
             raise  # not ours: a signal from elsewhere ends the worker as before
-        return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
-                "TaskCancelledError", False)
+        return cancelled(task_id)
+
+
+def call_arguments(args_stored, dep_values):
+    """A task's (args, kwargs), the refs resolved for it filled in (zero-copy)."""
+    args, kwargs = ser.from_stored(args_stored)
+    if dep_values:
+        args, kwargs = ser.fill_refs(args, kwargs, [ser.from_stored(v) for v in dep_values])
+    return args, kwargs
+
+
+def failed(name, e, retry_exceptions):
+    """_execute's return for a task that raised `e`."""
+    stored, inner = collect_refs(ser.task_error_stored, name, e, 1)
+    retryable = retry_exceptions is not None and _retryable(e, retry_exceptions)
+    return stored, (inner or None), None, type(e).__name__, retryable
+
+
+def cancelled(task_id):
+    """_execute's return for a task that was cancelled."""
+    return (ser.error_stored(TaskCancelledError(f"{task_id:032x}")), None, None,
+            "TaskCancelledError", False)
 
 
 def _end_fork_child(code: int):

@@ -176,8 +176,78 @@ class RaySystemError(RayError):
     """The session itself failed, or was shut down while this call waited on it."""
 
 
+class RayActorError(RayError):
+    """The actor of a call could not finish it (Ray's base of the two below)."""
+
+    BASE_ERROR_MSG = "The actor experienced an error before finishing this task."
+
+    def __init__(self, actor_id=None, error_msg=BASE_ERROR_MSG, actor_init_failed=False,
+                 preempted=False):
+        self.actor_id = actor_id
+        self.error_msg = error_msg
+        self._actor_init_failed = actor_init_failed
+        self._preempted = preempted
+        super().__init__(actor_id, error_msg, actor_init_failed, preempted)
+
+    def __str__(self):
+        return self.error_msg
+
+    @property
+    def actor_init_failed(self) -> bool:
+        return self._actor_init_failed
+
+    @property
+    def preempted(self) -> bool:
+        return self._preempted
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead: its process died or exited, it was killed, or its __init__
+    raised (`cause`: that RayTaskError). Every later call raises it too."""
+
+    BASE_ERROR_MSG = "The actor died unexpectedly before finishing this task."
+
+    def __init__(self, cause=None, actor_id=None):
+        if isinstance(cause, RayTaskError):
+            msg = ("The actor died because of an error raised in its creation task, "
+                   f"{cause}")
+            super().__init__(actor_id, msg, actor_init_failed=True)
+        else:  # (a text: what ended it, from the driver; None: not known)
+            msg = self.BASE_ERROR_MSG + (f"\n{cause}" if cause else "")
+            super().__init__(actor_id, msg)
+        self.cause = cause
+        self.args = (cause, actor_id)
+
+    def __reduce__(self):
+        return (ActorDiedError, (self.cause, self.actor_id))
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor was restarting when this call would have run: the call may or may not
+    have run (Ray's words); later calls go to the restarted actor."""
+
+    def __init__(self, error_message: str, actor_id=None):
+        msg = (f"The actor {actor_id} is unavailable: {error_message}. The task may or may "
+               f"not have been executed on the actor.")
+        super().__init__(actor_id, msg)
+        self.error_message = error_message
+        self.args = (error_message, actor_id)
+
+    def __reduce__(self):
+        return (ActorUnavailableError, (self.error_message, self.actor_id))
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor of that name exists in that namespace (a ValueError too, as in Ray)."""
+
+
+class PendingCallsLimitExceededError(RayError):
+    """The actor has `max_pending_calls` calls pending already."""
+
+
 __all__ = [
     "RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError", "TaskCancelledError",
     "ObjectLostError", "ObjectStoreFullError", "OutOfMemoryError", "RuntimeEnvSetupError",
-    "TaskUnschedulableError", "RaySystemError",
+    "TaskUnschedulableError", "RaySystemError", "RayActorError", "ActorDiedError",
+    "ActorUnavailableError", "ActorAlreadyExistsError", "PendingCallsLimitExceededError",
 ]

@@ -50,7 +50,7 @@ def task_records(session) -> list:
     """The latest HISTORY finished tasks, oldest first: the workers' records (of the
     live workers, and those kept from workers gone) and the driver's own."""
     records = list(session.tasks.history) + list(session.pool.gone_history)
-    for w in session.pool.workers:
+    for w in session.pool.snapshot[0]:  # task workers and actors
         records += _status_area.read_history(w.channel.mm, w.pid)
     records.sort(key=lambda r: r[3][2])
     return records[-HISTORY:]

@@ -28,9 +28,11 @@ from collections import deque
 
 from .. import _ring
 from .._cring import pop_any, wait_stalled
-from .._protocol import (ABANDON, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT, REFS, SUBMIT,
+from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
+                         ACTOR_KILL, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT, REFS, SUBMIT,
                          WAIT)
 from .._object_ref import task_id_of
+from .actors import DEAD
 from .interrupts import sections
 from .spec import TaskSpec
 from .workers import DIED, RETIRED
@@ -56,6 +58,7 @@ class MessageLoop:
         self.tasks, self.dispatch, self.rpcs = s.tasks, s.dispatch, s.rpcs
         self.workers, self.gpu, self.envs = s.workers, s.gpu, s.envs
         self.scheduler = s.scheduler
+        self.actors, self.life = s.actors, s.life
         self.deferred = deque()      # callables with user code, run outside the locks
         self.next_housekeep = 0.0
         self.rr = 0                  # the ring to look at first (round robin)
@@ -68,6 +71,9 @@ class MessageLoop:
             PUT: self.on_put, GET: self.rpcs.on_get, WAIT: self.rpcs.on_wait,
             GPU_HOST: self.on_gpu_host, LOG: on_log, BOUNCE: self.on_bounce,
             CANCEL: self.on_cancel, ABANDON: self.rpcs.on_abandon,
+            ACTOR_CALL: self.life.on_actor_call, ACTOR_CREATE: self.life.on_actor_create,
+            ACTOR_ASK: self.life.on_actor_ask, ACTOR_KILL: self.life.on_actor_kill,
+            ACTOR_EXITING: self.life.on_actor_exiting,
         }
         self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
 
@@ -98,6 +104,8 @@ class MessageLoop:
         self.tasks.on_done(spec, outcome, inner, retryable)
         if w.retiring:
             self.workers.retire_if_done(w)
+        elif w.actor is not None and (w.actor.ending or w.actor.state == DEAD):
+            self.life.end_if_done(w.actor)  # (its __init__ failed, or no handle is left)
 
     def on_submit(self, w, kind, task_id, fn_id, fn_bytes, name, options, args_stored, deps,
                   held, parent):
@@ -192,6 +200,10 @@ class MessageLoop:
             for w in list(self.dispatch.batched):
                 self.dispatch.send_batch(w)
         self.store.process_refs()
+        if self.store.tokens_freed:
+            self.life.end_unreferenced()
+        if self.actors.unplaced and handled:
+            self.actors.place_unplaced()
         if self.store.gpu_freed:
             for w in self.gpu.tell_freed(self.workers.stopping):
                 self.workers.remove_worker(w, RETIRED)

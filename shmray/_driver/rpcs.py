@@ -54,7 +54,7 @@ class RpcTable:
     def _open(self, rpc):
         w = rpc.worker
         w.rpcs.append(rpc)
-        self.ledger.uncharge(w)  # its CPU is free while it waits: children can run
+        self.ledger.uncharge(w)  # (an actor's worker holds nothing: its actor does)  # its CPU is free while it waits: children can run
         self.open[(w.index, rpc.req_id)] = rpc
         store = self.store
         for oid in rpc.oids:
@@ -100,7 +100,9 @@ class RpcTable:
             return
         w.send(_ring.encode(Reply(REPLY, rpc.req_id, payload), w.ring, self.prefix))
         rpc.answered = True
-        if w.rpcs[-1] is rpc:  # the innermost wait: the worker runs again
+        if w.actor is not None:  # (a threaded actor's rpcs end in any order; an actor's
+            w.rpcs.remove(rpc)   # calls hold no resources of their own)
+        elif w.rpcs[-1] is rpc:  # the innermost wait: the worker runs again
             self.resume(w)
 
     def _close(self, rpc):
@@ -109,6 +111,11 @@ class RpcTable:
         for oid in rpc.oids:
             if awaited.get(oid) is rpc:
                 del awaited[oid]
+
+    def reply(self, w, req_id, payload):
+        """Answer an rpc at once (an actor's creation or lookup)."""
+        if not w.gone:
+            w.send(_ring.encode(Reply(REPLY, req_id, payload), w.ring, self.prefix))
 
     def resume(self, w):
         """`w` finished a task or got a reply: it runs again if something is runnable —

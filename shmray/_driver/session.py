@@ -34,6 +34,9 @@ from .._scheduler import Scheduler
 from .._segment_pool import SegmentPool
 from .._worker_pool import WorkerPool, start_method, worker_sys_path
 from ..exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError
+from .actor_facade import ActorFacade
+from .actor_life import ActorLife
+from .actors import ActorCallSpec, ActorTable
 from .dispatch import BURST_GAP, Dispatcher
 from .envs import Environments
 from .gpu_objects import GpuObjects, driver_cannot_copy
@@ -53,12 +56,12 @@ MAX_EXTRA_WORKERS = 256
 PRESTART_MAX = 64
 
 
-class Session(Runtime):
+class Session(ActorFacade, Runtime):
     is_driver = True
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
                  log_to_driver=True, resolve_nested_refs=True, max_workers=None,
-                 runtime_env=None):
+                 runtime_env=None, namespace=None):
         method = start_method()  # checked before anything is created
         _shm.reclaim_dead_sessions()
         self.pid = os.getpid()
@@ -105,14 +108,18 @@ class Session(Runtime):
         self.functions = {}  # fn_id -> (pickled function, name)
         self.dispatch = Dispatcher(self.scheduler, self.ledger, self.store, self.segments,
                                    self.functions, self.readable, self.prefix)
+        self.actors = ActorTable(self.pool, self.ledger, self.dispatch, self.store,
+                                 self.functions, self.envs.prepared, cores, self.prefix)
         self.tasks = TaskTable(self.store, self.ledger, self.scheduler, self.dispatch,
-                               self.envs, self.node_id)
+                               self.envs, self.actors, self.node_id)
         self.rpcs = RpcTable(self.store, self.ledger, self.scheduler, self.dispatch,
                              self.segments, self.readable, self.tasks.tasks, self.prefix)
         self.gpu = GpuObjects(self.store, self.segments, self.readable, self.new_segment_name,
                               self.prefix)
         self.workers = Workers(self.pool, self.store, self.ledger, self.dispatch, self.rpcs,
-                               self.tasks, self.gpu, self.envs)
+                               self.tasks, self.actors, self.gpu, self.envs)
+        self.life = ActorLife(self.store, self.tasks, self.actors, self.workers, self.rpcs,
+                              namespace or f"anonymous-{self.tag}")
         self.loop = MessageLoop(self)
         self.last_submit = 0.0       # when the latest .remote() ran (bursts, QUIET)
         self.waited = False          # a get/wait since then (no burst then)
@@ -167,6 +174,13 @@ class Session(Runtime):
             except Exception as e:
                 raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
                                 f"{type(e).__name__}: {e}") from e
+        return self._submit(fn_id, rf._name, args, kwargs, options, None)
+
+    def submit_call(self, handle, fn_id, args, kwargs, options):
+        """An actor's method called (see shmray.actor): a task spec in its actor's line."""
+        return self._submit(fn_id, options.name, args, kwargs, options, handle._state.actor_id)
+
+    def _submit(self, fn_id, name, args, kwargs, options, actor_id):
         # A Ctrl-C-safe section from the arguments' segment to the returned ref (see
         # interrupts; `with sections:` inlined, the per-task path): the call is made
         # whole or, if it fails before the task is added, leaves nothing behind.
@@ -175,18 +189,24 @@ class Session(Runtime):
             sections.depth += 1
         try:
             if args or kwargs:
-                args_stored, deps, held = ser.pack_args(rf._name, args, kwargs,
+                args_stored, deps, held = ser.pack_args(name, args, kwargs,
                                                         self.resolve_nested, self.new_segment_name)
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
                 args_stored, deps, held = ser.NO_ARGS, None, None
             task_id = new_base_id()
-            spec = TaskSpec(task_id, fn_id, rf._name, options, args_stored, deps, True)
+            if actor_id is None:
+                spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, True)
+            else:
+                spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, True,
+                                     None)
             loop = self.loop
             with self.lock.raw:  # (in submit's section)
                 if self.closed:
                     if args_stored[0] == SHM:
                         _shm.unlink(args_stored[1])
                     self.check_open()
+                if actor_id is not None:
+                    self.admit_call(spec, actor_id)
                 if held:  # refs inside the arguments: the task holds their objects until it ends
                     spec.held = held
                     spec.lent = self.tasks.lend(held)
@@ -221,6 +241,9 @@ class Session(Runtime):
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
+            spec = self.tasks.tasks.get(task_id_of(ref._id))
+            if force and spec is not None and spec.actor is not None:
+                raise ValueError("force=True is not supported for actor tasks.")
             self.tasks.cancel(task_id_of(ref._id), force, recursive)
         self.loop.run_deferred()  # the cancelled task's futures
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 
 class TaskSpec:
+    # An actor's call is an ActorCallSpec (_driver.actors), whose slots shadow these.
+    actor = None
+    creates = False
+
     __slots__ = ("task_id", "fn_id", "name", "options", "request", "args_stored", "deps",
                  "unresolved", "attempt", "worker", "num_returns", "owned", "helping", "queued",
                  "lent", "held", "parent", "cancelled", "pinned", "pipelinable", "env", "queue",

@@ -20,6 +20,7 @@ import time
 from collections import deque
 
 from .. import _serialization as ser, _shm
+from .._object_ref import new_base_id
 from .._protocol import ERROR, INLINE, SHM, SPILLED
 from .._ring import CANCEL_SLOTS
 from .._scheduler import PIPELINE_MAX
@@ -37,8 +38,9 @@ assert PIPELINE_MAX < CANCEL_SLOTS // 2
 
 
 class TaskTable:
-    def __init__(self, store, ledger, scheduler, dispatch, envs, node_id):
+    def __init__(self, store, ledger, scheduler, dispatch, envs, actors, node_id):
         self.store = store
+        self.actors = actors
         self.ledger = ledger
         self.scheduler = scheduler
         self.dispatch = dispatch
@@ -79,6 +81,11 @@ class TaskTable:
         if spec.deps:  # before anything can finish it (which lets go of them)
             for oid in spec.deps:
                 store.need(oid)
+        if spec.actor is not None:  # in line behind its actor's earlier calls
+            death = self.actors.enqueue(spec)
+            if death is not None:
+                self.finish(spec, death)
+                return
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
             verdict = self._verdicts[id(spec.options)] = (
@@ -159,6 +166,10 @@ class TaskTable:
                 if admitted is not False:
                     self.finish(spec, ser.error_stored(admitted))
                 return  # back through env_settled once its environment is set up
+        if spec.actor is not None:  # its actor's worker runs it, in its turn
+            if spec.task_id in self.tasks:  # (not failed meanwhile: its actor died)
+                self.actors.ready(spec, burst)
+            return
         sched = self.scheduler
         rpc = sched.awaited.get(spec.task_id) if sched.awaited else None
         if rpc is not None and sched.helpable(rpc) and can_help(self.ledger, rpc.worker, spec):
@@ -210,8 +221,61 @@ class TaskTable:
         if spec.held:
             for oid in spec.held:
                 store.unneed(oid)
-        if spec.args_stored[0] == SHM:
+        if spec.args_stored[0] == SHM and not spec.creates:  # (its actor keeps those)
             _shm.unlink(spec.args_stored[1])
+        if spec.actor is not None:
+            for call in self.actors.call_finished(spec, outcome):
+                self.finish(call, spec.actor.death)
+
+    # ------------------------------------------------------------ actors
+    def create_actor(self, handle, options, class_bytes, creation_args):
+        """A new actor, its creation submitted (the caller stored its token)."""
+        actor = self.actors.register(handle, options, class_bytes, creation_args)
+        spec = self.actors.creation_spec(actor, new_base_id())
+        if spec.held:
+            spec.lent = self.lend(spec.held)
+        self.add(spec)
+        return actor
+
+    def actor_worker_lost(self, w, inflight, why):
+        """`w`, an actor's worker, is gone with these calls pushed to it: the actor
+        restarts (they are retried per max_task_retries, or fail with
+        ActorUnavailableError), or is dead (they, and every call after, fail with its
+        ActorDiedError)."""
+        actor = w.actor
+        restart = self.actors.lost(actor, why)
+        retries = actor.options.max_task_retries
+        retried = []
+        for spec in inflight:
+            spec.worker = None
+            spec.sent = False
+            if spec.pinned is not None:
+                self.store.unpin(spec.pinned)
+                spec.pinned = None
+            if spec.cancelled:
+                self.finish(spec, cancelled_stored(spec))
+            elif spec.creates:
+                self.finish(spec, actor.death or self.actors.unavailable(actor, why))
+            elif restart and (retries < 0 or spec.attempt < retries):
+                spec.attempt += 1
+                retried.append(spec)
+            else:
+                self.finish(spec, self.actors.unavailable(actor, why) if restart
+                            else actor.death)
+        if restart:
+            actor.waiting.extendleft(reversed(retried))
+            spec = self.actors.creation_spec(actor, new_base_id())
+            if spec.held:
+                spec.lent = self.lend(spec.held)
+            self.add(spec)
+        else:
+            self.end_actor(actor, actor.death)
+
+    def end_actor(self, actor, death):
+        """`actor` is dead (`death`: the stored error its calls get): its calls not
+        pushed yet fail."""
+        for spec in self.actors.die(actor, death):
+            self.finish(spec, death)
 
     def on_done(self, spec, outcome, inner, retryable):
         """`spec`'s attempt on a worker ended (a Done record): retried, or finished."""
@@ -306,6 +370,10 @@ class TaskTable:
         cancelled = [s for s in w.inflight if s.cancelled]
         w.channel.post_cancels([s.task_id for s in cancelled if s.helping]
                                + [s.task_id for s in cancelled if not s.helping])
+        if spec.actor is not None:  # an actor's process is never killed by a cancel; a
+            if spec.actor.handle.is_async:  # running call of a sync or threaded actor is
+                os.kill(w.pid, signal.SIGINT)  # not interrupted (as in Ray), an async
+            return                             # one's asyncio task is cancelled
         if force:
             if w.inflight[0] is spec or spec.helping:  # running: the worker, and what
                 w.proc.kill()                          # its task started, go

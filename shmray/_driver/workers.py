@@ -2,10 +2,12 @@
 one way a worker leaves the session.
 
     evicted (the pool is full)  ─┐
-    retired (max_calls reached)  ├─► remove_worker(w, why) ─► out of the pool, its refs
-    idle extra worker            │   and resources let go, its process reaped later, a
-    died                        ─┘   base worker replaced; a dead one's tasks retried
-                                     and its GPU objects lost
+    retired (max_calls reached)  │
+    idle extra worker            ├─► remove_worker(w, why) ─► out of the pool, its refs
+    an actor's end (out of scope,│   and resources let go, its process reaped later, a
+      its __init__ failed)       │   base worker replaced; a dead one's tasks retried
+    died                        ─┘   and its GPU objects lost; an actor's worker: its
+                                     actor restarts or is dead (TaskTable)
 
 A worker holding ObjectRef instances of an object keeps it alive: the driver counts,
 per worker, the references it was granted (WorkerHandle.grant). A grant comes with
@@ -24,14 +26,15 @@ from .._protocol import EXIT, Exit
 from .._worker_pool import describe_exit
 from ..exceptions import ObjectStoreFullError
 
-EVICTED, RETIRED, IDLE, DIED = "evicted", "retired", "idle", "died"
+EVICTED, RETIRED, IDLE, DIED, ENDED = "evicted", "retired", "idle", "died", "ended"
 IDLE_EXTRA_RETIRE = 2.0
 IDLE_ENV_RETIRE = 10.0       # a runtime_env's worker costs more to start again
 
 
 class Workers:
-    def __init__(self, pool, store, ledger, dispatch, rpcs, tasks, gpu, envs):
+    def __init__(self, pool, store, ledger, dispatch, rpcs, tasks, actors, gpu, envs):
         self.pool = pool
+        self.actors = actors
         self.store = store
         self.ledger = ledger
         self.dispatch = dispatch
@@ -43,7 +46,7 @@ class Workers:
         self._exited = []           # processes told to exit, not reaped yet
 
     def remove_worker(self, w, why):
-        """Take `w` out of the session, for `why` (EVICTED, RETIRED, IDLE or DIED)."""
+        """Take `w` out of the session, for `why` (EVICTED, RETIRED, IDLE, ENDED or DIED)."""
         if w.gone:  # removed already (retired just before its last GPU object went)
             return
         if why != DIED:
@@ -55,16 +58,22 @@ class Workers:
         grants, w.grants = w.grants, {}  # its refs no longer hold anything
         for oid, n in grants.items():
             self.store.unborrow(oid, n)
+        inflight = list(w.inflight)  # (only a dead worker's or an actor's has any)
+        w.inflight.clear()
         if why == DIED:
             why_text = describe_exit(w.proc.returncode)
-            self.store.drop_dead_worker_segments(w, self.pool.config["object_prefix"],
-                                                 self.tasks.tasks.values())
-            inflight = list(w.inflight)
-            w.inflight.clear()
-            self.tasks.orphaned(w, inflight, why_text)
-            self.gpu.lost_with(w, why_text)
+            args = [t.args_stored for t in self.tasks.tasks.values()]
+            args += [a.creation_args[0] for a in self.actors.by_id.values()]
+            self.store.drop_dead_worker_segments(w, self.pool.config["object_prefix"], args)
         else:
+            why_text = why
             self._reap_later(w.proc)
+        if w.actor is not None:
+            self.tasks.actor_worker_lost(w, inflight, why_text)
+        elif why == DIED:
+            self.tasks.orphaned(w, inflight, why_text)
+        if why == DIED:
+            self.gpu.lost_with(w, why_text)
         if not w.extra and why in (RETIRED, DIED) and not self.stopping:
             try:
                 self.pool.spawn(w.core, env=self.envs.prepared.get(w.env))  # in its environment
@@ -103,11 +112,14 @@ class Workers:
             self.pool.spawn(w.core, env=prepared)
 
     def dead(self) -> list:
-        return [w for w in self.pool.workers if w.proc.poll() is not None]
+        return [w for w in self.pool.snapshot[0] if w.proc.poll() is not None]
 
     def retire_idle(self, now):
         """Extra workers idle for a while go (the pool grows again when needed); the
-        others' outboxes are flushed."""
+        others' outboxes are flushed (actors' too)."""
+        for w in self.pool.actor_workers:
+            if w.outbox:
+                w.flush()
         for w in list(self.pool.workers):
             if w.outbox:
                 w.flush()

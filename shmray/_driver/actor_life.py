@@ -1,0 +1,151 @@
+"""An actor's life as the driver runs it, for the API and for workers' messages alike:
+creation (names, get_if_exists, its token), calls from workers, kill, an exit on
+purpose, the end when every handle is gone.
+
+    Session.create_actor / ActorCreate ─► create ─► token stored ─► TaskTable.create_actor
+    ActorCall                           ─► on_actor_call ─► TaskTable.add (in its line)
+    kill / ActorKill                    ─► kill ─► worker SIGKILLed ─► Workers.remove_worker
+    token freed / a call done           ─► end_unreferenced, end_if_done ─► remove_worker
+
+Every method runs under the session's lock.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .. import _serialization as ser
+from ..actor import HandleState, plain_state
+from ..exceptions import ActorAlreadyExistsError
+from .actors import DEAD, ActorCallSpec
+from .workers import DIED, ENDED
+
+
+class ActorLife:
+    def __init__(self, store, tasks, actors, workers, rpcs, namespace):
+        self.store = store
+        self.rpcs = rpcs
+        self.tasks = tasks
+        self.actors = actors
+        self.workers = workers
+        self.namespace = namespace      # the job's (init's `namespace`, or its own)
+
+    def create(self, handle: HandleState, options, class_bytes, creation_args, owner=None):
+        """A new actor, or with get_if_exists the live one of that name. Returns (its
+        HandleState, whether it existed). `owner`: the worker whose handle holds the
+        token (None: the driver's). A name taken raises ActorAlreadyExistsError."""
+        if options.namespace is None:
+            options = _with_namespace(options, self.namespace)
+            handle = handle._replace(namespace=self.namespace)
+        if options.name is not None:
+            existing = self.actors.lookup(options.namespace, options.name)
+            if existing is not None:
+                if options.get_if_exists:
+                    return existing.handle, True
+                raise ActorAlreadyExistsError(
+                    f"The name {options.name} (namespace={options.namespace}) is already "
+                    f"taken. Please use a different name or get the existing actor using "
+                    f"shmray.get_actor('{options.name}', namespace='{options.namespace}')")
+        token = handle.actor_id
+        if owner is None:
+            self.store.own(token)  # the driver's handle: an ObjectRef counted already
+        self.store.tokens.add(token)
+        if options.name is not None or options.lifetime == "detached":
+            self.store.keep_until_shutdown(token)  # lives until killed or shut down
+        self.store.put(token, ser.to_stored(None), "an actor's token")
+        args_stored, deps, held = creation_args
+        self.tasks.create_actor(handle, options, class_bytes,
+                                (args_stored, tuple(deps or ()), tuple(held or ())))
+        return handle, False
+
+    def find(self, actor_id):
+        actor = self.actors.by_id.get(actor_id)
+        if actor is None:
+            actor = self.actors.graveyard.get(actor_id) or self.actors.unknown(actor_id)
+        return actor
+
+    def on_actor_call(self, w, kind, task_id, actor_id, fn_id, name, options, args_stored,
+                      deps, held, parent):
+        """An ActorCall record: a call made inside a task or an actor."""
+        spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, False,
+                             self.find(actor_id), caller=w.index)
+        spec.parent = parent
+        if held:
+            spec.held = held
+            spec.lent = self.tasks.lend(held)
+        self.tasks.add(spec, submitter=w)
+
+    def on_actor_create(self, w, kind, req_id, handle, class_bytes, options, args_stored,
+                        deps, held):
+        """An ActorCreate rpc: answered at once (None, an existing actor's state, or
+        the error to raise in the worker)."""
+        try:
+            state, existed = self.create(HandleState(*handle), options, class_bytes,
+                                         (args_stored, deps, held), owner=w)
+            payload = plain_state(state) if existed else None
+        except ActorAlreadyExistsError as e:
+            payload = e
+        self.rpcs.reply(w, req_id, payload)
+
+    def on_actor_ask(self, w, kind, req_id, what, name, namespace):
+        if what == "get":
+            actor = self.actors.lookup(namespace or self.namespace, name)
+            payload = None if actor is None else plain_state(actor.handle)
+        else:
+            payload = self.named(namespace == "*")
+        self.rpcs.reply(w, req_id, payload)
+
+    def on_actor_kill(self, w, kind, actor_id, no_restart):
+        self.kill(actor_id, no_restart)
+
+    def on_actor_exiting(self, w, kind, reason):
+        if w.actor is not None and w.actor.exit_reason is None:  # (the first one says why)
+            w.actor.exit_reason = reason
+
+    def named(self, all_namespaces: bool) -> list:
+        """The live named actors: names in this namespace, or (name, namespace) pairs."""
+        found = [(name, ns) for (ns, name) in self.actors.named]
+        if all_namespaces:
+            return found
+        return [name for name, ns in found if ns == self.namespace]
+
+    def kill(self, actor_id, no_restart: bool):
+        """Ray's kill: the actor's process is SIGKILLed now (a call it runs fails); it
+        restarts only if no_restart is False and max_restarts allows."""
+        actor = self.actors.by_id.get(actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        actor.killed = bool(no_restart)
+        w = actor.worker
+        if w is not None:
+            w.proc.kill()
+            w.proc.wait()  # (SIGKILL: at once) its group too, see WorkerProcess
+            self.workers.remove_worker(w, DIED)
+        elif no_restart or not actor.restartable():
+            self.actors.lost(actor, "killed")
+            self.tasks.end_actor(actor, actor.death)
+
+    def end_unreferenced(self):
+        """Actors whose every handle is gone (their tokens were freed) end once idle."""
+        freed = self.store.tokens_freed
+        while freed:
+            actor = self.actors.token_freed(freed.popleft())
+            if actor is not None:
+                self.end_if_done(actor)
+
+    def end_if_done(self, actor):
+        """End `actor` if it must end (its __init__ failed, or no handle is left) and
+        nothing it was asked is still to come."""
+        w = actor.worker
+        if actor.state == DEAD:
+            if w is not None:
+                self.workers.remove_worker(w, ENDED)
+        elif actor.ending and not actor.waiting and (w is None or not w.inflight):
+            if w is not None:
+                self.workers.remove_worker(w, ENDED)
+            else:
+                self.actors.lost(actor, "ended")
+                self.tasks.end_actor(actor, actor.death)
+
+
+def _with_namespace(options, namespace):
+    return replace(options, namespace=namespace)

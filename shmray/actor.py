@@ -1,0 +1,299 @@
+"""Actors as the API sees them (Ray's ``ray.actor``): what ``@remote`` makes of a
+class, the handle, its methods, ``method`` and ``exit_actor``.
+
+    @remote class C ─► ActorClass ─► C.remote(...) ─► runtime.create_actor ─► ActorHandle
+    handle.f.remote(...) ─► ActorMethod ─► runtime.submit_call ─► ObjectRef(s)
+
+A handle is a value: it pickles to its HandleState and the ObjectRef of its actor's
+*token*, a tiny object the driver stores for each actor. Reference counting does the
+rest: the token lives while a handle to the actor exists in any process, and the
+actor ends when it is freed (see _driver.actors). A method is identified on the wire
+by `method_id(class id, name)`, computed the same way in every process.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import zlib
+from typing import NamedTuple
+
+from . import _context, _options
+from ._arity import MAX_SHAPES, Arity
+from ._function_pickle import pickle_function
+from ._object_ref import ObjectRef
+
+_MASK64 = (1 << 64) - 1
+# Methods every actor has: queued like the others (see _worker_actor).
+TERMINATE, READY = "__ray_terminate__", "__ray_ready__"
+_NOT_METHODS = {"__init__", "__new__", "__init_subclass__", "__subclasshook__",
+                "__class_getitem__", "__getattr__", "__getattribute__", "__setattr__",
+                "__delattr__", "__del__", "__reduce__", "__reduce_ex__", "__getstate__",
+                "__setstate__"}
+
+
+def method_id(class_id: int, name: str) -> int:
+    """The function id of method `name` of class `class_id`, the same in every process."""
+    return (class_id ^ (zlib.crc32(name.encode()) * 0x9E3779B97F4A7C15)) & _MASK64
+
+
+class MethodInfo(NamedTuple):
+    name: str
+    fn_id: int
+    num_returns: int
+    is_async: bool
+    is_generator: bool
+
+
+class HandleState(NamedTuple):
+    """What a handle is, as it travels (a plain tuple on the wire)."""
+    actor_id: int               # the id of the actor's token object
+    class_id: int
+    class_name: str
+    methods: tuple              # MethodInfo tuples
+    is_async: bool
+    name: str | None
+    namespace: str | None
+
+
+class ActorID:
+    """Ray's ActorID, as far as users read it."""
+
+    def __init__(self, value: int):
+        self._value = value
+
+    def hex(self) -> str:
+        return f"{self._value:032x}"
+
+    def binary(self) -> bytes:
+        return self._value.to_bytes(16, "big")
+
+    def __eq__(self, other):
+        return isinstance(other, ActorID) and other._value == self._value
+
+    def __hash__(self):
+        return hash(self._value)
+
+    def __repr__(self):
+        return f"ActorID({self.hex()})"
+
+
+def method(*args, num_returns=None, concurrency_group=None, **unknown):
+    """``@shmray.method(num_returns=N)`` on an actor's method (Ray's ``ray.method``)."""
+    if args or unknown:
+        raise ValueError("The @shmray.method decorator takes keyword arguments only: "
+                         "num_returns, concurrency_group")
+    if num_returns is not None:
+        err = _options._num_returns("num_returns", num_returns)
+        if err:
+            raise ValueError(err)
+
+    def annotate(fn):
+        if num_returns is not None:
+            fn.__ray_num_returns__ = num_returns
+        return fn
+    return annotate
+
+
+def _methods_of(cls, class_id: int) -> tuple:
+    infos = []
+    for name, member in inspect.getmembers(cls):
+        if name in _NOT_METHODS or not (inspect.isfunction(member) or inspect.ismethod(member)):
+            continue
+        raw = inspect.unwrap(member)
+        infos.append(MethodInfo(name, method_id(class_id, name),
+                                getattr(member, "__ray_num_returns__", 1),
+                                inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw),
+                                inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)))
+    for name in (TERMINATE, READY):
+        infos.append(MethodInfo(name, method_id(class_id, name), 1 if name == READY else 0,
+                                False, False))
+    return tuple(infos)
+
+
+def _method_arity(cls, name):
+    """What `name`'s calls accept, without self (None: unknown, any call goes)."""
+    static = inspect.getattr_static(cls, name, None)
+    try:
+        sig = inspect.signature(getattr(cls, name))
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if not isinstance(static, (staticmethod, classmethod)) and params:
+        params = params[1:]  # self
+    return Arity(sig.replace(parameters=params))
+
+
+class ActorClass:
+    """What ``@remote`` makes of a class: ``C.remote(...)`` creates an actor."""
+
+    def __init__(self, cls, options: _options.ActorOptions, _shared=None):
+        self._cls = cls
+        self._options = options
+        self._shared = _shared if _shared is not None else {}
+        if "class_id" not in self._shared:
+            class_id = int.from_bytes(os.urandom(8), "little")
+            self._shared.update(class_id=class_id, methods=_methods_of(cls, class_id),
+                                arity=_method_arity(cls, "__init__"))
+        self._class_id = self._shared["class_id"]
+        self._methods = self._shared["methods"]
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("Actors cannot be instantiated directly. Instead of "
+                        f"'{self.__name__}()', use '{self.__name__}.remote()'.")
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        arity = self._shared["arity"]
+        if arity is not None and not arity.accepts(args, kwargs):
+            try:
+                arity.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{self.__qualname__}.remote(): {e}") from None
+        return _context.get_runtime().create_actor(self, args, kwargs, self._options)
+
+    def options(self, **options) -> ActorClass:
+        """A variant of this class with some actor options overridden."""
+        _options.validate_actor(options)
+        return ActorClass(self._cls, _options.merge_actor(self._options, options), self._shared)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("shmray does not support Ray's DAG API (bind)")
+
+    def _pickled(self) -> bytes:
+        data = self._shared.get("bytes")
+        if data is None:
+            data = self._shared["bytes"] = pickle_function(self._cls)
+        return data
+
+    def _handle_state(self, actor_id: int, options) -> HandleState:
+        is_async = any(m.is_async for m in self._methods)
+        return HandleState(actor_id, self._class_id, self.__qualname__, self._methods,
+                           is_async, options.name, options.namespace)
+
+    def __repr__(self):
+        return f"<shmray.actor.ActorClass {self.__module__}.{self.__qualname__}>"
+
+
+class ActorMethod:
+    """``handle.f``: ``.remote(...)`` calls it; ``.options(num_returns=.., name=..)``."""
+
+    __slots__ = ("_handle", "_info", "_name", "_call_options", "_arity", "_shapes")
+
+    def __init__(self, handle, info: MethodInfo, call_options=None):
+        self._handle = handle
+        self._info = info
+        self._name = info.name
+        self._call_options = call_options or _options.call_options(
+            f"{handle._state.class_name}.{info.name}", info.num_returns)
+        self._arity = False  # not computed yet (None: any call goes)
+        self._shapes = set()
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("Actor methods cannot be called directly. Instead of running "
+                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+
+    def remote(self, *args, **kwargs):
+        if args or kwargs:
+            shape = (len(args), *kwargs)
+            if shape not in self._shapes:
+                self._check(args, kwargs, shape)
+        return _context.get_runtime().submit_call(self._handle, self._info.fn_id, args, kwargs,
+                                                  self._call_options)
+
+    def _check(self, args, kwargs, shape):
+        if self._arity is False:
+            cls = _context.actor_classes.get(self._handle._state.class_id)
+            self._arity = _method_arity(cls, self._name) if cls is not None else None
+        arity = self._arity
+        if arity is not None and not arity.accepts(args, kwargs):
+            try:
+                arity.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{self._call_options.name}.remote(): {e}") from None
+        if len(self._shapes) < MAX_SHAPES:
+            self._shapes.add(shape)
+
+    def options(self, num_returns=None, name=None, **unknown):
+        if unknown:
+            raise ValueError(f"Invalid option keyword(s) {sorted(unknown)} for actor "
+                             f"methods. Valid ones are ['num_returns', 'name'].")
+        opts = {"num_returns": num_returns, "name": name}
+        _options.validate({k: v for k, v in opts.items() if v is not None})
+        base = self._call_options
+        return ActorMethod(self._handle, self._info, _options.call_options(
+            name or base.name, base.num_returns if num_returns is None else num_returns))
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("shmray does not support Ray's DAG API (bind)")
+
+
+class ActorHandle:
+    """A handle to an actor: its methods as attributes, ``h.f.remote(...)``."""
+
+    def __init__(self, state: HandleState, token: ObjectRef):
+        self._state = state
+        self._ray_token = token  # holds the actor (see the module's docstring)
+        self._method_infos = {m[0]: MethodInfo(*m) for m in state.methods}
+
+    def __getattr__(self, name):
+        info = self.__dict__.get("_method_infos", {}).get(name)
+        if info is None:
+            raise AttributeError(f"'{self._state.class_name}' object has no attribute "
+                                 f"'{name}'")
+        m = ActorMethod(self, info)
+        self.__dict__[name] = m  # found directly from now on
+        return m
+
+    @property
+    def _actor_id(self) -> ActorID:
+        return ActorID(self._state.actor_id)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._state.actor_id == self._state.actor_id
+
+    def __hash__(self):
+        return hash(self._state.actor_id)
+
+    def __repr__(self):
+        return f"Actor({self._state.class_name}, {self._state.actor_id:032x})"
+
+    def __reduce__(self):
+        return (_rebuild_handle, (plain_state(self._state), self._ray_token))
+
+
+def plain_state(state: HandleState) -> tuple:
+    """The state as the wire carries it: plain tuples (a NamedTuple pickles its class)."""
+    return (*state[:3], tuple(tuple(m) for m in state.methods), *state[4:])
+
+
+def _rebuild_handle(state: tuple, token: ObjectRef) -> ActorHandle:
+    return ActorHandle(HandleState(*state), token)
+
+
+def handle_from(state: tuple, counted: bool = False) -> ActorHandle:
+    """A handle made from a HandleState this process was given (not unpickled)."""
+    state = HandleState(*state)
+    return ActorHandle(state, ObjectRef(state.actor_id, counted))
+
+
+def make(cls, options: dict) -> ActorClass:
+    _options.validate_actor(options)
+    actor_class = ActorClass(cls, _options.merge_actor(_options.ACTOR_DEFAULT, options))
+    _context.actor_classes[actor_class._class_id] = cls
+    return actor_class
+
+
+def exit_actor():
+    """End the current actor on purpose, from inside it (Ray's ``exit_actor``): the
+    call that runs this ends, the calls queued behind it fail with ActorDiedError, and
+    the actor is not restarted."""
+    rt = _context.get_runtime()
+    host = getattr(rt, "actor_host", None)
+    if host is None:
+        raise TypeError("exit_actor API is called on a non-actor worker, "
+                        f"{'the driver' if rt.is_driver else 'a task'}. Call this API "
+                        "inside an actor methods if you'd like to exit the actor gracefully.")
+    host.exit("exit_actor() was called")
