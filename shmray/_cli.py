@@ -52,7 +52,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="shmray", description="shmray: Ray's Tasks API on one machine, over shared memory.")
+        prog="shmray",
+        description="shmray: Ray's Tasks and Actors API on one machine, over shared memory.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -93,11 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     status = session_command(
-        "status", "the live session: resources, tasks, workers, object store",
+        "status", "the live session: resources, tasks, workers, actors, object store",
         "Read a live session's status area (shared memory; the session is not joined "
         "and keeps running undisturbed): the driver, resources in use, task counts, one row "
         "per worker (pid, core, state, current task and for how long, tasks done, resident "
-        "memory) and the object store.", run_status)
+        "memory), actor counts and one row per actor's worker, and the object store.",
+        run_status)
     status.add_argument("--watch", nargs="?", type=positive_seconds, const=1.0,
                         metavar="SECONDS",
                         help="refresh in place every SECONDS (default 1) until Ctrl-C")
@@ -107,11 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "shared memory, spilled), how many references hold it, and the task or put that "
         "created it; then the totals.", run_memory)
     listing = session_command(
-        "list", "list tasks (recent and unfinished) or live sessions",
+        "list", "list tasks (recent and unfinished), actors, or live sessions",
         "`list tasks`: the unfinished tasks and the latest finished ones (up to 10,000 "
         "remembered) with state, attempt, worker, run time and error type. "
+        "`list actors`: the live actors and the latest dead ones, with class, name, state, "
+        "process, restarts, calls done and the method running now. "
         "`list sessions`: every live session on this machine.", run_list)
-    listing.add_argument("what", choices=("tasks", "sessions"))
+    listing.add_argument("what", choices=("tasks", "actors", "sessions"))
     listing.add_argument("--limit", type=positive_int, default=100, metavar="N",
                          help="at most N rows (default 100)")
     summary = session_command(
@@ -178,9 +182,11 @@ def _status_loop(args, info, sessions) -> int:
             print(f"The session of driver pid {info['driver_pid']} has ended.", file=sys.stderr)
             return 1
         snapshot, fresh = _status_area.fetch_snapshot(info)
+        _snapshot.join_workers(live["workers"], snapshot)
         if args.json:
             _print_json({"session": info, "driver": live["driver"], "workers": live["workers"],
                          "snapshot_fresh": fresh,
+                         "actors": snapshot["actors"] if snapshot else None,
                          "resources": snapshot["resources"] if snapshot else None,
                          "functions": snapshot["functions"] if snapshot else None,
                          "store": snapshot["store"] if snapshot else None})
@@ -222,6 +228,8 @@ def run_list(args) -> int:
     if opened is None:
         return 1
     info, snapshot = opened
+    if args.what == "actors":
+        return _list_actors(args, info, snapshot)
     rows = snapshot["tasks"]
     finished = [r for r in rows if r["state"] in (_snapshot.FINISHED, _snapshot.FAILED)]
     unfinished = [r for r in rows if r["state"] not in (_snapshot.FINISHED, _snapshot.FAILED)]
@@ -231,6 +239,22 @@ def run_list(args) -> int:
         _print_json(rows)
     else:
         print(_cli_text.tasks(snapshot, rows))
+    return 0
+
+
+def _list_actors(args, info, snapshot) -> int:
+    rows = snapshot.get("actors")
+    if rows is None:  # a session of an older shmray
+        print(f"The session of driver pid {info['driver_pid']} does not list actors.",
+              file=sys.stderr)
+        return 1
+    dead = [r for r in rows if r["state"] == _snapshot.ACTOR_DEAD]
+    live = [r for r in rows if r["state"] != _snapshot.ACTOR_DEAD]
+    rows = (live + dead[::-1])[:args.limit]  # live ones as created, then the latest dead
+    if args.json:
+        _print_json(rows)
+    else:
+        print(_cli_text.actors(rows))
     return 0
 
 

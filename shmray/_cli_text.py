@@ -9,11 +9,13 @@ import time
 from . import _snapshot
 
 WIDTH = 100
+STATUS_ACTOR_ROWS = 20  # actors' workers listed by `shmray status` (all: `list actors`)
 
 # Ray's task state names (what --json prints), shortened for the human tables.
 STATE_LABELS = {_snapshot.RUNNING: "RUNNING", _snapshot.SUBMITTED_TO_WORKER: "SUBMITTED",
                 _snapshot.PENDING_NODE_ASSIGNMENT: "PENDING", _snapshot.PENDING_ARGS_AVAIL:
                 "PENDING_ARGS", _snapshot.FINISHED: "FINISHED", _snapshot.FAILED: "FAILED"}
+ACTOR_STATE_LABELS = {_snapshot.ACTOR_PENDING: "PENDING"}  # (the others are short)
 
 
 def size(n) -> str:
@@ -84,7 +86,9 @@ def table(headers, rows, flexible=(), right=()) -> list:
 
 
 def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str:
-    """`shmray status`: the session, resources, tasks, workers, object store."""
+    """`shmray status`: the session, resources, tasks, workers, actors, object store.
+    `live`: _status_area.read_live's, its workers joined with the snapshot
+    (_snapshot.join_workers: which of them are actors)."""
     d = live["driver"]
     now = time.time()
     lines = [f"shmray session: driver pid {info['driver_pid']} (tag {info['tag']}), up "
@@ -116,25 +120,63 @@ def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str
         f"{d['tasks_finished']:,} finished", f"{d['tasks_failed']:,} failed",
         f"{d['tasks_submitted']:,} submitted"])
     functions = snapshot["functions"] if snapshot else {}
-    known = {w["index"]: w for w in snapshot["workers"]} if snapshot else {}
-    rows = []
+    rows, actor_rows = [], []
     for w in live["workers"]:
-        if not w["pid"] and w["index"] in known:  # starting: its words are not written yet
-            w = dict(w, pid=known[w["index"]]["pid"], core=known[w["index"]]["core"])
         name = functions.get(str(w["fn_id"]), "?") if w["fn_id"] is not None else None
         since = None if w["since_ns"] is None else (live["monotonic_ns"] - w["since_ns"]) / 1e9
-        rows.append([w["pid"], "-" if w["core"] is None else w["core"], w["state"], name,
-                     duration(since), w["tasks_done"], size(w["rss_bytes"])])
+        row = [w["pid"], "-" if w["core"] is None else w["core"], w["state"], name,
+               duration(since), w["tasks_done"], size(w["rss_bytes"])]
+        actor = w.get("actor")
+        if actor:
+            actor_rows.append(row[:3] + [actor_label(actor)] + row[3:])
+        else:
+            rows.append(row)
     lines.append(f"workers: {d['workers']} ({d['blocked_workers']} blocked in get/wait)")
     lines += ["  " + line for line in table(
         ["PID", "CORE", "STATE", "CURRENT TASK", "FOR", "DONE", "RSS"], rows,
         flexible=(3,), right=(0, 1, 5, 6))]
+    lines += _status_actors(d, snapshot, actor_rows)
     store = [f"{size(d['shm_bytes'])} of {size(d['capacity'])} in shared memory",
              f"{d['objects']:,} objects"]
     if d["spilled"]:
         store.append(f"{d['spilled']:,} spilled ({size(d['spilled_bytes'])})")
     lines += wrapped("object store:", store)
     return "\n".join(lines)
+
+
+def actor_label(actor: dict) -> str:
+    """An actor as one cell: its class, and its name if it has one."""
+    return f"{actor['class_name']} {actor['name']!r}" if actor["name"] else actor["class_name"]
+
+
+def _status_actors(d: dict, snapshot, rows: list) -> list:
+    """The actor counts (the driver's words; the dead from the snapshot), then a row per
+    actor's worker (its calls: tasks to the worker's words), at most STATUS_ACTOR_ROWS."""
+    counts = [f"{d['actors_alive']:,} alive", f"{d['actors_pending']:,} pending creation",
+              f"{d['actors_restarting']:,} restarting"]
+    if snapshot is not None:
+        dead = sum(1 for a in snapshot["actors"] if a["state"] == _snapshot.ACTOR_DEAD)
+        counts.append(f"{dead:,} dead")
+    lines = wrapped("actors:", counts)
+    if not rows:
+        return lines
+    more = len(rows) - STATUS_ACTOR_ROWS
+    lines += ["  " + line for line in table(
+        ["PID", "CORE", "STATE", "ACTOR", "CURRENT CALL", "FOR", "DONE", "RSS"],
+        rows[:STATUS_ACTOR_ROWS], flexible=(3, 4), right=(0, 1, 6, 7))]
+    if more > 0:
+        lines.append(f"  ... and {more:,} more (shmray list actors)")
+    return lines
+
+
+def actors(rows: list) -> str:
+    """`shmray list actors`: one row per actor, the live ones first."""
+    table_rows = [[r["actor_id"], r["class_name"], r["name"] or "-",
+                   ACTOR_STATE_LABELS.get(r["state"], r["state"]), r["pid"], r["restarts"],
+                   r["calls_done"], r["pending_calls"], r["current_method"]] for r in rows]
+    return "\n".join(table(["ACTOR ID", "CLASS", "NAME", "STATE", "PID", "RESTARTS", "CALLS",
+                            "PENDING", "CURRENT METHOD"], table_rows, flexible=(1, 2, 8),
+                           right=(4, 5, 6, 7)))
 
 
 def memory(snapshot: dict) -> str:

@@ -1,7 +1,8 @@
 """What the session looks like, as plain data: the driver's snapshot, task rows, traces.
 
     Session ── snapshot(...) ──► dict (JSON-ready) ──► _status_area.write_snapshot
-    snapshot["tasks"] ── chrome_trace() ──► Chrome-trace events (timeline)
+    snapshot["tasks"] ── chrome_trace() ──► Chrome-trace events (timeline), a track per
+                                           worker (an actor's named after its class)
     snapshot["tasks"] ── summarize()    ──► per-function counts and times
 
 Times in task rows are CLOCK_MONOTONIC seconds, shared by every process on the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: "actors", task rows' "type", workers' "actor"
 MAX_OBJECTS = 10_000        # object rows in a snapshot, largest first (totals count all)
 MAX_LIVE_TASKS = 10_000     # rows of unfinished tasks in a snapshot
 
@@ -25,14 +26,23 @@ PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"   # waiting for resources
 PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"             # waiting for its inputs
 STATES = (RUNNING, SUBMITTED_TO_WORKER, PENDING_NODE_ASSIGNMENT, PENDING_ARGS_AVAIL, FINISHED,
           FAILED)
+# What a task row is (Ray's TaskType names): a function's task, an actor's __init__, a
+# call of an actor's method.
+NORMAL_TASK, ACTOR_CREATION_TASK, ACTOR_TASK = "NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK"
+# Ray's actor states (the rows of _driver.actors.ActorState.row)
+ACTOR_PENDING, ACTOR_ALIVE = "PENDING_CREATION", "ALIVE"
+ACTOR_RESTARTING, ACTOR_DEAD = "RESTARTING", "DEAD"
 
 
-def finished_rows(records, functions: dict) -> list:
+def finished_rows(records, functions: dict, actor_functions=None) -> list:
     """Task rows of task records: (task id, fn id, attempt, (worker pid or None, start
-    ns or None, end ns), error type name or None); `functions`: fn id -> name."""
+    ns or None, end ns), error type name or None); `functions`: fn id -> name;
+    `actor_functions`: fn id -> the type of the actors' classes and methods."""
+    kinds = actor_functions or {}
     rows = []
     for task_id, fn_id, attempt, (pid, start, end), error in records:
         rows.append({"task_id": f"{task_id:032x}", "name": functions.get(fn_id, "?"),
+                     "type": kinds.get(fn_id, NORMAL_TASK),
                      "state": FAILED if error else FINISHED, "attempt": attempt,
                      "worker_pid": pid, "start": None if start is None else start * 1e-9,
                      "end": None if end is None else end * 1e-9, "error": error})
@@ -40,9 +50,11 @@ def finished_rows(records, functions: dict) -> list:
 
 
 def live_row(spec, state: str, pid=None) -> dict:
-    return {"task_id": f"{spec.task_id:032x}", "name": spec.name, "state": state,
-            "attempt": spec.attempt, "worker_pid": pid, "start": None, "end": None,
-            "error": None}
+    kind = NORMAL_TASK if spec.actor is None else \
+        ACTOR_CREATION_TASK if spec.creates else ACTOR_TASK
+    return {"task_id": f"{spec.task_id:032x}", "name": spec.name, "type": kind,
+            "state": state, "attempt": spec.attempt, "worker_pid": pid, "start": None,
+            "end": None, "error": None}
 
 
 def live_tasks(specs, workers) -> list:
@@ -52,8 +64,10 @@ def live_tasks(specs, workers) -> list:
     on_workers = set()
     for w in workers:
         batched = {task[0] for task in w.batch}  # not pushed to the worker yet
+        # A threaded or async actor runs up to max_concurrency calls at once.
+        at_once = w.actor.max_concurrency if w.actor is not None else 1
         for i, spec in enumerate(w.inflight):
-            running = (i == 0 and spec.task_id not in batched) or spec.helping
+            running = (i < at_once and spec.task_id not in batched) or spec.helping
             rows.append(live_row(spec, RUNNING if running else SUBMITTED_TO_WORKER, w.pid))
             on_workers.add(spec.task_id)
     for spec in specs:
@@ -67,8 +81,10 @@ def live_tasks(specs, workers) -> list:
 
 
 def snapshot(session: dict, counters: dict, resources: dict, functions: dict, workers,
-             store, history, specs) -> dict:
-    """The driver's state as JSON-ready data (see the module docstring)."""
+             store, history, specs, actors=(), actor_functions=None) -> dict:
+    """The driver's state as JSON-ready data (see the module docstring). `workers`:
+    task workers and actors' (with their `actor`); `actors`: actor rows
+    (_driver.actors.ActorState.row), live and recently dead."""
     stats = store.statistics()
     objects = store.objects()
     return {
@@ -82,19 +98,44 @@ def snapshot(session: dict, counters: dict, resources: dict, functions: dict, wo
         "workers": [{"index": w.index, "pid": w.pid, "core": w.core, "gpus": list(w.gpus),
                      "extra": w.extra, "tasks_queued": max(0, len(w.inflight) - 1),
                      "blocked": w.blocked, "retiring": w.retiring,
-                     "tasks_done": w.tasks_done, "channel": w.channel.name}
+                     "tasks_done": w.tasks_done, "channel": w.channel.name,
+                     "actor": worker_actor(w.actor)}
                     for w in workers],
         "store": {**dataclasses.asdict(stats), "capacity": store.capacity,
                   "objects_listed": min(len(objects), MAX_OBJECTS)},
         "objects": [{**dataclasses.asdict(info), "reference_count": info.reference_count}
                     for info in objects[:MAX_OBJECTS]],
-        "tasks": finished_rows(history, functions) + live_tasks(specs, workers),
+        "tasks": finished_rows(history, functions, actor_functions)
+        + live_tasks(specs, workers),
+        "actors": list(actors),
     }
+
+
+def worker_actor(actor):
+    """Which actor a worker is (None: a task worker)."""
+    if actor is None:
+        return None
+    return {"actor_id": f"{actor.actor_id:032x}", "class_name": actor.class_name,
+            "name": actor.name or ""}
+
+
+def join_workers(live_workers: list, snap) -> None:
+    """Complete the workers' words (_status_area.read_live) with the snapshot's view:
+    which actor each is (`actor`, None: a task worker, or one the snapshot, older,
+    does not know), and a starting worker's pid and core (its words not written yet)."""
+    known = {w["index"]: w for w in snap["workers"]} if snap else {}
+    for w in live_workers:
+        seen = known.get(w["index"])
+        if seen is not None and not w["pid"]:
+            w.update(pid=seen["pid"], core=seen["core"])
+        w["actor"] = seen.get("actor") if seen is not None else None
 
 
 def chrome_trace(snap: dict) -> list:
     """Chrome-trace events (chrome://tracing, Perfetto): one complete ("X") event per
-    finished task that ran, on a track per worker, in microseconds since the epoch."""
+    finished task that ran, on a track per worker, in microseconds since the epoch.
+    An actor's calls are named "Class.method"; its track "actor Class ...": a
+    restarted actor's earlier processes too (their rows are actor calls)."""
     offset = snap["taken"] - snap["monotonic"]
     driver = snap["session"]["driver_pid"]
     events, tracks = [], {}
@@ -102,19 +143,34 @@ def chrome_trace(snap: dict) -> list:
         if row["start"] is None or row["state"] not in (FINISHED, FAILED):
             continue
         pid = row["worker_pid"]
-        tracks.setdefault(pid, len(tracks))
+        kind = row.get("type", NORMAL_TASK)  # (a snapshot of version 1 has none)
+        if pid not in tracks or kind != NORMAL_TASK:
+            # An actor's method names are "Class.method" (class names may hold dots).
+            tracks[pid] = row["name"].rsplit(".", 1)[0] if kind != NORMAL_TASK else None
         events.append({
-            "name": row["name"], "cat": "task", "ph": "X", "pid": driver, "tid": pid,
+            "name": row["name"], "cat": "task" if kind == NORMAL_TASK else "actor_task",
+            "ph": "X", "pid": driver, "tid": pid,
             "ts": (row["start"] + offset) * 1e6,
             "dur": max(0.0, row["end"] - row["start"]) * 1e6,
             "args": {"task_id": row["task_id"], "attempt": row["attempt"],
                      "state": row["state"], **({"error": row["error"]} if row["error"] else {})},
         })
+    names = {a["pid"]: a["name"] for a in snap.get("actors", ()) if a["pid"] and a["name"]}
     meta = [{"name": "process_name", "ph": "M", "pid": driver,
              "args": {"name": f"shmray session (driver pid {driver})"}}]
     meta += [{"name": "thread_name", "ph": "M", "pid": driver, "tid": pid,
-              "args": {"name": f"worker pid {pid}"}} for pid in tracks]
+              "args": {"name": track_name(pid, actor_class, names.get(pid))}}
+             for pid, actor_class in tracks.items()]
     return meta + events
+
+
+def track_name(pid, actor_class, actor_name) -> str:
+    """A timeline track's name: the worker's pid, and for an actor its class (and the
+    actor's name, if it has one)."""
+    if actor_class is None:
+        return f"worker pid {pid}"
+    named = f" {actor_name!r}" if actor_name else ""
+    return f"actor {actor_class}{named} pid {pid}"
 
 
 def summarize(rows: list) -> list:

@@ -26,7 +26,7 @@ import time
 from . import _ring, _shm
 
 MAGIC = 0x53544154_53485259  # "SHRYSTAT"
-VERSION = 1
+VERSION = 2  # 2: the actor counters (a CLI of one version refuses the other's words)
 
 # ---------------------------------------------------------------- worker words
 # u64 words at _ring.CHANNEL_STATUS_OFFSET of a worker's channel segment
@@ -122,10 +122,12 @@ def read_worker(mm) -> dict:
 # u64 words at _ring.CONTROL_STATUS_OFFSET of the control segment
 COUNTERS = ("workers", "blocked_workers", "tasks_submitted", "tasks_finished", "tasks_failed",
             "tasks_queued", "tasks_waiting_for_inputs", "tasks_running", "objects",
-            "shm_bytes", "capacity", "spilled", "spilled_bytes")
+            "shm_bytes", "capacity", "spilled", "spilled_bytes",
+            "actor_workers", "actors_pending", "actors_alive", "actors_restarting")
 (C_MAGIC, C_VERSION, C_PID, C_STARTED_US, C_REQUEST, C_SERVED, C_HEARTBEAT,
  C_COUNTERS) = range(8)
 _COUNTERS = struct.Struct(f"={len(COUNTERS)}Q")
+assert 8 * C_COUNTERS + _COUNTERS.size <= _ring.CONTROL_STATUS_BYTES
 
 
 class DriverStatus:

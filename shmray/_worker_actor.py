@@ -24,12 +24,14 @@ import time
 import traceback
 
 from . import _ring
-from ._object_ref import ObjectRef
-from ._protocol import ACTOR_EXITING, ActorExiting, done_record
+from ._object_ref import ObjectRef, _hooks
+from ._protocol import ACTOR_EXITING, REPLY, ActorExiting, done_record
 from ._worker_runtime import WorkerRuntime
 from ._worker_tasks import _execute, call_arguments, cancelled, failed, pack_results, run_task
 from .actor import READY, TERMINATE, ActorHandle, HandleState
 from .exceptions import ActorDiedError, RayTaskError
+
+AWAIT_THREADS = 64  # refs awaited at once by an actor's calls (more wait their turn)
 
 
 class ActorHost:
@@ -55,7 +57,12 @@ class ActorHost:
             # Calls run on other threads: the running call's identity moves from plain
             # attributes to context variables (a class of its own, so tasks pay nothing).
             rt.__class__ = ConcurrentRuntime
+            rt._receivers[REPLY] = rt._on_reply  # (bound when it was a WorkerRuntime)
             rt.run_one = self.run_concurrent
+            # `await ref` in a call: a thread gets it (the ring stays the main thread's).
+            self._getters = concurrent.futures.ThreadPoolExecutor(
+                AWAIT_THREADS, thread_name_prefix="shmray-await")
+            _hooks.future = self.future_of
 
     def construct(self, *args, **kwargs):
         try:
@@ -97,6 +104,10 @@ class ActorHost:
             run_task(rt, *task)
         else:
             self.executor.submit(task)
+
+    def future_of(self, ref):
+        """ObjectRef.future() in this actor: a Future of the ref's value."""
+        return self._getters.submit(lambda: self.rt.get([ref], None)[0])
 
     def cancel_listed(self):
         if isinstance(self.executor, AsyncCalls):
@@ -211,6 +222,10 @@ class AsyncCalls:
 
     def _start(self, task):
         self.running[task[0]] = self.loop.create_task(self._run(task))
+
+    def future_of(self, ref):
+        """ObjectRef.future() in this actor: a Future of the ref's value."""
+        return self._getters.submit(lambda: self.rt.get([ref], None)[0])
 
     def cancel_listed(self):
         """(signal handler, main thread) A cancel came: the listed calls' tasks end."""

@@ -177,44 +177,57 @@ class ActorClass:
         return f"<shmray.actor.ActorClass {self.__module__}.{self.__qualname__}>"
 
 
+class _MethodCalls:
+    """What every handle's calls of one method share: the call's options, and the
+    argument checker (computed at the first call with arguments)."""
+
+    __slots__ = ("info", "options", "arity", "shapes")
+
+    def __init__(self, info: MethodInfo, options):
+        self.info = info
+        self.options = options
+        self.arity = False  # not computed yet (None: unknown, any call goes)
+        self.shapes = set()  # call shapes (count, *keyword names) found acceptable
+
+
 class ActorMethod:
-    """``handle.f``: ``.remote(...)`` calls it; ``.options(num_returns=.., name=..)``."""
+    """``handle.f``: ``.remote(...)`` calls it; ``.options(num_returns=.., name=..)``.
+    Made at each attribute access: a handle never holds its methods (a cycle would keep
+    the handle, and so the actor, alive until the garbage collector ran)."""
 
-    __slots__ = ("_handle", "_info", "_name", "_call_options", "_arity", "_shapes")
+    __slots__ = ("_handle", "_calls")
 
-    def __init__(self, handle, info: MethodInfo, call_options=None):
+    def __init__(self, handle, calls: _MethodCalls):
         self._handle = handle
-        self._info = info
-        self._name = info.name
-        self._call_options = call_options or _options.call_options(
-            f"{handle._state.class_name}.{info.name}", info.num_returns)
-        self._arity = False  # not computed yet (None: any call goes)
-        self._shapes = set()
+        self._calls = calls
 
     def __call__(self, *args, **kwargs):
+        name = self._calls.info.name
         raise TypeError("Actor methods cannot be called directly. Instead of running "
-                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+                        f"'object.{name}()', try 'object.{name}.remote()'.")
 
     def remote(self, *args, **kwargs):
+        calls = self._calls
         if args or kwargs:
             shape = (len(args), *kwargs)
-            if shape not in self._shapes:
+            if shape not in calls.shapes:
                 self._check(args, kwargs, shape)
-        return _context.get_runtime().submit_call(self._handle, self._info.fn_id, args, kwargs,
-                                                  self._call_options)
+        return _context.get_runtime().submit_call(self._handle, calls.info.fn_id, args, kwargs,
+                                                  calls.options)
 
     def _check(self, args, kwargs, shape):
-        if self._arity is False:
+        calls = self._calls
+        if calls.arity is False:
             cls = _context.actor_classes.get(self._handle._state.class_id)
-            self._arity = _method_arity(cls, self._name) if cls is not None else None
-        arity = self._arity
+            calls.arity = _method_arity(cls, calls.info.name) if cls is not None else None
+        arity = calls.arity
         if arity is not None and not arity.accepts(args, kwargs):
             try:
                 arity.signature.bind(*args, **kwargs)
             except TypeError as e:
-                raise TypeError(f"{self._call_options.name}.remote(): {e}") from None
-        if len(self._shapes) < MAX_SHAPES:
-            self._shapes.add(shape)
+                raise TypeError(f"{calls.options.name}.remote(): {e}") from None
+        if len(calls.shapes) < MAX_SHAPES:
+            calls.shapes.add(shape)
 
     def options(self, num_returns=None, name=None, **unknown):
         if unknown:
@@ -222,12 +235,17 @@ class ActorMethod:
                              f"methods. Valid ones are ['num_returns', 'name'].")
         opts = {"num_returns": num_returns, "name": name}
         _options.validate({k: v for k, v in opts.items() if v is not None})
-        base = self._call_options
-        return ActorMethod(self._handle, self._info, _options.call_options(
+        base = self._calls.options
+        variant = _MethodCalls(self._calls.info, _options.call_options(
             name or base.name, base.num_returns if num_returns is None else num_returns))
+        variant.arity = self._calls.arity
+        return ActorMethod(self._handle, variant)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("shmray does not support Ray's DAG API (bind)")
+
+
+_method_calls = {}  # (class id, method name) -> _MethodCalls
 
 
 class ActorHandle:
@@ -236,16 +254,19 @@ class ActorHandle:
     def __init__(self, state: HandleState, token: ObjectRef):
         self._state = state
         self._ray_token = token  # holds the actor (see the module's docstring)
-        self._method_infos = {m[0]: MethodInfo(*m) for m in state.methods}
 
     def __getattr__(self, name):
-        info = self.__dict__.get("_method_infos", {}).get(name)
-        if info is None:
-            raise AttributeError(f"'{self._state.class_name}' object has no attribute "
-                                 f"'{name}'")
-        m = ActorMethod(self, info)
-        self.__dict__[name] = m  # found directly from now on
-        return m
+        state = self.__dict__.get("_state")
+        calls = _method_calls.get((state.class_id, name)) if state is not None else None
+        if calls is None:
+            info = next((MethodInfo(*m) for m in state.methods if m[0] == name), None) \
+                if state is not None else None
+            if info is None:
+                raise AttributeError(f"'{state.class_name if state else 'ActorHandle'}' "
+                                     f"object has no attribute '{name}'")
+            calls = _method_calls[(state.class_id, name)] = _MethodCalls(
+                info, _options.call_options(f"{state.class_name}.{name}", info.num_returns))
+        return ActorMethod(self, calls)
 
     @property
     def _actor_id(self) -> ActorID:

@@ -1,5 +1,5 @@
 """What a session looks like from outside: the live counters behind `shmray status`,
-and the snapshot (objects, tasks, functions, resources) behind the other commands.
+and the snapshot (objects, tasks, actors, functions, resources) behind the other commands.
 
     housekeeping ─► counters(session) ─► the status words (_status_area.DriverStatus)
     a CLI request / timeline() ─► snapshot(session) ─► _snapshot (plain data)
@@ -11,28 +11,41 @@ from __future__ import annotations
 import sys
 
 from .. import _snapshot, _status_area
+from .actors import ALIVE, PENDING, RESTARTING
 from .tasks import HISTORY
 
 
 def counters(session) -> tuple:
-    """The live counters (_status_area.COUNTERS, in order), for the status words."""
-    workers = session.pool.workers
+    """The live counters (_status_area.COUNTERS, in order), for the status words.
+    Every housekeeping round: O(workers + actors), never O(tasks)."""
+    pool = session.pool
     running = on_workers = 0
-    for w in workers:
+    for w in pool.workers:
         if w.inflight:  # its first task runs, and help tasks on top of a blocked one
             running += 1 + (sum(1 for s in w.inflight if s.helping) if w.rpcs else 0)
             on_workers += len(w.inflight)
+    for w in pool.actor_workers:  # (an actor's calls are tasks of the task table too)
+        if w.inflight:
+            running += min(len(w.inflight), w.actor.max_concurrency if w.actor else 1)
+            on_workers += len(w.inflight)
     queued = sum(len(q) for q in session.scheduler.ready.values())
     queued += session.envs.waiting_count()  # for their runtime_env
+    states = {PENDING: 0, ALIVE: 0, RESTARTING: 0}
+    for actor in session.actors.by_id.values():
+        states[actor.state] = states.get(actor.state, 0) + 1
+        if actor.worker is None and actor.waiting:  # (with a worker, only inputs hold
+            # calls back) calls whose inputs are there wait for their actor's worker
+            queued += sum(1 for spec in actor.waiting if spec.runnable)
     tasks = session.tasks
     waiting = max(0, len(tasks.tasks) - queued - on_workers)  # for their inputs
     queued += on_workers - running
     store = session.store
     spilled_bytes = store.statistics().spilled_bytes if store.spilled else 0
     submitted = tasks.finished + tasks.failed + len(tasks.tasks)  # every task ends in one
-    return (len(workers), sum(1 for w in workers if w.rpcs), submitted, tasks.finished,
-            tasks.failed, queued, waiting, running, len(store.values), store.shm_bytes,
-            store.capacity, store.spilled, spilled_bytes)
+    return (len(pool.workers), sum(1 for w in pool.workers if w.rpcs), submitted,
+            tasks.finished, tasks.failed, queued, waiting, running, len(store.values),
+            store.shm_bytes, store.capacity, store.spilled, spilled_bytes,
+            len(pool.actor_workers), states[PENDING], states[ALIVE], states[RESTARTING])
 
 
 def snapshot(session) -> dict:
@@ -42,8 +55,21 @@ def snapshot(session) -> dict:
         session.session_info, dict(zip(_status_area.COUNTERS, counters(session))),
         {"total": session.cluster_resources(), "available": session.available_now()},
         {fn_id: name for fn_id, (_, name) in session.functions.items()},
-        session.pool.workers, session.store, task_records(session),
-        list(session.tasks.tasks.values()))
+        session.pool.snapshot[0], session.store, task_records(session),
+        list(session.tasks.tasks.values()), session.actors.rows(), actor_functions(session))
+
+
+def actor_functions(session) -> dict:
+    """fn id -> _snapshot.ACTOR_CREATION_TASK or ACTOR_TASK, for the classes of the
+    live actors and of those kept dead (their task rows say what they were)."""
+    kinds = {}
+    table = session.actors
+    for actor in list(table.by_id.values()) + list(table.graveyard.values()):
+        handle = actor.handle
+        if handle.class_id not in kinds:
+            kinds[handle.class_id] = _snapshot.ACTOR_CREATION_TASK
+            kinds.update((m[1], _snapshot.ACTOR_TASK) for m in handle.methods)
+    return kinds
 
 
 def task_records(session) -> list:
