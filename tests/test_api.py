@@ -25,9 +25,10 @@ def test_init_rejects_unknown_and_warns_about_ignored_arguments(fresh):
     with pytest.raises(TypeError, match="no_such_option"):
         fresh.init(no_such_option=1)
     assert not fresh.is_initialized()
-    with pytest.warns(UserWarning, match="namespace"):
-        fresh.init(num_cpus=1, namespace="ns", include_dashboard=False)
+    with pytest.warns(UserWarning, match="include_dashboard"):
+        fresh.init(num_cpus=1, namespace="ns", include_dashboard=True)
     assert fresh.is_initialized()
+    assert fresh.get_runtime_context().namespace == "ns"  # (actors' names live in it)
 
 
 def test_init_twice(fresh):
