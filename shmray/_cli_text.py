@@ -58,10 +58,10 @@ def wrapped(label: str, parts: list) -> list:
     return lines
 
 
-def table(headers, rows, flexible=(), right=()) -> list:
+def table(headers, rows, flexible=(), right=(), floor=8) -> list:
     """Lines of an aligned table at most WIDTH wide: the `flexible` columns (indexes)
-    are cut with "~" when the rest leaves them too little room; `right` columns are
-    right-aligned (numbers)."""
+    are cut with "~" when the rest leaves them too little room (to `floor` characters,
+    or their header's width); `right` columns are right-aligned (numbers)."""
     cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r]
                                            for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -69,8 +69,7 @@ def table(headers, rows, flexible=(), right=()) -> list:
     for i in sorted(flexible, key=lambda i: -widths[i]):
         if excess <= 0:
             break
-        floor = max(len(headers[i]), 8)
-        cut = min(excess, widths[i] - floor)
+        cut = min(excess, widths[i] - max(len(headers[i]), floor))
         if cut > 0:
             widths[i] -= cut
             excess -= cut
@@ -170,13 +169,14 @@ def _status_actors(d: dict, snapshot, rows: list) -> list:
 
 
 def actors(rows: list) -> str:
-    """`shmray list actors`: one row per actor, the live ones first."""
+    """`shmray list actors`: one row per actor, the live ones first; RUNNING: the
+    method it runs now (the calls waiting for it: --json's pending_calls)."""
     table_rows = [[r["actor_id"], r["class_name"], r["name"] or "-",
                    ACTOR_STATE_LABELS.get(r["state"], r["state"]), r["pid"], r["restarts"],
-                   r["calls_done"], r["pending_calls"], r["current_method"]] for r in rows]
+                   r["calls_done"], r["current_method"]] for r in rows]
     return "\n".join(table(["ACTOR ID", "CLASS", "NAME", "STATE", "PID", "RESTARTS", "CALLS",
-                            "PENDING", "CURRENT METHOD"], table_rows, flexible=(1, 2, 8),
-                           right=(4, 5, 6, 7)))
+                            "RUNNING"], table_rows, flexible=(1, 2, 7), right=(4, 5, 6),
+                           floor=6))  # (the 32 digits of an id leave little room)
 
 
 def memory(snapshot: dict) -> str:

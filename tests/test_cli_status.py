@@ -279,18 +279,21 @@ def test_long_status_lines_wrap_within_100_columns():
                 "functions": {}, "workers": [], "monotonic": 0.0,
                 "store": {"objects": 12_345, "objects_listed": 10_000, "shm_bytes": 5 << 40,
                           "shm_segments": 12_000, "inline_bytes": 1 << 30, "spilled": 9_999,
-                          "spilled_bytes": 3 << 40, "capacity": 8 << 40}, "objects": []}
+                          "spilled_bytes": 3 << 40, "capacity": 8 << 40}, "objects": [],
+                "actors": [{"state": "DEAD"}] * 1_000}
     driver = {"heartbeat_ns": 0, "workers": 64, "blocked_workers": 3, "tasks_submitted": 10**9,
               "tasks_finished": 10**9 - 10**6, "tasks_failed": 1_234_567, "tasks_queued": 999_999,
               "tasks_waiting_for_inputs": 123_456, "tasks_running": 64, "objects": 12_345,
               "shm_bytes": 5 << 40, "capacity": 8 << 40, "spilled": 9_999,
-              "spilled_bytes": 3 << 40}
+              "spilled_bytes": 3 << 40, "actor_workers": 123_456, "actors_pending": 1_000_000,
+              "actors_alive": 123_456, "actors_restarting": 99_999}
     info = {"driver_pid": 1, "tag": "t", "started": time.time(), "python": "cpython 3.11",
             "argv": ["x" * 300]}
     live = {"driver": driver, "workers": [], "monotonic_ns": 0}
     text = _cli_text.status(info, live, snapshot, True, [info]) + "\n" + _cli_text.memory(snapshot)
     assert all(len(line) <= 100 for line in text.splitlines()), text
     assert "accelerator_slot_11 2/4" in text and "12,345 objects" in text
+    assert "99,999 restarting, 1,000 dead" in text
 
 
 def test_timeline_in_the_program_keeps_tasks_of_workers_that_exited(fresh, tmp_path):
