@@ -167,6 +167,14 @@ class ConcurrentRuntime(WorkerRuntime):
         return False
 
 
+def _begin(rt, task_id, fn_id) -> int:
+    """A call starts: the worker's status words show it (the latest of those running)."""
+    start = time.monotonic_ns()
+    with rt.status_lock:
+        rt.status.begin(task_id, fn_id, start)
+    return start
+
+
 def _send_done(rt, task_id, fn_id, start, attempt, result):
     outcome, inner, gpu, error, retryable = result
     end = time.monotonic_ns()
@@ -195,7 +203,7 @@ class ThreadedCalls:
         fn, name = rt.fns[fn_id]
         rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
         rt.current_request = request
-        start = time.monotonic_ns()
+        start = _begin(rt, task_id, fn_id)
         try:
             result = _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values,
                               retry_exceptions)
@@ -244,7 +252,7 @@ class AsyncCalls:
         fn, name = rt.fns[fn_id]
         rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
         rt.current_request = request
-        start = time.monotonic_ns()
+        start = _begin(rt, task_id, fn_id)
         try:
             async with self.limit:
                 if rt.cancel_posted() and rt.is_cancelled(task_id):

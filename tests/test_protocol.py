@@ -29,13 +29,16 @@ def test_driver_handlers_take_their_records_fields(ray):
 
 
 def test_worker_receivers_and_run_task_take_their_records_fields(ray):
+    from shmray._worker_actor import ConcurrentRuntime, become
     from shmray._worker_runtime import WorkerRuntime
     receivers = {_protocol.TASKS: WorkerRuntime._on_tasks, _protocol.REPLY: WorkerRuntime._on_reply,
                  _protocol.FUNC: WorkerRuntime._on_func, _protocol.GPU_FREE:
-                 WorkerRuntime._on_gpu_free, _protocol.EXIT: WorkerRuntime._on_exit}
+                 WorkerRuntime._on_gpu_free, _protocol.EXIT: WorkerRuntime._on_exit,
+                 _protocol.BECOME: become}  # (the worker binds it to its runtime)
     assert {k for k in _protocol.RECORDS if k < _protocol.DONE} == set(receivers)
     for kind, receiver in receivers.items():
         assert _parameters(receiver, 2) == _protocol.RECORDS[kind]._fields  # self, blocked
+    assert _parameters(ConcurrentRuntime._on_reply, 2) == _protocol.Reply._fields
     assert _parameters(run_task, 1) == _protocol.Task._fields
     assert _parameters(_protocol.task_record, 0) == _protocol.Task._fields
     assert ("kind",) + _parameters(_protocol.done_record, 0) == _protocol.Done._fields

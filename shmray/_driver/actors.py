@@ -110,6 +110,7 @@ class ActorTable:
         self.unplaced = []              # creations waiting for resources to be free
         self.ended = deque(maxlen=ENDED_HISTORY)  # rows of dead actors
         self.graveyard = OrderedDict()  # actor id -> the latest dead ActorStates
+        self.dead_count = 0             # actors dead since the session began
         self._spawned = 0
 
     # ------------------------------------------------------------ creation
@@ -262,6 +263,7 @@ class ActorTable:
         if actor.restartable():
             actor.restarts += 1
             actor.state = RESTARTING
+            actor.pid = None  # (its new process's, once placed)
             return True
         if actor.exit_reason is not None:
             why = f"The actor exited on purpose: {actor.exit_reason}."
@@ -310,11 +312,12 @@ class ActorTable:
             self.store.unneed(oid)
         if args_stored[0] == SHM:
             _shm.unlink(args_stored[1])
+        waiting, actor.waiting = list(actor.waiting), deque()  # (failed by the caller)
         self.ended.append(actor.row())
+        self.dead_count += 1
         self.graveyard[actor.actor_id] = actor  # (its handles still get its death error)
         if len(self.graveyard) > ENDED_HISTORY:
             self.graveyard.popitem(last=False)
-        waiting, actor.waiting = list(actor.waiting), deque()
         return waiting
 
     def unknown(self, actor_id) -> ActorState:
