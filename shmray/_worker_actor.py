@@ -167,12 +167,18 @@ class ConcurrentRuntime(WorkerRuntime):
         return False
 
 
-def _begin(rt, task_id, fn_id) -> int:
-    """A call starts: the worker's status words show it (the latest of those running)."""
+def _enter(rt, task):
+    """A call (a Task record's fields) starts in this thread or asyncio task: its
+    identity set for the API, the worker's status words showing it (the latest of those
+    running). Returns its function, its name and its start (ns)."""
+    task_id, fn_id, _, _, _, lent, request = task[:7]
+    fn, name = rt.fns[fn_id]
+    rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
+    rt.current_request = request
     start = time.monotonic_ns()
     with rt.status_lock:
         rt.status.begin(task_id, fn_id, start)
-    return start
+    return fn, name, start
 
 
 def _send_done(rt, task_id, fn_id, start, attempt, result):
@@ -198,12 +204,8 @@ class ThreadedCalls:
 
     def _run(self, task):
         rt = self.rt
-        (task_id, fn_id, num_returns, args_stored, dep_values, lent, request, _,
-         attempt, retry_exceptions) = task
-        fn, name = rt.fns[fn_id]
-        rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
-        rt.current_request = request
-        start = _begin(rt, task_id, fn_id)
+        task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions = task
+        fn, name, start = _enter(rt, task)
         try:
             result = _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values,
                               retry_exceptions)
@@ -247,12 +249,8 @@ class AsyncCalls:
 
     async def _run(self, task):
         rt = self.rt
-        (task_id, fn_id, num_returns, args_stored, dep_values, lent, request, _,
-         attempt, retry_exceptions) = task
-        fn, name = rt.fns[fn_id]
-        rt.current_name, rt.current_task_id, rt.lent = name, task_id, lent
-        rt.current_request = request
-        start = _begin(rt, task_id, fn_id)
+        task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions = task
+        fn, name, start = _enter(rt, task)
         try:
             async with self.limit:
                 if rt.cancel_posted() and rt.is_cancelled(task_id):

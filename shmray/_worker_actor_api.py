@@ -4,7 +4,7 @@ must raise here, at the call)."""
 from __future__ import annotations
 
 from . import _serialization as ser
-from ._object_ref import ObjectRef, new_base_id
+from ._object_ref import new_base_id
 from ._protocol import (ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_KILL, ActorAsk, ActorCall,
                         ActorCreate, ActorKill)
 from .actor import handle_from, plain_state
@@ -18,19 +18,10 @@ class WorkerActorApi:
         task_id = new_base_id()
         args_stored, deps, held = ser.pack_args(options.name, args, kwargs,
                                                 self.resolve_nested, self.new_segment_name)
-        n = options.num_returns
-        returns = [task_id + i for i in range(n)]
-        critical = self._hold_interrupts()  # until the refs exist (see _hold_interrupts)
-        try:
-            self.send(ActorCall(ACTOR_CALL, task_id, handle._state.actor_id, fn_id,
-                                options.name, options, args_stored, deps, held,
-                                self.current_task_id), grants=returns)
-            if n == 1:
-                return ObjectRef(task_id)
-            return [ObjectRef(oid) for oid in returns] if n else None
-        finally:
-            if critical:
-                self._release_interrupts()
+        return self.send_submission(
+            ActorCall(ACTOR_CALL, task_id, handle._state.actor_id, fn_id, options.name,
+                      options, args_stored, deps, held, self.current_task_id),
+            task_id, options.num_returns)
 
     def create_actor(self, actor_class, args, kwargs, options):
         actor_id = new_base_id()

@@ -276,13 +276,18 @@ class WorkerRuntime(WorkerActorApi, Runtime):
         args_stored, deps, held = ser.pack_args(rf._name, args, kwargs, self.resolve_nested,
                                                 self.new_segment_name)
         fn_bytes = None if rf._fn_id in self.known_to_driver else rf._pickled()
-        n = options.num_returns
+        refs = self.send_submission(Submit(SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name,
+                                           options, args_stored, deps, held,
+                                           self.current_task_id), task_id, options.num_returns)
+        self.known_to_driver.add(rf._fn_id)
+        return refs
+
+    def send_submission(self, record, task_id, n):
+        """Send a Submit or ActorCall; the refs to its `n` returns (None for none)."""
         returns = [task_id + i for i in range(n)]
         critical = self._hold_interrupts()  # until the refs exist (see _hold_interrupts)
         try:
-            self.send(Submit(SUBMIT, task_id, rf._fn_id, fn_bytes, rf._name, options,
-                             args_stored, deps, held, self.current_task_id), grants=returns)
-            self.known_to_driver.add(rf._fn_id)
+            self.send(record, grants=returns)
             if n == 1:
                 return ObjectRef(task_id)
             return [ObjectRef(oid) for oid in returns] if n else None

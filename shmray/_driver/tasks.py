@@ -247,11 +247,8 @@ class TaskTable:
         retries = actor.options.max_task_retries
         retried = []
         for spec in inflight:
-            spec.worker = None
+            self._off_worker(spec)
             spec.sent = False
-            if spec.pinned is not None:
-                self.store.unpin(spec.pinned)
-                spec.pinned = None
             if spec.cancelled:
                 self.finish(spec, cancelled_stored(spec))
             elif spec.creates:
@@ -304,24 +301,25 @@ class TaskTable:
         for spec in w.inflight:
             if spec.task_id == task_id:
                 w.inflight.remove(spec)
-                spec.worker = None
-                if spec.pinned is not None:
-                    self.store.unpin(spec.pinned)
-                    spec.pinned = None
+                self._off_worker(spec)
                 if spec.cancelled:
                     self.finish(spec, cancelled_stored(spec))
                 else:
                     self.scheduler.push(spec, front=True)
                 return
 
+    def _off_worker(self, spec):
+        """`spec` left its worker unfinished: the inputs it was handed may spill again."""
+        spec.worker = None
+        if spec.pinned is not None:
+            self.store.unpin(spec.pinned)
+            spec.pinned = None
+
     def orphaned(self, w, inflight, why):
         """`w` died with these tasks on it: the unstarted ones run elsewhere, the
         started ones are retried per max_retries, or fail with WorkerCrashedError."""
         for i, spec in enumerate(inflight):
-            spec.worker = None
-            if spec.pinned is not None:
-                self.store.unpin(spec.pinned)
-                spec.pinned = None
+            self._off_worker(spec)
             started = i == 0 or spec.helping
             spec.helping = False
             if spec.cancelled:  # killed by cancel(force=True), or cancelled meanwhile
