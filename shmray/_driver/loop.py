@@ -359,6 +359,8 @@ class MessageLoop:
             self.tasks.env_settled(waiting, error)
         self.workers.retire_idle(now)
         self.dispatch.dispatch_queued()
+        if self.actors.unplaced:  # (resources freed by an actor's end, not by a message)
+            self.actors.place_unplaced()
 
     def _on_death(self, w):
         # What it managed to send before dying still counts.
