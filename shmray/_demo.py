@@ -102,6 +102,18 @@ def read_element(array, row):
     return array[row, 0]
 
 
+@ray.remote
+class RunningTotal:
+    """The seed's next step, an actor: state kept in its own process between calls."""
+
+    def __init__(self):
+        self.total = 0
+
+    def add(self, x):
+        self.total += x
+        return self.total
+
+
 def run(num_cpus=None, quick=False):
     """Start a shmray session, run every pattern, print one table row each, shut down."""
     if ray.is_initialized():  # fail before the baseline's seconds, not after
@@ -133,6 +145,7 @@ def run(num_cpus=None, quick=False):
         show_multiple_returns()
         show_large_array()
         show_small_tasks(tasks, pool_figures, processes)
+        show_actor(tasks)
 
         start = time.perf_counter()
         ray.shutdown()
@@ -221,6 +234,21 @@ def show_small_tasks(tasks, pool_figures, processes):
               f"shmray {round_trip * 1e6:.1f} µs vs Pool({processes}) "
               f"{pool_round_trip * 1e6:.1f} µs: speed-up {pool_round_trip / round_trip:.2f}×",
               f"submit one no-op task and get its result, {ROUND_TRIPS:,} times (Pool: apply)")
+
+
+def show_actor(calls):
+    """An actor's calls: the running total is right, at what rate and round trip."""
+    total = RunningTotal.remote()
+    ray.get(total.add.remote(0))  # created and ready
+    last, elapsed = timed(lambda: ray.get([total.add.remote(1) for _ in range(calls)])[-1])
+    print_row("actor calls", elapsed,
+              f"running total {last:,} after {calls:,} calls: {calls / elapsed:,.0f} calls/s",
+              "a stateful actor (its own process) called in a burst, then every result "
+              "fetched; calls from one caller run in order")
+    _, round_trips = timed(lambda: [ray.get(total.add.remote(0)) for _ in range(ROUND_TRIPS)])
+    print_row("actor round trip", round_trips / ROUND_TRIPS,
+              f"{round_trips / ROUND_TRIPS * 1e6:.1f} µs per call",
+              f"call the actor and get the result, {ROUND_TRIPS:,} times")
 
 
 def timed(compute):

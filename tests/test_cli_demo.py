@@ -30,7 +30,7 @@ def test_quick_demo_prints_the_answers_and_cleans_up():
     assert proc.returncode == 0, err
     for answer in ["285", "[4, 16, 36, 64, 100]", "D(B(A), C(A))", "[1, 2, 3]",
                    "Counter({'hello': 2, 'world': 2, 'ray': 1, 'of': 1, 'distributed': 1})",
-                   "100 elements read, all correct"]:
+                   "100 elements read, all correct", "running total 2,000 after 2,000 calls"]:
         assert answer in out, f"{answer!r} missing from:\n{out}"
     assert re.search(r"[\d,]+ tasks/s vs Pool\(\d+\) [\d,]+ tasks/s: speed-up \d+\.\d\d×", out), out
     assert re.search(r"µs vs Pool\(\d+\) [\d.]+ µs: speed-up \d+\.\d\d×", out), out
