@@ -273,14 +273,20 @@ class ActorOptions:
 
     def creation(self, class_name: str) -> TaskOptions:
         """The options of its creation, as a task's: what it needs to be placed (Ray's
-        default actor takes 1 CPU to place and holds none while it lives)."""
-        return TaskOptions(num_cpus=1 if self.num_cpus is None else self.num_cpus,
+        default actor takes 1 CPU to place and holds none while it lives). Made once per
+        options and class: the driver keeps a verdict per TaskOptions it sees."""
+        made = self.__dict__.get("_creation")
+        if made is not None and made.name == f"{class_name}.__init__":
+            return made
+        made = TaskOptions(num_cpus=1 if self.num_cpus is None else self.num_cpus,
                            num_gpus=self.num_gpus, memory=self.memory,
                            resources=dict(self.resources), max_retries=0,
                            runtime_env=self.runtime_env,
                            scheduling_strategy=self.scheduling_strategy,
                            scheduling_strategy_node_id=self.scheduling_strategy_node_id,
                            name=f"{class_name}.__init__")
+        object.__setattr__(self, "_creation", made)  # (frozen: not one of its fields)
+        return made
 
     @property
     def held(self) -> tuple:

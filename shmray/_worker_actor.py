@@ -79,7 +79,7 @@ class ActorHost:
         if name == TERMINATE:
             return lambda: self.exit("__ray_terminate__ was called")
         if name == READY:
-            return lambda: None
+            return lambda: True
         bound = getattr(self.instance, name)
         if inspect.isgeneratorfunction(inspect.unwrap(bound)):
             # Streaming a generator's items is issue 17's; until then its items come
@@ -211,6 +211,8 @@ class ThreadedCalls:
                               retry_exceptions)
         except SystemExit as e:  # sys.exit() in a call: the actor ends on purpose
             rt.actor_host.exit(f"sys.exit({e.code!r}) in {name}")
+        except BaseException as e:  # (a KeyboardInterrupt not from a cancel, a user's
+            result = failed(name, e, retry_exceptions)  # BaseException): this call's error
         _send_done(rt, task_id, fn_id, start, attempt, result)
 
 
@@ -232,10 +234,6 @@ class AsyncCalls:
 
     def _start(self, task):
         self.running[task[0]] = self.loop.create_task(self._run(task))
-
-    def future_of(self, ref):
-        """ObjectRef.future() in this actor: a Future of the ref's value."""
-        return self._getters.submit(lambda: self.rt.get([ref], None)[0])
 
     def cancel_listed(self):
         """(signal handler, main thread) A cancel came: the listed calls' tasks end."""
@@ -266,7 +264,7 @@ class AsyncCalls:
             result = cancelled(task_id)
         except SystemExit as e:
             rt.actor_host.exit(f"sys.exit({e.code!r}) in {name}")
-        except Exception as e:
+        except BaseException as e:  # (any other: this call's error, never a lost call)
             result = failed(name, e, retry_exceptions)
         finally:
             self.running.pop(task_id, None)

@@ -104,9 +104,8 @@ def _methods_of(cls, class_id: int) -> tuple:
                                 getattr(member, "__ray_num_returns__", 1),
                                 inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw),
                                 inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)))
-    for name in (TERMINATE, READY):
-        infos.append(MethodInfo(name, method_id(class_id, name), 1 if name == READY else 0,
-                                False, False))
+    for name in (TERMINATE, READY):  # (terminate's ref raises the actor's ActorDiedError)
+        infos.append(MethodInfo(name, method_id(class_id, name), 1, False, False))
     return tuple(infos)
 
 
@@ -235,10 +234,16 @@ class ActorMethod:
                              f"methods. Valid ones are ['num_returns', 'name'].")
         opts = {"num_returns": num_returns, "name": name}
         _options.validate({k: v for k, v in opts.items() if v is not None})
-        base = self._calls.options
-        variant = _MethodCalls(self._calls.info, _options.call_options(
-            name or base.name, base.num_returns if num_returns is None else num_returns))
-        variant.arity = self._calls.arity
+        calls = self._calls
+        key = (calls.info.fn_id, name, num_returns)
+        variant = _variants.get(key)  # (one per distinct options: the driver keeps a
+        if variant is None:           # verdict per TaskOptions it sees)
+            base = calls.options
+            variant = _MethodCalls(calls.info, _options.call_options(
+                name or base.name, base.num_returns if num_returns is None else num_returns))
+            variant.arity = calls.arity
+            if len(_variants) < MAX_VARIANTS:
+                _variants[key] = variant
         return ActorMethod(self._handle, variant)
 
     def bind(self, *args, **kwargs):
@@ -246,6 +251,8 @@ class ActorMethod:
 
 
 _method_calls = {}  # (class id, method name) -> _MethodCalls
+_variants = {}      # (method's fn id, name, num_returns) -> _MethodCalls of .options()
+MAX_VARIANTS = 4096
 
 
 class ActorHandle:

@@ -241,13 +241,16 @@ class ActorAlreadyExistsError(ValueError, RayError):
     """An actor of that name exists in that namespace (a ValueError too, as in Ray)."""
 
 
-class PendingCallsLimitExceededError(RayError):
-    """The actor has `max_pending_calls` calls pending already."""
+class PendingCallsLimitExceeded(RayError):
+    """The actor has `max_pending_calls` calls pending already (Ray's name)."""
+
+
+PendingCallsLimitExceededError = PendingCallsLimitExceeded
 
 
 __all__ = [
     "RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError", "TaskCancelledError",
     "ObjectLostError", "ObjectStoreFullError", "OutOfMemoryError", "RuntimeEnvSetupError",
     "TaskUnschedulableError", "RaySystemError", "RayActorError", "ActorDiedError",
-    "ActorUnavailableError", "ActorAlreadyExistsError", "PendingCallsLimitExceededError",
+    "ActorUnavailableError", "ActorAlreadyExistsError", "PendingCallsLimitExceeded",
 ]

@@ -12,7 +12,7 @@ import pytest
 
 import shmray
 from shmray.exceptions import (ActorAlreadyExistsError, ActorDiedError, GetTimeoutError,
-                               PendingCallsLimitExceededError, RayActorError, RayTaskError,
+                               PendingCallsLimitExceeded, RayActorError, RayTaskError,
                                TaskUnschedulableError)
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,14 +203,14 @@ def test_namespaces_keep_names_apart(ray):
 
 
 def test_get_actor_inside_a_task(ray):
-    Counter.options(name="seen-from-task").remote(41)
+    keep = Counter.options(name="seen-from-task").remote(41)  # (a handle holds it, as in Ray)
 
     @ray.remote
     def use():
         return shmray.get(shmray.get_actor("seen-from-task").inc.remote())
 
     assert ray.get(use.remote()) == 42
-    ray.kill(ray.get_actor("seen-from-task"))
+    ray.kill(keep)
 
 
 def _alive(pid):
@@ -252,12 +252,23 @@ def test_pending_calls_finish_before_an_unreferenced_actor_ends(ray):
     assert ray.get(ref) == "done"
 
 
-def test_detached_and_named_actors_survive_their_handles(ray):
+def test_a_detached_actor_survives_its_handles(ray):
     Counter.options(lifetime="detached", name="detached-one").remote(5)
     time.sleep(0.2)
     h = ray.get_actor("detached-one")
     assert ray.get(h.inc.remote()) == 6
     ray.kill(h)
+    with pytest.raises(ValueError):  # its name is free at once
+        ray.get_actor("detached-one")
+
+
+def test_a_named_actor_ends_with_its_last_handle_as_in_ray(ray):
+    c = Counter.options(name="short-lived").remote()
+    pid = ray.get(c.pid.remote())
+    del c
+    assert _wait_gone(pid)
+    with pytest.raises(ValueError, match="Failed to look up actor"):
+        ray.get_actor("short-lived")
 
 
 def test_kill_fails_running_and_queued_calls(ray):
@@ -416,7 +427,7 @@ def test_max_pending_calls(ray):
     ray.get(c.get.remote())
     first = c.slow_echo.remote(1, 0.5)
     second = c.inc.remote()
-    with pytest.raises(PendingCallsLimitExceededError):
+    with pytest.raises(PendingCallsLimitExceeded):
         c.inc.remote()
     assert ray.get([first, second]) == [1, 1]
 

@@ -131,7 +131,7 @@ def test_list_actors_text_and_json(session):
     holder = next(r for r in by_state["ALIVE"] if r is not counter)
     assert holder["current_method"] == "Counter.hold" and holder["calls_done"] == 0
     pending = by_state["PENDING_CREATION"][0]
-    assert pending["pid"] is None and pending["pending_calls"] == 2  # __init__ and incr
+    assert pending["pid"] is None and pending["pending_calls"] == 1  # incr (not __init__)
     dead = by_state["DEAD"][0]
     assert dead["pid"] == session["doomed"] and dead["calls_done"] == 1
 

@@ -8,7 +8,7 @@ from .. import _serialization as ser, _shm
 from .._object_ref import new_base_id
 from .._protocol import SHM
 from ..actor import handle_from
-from ..exceptions import PendingCallsLimitExceededError
+from ..exceptions import PendingCallsLimitExceeded
 from .interrupts import sections
 
 
@@ -39,9 +39,13 @@ class ActorFacade:
             return handle_from(state, counted=not existed)
 
     def kill_actor(self, actor_id, no_restart: bool):
-        with self.lock:
-            self.life.kill(actor_id, no_restart)
-        self.loop.run_deferred()
+        # The pump lock first (the order: pump lock, then the state lock): the killed
+        # worker's ring is read here, and a ring has one consumer.
+        with sections, self.loop.pump_lock, self.lock:
+            killed = self.life.kill(actor_id, no_restart)
+            if killed is not None:
+                self.loop.on_death(killed)  # calls made after kill() see it dead (or
+        self.loop.run_deferred()            # restarting)
 
     def get_actor(self, name, namespace):
         with self.lock:
@@ -54,14 +58,14 @@ class ActorFacade:
             return self.life.named(all_namespaces)
 
     def admit_call(self, spec, actor_id):
-        """Give the call its actor; PendingCallsLimitExceededError if max_pending_calls
+        """Give the call its actor; PendingCallsLimitExceeded if max_pending_calls
         calls are pending already (in submit's section, under the lock)."""
         actor = spec.actor = self.life.find(actor_id)
         limit = actor.options.max_pending_calls
         if limit > 0 and actor.pending_calls() >= limit:
             if spec.args_stored[0] == SHM:
                 _shm.unlink(spec.args_stored[1])
-            raise PendingCallsLimitExceededError(
+            raise PendingCallsLimitExceeded(
                 f"The actor {actor.class_name} ({actor_id:032x}) has {limit} calls pending "
                 f"already (max_pending_calls={limit}).")
 

@@ -11,13 +11,12 @@ Every method runs under the session's lock.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
-from .. import _serialization as ser
+from .. import _serialization as ser, _shm
+from .._protocol import SHM
 from ..actor import HandleState, plain_state
 from ..exceptions import ActorAlreadyExistsError
 from .actors import DEAD, ActorCallSpec
-from .workers import DIED, ENDED
+from .workers import ENDED
 
 
 class ActorLife:
@@ -33,23 +32,22 @@ class ActorLife:
         """A new actor, or with get_if_exists the live one of that name. Returns (its
         HandleState, whether it existed). `owner`: the worker whose handle holds the
         token (None: the driver's). A name taken raises ActorAlreadyExistsError."""
-        if options.namespace is None:
-            options = _with_namespace(options, self.namespace)
-            handle = handle._replace(namespace=self.namespace)
-        if options.name is not None:
-            existing = self.actors.lookup(options.namespace, options.name)
+        namespace = options.namespace or self.namespace
+        handle = handle._replace(namespace=namespace)  # (the options stay as they are:
+        if options.name is not None:                   # one creation verdict for them all)
+            existing = self.actors.lookup(namespace, options.name)
             if existing is not None:
                 if options.get_if_exists:
                     return existing.handle, True
                 raise ActorAlreadyExistsError(
-                    f"The name {options.name} (namespace={options.namespace}) is already "
-                    f"taken. Please use a different name or get the existing actor using "
-                    f"shmray.get_actor('{options.name}', namespace='{options.namespace}')")
+                    f"The name {options.name} (namespace={namespace}) is already taken. "
+                    f"Please use a different name or get the existing actor using "
+                    f"shmray.get_actor('{options.name}', namespace='{namespace}')")
         token = handle.actor_id
         if owner is None:
             self.store.own(token)  # the driver's handle: an ObjectRef counted already
         self.store.tokens.add(token)
-        if options.name is not None or options.lifetime == "detached":
+        if options.lifetime == "detached":
             self.store.keep_until_shutdown(token)  # lives until killed or shut down
         self.store.put(token, ser.to_stored(None), "an actor's token")
         args_stored, deps, held = creation_args
@@ -83,7 +81,9 @@ class ActorLife:
                                          (args_stored, deps, held), owner=w)
             payload = plain_state(state) if existed else None
         except ActorAlreadyExistsError as e:
-            payload = e
+            existed, payload = True, e
+        if existed and args_stored[0] == SHM:  # (the worker's segment: nothing reads it)
+            _shm.unlink(args_stored[1])
         self.rpcs.reply(w, req_id, payload)
 
     def on_actor_ask(self, w, kind, req_id, what, name, namespace):
@@ -93,9 +93,6 @@ class ActorLife:
         else:
             payload = self.named(namespace == "*")
         self.rpcs.reply(w, req_id, payload)
-
-    def on_actor_kill(self, w, kind, actor_id, no_restart):
-        self.kill(actor_id, no_restart)
 
     def on_actor_exiting(self, w, kind, reason):
         if w.actor is not None and w.actor.exit_reason is None:  # (the first one says why)
@@ -110,19 +107,24 @@ class ActorLife:
 
     def kill(self, actor_id, no_restart: bool):
         """Ray's kill: the actor's process is SIGKILLed now (a call it runs fails); it
-        restarts only if no_restart is False and max_restarts allows."""
+        restarts only if no_restart is False and max_restarts allows. Returns its
+        worker, if it had one: the caller (holding the pump lock: it reads the worker's
+        ring) handles its death at once, as MessageLoop.on_death does."""
         actor = self.actors.by_id.get(actor_id)
         if actor is None or actor.state == DEAD:
-            return
+            return None
         actor.killed = bool(no_restart)
+        if no_restart and self.actors.named.get((actor.namespace, actor.name)) is actor:
+            del self.actors.named[(actor.namespace, actor.name)]  # free at once, as in Ray
         w = actor.worker
         if w is not None:
             w.proc.kill()
             w.proc.wait()  # (SIGKILL: at once) its group too, see WorkerProcess
-            self.workers.remove_worker(w, DIED)
-        elif no_restart or not actor.restartable():
+            return w
+        if no_restart or not actor.restartable():
             self.actors.lost(actor, "killed")
             self.tasks.end_actor(actor, actor.death)
+        return None
 
     def end_unreferenced(self):
         """Actors whose every handle is gone (their tokens were freed) end once idle."""
@@ -139,13 +141,10 @@ class ActorLife:
         if actor.state == DEAD:
             if w is not None:
                 self.workers.remove_worker(w, ENDED)
-        elif actor.ending and not actor.waiting and (w is None or not w.inflight):
+        elif actor.ending and not any(not s.creates for s in actor.waiting) and (
+                w is None or not w.inflight):  # (a creation not placed yet never will be)
             if w is not None:
                 self.workers.remove_worker(w, ENDED)
             else:
                 self.actors.lost(actor, "ended")
                 self.tasks.end_actor(actor, actor.death)
-
-
-def _with_namespace(options, namespace):
-    return replace(options, namespace=namespace)

@@ -48,19 +48,20 @@ class ActorCallSpec(TaskSpec):
 class ActorState:
     __slots__ = ("actor_id", "handle", "class_name", "name", "namespace", "options",
                  "state", "worker", "waiting", "creation_args", "restarts", "calls_done",
-                 "death", "held", "gpus", "ending", "exit_reason", "killed", "pid",
+                 "death", "held", "gpus", "ending", "exit_reason", "killed", "pid", "creation_options",
                  "started", "max_concurrency", "detached", "placed")
 
     def __init__(self, handle, options, creation_args):
         self.actor_id = handle.actor_id
         self.handle = handle                  # shmray.actor.HandleState
         self.class_name = handle.class_name
-        self.name, self.namespace = options.name, options.namespace
+        self.name, self.namespace = handle.name, handle.namespace
         self.options = options
         self.state = PENDING
         self.worker = None
         self.waiting = deque()                # calls not pushed yet, in submission order
         self.creation_args = creation_args    # (args_stored, deps, held): kept for restarts
+        self.creation_options = options.creation(handle.class_name)  # (one per actor)
         self.restarts = 0
         self.calls_done = 0
         self.death = None                     # the stored error every later call gets
@@ -77,8 +78,12 @@ class ActorState:
         self.placed = False                   # its resources are held
 
     def pending_calls(self) -> int:
+        """Calls made and not finished (its creation, first in line, is not one)."""
         w = self.worker
-        return len(self.waiting) + (len(w.inflight) if w is not None else 0)
+        n = len(self.waiting) - (1 if self.waiting and self.waiting[0].creates else 0)
+        if w is not None and w.inflight:
+            n += len(w.inflight) - (1 if w.inflight[0].creates else 0)
+        return n
 
     def restartable(self) -> bool:
         limit = self.options.max_restarts
@@ -136,7 +141,7 @@ class ActorTable:
     def creation_spec(self, actor, task_id) -> ActorCallSpec:
         args_stored, deps, held = actor.creation_args
         spec = ActorCallSpec(task_id, actor.handle.class_id, f"{actor.class_name}.__init__",
-                             actor.options.creation(actor.class_name), args_stored,
+                             actor.creation_options, args_stored,
                              list(deps) or None, True, actor, creates=True)
         spec.attempt = actor.restarts
         if held:
@@ -269,7 +274,7 @@ class ActorTable:
             why = f"The actor exited on purpose: {actor.exit_reason}."
         elif actor.killed is not None:
             why = "The actor was killed by shmray.kill()."
-        elif actor.ending:
+        elif actor.ending and why == "ended":
             why = "Every handle to the actor went out of scope."
         else:
             why = f"The actor's worker process died ({why})."
@@ -331,9 +336,10 @@ class ActorTable:
         return actor
 
     def token_freed(self, oid) -> ActorState | None:
-        """Every handle to actor `oid` is gone: it ends once idle (the caller ends it)."""
+        """Every handle to actor `oid` is gone: it ends once idle (the caller ends it).
+        A named actor too, unless detached, as in Ray."""
         actor = self.by_id.get(oid)
-        if actor is None or actor.detached or actor.name is not None:
+        if actor is None or actor.detached:
             return None
         actor.ending = True
         return actor

@@ -72,7 +72,7 @@ class MessageLoop:
             GPU_HOST: self.on_gpu_host, LOG: on_log, BOUNCE: self.on_bounce,
             CANCEL: self.on_cancel, ABANDON: self.rpcs.on_abandon,
             ACTOR_CALL: self.life.on_actor_call, ACTOR_CREATE: self.life.on_actor_create,
-            ACTOR_ASK: self.life.on_actor_ask, ACTOR_KILL: self.life.on_actor_kill,
+            ACTOR_ASK: self.life.on_actor_ask, ACTOR_KILL: self.on_actor_kill,
             ACTOR_EXITING: self.life.on_actor_exiting,
         }
         self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
@@ -126,6 +126,12 @@ class MessageLoop:
         if gpu:
             self.gpu.produced(oid, w)
         self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
+
+    def on_actor_kill(self, w, kind, actor_id, no_restart):
+        """An ActorKill record (kill() inside a task or an actor)."""
+        killed = self.life.kill(actor_id, no_restart)
+        if killed is not None:
+            self.on_death(killed)
 
     def on_bounce(self, w, kind, task_id):
         self.tasks.bounced(w, task_id)
@@ -351,7 +357,7 @@ class MessageLoop:
         s.segments.trim(now)
         self.dispatch.flush()
         for w in self.workers.dead():
-            self._on_death(w)
+            self.on_death(w)
         self.rpcs.expire(now)
         for key, prepared, error, waiting in self.envs.take_events():
             if prepared is not None and key == self.envs.job_key:
@@ -362,8 +368,9 @@ class MessageLoop:
         if self.actors.unplaced:  # (resources freed by an actor's end, not by a message)
             self.actors.place_unplaced()
 
-    def _on_death(self, w):
-        # What it managed to send before dying still counts.
+    def on_death(self, w):
+        """`w` died: what it managed to send before still counts (read first: the
+        caller holds pump_lock, the rings' one consumer), then it leaves."""
         rings = (w.channel.results,)
         while not w.gone:
             got = pop_any(rings, self.control.doorbell, 0.0, 0.0, 0)

@@ -30,6 +30,7 @@ from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from .rpcs import can_help, lost_error
 
 HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
+VERDICTS_MAX = 4096          # options objects whose verdict is kept
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
 # Every cancelled task queued on a worker is listed in its channel (see _ring), and
@@ -88,6 +89,8 @@ class TaskTable:
                 return
         verdict = self._verdicts.get(id(spec.options))
         if verdict is None or verdict[0] is not spec.options:
+            if len(self._verdicts) >= VERDICTS_MAX:  # (options made per call: .options())
+                self._verdicts.clear()
             verdict = self._verdicts[id(spec.options)] = (
                 spec.options, self._never_runs(spec), self.envs.key_for(spec.options),
                 _pickled_retry_types(spec.options))
@@ -370,8 +373,11 @@ class TaskTable:
                                + [s.task_id for s in cancelled if not s.helping])
         if spec.actor is not None:  # an actor's process is never killed by a cancel; a
             if spec.actor.handle.is_async:  # running call of a sync or threaded actor is
-                os.kill(w.pid, signal.SIGINT)  # not interrupted (as in Ray), an async
-            return                             # one's asyncio task is cancelled
+                try:                           # not interrupted (as in Ray), an async
+                    os.kill(w.pid, signal.SIGINT)  # one's asyncio task is cancelled
+                except ProcessLookupError:
+                    pass
+            return
         if force:
             if w.inflight[0] is spec or spec.helping:  # running: the worker, and what
                 w.proc.kill()                          # its task started, go
