@@ -72,7 +72,8 @@ class RayLike(Engine):
         self._remote = {}
 
     def _r(self, fn):
-        # One RemoteFunction per function, made once: what a user's @remote does at import.
+        # One RemoteFunction (or actor class) per function (class), made once: what a user's
+        # @remote does at import.
         if fn not in self._remote:
             self._remote[fn] = self.mod.remote(fn)
         return self._remote[fn]
@@ -89,6 +90,13 @@ class RayLike(Engine):
 
     def get(self, ref):
         return self.mod.get(ref)
+
+    def actor(self, cls, *args):
+        """A new actor of `cls` (W10-W13): the class made remote once, as for functions."""
+        return self._r(cls).remote(*args)
+
+    def kill(self, handle):
+        self.mod.kill(handle)
 
     def stop(self):
         self.mod.shutdown()

@@ -61,9 +61,28 @@ ROWS = [
         "a 1 GB cupy array through 4 GPU tasks, each returning it to the next (shmray: CUDA "
         "IPC handles; ref: the same hops through host memory, .get() then cupy.asarray); "
         "only with cupy and a GPU"),
+    Row("W10", "W10 actor call, sync", "us/call", "lower",
+        "one actor method call submitted and fetched, 2,000 times. Pool column: a process of "
+        "its own serving calls over a pipe (no pool: multiprocessing has no actors); tasks: "
+        "shmray's W2 round trip, same run"),
+    Row("W11", "W11 actor calls, async", "calls/s", "higher",
+        "20,000 calls to one actor submitted, then all fetched (Ray: 5,000). Pool column: the "
+        "same to a process over a pipe; tasks: shmray's W1 (20,000 tasks), same run"),
+    Row("W12sync", "W12 n:n actor calls, sync", "calls/s", "higher",
+        "2 caller tasks, each handed one of 2 actors, call it in a loop, each call waited for. "
+        "Pool column: 2 caller processes calling 2 actor processes over pipes"),
+    Row("W12batch", "W12 n:n actor calls, batch", "calls/s", "higher",
+        "the same, each caller submitting all its calls, then one get"),
+    Row("W13arg", "W13 100 MB to an actor, arg", "us/call", "lower",
+        "an actor call given a 100 MB array: shmray, Ray: a ref of a put; the actor reads one "
+        "element. Pool column: the array pickled through the pipe. ref: one 100 MB memcpy; "
+        "tasks: a shmray task given the ref"),
+    Row("W13shm", "W13 100 MB to an actor, shm", "us/call", "lower",
+        "Pool column: the array in a SharedMemory segment, its name in the call; the rest as "
+        "the row above"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
-COLUMNS = ENGINES + ("ref",)
+COLUMNS = ENGINES + ("ref", "tasks")   # tasks: shmray's own tasks, for its actors' rows
 PEERS = COLUMNS[1:]
 
 figures = {}   # row id -> {engine: value}
@@ -104,9 +123,13 @@ def fmt_ratio(value):
 
 def table_lines():
     name_w, unit_w, num_w, rat_w = 28, 8, 11, 10
+    # Only the columns that hold a figure: 'tasks' has figures in the actors' rows alone, and
+    # a run of a few engines or workloads would otherwise print columns of dashes.
+    columns = [c for c in COLUMNS if any(c in values for values in figures.values())]
+    peers = [c for c in columns if c in PEERS]
     head = (f"{'workload':<{name_w}} {'unit':<{unit_w}} {'better':<6}"
-            + "".join(f"{LABELS.get(c, c):>{num_w}}" for c in COLUMNS) + "  "
-            + "".join(f"{'/' + LABELS.get(c, c):>{rat_w}}" for c in PEERS))
+            + "".join(f"{LABELS.get(c, c):>{num_w}}" for c in columns) + "  "
+            + "".join(f"{'/' + LABELS.get(c, c):>{rat_w}}" for c in peers))
     lines = ["shmray throughput suite: figures are medians over rounds; the '/peer' columns are "
              "shmray's figure divided by the peer's.",
              "'better' applies to the figures and to the ratios: higher -> a ratio above 1 means "
@@ -117,8 +140,8 @@ def table_lines():
             continue
         values = figures[row.id]
         lines.append(f"{row.title:<{name_w}} {row.unit:<{unit_w}} {row.better:<6}"
-                     + "".join(f"{fmt(values.get(c)):>{num_w}}" for c in COLUMNS) + "  "
-                     + "".join(f"{fmt_ratio(ratio(row.id, c)):>{rat_w}}" for c in PEERS))
+                     + "".join(f"{fmt(values.get(c)):>{num_w}}" for c in columns) + "  "
+                     + "".join(f"{fmt_ratio(ratio(row.id, c)):>{rat_w}}" for c in peers))
     lines.append("")
     lines += [f"  {row.id}: {row.note}" for row in ROWS if row.id in figures]
     lines += [f"  {LABELS.get(e, e)} skipped: {why}" for e, why in skipped.items()]
