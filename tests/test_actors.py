@@ -470,3 +470,39 @@ def test_generator_methods_do_not_fail_obscurely(ray):
     g = Gen.remote()
     assert ray.get(g.items.remote(4)) == [0, 1, 2, 3]
     assert ray.get(g.three.remote()) == [0, 1, 2]
+
+
+def test_calls_of_a_threaded_actor_get_refs_at_once(ray):
+    @ray.remote(max_concurrency=3)
+    class Gatherer:
+        def fetch(self, seconds):
+            return shmray.get(slow_value.remote(seconds, seconds))
+
+
+    g = Gatherer.remote()
+    ray.get(g.fetch.remote(0))
+    start = time.monotonic()
+    assert ray.get([g.fetch.remote(0.4) for _ in range(3)]) == [0.4] * 3
+    assert time.monotonic() - start < 1.1  # three gets waited at once, each on its thread
+
+
+def test_a_sync_actor_blocked_in_get_keeps_its_calls_in_order(ray):
+    @ray.remote
+    class Waiter:
+        def __init__(self):
+            self.log = []
+
+        def wait_for(self, seconds):
+            self.log.append(shmray.get(slow_value.remote("slow", seconds)))
+
+        def note(self, x):
+            self.log.append(x)
+
+        def history(self):
+            return self.log
+
+    w = Waiter.remote()
+    w.wait_for.remote(0.3)
+    for i in range(3):
+        w.note.remote(i)
+    assert ray.get(w.history.remote()) == ["slow", 0, 1, 2]
