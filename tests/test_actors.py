@@ -478,7 +478,6 @@ def test_calls_of_a_threaded_actor_get_refs_at_once(ray):
         def fetch(self, seconds):
             return shmray.get(slow_value.remote(seconds, seconds))
 
-
     g = Gatherer.remote()
     ray.get(g.fetch.remote(0))
     start = time.monotonic()
