@@ -29,7 +29,8 @@ def test_driver_handlers_take_their_records_fields(ray):
 
 
 def test_worker_receivers_and_run_task_take_their_records_fields(ray):
-    from shmray._worker_actor import ConcurrentRuntime, become
+    from shmray._worker_actor import become
+    from shmray._worker_concurrent import ConcurrentRuntime
     from shmray._worker_runtime import WorkerRuntime
     receivers = {_protocol.TASKS: WorkerRuntime._on_tasks, _protocol.REPLY: WorkerRuntime._on_reply,
                  _protocol.FUNC: WorkerRuntime._on_func, _protocol.GPU_FREE:
@@ -46,10 +47,12 @@ def test_worker_receivers_and_run_task_take_their_records_fields(ray):
 
 def test_a_worker_imports_no_driver_module():
     code = ("import sys, shmray._worker\n"
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith('shmray'))))")
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('shmray', 'asyncio')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert "shmray._worker_runtime" in out
+    # only threaded and async actors pay for these (see _worker_actor)
+    assert not [m for m in out if m in ("shmray._worker_concurrent", "asyncio")]
     driver = [m for m in out if m.startswith("shmray._driver") or m in (
         "shmray._scheduler", "shmray._object_store", "shmray._worker_pool",
         "shmray._segment_pool", "shmray._resources", "shmray._spill", "shmray._snapshot",
