@@ -20,6 +20,20 @@ def ray():
     shmray.shutdown()
 
 
+def wait_gone(pids, seconds=5.0) -> bool:
+    """Wait until none of `pids` runs (a zombie counts as gone); whether that happened."""
+    deadline = time.monotonic() + seconds
+    while any(_shm.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not any(_shm.pid_alive(p) for p in pids)
+
+
+@pytest.fixture
+def gone():
+    """wait_gone, for tests: ``assert gone([pid])``."""
+    return wait_gone
+
+
 @pytest.fixture
 def fresh():
     """A private session per test (for tests that change init options)."""

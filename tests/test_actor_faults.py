@@ -197,7 +197,7 @@ def _no_segments_of(driver_pid):
     return not [n for n in os.listdir("/dev/shm") if n.startswith(f"shmray_{driver_pid}_")]
 
 
-def test_shutdown_ends_every_actor(fresh):
+def test_shutdown_ends_every_actor(fresh, gone):
     fresh.init(num_cpus=2)
     actors = [Fragile.remote() for _ in range(3)]
     detached = Fragile.options(lifetime="detached", name="to-shutdown").remote()
@@ -205,22 +205,11 @@ def test_shutdown_ends_every_actor(fresh):
     busy = actors[0].crash.remote("sleep")
     fresh.shutdown()
     del busy
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert gone(pids)
     assert _no_segments_of(os.getpid())
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def test_a_killed_driver_leaves_no_actor(tmp_path):
+def test_a_killed_driver_leaves_no_actor(tmp_path, gone):
     out = tmp_path / "pids"
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, time, shmray
@@ -241,10 +230,7 @@ def test_a_killed_driver_leaves_no_actor(tmp_path):
     pids = [int(p) for p in out.read_text().split()]
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert gone(pids, 10)
     _shm.reclaim_dead_sessions()
     assert _no_segments_of(proc.pid)
 

@@ -47,22 +47,6 @@ class Async:
         return 1
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def _wait_gone(pid, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not _alive(pid)
-
-
 def _segments():
     return {n for n in os.listdir("/dev/shm") if n.startswith("shmray_")}
 
@@ -95,11 +79,11 @@ def test_a_pending_actor_is_placed_when_an_actor_frees_its_cpus(fresh, how):
 # Was: a named, non-detached actor was kept alive forever; in Ray 2.60 it ends with its
 # last handle
 @pytest.mark.timeout(60)
-def test_a_named_non_detached_actor_ends_with_its_last_handle(ray):
+def test_a_named_non_detached_actor_ends_with_its_last_handle(ray, gone):
     a = Plain.options(name="review-named").remote()
     pid = ray.get(a.pid.remote())
     del a
-    assert _wait_gone(pid)
+    assert gone([pid])
     with pytest.raises(ValueError, match="Failed to look up actor"):
         ray.get_actor("review-named")
 

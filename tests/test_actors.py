@@ -213,36 +213,20 @@ def test_get_actor_inside_a_task(ray):
     ray.kill(keep)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def _wait_gone(pid, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not _alive(pid)
-
-
-def test_an_actor_ends_when_its_last_handle_goes(ray):
+def test_an_actor_ends_when_its_last_handle_goes(ray, gone):
     c = Counter.remote()
     pid = ray.get(c.pid.remote())
     del c
-    assert _wait_gone(pid)
+    assert gone([pid])
 
 
-def test_an_actor_lives_while_a_task_holds_its_handle(ray):
+def test_an_actor_lives_while_a_task_holds_its_handle(ray, gone):
     c = Counter.remote()
     pid = ray.get(c.pid.remote())
     ref = call_counter.remote(c, 2)
     del c
     assert ray.get(ref) == [1, 2]
-    assert _wait_gone(pid)
+    assert gone([pid])
 
 
 def test_pending_calls_finish_before_an_unreferenced_actor_ends(ray):
@@ -262,11 +246,11 @@ def test_a_detached_actor_survives_its_handles(ray):
         ray.get_actor("detached-one")
 
 
-def test_a_named_actor_ends_with_its_last_handle_as_in_ray(ray):
+def test_a_named_actor_ends_with_its_last_handle_as_in_ray(ray, gone):
     c = Counter.options(name="short-lived").remote()
     pid = ray.get(c.pid.remote())
     del c
-    assert _wait_gone(pid)
+    assert gone([pid])
     with pytest.raises(ValueError, match="Failed to look up actor"):
         ray.get_actor("short-lived")
 
