@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from . import _runtime_env
+from ._stack import user_stacklevel
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 DEFAULT_MAX_RETRIES = 3
@@ -168,22 +169,28 @@ class TaskOptions:
 DEFAULT = TaskOptions()
 
 
-def validate(options: dict, in_options: bool = False) -> dict:
-    """Check every option; raise ValueError naming the first bad one."""
+def _check_each(options: dict, table: dict, what: str, no_effect: set):
+    """Check each option against `table` (Ray's message for an unknown one, naming
+    `what` takes it); warn once about those that mean nothing on one node."""
     for k, v in options.items():
-        check = TASK_OPTIONS.get(k)
+        check = table.get(k)
         if check is None:
-            raise ValueError(f"Invalid option keyword {k} for remote functions. "
-                             f"Valid ones are {list(TASK_OPTIONS)}.")
+            raise ValueError(f"Invalid option keyword {k} for {what}. "
+                             f"Valid ones are {list(table)}.")
         if v is None:
             continue
         err = check(k, v)
         if err:
             raise ValueError(err)
-        if k in _NO_EFFECT and k not in _warned:
+        if k in no_effect and k not in _warned:
             _warned.add(k)
-            warnings.warn(f"shmray runs on one node: the task option {k!r} has no effect",
-                          stacklevel=4)
+            warnings.warn(f"shmray runs on one node: the option {k!r} has no effect",
+                          stacklevel=user_stacklevel())
+
+
+def validate(options: dict, in_options: bool = False) -> dict:
+    """Check every option; raise ValueError naming the first bad one."""
+    _check_each(options, TASK_OPTIONS, "remote functions", _NO_EFFECT)
     if in_options and "max_calls" in options:
         raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
     if options.get("scheduling_strategy") == "NODE_AFFINITY" and not options.get(
@@ -301,20 +308,7 @@ ACTOR_DEFAULT = ActorOptions()
 
 def validate_actor(options: dict) -> dict:
     """Check every actor option; raise ValueError naming the first bad one."""
-    for k, v in options.items():
-        check = ACTOR_OPTIONS.get(k)
-        if check is None:
-            raise ValueError(f"Invalid option keyword {k} for actors. "
-                             f"Valid ones are {list(ACTOR_OPTIONS)}.")
-        if v is None:
-            continue
-        err = check(k, v)
-        if err:
-            raise ValueError(err)
-        if k in _NO_EFFECT_FOR_ACTORS and k not in _warned:
-            _warned.add(k)
-            warnings.warn(f"shmray runs on one node: the actor option {k!r} has no effect",
-                          stacklevel=4)
+    _check_each(options, ACTOR_OPTIONS, "actors", _NO_EFFECT_FOR_ACTORS)
     if options.get("scheduling_strategy") == "NODE_AFFINITY" and not options.get(
             "scheduling_strategy_node_id"):
         raise ValueError("scheduling_strategy='NODE_AFFINITY' needs scheduling_strategy_node_id")

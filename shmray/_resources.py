@@ -12,6 +12,8 @@ import subprocess
 import sys
 import warnings
 
+from ._stack import user_stacklevel
+
 _EPS = 1e-9
 
 
@@ -229,14 +231,3 @@ def warn_infeasible(name: str, reason: str):
     warnings.warn(f"Task {name} can never run on this node: {reason}. Its result will be "
                   f"TaskUnschedulableError.", stacklevel=user_stacklevel())
 
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def user_stacklevel() -> int:
-    """The `stacklevel` that makes a warning point at the user's line: the first frame
-    outside this package, however deep inside shmray the warning is raised."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level

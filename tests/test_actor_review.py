@@ -75,19 +75,6 @@ def test_a_pending_actor_is_placed_when_an_actor_frees_its_cpus(fresh, how):
     assert isinstance(fresh.get(ref, timeout=10), int)  # (Ray 2.60: placed at once)
 
 
-# ------------------------------------------------------------ lifetime
-# Was: a named, non-detached actor was kept alive forever; in Ray 2.60 it ends with its
-# last handle
-@pytest.mark.timeout(60)
-def test_a_named_non_detached_actor_ends_with_its_last_handle(ray, gone):
-    a = Plain.options(name="review-named").remote()
-    pid = ray.get(a.pid.remote())
-    del a
-    assert gone([pid])
-    with pytest.raises(ValueError, match="Failed to look up actor"):
-        ray.get_actor("review-named")
-
-
 # ------------------------------------------------------------ lost calls
 # Was: ThreadedCalls._run / AsyncCalls._run send no Done when the method raises a
 # BaseException that is not an Exception (it escapes into the thread pool / asyncio
