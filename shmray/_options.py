@@ -199,15 +199,18 @@ def validate(options: dict, in_options: bool = False) -> dict:
     return options
 
 
-def merge(base: TaskOptions, options: dict) -> TaskOptions:
-    """Validated `options` applied over `base` (None values mean the default)."""
-    fields = TaskOptions.__dataclass_fields__
+def merge(base, options: dict, default=None):
+    """Validated `options` applied over `base` (a TaskOptions, or an ActorOptions);
+    None values mean `default`'s (the defaults of base's kind, if not given)."""
+    if default is None:
+        default = DEFAULT if isinstance(base, TaskOptions) else ACTOR_DEFAULT
+    fields = type(base).__dataclass_fields__
     updates = {}
     for k, v in options.items():
         if k not in fields:
             continue
         if v is None:
-            v = getattr(DEFAULT, k)
+            v = getattr(default, k)
         if k == "resources":
             v = dict(v)
         if k == "retry_exceptions" and isinstance(v, list):
@@ -315,22 +318,6 @@ def validate_actor(options: dict) -> dict:
     if options.get("get_if_exists") and not options.get("name"):
         raise ValueError("The actor name must be specified to use `get_if_exists`.")
     return options
-
-
-def merge_actor(base: ActorOptions, options: dict) -> ActorOptions:
-    fields = ActorOptions.__dataclass_fields__
-    updates = {}
-    for k, v in options.items():
-        if k not in fields:
-            continue
-        if v is None:
-            v = getattr(ACTOR_DEFAULT, k)
-        if k == "resources":
-            v = dict(v)
-        if k == "runtime_env":
-            v = _runtime_env.normalize(v)
-        updates[k] = v
-    return replace(base, **updates) if updates else base
 
 
 def call_options(name: str, num_returns: int) -> TaskOptions:

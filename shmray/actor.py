@@ -156,7 +156,7 @@ class ActorClass:
     def options(self, **options) -> ActorClass:
         """A variant of this class with some actor options overridden."""
         _options.validate_actor(options)
-        return ActorClass(self._cls, _options.merge_actor(self._options, options), self._shared)
+        return ActorClass(self._cls, _options.merge(self._options, options), self._shared)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("shmray does not support Ray's DAG API (bind)")
@@ -309,7 +309,7 @@ def handle_from(state: tuple, counted: bool = False) -> ActorHandle:
 
 def make(cls, options: dict) -> ActorClass:
     _options.validate_actor(options)
-    actor_class = ActorClass(cls, _options.merge_actor(_options.ACTOR_DEFAULT, options))
+    actor_class = ActorClass(cls, _options.merge(_options.ACTOR_DEFAULT, options))
     _context.actor_classes[actor_class._class_id] = cls
     return actor_class
 
