@@ -83,6 +83,7 @@ def test_actors_under_random_crashes_kills_and_drops(fresh):
     calls = []         # (handle, ref, epoch) of the driver's calls
     task_calls = []    # refs of tasks calling actors
     epochs = {}        # actor id -> crashes/kills so far (its counter restarts)
+    ordered = {}       # actor id -> runs one call at a time (a sync actor)
     for _ in range(OPS):
         op = rnd.random()
         if op < 0.12 or not live:
@@ -90,6 +91,7 @@ def test_actors_under_random_crashes_kills_and_drops(fresh):
             handle = cls.options(max_restarts=rnd.choice([0, 1, -1])).remote()
             live.append(handle)
             epochs[handle._actor_id] = 0
+            ordered[handle._actor_id] = cls is SyncCounter
         elif op < 0.75:
             h = rnd.choice(live)
             calls.extend((h, h.inc.remote(), epochs[h._actor_id])
@@ -117,16 +119,18 @@ def test_actors_under_random_crashes_kills_and_drops(fresh):
     print(f"{len(calls)} calls from the driver, {answered} answered, the rest lost with "
           f"their actor's death; {len(task_calls)} tasks calling actors")
     assert answered > len(calls) // 4  # (most actors live long enough to answer)
-    for key, values in by_actor.items():
-        # within one life, calls from the driver run in order: strictly increasing
-        # (tasks' calls interleave, so not consecutive)
-        assert values == sorted(values) and len(set(values)) == len(values), (key, values)
+    for (actor_id, epoch), values in by_actor.items():
+        # within one life, each call counts once; a sync actor runs the driver's calls
+        # in order: increasing (tasks' calls interleave, so not consecutive)
+        assert len(set(values)) == len(values), (actor_id, epoch, values)
+        if ordered[actor_id]:
+            assert values == sorted(values), (actor_id, epoch, values)
     for ref in task_calls:
         try:
             values = fresh.get(ref, timeout=60)
         except RayActorError:
             continue
-        assert values == sorted(values)
+        assert len(set(values)) == len(values)
     prefix = session["session_name"] + "_"
     driver = os.getpid()
     fresh.shutdown()
