@@ -329,8 +329,9 @@ class RuntimeContext:
         return None if aid is None else f"{aid:032x}"
 
     def get_actor_name(self):
+        """The actor's name ('' for an unnamed one; None outside actors)."""
         host = self._rt.actor_host
-        return None if host is None else host.handle.name
+        return None if host is None else host.handle.name or ""
 
     @property
     def current_actor(self):
@@ -342,9 +343,8 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        host = self._rt.actor_host
-        return host.handle.namespace if host is not None else getattr(
-            getattr(self._rt, "life", None), "namespace", None)
+        """The job's namespace (also in an actor registered in another one, as Ray)."""
+        return self._rt.namespace
 
     @property
     def runtime_env(self) -> dict:
@@ -352,8 +352,10 @@ class RuntimeContext:
         return self._rt.runtime_env
 
     def get_assigned_resources(self) -> dict:
-        """The resources the running task holds ({} in the driver)."""
-        return dict(self._rt.current_request)
+        """The resources the running task holds, or in an actor what the actor holds
+        for life ({} in the driver)."""
+        host = self._rt.actor_host
+        return dict(self._rt.current_request if host is None else host.held)
 
     def get_accelerator_ids(self) -> dict:
         """The accelerator ids the running task may use, as strings (Ray's form)."""

@@ -157,6 +157,7 @@ class TaskOptions:
     scheduling_strategy_node_id: str | None = None
     num_returns: int = 1
     name: str | None = None
+    max_task_retries: int | None = None  # an actor call's own (None: its actor's)
 
     def __post_init__(self):
         # The resource request as a hashable, sorted tuple of (name, amount): the
@@ -320,7 +321,33 @@ def validate_actor(options: dict) -> dict:
     return options
 
 
-def call_options(name: str, num_returns: int) -> TaskOptions:
+# ------------------------------------------------------------ actor methods
+# Options of ``@method(...)`` and ``handle.f.options(...)`` (name: only the latter).
+METHOD_OPTIONS = {
+    "num_returns": _num_returns,
+    "name": _typed(str),
+    "max_task_retries": lambda n, v: _count(n, v, -1),
+    "retry_exceptions": _retry_exceptions,
+    "enable_task_events": _typed(bool),
+    "concurrency_group": _typed(str),
+    "tensor_transport": _typed(str),
+}
+# Those a call's TaskOptions carries; the others change nothing here.
+CALL_FIELDS = ("num_returns", "name", "max_task_retries", "retry_exceptions")
+_NO_EFFECT_FOR_METHODS = {"concurrency_group", "tensor_transport"}
+
+
+def validate_method(options: dict) -> dict:
+    _check_each(options, METHOD_OPTIONS, "actor methods", _NO_EFFECT_FOR_METHODS)
+    return options
+
+
+def call_options(name: str, num_returns: int, max_task_retries=None,
+                 retry_exceptions=False) -> TaskOptions:
     """An actor call's options, as a task's: it holds nothing (its actor does), and
-    failures are retried by the actor's rules (max_task_retries), not max_retries."""
-    return TaskOptions(num_cpus=0, max_retries=0, num_returns=num_returns, name=name)
+    failures are retried by its actor's rules (max_task_retries, unless the method or
+    the call has its own), not by max_retries."""
+    if isinstance(retry_exceptions, list):
+        retry_exceptions = tuple(retry_exceptions)
+    return TaskOptions(num_cpus=0, max_retries=0, num_returns=num_returns, name=name,
+                       max_task_retries=max_task_retries, retry_exceptions=retry_exceptions)

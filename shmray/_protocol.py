@@ -134,6 +134,7 @@ class Become(NamedTuple):
     max_concurrency: int
     is_async: bool
     handle: tuple               # shmray.actor.HandleState: the actor's own handle
+    held: tuple                 # the resources it holds for life, as (name, amount) pairs
 
 
 # ------------------------------------------------------------ worker -> driver

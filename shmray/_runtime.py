@@ -17,6 +17,7 @@ class Runtime(abc.ABC):
     gpu_ids: tuple = ()        # the GPU ids the running task may use (none in the driver)
     current_task_id = None     # the running task's id (None in the driver)
     current_request = ()       # the running task's resources, as (name, amount) pairs
+    namespace = None           # the job's namespace
     actor_id = None            # the actor this process is (None: the driver, a task's)
     actor_host = None
 

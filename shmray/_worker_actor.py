@@ -25,9 +25,11 @@ from .exceptions import ActorDiedError, RayTaskError
 
 
 class ActorHost:
-    def __init__(self, rt, actor_id, class_id, methods, max_concurrency, is_async, handle):
+    def __init__(self, rt, actor_id, class_id, methods, max_concurrency, is_async, handle,
+                 held):
         self.rt = rt
         self.actor_id = actor_id
+        self.held = held  # what get_assigned_resources() says in its calls
         self.class_id = class_id
         self.cls, _ = rt.fns[class_id]  # (its Func came first)
         self.handle = HandleState(*handle)
@@ -105,9 +107,10 @@ class ActorHost:
         os._exit(0)
 
 
-def become(rt, blocked, kind, actor_id, class_id, methods, max_concurrency, is_async, handle):
+def become(rt, blocked, kind, actor_id, class_id, methods, max_concurrency, is_async, handle,
+           held):
     """The Become record's receiver (see WorkerRuntime.receive)."""
     rt.actor_host = ActorHost(rt, actor_id, class_id, methods, max_concurrency, is_async,
-                              handle)
+                              handle, held)
     rt.actor_id = actor_id
     return False

@@ -58,6 +58,7 @@ class WorkerRuntime(WorkerActorApi, Runtime):
         self.driver_pid = config["driver_pid"]
         self.resolve_nested = config["resolve_nested_refs"]
         self.node_id = config["node_id"]
+        self.namespace = config["namespace"]
         control = _ring.ControlArea(config["control"], create=False)
         self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
         self._control = control

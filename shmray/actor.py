@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 import zlib
 from typing import NamedTuple
+
+import cloudpickle
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
@@ -42,6 +45,8 @@ class MethodInfo(NamedTuple):
     num_returns: int
     is_async: bool
     is_generator: bool
+    max_task_retries: int | None = None  # None: the actor's
+    retry_exceptions: object = False
 
 
 class HandleState(NamedTuple):
@@ -77,19 +82,17 @@ class ActorID:
         return f"ActorID({self.hex()})"
 
 
-def method(*args, num_returns=None, concurrency_group=None, **unknown):
-    """``@shmray.method(num_returns=N)`` on an actor's method (Ray's ``ray.method``)."""
-    if args or unknown:
-        raise ValueError("The @shmray.method decorator takes keyword arguments only: "
-                         "num_returns, concurrency_group")
-    if num_returns is not None:
-        err = _options._num_returns("num_returns", num_returns)
-        if err:
-            raise ValueError(err)
+def method(*args, **options):
+    """``@shmray.method(num_returns=N, max_task_retries=.., retry_exceptions=..)`` on an
+    actor's method (Ray's ``ray.method``): the defaults of that method's calls."""
+    if args or not options or "name" in options:
+        raise ValueError("The @shmray.method decorator must be applied with at least one of "
+                         f"the keyword arguments {sorted(set(_options.METHOD_OPTIONS) - {'name'})}"
+                         ", for example '@shmray.method(num_returns=2)'.")
+    _options.validate_method(options)
 
     def annotate(fn):
-        if num_returns is not None:
-            fn.__ray_num_returns__ = num_returns
+        fn.__ray_method_options__ = options
         return fn
     return annotate
 
@@ -100,13 +103,24 @@ def _methods_of(cls, class_id: int) -> tuple:
         if name in _NOT_METHODS or not (inspect.isfunction(member) or inspect.ismethod(member)):
             continue
         raw = inspect.unwrap(member)
+        given = getattr(member, "__ray_method_options__", {})
         infos.append(MethodInfo(name, method_id(class_id, name),
-                                getattr(member, "__ray_num_returns__", 1),
+                                given.get("num_returns", 1),
                                 inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw),
-                                inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)))
+                                inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw),
+                                given.get("max_task_retries"),
+                                _portable(given.get("retry_exceptions") or False)))
     for name in (TERMINATE, READY):  # (terminate's ref raises the actor's ActorDiedError)
         infos.append(MethodInfo(name, method_id(class_id, name), 1, False, False))
     return tuple(infos)
+
+
+def _portable(retry_exceptions):
+    """A method's retry_exceptions as its handles carry it: a list of exception types
+    is cloudpickled (they may be local classes; the driver's pickle could not send them)."""
+    if isinstance(retry_exceptions, bool):
+        return retry_exceptions
+    return cloudpickle.dumps(tuple(retry_exceptions))
 
 
 def _method_arity(cls, name):
@@ -114,7 +128,7 @@ def _method_arity(cls, name):
     static = inspect.getattr_static(cls, name, None)
     try:
         sig = inspect.signature(getattr(cls, name))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):  # (AttributeError: a builtin method)
         return None
     params = list(sig.parameters.values())
     if not isinstance(static, (staticmethod, classmethod)) and params:
@@ -207,10 +221,9 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs):
         calls = self._calls
-        if args or kwargs:
-            shape = (len(args), *kwargs)
-            if shape not in calls.shapes:
-                self._check(args, kwargs, shape)
+        shape = (len(args), *kwargs)
+        if shape not in calls.shapes:
+            self._check(args, kwargs, shape)
         return _context.get_runtime().submit_call(self._handle, calls.info.fn_id, args, kwargs,
                                                   calls.options)
 
@@ -228,21 +241,22 @@ class ActorMethod:
         if len(calls.shapes) < MAX_SHAPES:
             calls.shapes.add(shape)
 
-    def options(self, num_returns=None, name=None, **unknown):
-        if unknown:
-            raise ValueError(f"Invalid option keyword(s) {sorted(unknown)} for actor "
-                             f"methods. Valid ones are ['num_returns', 'name'].")
-        opts = {"num_returns": num_returns, "name": name}
-        _options.validate({k: v for k, v in opts.items() if v is not None})
+    def options(self, **options):
+        """A variant of this call: num_returns, name, max_task_retries,
+        retry_exceptions (enable_task_events and concurrency_group are accepted)."""
+        _options.validate_method(options)
         calls = self._calls
-        key = (calls.info.fn_id, name, num_returns)
-        variant = _variants.get(key)  # (one per distinct options: the driver keeps a
-        if variant is None:           # verdict per TaskOptions it sees)
-            base = calls.options
-            variant = _MethodCalls(calls.info, _options.call_options(
-                name or base.name, base.num_returns if num_returns is None else num_returns))
+        given = {k: v for k, v in options.items()
+                 if v is not None and k in _options.CALL_FIELDS}
+        key = (calls.info.fn_id, *sorted(given.items(), key=lambda kv: kv[0]))
+        try:
+            variant = _variants.get(key)  # (one per distinct options: the driver keeps
+        except TypeError:                 # a verdict per TaskOptions it sees)
+            key = variant = None          # (a list of exception types: not hashable)
+        if variant is None:
+            variant = _MethodCalls(calls.info, _options.merge(calls.options, given))
             variant.arity = calls.arity
-            if len(_variants) < MAX_VARIANTS:
+            if key is not None and len(_variants) < MAX_VARIANTS:
                 _variants[key] = variant
         return ActorMethod(self._handle, variant)
 
@@ -251,7 +265,7 @@ class ActorMethod:
 
 
 _method_calls = {}  # (class id, method name) -> _MethodCalls
-_variants = {}      # (method's fn id, name, num_returns) -> _MethodCalls of .options()
+_variants = {}      # (method's fn id, *options given) -> _MethodCalls of .options()
 MAX_VARIANTS = 4096
 
 
@@ -271,8 +285,11 @@ class ActorHandle:
             if info is None:
                 raise AttributeError(f"'{state.class_name if state else 'ActorHandle'}' "
                                      f"object has no attribute '{name}'")
+            retry = info.retry_exceptions
             calls = _method_calls[(state.class_id, name)] = _MethodCalls(
-                info, _options.call_options(f"{state.class_name}.{name}", info.num_returns))
+                info, _options.call_options(
+                    f"{state.class_name}.{name}", info.num_returns, info.max_task_retries,
+                    pickle.loads(retry) if isinstance(retry, bytes) else retry))
         return ActorMethod(self, calls)
 
     @property

@@ -194,6 +194,16 @@ class ActorTable:
                     kept.append(spec)
             actor.waiting = kept
 
+    def retry(self, spec) -> bool:
+        """`spec` raised an exception it is retried for: in line again, last (False:
+        its actor is dead, and it fails with that)."""
+        actor = spec.actor
+        if actor.state == DEAD:
+            return False
+        actor.waiting.append(spec)
+        self.flush(actor)
+        return True
+
     def call_finished(self, spec, outcome) -> list:
         """`spec` is finished (ran, failed, or never ran). Returns the calls to fail
         with its actor's death, if its creation failed."""
@@ -248,7 +258,8 @@ class ActorTable:
         w.send(_ring.encode(Become(BECOME, actor.actor_id, class_id,
                                    tuple((m[1], m[0]) for m in actor.handle.methods),
                                    actor.max_concurrency, actor.handle.is_async,
-                                   plain_state(actor.handle)), w.ring, self.prefix))
+                                   plain_state(actor.handle), actor.held), w.ring,
+                                   self.prefix))
         return True
 
     def place_unplaced(self):

@@ -68,6 +68,7 @@ class Session(ActorFacade, Runtime):
         self.tag = secrets.token_hex(4)
         self.prefix = _shm.session_prefix(self.pid, self.tag)
         self.node_id = secrets.token_hex(28)
+        self.namespace = namespace or f"anonymous-{self.tag}"  # the job's
         self.started = time.time()
         self.session_root = _shm.session_root(self.prefix)
         self.envs = Environments(runtime_env, self.session_root)
@@ -96,7 +97,8 @@ class Session(ActorFacade, Runtime):
         self.store = ObjectStore(self.segments, capacity, _shm.session_dir(self.prefix, "spill"))
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
-            "node_id": self.node_id, "resolve_nested_refs": resolve_nested_refs,
+            "node_id": self.node_id, "namespace": self.namespace,
+            "resolve_nested_refs": resolve_nested_refs,
             "log_to_driver": log_to_driver, "cwd": os.getcwd(), "sys_path": worker_sys_path(),
             "spin": WORKER_SPIN, "totals": totals, "object_prefix": self.object_prefix}, method)
         self.lock = SafeLock()  # holding it is a Ctrl-C-safe section (see interrupts)
@@ -119,7 +121,7 @@ class Session(ActorFacade, Runtime):
         self.workers = Workers(self.pool, self.store, self.ledger, self.dispatch, self.rpcs,
                                self.tasks, self.actors, self.gpu, self.envs)
         self.life = ActorLife(self.store, self.tasks, self.actors, self.workers, self.rpcs,
-                              namespace or f"anonymous-{self.tag}")
+                              self.namespace)
         self.loop = MessageLoop(self)
         self.last_submit = 0.0       # when the latest .remote() ran (bursts, QUIET)
         self.waited = False          # a get/wait since then (no burst then)

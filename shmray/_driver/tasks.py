@@ -247,7 +247,6 @@ class TaskTable:
         ActorDiedError)."""
         actor = w.actor
         restart = self.actors.lost(actor, why)
-        retries = actor.options.max_task_retries
         retried = []
         for spec in inflight:
             self._off_worker(spec)
@@ -256,7 +255,7 @@ class TaskTable:
                 self.finish(spec, cancelled_stored(spec))
             elif spec.creates:
                 self.finish(spec, actor.death or self.actors.unavailable(actor, why))
-            elif restart and (retries < 0 or spec.attempt < retries):
+            elif restart and _retries_left(spec, spec.options.max_task_retries):
                 spec.attempt += 1
                 retried.append(spec)
             else:
@@ -288,14 +287,19 @@ class TaskTable:
         elif outcome and outcome[0] == ERROR and self._retries(spec, retryable):
             spec.attempt += 1
             spec.worker = None
-            self.scheduler.push(spec)
+            if spec.actor is None:
+                self.scheduler.push(spec)
+            else:  # again on the same actor, behind the calls made meanwhile (as Ray)
+                spec.sent = False
+                if not self.actors.retry(spec):
+                    self.finish(spec, spec.actor.death)
         else:
             self.finish(spec, outcome, inner, True)
 
     def _retries(self, spec, retryable) -> bool:
         opts = spec.options
-        if not opts.retry_exceptions or not (opts.max_retries < 0
-                                             or spec.attempt < opts.max_retries):
+        limit = opts.max_retries if spec.actor is None else opts.max_task_retries
+        if not opts.retry_exceptions or not _retries_left(spec, limit):
             return False
         return opts.retry_exceptions is True or retryable
 
@@ -398,6 +402,14 @@ class TaskTable:
 def _pickled_retry_types(options):
     retry = options.retry_exceptions
     return ser.dumps(retry) if type(retry) is tuple else None
+
+
+def _retries_left(spec, limit) -> bool:
+    """Whether `spec` may run again under `limit` (-1: forever); an actor call's limit
+    of None is its actor's max_task_retries."""
+    if limit is None:
+        limit = spec.actor.options.max_task_retries
+    return limit < 0 or spec.attempt < limit
 
 
 def cancelled_stored(spec):
