@@ -12,6 +12,7 @@ from . import actor, exceptions, util
 from ._api import (RayContext, RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_actor, get_gpu_ids, get_runtime_context, init, is_initialized, kill,
                    nodes, put, remote, shutdown, timeline, wait)
+from ._generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction
 from .actor import ActorClass, ActorHandle, method
@@ -23,4 +24,5 @@ __all__ = [
     "available_resources", "cluster_resources", "nodes", "get_gpu_ids", "get_runtime_context",
     "timeline", "ObjectRef", "RemoteFunction", "RayContext", "RuntimeContext", "exceptions", "util",
     "__version__", "kill", "get_actor", "method", "actor", "ActorClass", "ActorHandle",
+    "ObjectRefGenerator", "DynamicObjectRefGenerator",
 ]

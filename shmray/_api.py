@@ -11,6 +11,7 @@ import os
 import warnings
 
 from . import _context, _options, _remote_function, _runtime_env, _shm, actor as _actor
+from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
@@ -227,9 +228,9 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise TypeError(f"wait() expected a list of ray.ObjectRef, got {type(object_refs)}")
     timeout = _check_timeout(timeout)
     rt = _context.get_runtime()
-    refs = [r for r in object_refs if type(r) is ObjectRef]
+    refs = [r for r in object_refs if type(r) in _WAITABLE]
     if len(refs) != len(object_refs) and (rt.is_driver or not rt.resolve_nested):
-        bad = next(r for r in object_refs if type(r) is not ObjectRef)
+        bad = next(r for r in object_refs if type(r) not in _WAITABLE)
         raise TypeError(f"wait() expected a list of ray.ObjectRef, got list containing "
                         f"{type(bad)}")
     if not object_refs:
@@ -246,6 +247,9 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     return rt.wait(object_refs, num_returns, timeout, bool(fetch_local))
 
 
+_WAITABLE = (ObjectRef, ObjectRefGenerator)  # (a generator: ready when its next item is)
+
+
 def _wait_with_values(rt, items, refs, num_returns, timeout, fetch_local):
     """wait() inside a task over refs and values already resolved for it (DESIGN.md
     decision 2): the values are ready; the runtime waits on the refs only, for as
@@ -254,7 +258,7 @@ def _wait_with_values(rt, items, refs, num_returns, timeout, fetch_local):
     ready_refs = set(rt.wait(refs, need, timeout, bool(fetch_local))[0]) if need > 0 else ()
     ready, not_ready = [], []
     for x in items:
-        is_ready = type(x) is not ObjectRef or x in ready_refs
+        is_ready = type(x) not in _WAITABLE or x in ready_refs
         (ready if is_ready and len(ready) < num_returns else not_ready).append(x)
     return ready, not_ready
 
@@ -264,7 +268,7 @@ def cancel(object_ref, *, force=False, recursive=True):
     never runs; running, it gets KeyboardInterrupt (force=True kills its worker).
     `get` then raises TaskCancelledError; a cancelled task is never retried.
     recursive=True also cancels the tasks it submitted."""
-    if type(object_ref) is not ObjectRef:
+    if type(object_ref) not in _WAITABLE:
         raise TypeError("ray.cancel() only supported for object refs. For actors, try "
                         f"ray.kill(), got {type(object_ref).__name__}")
     _context.get_runtime().cancel(object_ref, bool(force), bool(recursive))

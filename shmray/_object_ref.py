@@ -73,6 +73,17 @@ def task_id_of(oid: int) -> int:
     return oid >> _ID_SHIFT << _ID_SHIFT
 
 
+_MASK64 = (1 << 64) - 1
+_ITEM_MARK = 0xFFFF  # no task returns that many values: these low bits mark an item
+
+
+def stream_item_id(task_id: int, index: int) -> int:
+    """The id of item `index` of the streaming generator task `task_id`, the same in
+    every process: a 64-bit mix of the task id, the index, and the item mark."""
+    mixed = ((task_id * 0x9E3779B97F4A7C15) >> 64 ^ task_id) & _MASK64
+    return (mixed << 64) | (index << _ID_SHIFT) | _ITEM_MARK
+
+
 def new_base_id() -> int:
     """A fresh task or put id; return i of a task is ``base + i``."""
     return _prefix | (next(_counter) << _ID_SHIFT)

@@ -84,6 +84,8 @@ class ObjectStore:
                                     # to tell their producers (see _driver.gpu_objects)
         self.tokens = set()         # actors' tokens (see shmray.actor): watched
         self.tokens_freed = deque()  # ... freed: every handle to their actor is gone
+        self.generators = set()     # streaming generator tasks' own returns: watched
+        self.generators_freed = deque()  # ... unheld: every ref to the generator is gone
         # Appended by ObjectRef's hooks from any thread; counted by process_refs().
         self.created_queue = deque()
         self.drop_queue = deque()
@@ -144,8 +146,15 @@ class ObjectStore:
             holders[oid] = left
             return
         holders.pop(oid, None)
-        if oid in self.values and not self._held(oid):
-            self._free(oid)
+        if not self._held(oid):
+            if oid in self.values:
+                self._free(oid)
+            elif oid in self.generators:  # (its task runs on)
+                self._generator_unheld(oid)
+
+    def _generator_unheld(self, oid):
+        self.generators.discard(oid)
+        self.generators_freed.append(oid)
 
     def own(self, oid):
         """The driver made an ObjectRef for `oid` without the `created` hook."""
@@ -201,6 +210,8 @@ class ObjectStore:
                     self._free(oid)
                 else:
                     self._release(oid, values.pop(oid))
+            elif oid in self.generators and not self._held(oid):
+                self._generator_unheld(oid)
 
     def replace(self, oid, stored):
         """Give a stored object another stored form (its producer died: an error),
@@ -235,6 +246,8 @@ class ObjectStore:
         if oid in self.tokens:
             self.tokens.discard(oid)
             self.tokens_freed.append(oid)
+        if oid in self.generators:
+            self._generator_unheld(oid)
         if self.gpu_producers and oid in self.gpu_producers:
             self.gpu_freed.append((oid, self.gpu_producers.pop(oid)))
         if stored[0] == INLINE:
@@ -369,6 +382,7 @@ class ObjectStore:
             holders.clear()
         self.created_queue.clear()
         self.drop_queue.clear()
+        self.generators.clear()
         self.gpu_producers.clear()
         self._pinned.clear()
         self._creators.clear()

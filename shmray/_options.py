@@ -11,10 +11,13 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from . import _runtime_env
+from ._protocol import DYNAMIC, STREAMING
 from ._stack import user_stacklevel
 from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 DEFAULT_MAX_RETRIES = 3
+# num_returns of a generator (see _protocol): as the user spells it -> as tasks carry it
+GENERATOR_RETURNS = {"streaming": STREAMING, "dynamic": DYNAMIC}
 STRATEGIES = ("DEFAULT", "SPREAD", "NODE_AFFINITY")
 
 
@@ -90,8 +93,11 @@ def _typed(*types):
 
 
 def _num_returns(name, v):
+    if v in GENERATOR_RETURNS:
+        return None
     if isinstance(v, bool) or not isinstance(v, int):
-        return f"'num_returns' must be a non-negative int, got {v!r} (generators are not supported)"
+        return (f"'num_returns' must be a non-negative int, \"streaming\" or \"dynamic\", "
+                f"got {v!r}")
     if not 0 <= v <= 65535:
         return f"'num_returns' must be between 0 and 65535, got {v}"
     return None
@@ -131,6 +137,7 @@ TASK_OPTIONS = {
     "accelerator_type": _typed(str),
     "label_selector": _typed(dict),
     "enable_task_events": _typed(bool),
+    "_generator_backpressure_num_objects": lambda n, v: _count(n, v, -1),
     "object_store_memory": _none_only("Setting 'object_store_memory' is not implemented for tasks"),
     "placement_group": _ignored,
     "placement_group_bundle_index": _ignored,
@@ -158,6 +165,8 @@ class TaskOptions:
     num_returns: int = 1
     name: str | None = None
     max_task_retries: int | None = None  # an actor call's own (None: its actor's)
+    # A streaming generator pauses with this many items not consumed (-1: never).
+    _generator_backpressure_num_objects: int = -1
 
     def __post_init__(self):
         # The resource request as a hashable, sorted tuple of (name, amount): the
@@ -214,6 +223,8 @@ def merge(base, options: dict, default=None):
             v = getattr(default, k)
         if k == "resources":
             v = dict(v)
+        if k == "num_returns":
+            v = GENERATOR_RETURNS.get(v, v)
         if k == "retry_exceptions" and isinstance(v, list):
             v = tuple(v)
         if k == "runtime_env":  # absolute paths now: relative ones mean the current directory
@@ -331,9 +342,11 @@ METHOD_OPTIONS = {
     "enable_task_events": _typed(bool),
     "concurrency_group": _typed(str),
     "tensor_transport": _typed(str),
+    "_generator_backpressure_num_objects": lambda n, v: _count(n, v, -1),
 }
 # Those a call's TaskOptions carries; the others change nothing here.
-CALL_FIELDS = ("num_returns", "name", "max_task_retries", "retry_exceptions")
+CALL_FIELDS = ("num_returns", "name", "max_task_retries", "retry_exceptions",
+               "_generator_backpressure_num_objects")
 _NO_EFFECT_FOR_METHODS = {"concurrency_group", "tensor_transport"}
 
 
@@ -342,12 +355,13 @@ def validate_method(options: dict) -> dict:
     return options
 
 
-def call_options(name: str, num_returns: int, max_task_retries=None,
-                 retry_exceptions=False) -> TaskOptions:
+def call_options(name: str, num_returns, max_task_retries=None, retry_exceptions=False,
+                 backpressure=-1) -> TaskOptions:
     """An actor call's options, as a task's: it holds nothing (its actor does), and
     failures are retried by its actor's rules (max_task_retries, unless the method or
     the call has its own), not by max_retries."""
     if isinstance(retry_exceptions, list):
         retry_exceptions = tuple(retry_exceptions)
-    return TaskOptions(num_cpus=0, max_retries=0, num_returns=num_returns, name=name,
-                       max_task_retries=max_task_retries, retry_exceptions=retry_exceptions)
+    return TaskOptions(num_cpus=0, max_retries=0, num_returns=GENERATOR_RETURNS.get(
+        num_returns, num_returns), name=name, max_task_retries=max_task_retries,
+        retry_exceptions=retry_exceptions, _generator_backpressure_num_objects=backpressure)

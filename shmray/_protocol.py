@@ -5,7 +5,7 @@ of either.
     driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree, Become
     driver ◄─result ring──  Done, Submit, Put, Get, Wait, GpuHost, Log, Bounce, Refs,
                             Cancel, Abandon, ActorCall, ActorCreate, ActorAsk,
-                            ActorKill, ActorExiting
+                            ActorKill, ActorExiting, GenItem, GenNext, GenPause
 
 An actor's calls are Task records too (their function id names the method: see
 shmray.actor.method_id), run by the actor's own worker in the order they come.
@@ -50,6 +50,9 @@ class Kind(enum.IntEnum):
     ACTOR_ASK = 24
     ACTOR_KILL = 25
     ACTOR_EXITING = 26
+    GEN_ITEM = 27
+    GEN_NEXT = 28
+    GEN_PAUSE = 29
     # either way: the real message is in a temporary segment (too big for a ring)
     LARGE = 20
 
@@ -59,6 +62,11 @@ FUNC, TASKS, REPLY, EXIT, GPU_FREE, BECOME = 1, 2, 3, 4, 5, 6
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
 LARGE, GPU_HOST = 20, 21
 ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
+GEN_ITEM, GEN_NEXT, GEN_PAUSE = range(27, 30)
+
+# A Task's num_returns for a generator: its items are streamed as they are yielded
+# (see shmray._generator), or stored and listed in its one result ("dynamic").
+STREAMING, DYNAMIC = -1, -2
 
 
 class Stored(enum.IntEnum):
@@ -94,13 +102,15 @@ class Task(NamedTuple):
     attempt: int
     retry_exceptions: bytes | None  # the exception types it is retried for (a list in its
                                     # options): the worker tells whether an error is one
+    backpressure: int           # a streaming generator pauses with this many items not
+                                # consumed (-1: never)
 
 
 def task_record(task_id, fn_id, num_returns, args_stored, dep_values, lent, request,
-                helping, attempt, retry_exceptions):
+                helping, attempt, retry_exceptions, backpressure):
     """A Task as the plain tuple the wire carries (the per-task path: no record built)."""
     return (task_id, fn_id, num_returns, args_stored, dep_values, lent, request, helping,
-            attempt, retry_exceptions)
+            attempt, retry_exceptions, backpressure)
 
 
 class Tasks(NamedTuple):
@@ -281,6 +291,37 @@ class ActorExiting(NamedTuple):
     reason: str
 
 
+class GenItem(NamedTuple):
+    """A streaming generator yielded its item `index` (see _driver.generators)."""
+    kind: int
+    task_id: int
+    index: int
+    stored: tuple
+    inner: list | None          # the ids of the refs inside it
+    gpu: bool                   # its cupy arrays went out as IPC handles (kept here)
+
+
+class GenNext(NamedTuple):
+    """An rpc: the next item of a generator this worker consumes. The Reply is True
+    (item `index` exists: granted to this worker), False (the stream ended before it)
+    or None (timed out)."""
+    kind: int
+    req_id: int
+    task_id: int
+    index: int
+    timeout: float | None
+
+
+class GenPause(NamedTuple):
+    """An rpc: this streaming generator has `produced` items and its backpressure limit
+    not consumed; the Reply comes when it may go on (the count consumed) or must stop
+    (-1: the caller dropped it)."""
+    kind: int
+    req_id: int
+    task_id: int
+    produced: int
+
+
 class Large(NamedTuple):
     kind: int
     name: str
@@ -291,7 +332,8 @@ RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree
            SUBMIT: Submit, PUT: Put, GET: Get, WAIT: Wait, GPU_HOST: GpuHost, LOG: Log,
            BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large,
            BECOME: Become, ACTOR_CALL: ActorCall, ACTOR_CREATE: ActorCreate,
-           ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting}
+           ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting,
+           GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause}
 assert all(int(k) in RECORDS for k in Kind)
 assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
 assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

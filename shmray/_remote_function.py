@@ -11,6 +11,7 @@ length comparison when no keyword is passed.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 from . import _context, _options
@@ -112,4 +113,7 @@ def make(function, options: dict):
         raise TypeError(f"shmray supports tasks, not actors: cannot make class "
                         f"{function.__qualname__} remote")
     _options.validate(options)
+    if options.get("num_returns") is None and (inspect.isgeneratorfunction(function)
+                                               or inspect.isasyncgenfunction(function)):
+        options = dict(options, num_returns="streaming")  # (Ray 2.x's default for them)
     return RemoteFunction(function, _options.merge(_options.DEFAULT, options))

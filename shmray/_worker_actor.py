@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import threading
@@ -63,12 +62,7 @@ class ActorHost:
             return lambda: self.exit("__ray_terminate__ was called")
         if name == READY:
             return lambda: True
-        bound = getattr(self.instance, name)
-        if inspect.isgeneratorfunction(inspect.unwrap(bound)):
-            # Streaming a generator's items is issue 17's; until then its items come
-            # back together: a list (num_returns=1), or one ref each (num_returns=N).
-            return lambda *a, **k: list(bound(*a, **k))
-        return bound
+        return getattr(self.instance, name)  # (a generator's items: see _worker_generators)
 
     def _unconstructed(self, *args, **kwargs):
         raise ActorDiedError(f"The actor {self.handle.class_name} has no instance: its "

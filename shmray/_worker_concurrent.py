@@ -19,7 +19,7 @@ import inspect
 import threading
 import time
 
-from . import _ring
+from . import _ring, _worker_generators
 from ._object_ref import _hooks
 from ._protocol import REPLY, done_record
 from ._worker_runtime import WorkerRuntime
@@ -122,11 +122,12 @@ class ThreadedCalls:
 
     def _run(self, task):
         rt = self.rt
-        task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions = task
+        (task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions,
+         backpressure) = task
         fn, name, start = _enter(rt, task)
         try:
             result = _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values,
-                              retry_exceptions)
+                              retry_exceptions, backpressure)
         except SystemExit as e:  # sys.exit() in a call: the actor ends on purpose
             rt.actor_host.exit(f"sys.exit({e.code!r}) in {name}")
         except BaseException as e:  # (a KeyboardInterrupt not from a cancel, a user's
@@ -165,7 +166,8 @@ class AsyncCalls:
 
     async def _run(self, task):
         rt = self.rt
-        task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions = task
+        (task_id, fn_id, num_returns, args_stored, dep_values, *_, attempt, retry_exceptions,
+         backpressure) = task
         fn, name, start = _enter(rt, task)
         try:
             async with self.limit:
@@ -173,9 +175,13 @@ class AsyncCalls:
                     raise asyncio.CancelledError
                 args, kwargs = call_arguments(args_stored, dep_values)
                 result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if num_returns < 0:  # a generator's items streamed (or listed)
+                    result = await _worker_generators.run_async(
+                        rt, result, num_returns, task_id, backpressure, name)
+                    num_returns = 1
+                elif inspect.isawaitable(result):
                     result = await result
-                elif inspect.isasyncgen(result):  # (see ActorHost._method)
+                elif inspect.isasyncgen(result):  # num_returns=N: its N items
                     result = [x async for x in result]
             result = (*pack_results(rt, result, num_returns, task_id), None, False)
         except asyncio.CancelledError:

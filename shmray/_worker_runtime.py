@@ -18,6 +18,7 @@ from collections import deque
 from threading import get_ident
 
 from . import _gpu, _ring, _serialization as ser, _shm, _status_area
+from ._generator import returned as returned_generator
 from ._object_ref import ObjectRef, new_base_id
 from ._protocol import done_record
 from ._protocol import (ABANDON, BOUNCE, CANCEL, EXIT, FUNC, GET, GPU_FREE, GPU_HOST, PUT, REFS,
@@ -58,7 +59,7 @@ class WorkerRuntime(WorkerActorApi, Runtime):
         self.driver_pid = config["driver_pid"]
         self.resolve_nested = config["resolve_nested_refs"]
         self.node_id = config["node_id"]
-        self.namespace = config["namespace"]
+        self.namespace = config.get("namespace")
         control = _ring.ControlArea(config["control"], create=False)
         self.channel = _ring.Channel(config["channel"], create=False, doorbell=control.doorbell)
         self._control = control
@@ -284,13 +285,16 @@ class WorkerRuntime(WorkerActorApi, Runtime):
         return refs
 
     def send_submission(self, record, task_id, n):
-        """Send a Submit or ActorCall; the refs to its `n` returns (None for none)."""
-        returns = [task_id + i for i in range(n)]
+        """Send a Submit or ActorCall; the refs to its `n` returns (None for none), or
+        for a generator (n < 0) what its caller gets (see shmray._generator)."""
+        returns = [task_id + i for i in range(n)] if n >= 0 else [task_id]
         critical = self._hold_interrupts()  # until the refs exist (see _hold_interrupts)
         try:
             self.send(record, grants=returns)
             if n == 1:
                 return ObjectRef(task_id)
+            if n < 0:
+                return returned_generator(ObjectRef(task_id), n)
             return [ObjectRef(oid) for oid in returns] if n else None
         finally:
             if critical:
@@ -298,7 +302,10 @@ class WorkerRuntime(WorkerActorApi, Runtime):
 
     def put(self, value):
         oid = new_base_id()
-        stored, inner, gpu = store_value(self, value, oid)
+        return self.put_stored(oid, *store_value(self, value, oid))
+
+    def put_stored(self, oid, stored, inner, gpu):
+        """Store a value's stored form as object `oid`; its ObjectRef."""
         critical = self._hold_interrupts()
         try:
             self.send(Put(PUT, oid, stored, inner, gpu), grants=(oid,))
@@ -306,6 +313,16 @@ class WorkerRuntime(WorkerActorApi, Runtime):
         finally:
             if critical:
                 self._release_interrupts()
+
+    def granted_by_reply(self, oid):
+        """The driver counted a reference of this worker's to `oid` when it replied."""
+        with self._send_lock:
+            self._granted[oid] = self._granted.get(oid, 0) + 1
+
+    def generator_next(self, task_id, index, timeout):
+        from . import _worker_generators  # (only tasks that consume generators load it)
+
+        return _worker_generators.next_item(self, task_id, index, timeout)
 
     def _rpc(self, request):
         """Send GET/WAIT and wait for its REPLY. Meanwhile, tasks queued to this worker

@@ -23,7 +23,7 @@ in_fork_child = False  # True in a process forked inside a task (see _worker._fo
 
 
 def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, request, helping,
-             attempt, retry_exceptions):
+             attempt, retry_exceptions, backpressure):
     """Run a task (the fields of its Task record) and send its Done (rt: the
     WorkerRuntime)."""
     fn, name = rt.fns[fn_id]
@@ -38,7 +38,8 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     error = "WorkerExit"  # what the record says if the task ends the process
     try:
         outcome, inner, gpu, error, retryable = _execute(
-            rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions)
+            rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions,
+            backpressure)
     finally:
         if in_fork_child:  # (SystemExit in a child forked by the task) no status words
             _end_fork_child(1)
@@ -68,7 +69,8 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     rt.send_done(data)
 
 
-def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions):
+def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_exceptions,
+             backpressure=-1):
     """Run one task; returns (its stored results, per result the ids of the refs
     inside it or None, the indexes of results holding GPU arrays or None, None, False),
     or for an error (the stored error, the refs inside it, None, its type's name,
@@ -84,6 +86,12 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
         else:
             args, kwargs = call_arguments(args_stored, dep_values)
         result = fn(*args, **kwargs)
+        if num_returns < 0:  # a generator: its items streamed or listed, then one result
+            from . import _worker_generators
+
+            result = _worker_generators.run(rt, result, num_returns, task_id, backpressure,
+                                            name)
+            num_returns = 1
         if in_fork_child:  # the child of an os.fork() in the task came back here
             _end_fork_child(0)
         return (*pack_results(rt, result, num_returns, task_id), None, False)

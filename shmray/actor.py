@@ -47,6 +47,7 @@ class MethodInfo(NamedTuple):
     is_generator: bool
     max_task_retries: int | None = None  # None: the actor's
     retry_exceptions: object = False
+    backpressure: int = -1      # a generator's _generator_backpressure_num_objects
 
 
 class HandleState(NamedTuple):
@@ -104,12 +105,14 @@ def _methods_of(cls, class_id: int) -> tuple:
             continue
         raw = inspect.unwrap(member)
         given = getattr(member, "__ray_method_options__", {})
+        is_generator = inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)
         infos.append(MethodInfo(name, method_id(class_id, name),
-                                given.get("num_returns", 1),
+                                given.get("num_returns", "streaming" if is_generator else 1),
                                 inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw),
-                                inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw),
+                                is_generator,
                                 given.get("max_task_retries"),
-                                _portable(given.get("retry_exceptions") or False)))
+                                _portable(given.get("retry_exceptions") or False),
+                                given.get("_generator_backpressure_num_objects", -1)))
     for name in (TERMINATE, READY):  # (terminate's ref raises the actor's ActorDiedError)
         infos.append(MethodInfo(name, method_id(class_id, name), 1, False, False))
     return tuple(infos)
@@ -289,7 +292,8 @@ class ActorHandle:
             calls = _method_calls[(state.class_id, name)] = _MethodCalls(
                 info, _options.call_options(
                     f"{state.class_name}.{name}", info.num_returns, info.max_task_retries,
-                    pickle.loads(retry) if isinstance(retry, bytes) else retry))
+                    pickle.loads(retry) if isinstance(retry, bytes) else retry,
+                    info.backpressure))
         return ActorMethod(self, calls)
 
     @property

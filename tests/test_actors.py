@@ -440,7 +440,7 @@ def test_a_request_never_met_fails_fast(fresh):
         fresh.get(g.get.remote(), timeout=5)
 
 
-def test_generator_methods_do_not_fail_obscurely(ray):
+def test_generator_methods_stream_or_return_their_num_returns(ray):
     @ray.remote
     class Gen:
         def items(self, n):
@@ -452,7 +452,7 @@ def test_generator_methods_do_not_fail_obscurely(ray):
             yield from range(3)
 
     g = Gen.remote()
-    assert ray.get(g.items.remote(4)) == [0, 1, 2, 3]
+    assert ray.get(list(g.items.remote(4))) == [0, 1, 2, 3]
     assert ray.get(g.three.remote()) == [0, 1, 2]
 
 

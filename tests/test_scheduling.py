@@ -243,7 +243,7 @@ def test_a_deep_tree_of_nested_tasks_completes(fresh):
     ({"memory": "1GB"}, "'memory' must be a number"),
     ({"resources": {"GPU": 1}}, "instead of 'CPU' and 'GPU'"),
     ({"resources": {"slot": -2}}, "must be non-negative"),
-    ({"num_returns": "dynamic"}, "generators are not supported"),
+    ({"num_returns": "lazy"}, "\"streaming\" or \"dynamic\""),
     ({"num_returns": -1}, "between 0 and 65535"),
     ({"max_retries": -2}, "'max_retries' must be >= -1"),
     ({"scheduling_strategy": "NEAREST"}, "scheduling_strategy must be one of"),

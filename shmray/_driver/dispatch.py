@@ -88,7 +88,8 @@ class Dispatcher:
                 self.segments.handed_out(stored)
         w.batch.append(task_record(spec.task_id, fn_id, spec.num_returns, spec.args_stored,
                                    dep_values, spec.lent, spec.request, spec.helping,
-                                   spec.attempt, spec.retry_exceptions))
+                                   spec.attempt, spec.retry_exceptions,
+                                   spec.options._generator_backpressure_num_objects))
         w.inflight.append(spec)
         spec.worker = w
         max_calls = spec.options.max_calls

@@ -29,9 +29,9 @@ from collections import deque
 from .. import _ring
 from .._cring import pop_any, wait_stalled
 from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
-                         ACTOR_KILL, BOUNCE, CANCEL, DONE, GET, GPU_HOST, LOG, PUT, REFS, SUBMIT,
-                         WAIT)
-from .._object_ref import task_id_of
+                         ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
+                         GPU_FREE, GPU_HOST, LOG, PUT, REFS, SUBMIT, WAIT, GpuFree)
+from .._object_ref import stream_item_id, task_id_of
 from .actors import DEAD
 from .interrupts import sections
 from .spec import TaskSpec
@@ -59,6 +59,7 @@ class MessageLoop:
         self.workers, self.gpu, self.envs = s.workers, s.gpu, s.envs
         self.scheduler = s.scheduler
         self.actors, self.life = s.actors, s.life
+        self.generators = s.generators
         self.deferred = deque()      # callables with user code, run outside the locks
         self.next_housekeep = 0.0
         self.rr = 0                  # the ring to look at first (round robin)
@@ -74,6 +75,8 @@ class MessageLoop:
             ACTOR_CALL: self.life.on_actor_call, ACTOR_CREATE: self.life.on_actor_create,
             ACTOR_ASK: self.life.on_actor_ask, ACTOR_KILL: self.on_actor_kill,
             ACTOR_EXITING: self.life.on_actor_exiting,
+            GEN_ITEM: self.on_gen_item, GEN_NEXT: self.rpcs.on_gen_next,
+            GEN_PAUSE: self.generators.on_pause,
         }
         self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
 
@@ -126,6 +129,16 @@ class MessageLoop:
         if gpu:
             self.gpu.produced(oid, w)
         self.store.put(oid, stored, f"put in a task (pid={w.pid})", inner)
+
+    def on_gen_item(self, w, kind, task_id, index, stored, inner, gpu):
+        """A GenItem record: a streaming generator yielded an item."""
+        oid = self.generators.on_item(task_id, index, stored, inner)
+        if gpu:  # its cupy arrays stay in `w` while the item lives
+            if oid is None:
+                oid = stream_item_id(task_id, index)
+                w.send(_ring.encode(GpuFree(GPU_FREE, (oid,)), w.ring, self.session.prefix))
+            else:
+                self.gpu.produced(oid, w)
 
     def on_actor_kill(self, w, kind, actor_id, no_restart):
         """An ActorKill record (kill() inside a task or an actor)."""
@@ -208,6 +221,8 @@ class MessageLoop:
         self.store.process_refs()
         if self.store.tokens_freed:
             self.life.end_unreferenced()
+        if self.store.generators_freed:
+            self.tasks.generators_dropped()
         if self.actors.unplaced and handled:
             self.actors.place_unplaced()
         if self.store.gpu_freed:

@@ -12,27 +12,30 @@ from __future__ import annotations
 import time
 
 from .. import _ring, _serialization as ser
-from .._object_ref import task_id_of
+from .._object_ref import stream_item_id, task_id_of
 from .._protocol import REPLY, Reply
 from ..exceptions import ObjectLostError
 
 
 class Rpc:
-    """A worker's open get (num_returns None) or wait."""
+    """A worker's open get (num_returns None), wait, or a generator's next item
+    (`stream`: (task id, index); a wait for that item's id)."""
 
-    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline", "answered")
+    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline", "answered", "stream")
 
-    def __init__(self, worker, req_id, oids, num_returns, timeout):
+    def __init__(self, worker, req_id, oids, num_returns, timeout, stream=None):
         self.worker = worker
         self.req_id = req_id
         self.oids = oids
         self.num_returns = num_returns
         self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         self.answered = False
+        self.stream = stream
 
 
 class RpcTable:
-    def __init__(self, store, ledger, scheduler, dispatch, segments, readable, tasks, prefix):
+    def __init__(self, store, ledger, scheduler, dispatch, segments, readable, tasks,
+                 generators, prefix):
         self.store = store
         self.ledger = ledger
         self.scheduler = scheduler      # its `awaited`: oid -> the open get that needs it
@@ -40,6 +43,7 @@ class RpcTable:
         self.segments = segments
         self.readable = readable
         self.tasks = tasks              # task_id -> TaskSpec (the task table's dict)
+        self.generators = generators
         self.prefix = prefix
         self.open = {}                  # (worker index, req_id) -> Rpc
 
@@ -50,6 +54,11 @@ class RpcTable:
     def on_wait(self, w, kind, req_id, oids, num_returns, timeout):
         """A worker blocks in wait (a Wait record)."""
         self._open(Rpc(w, req_id, oids, num_returns, timeout))
+
+    def on_gen_next(self, w, kind, req_id, task_id, index, timeout):
+        """A worker waits for a generator's next item (a GenNext record)."""
+        self._open(Rpc(w, req_id, [stream_item_id(task_id, index)], 1, timeout,
+                       (task_id, index)))
 
     def _open(self, rpc):
         w = rpc.worker
@@ -95,6 +104,9 @@ class RpcTable:
                 payload.append(ok)
             if ready < rpc.num_returns and not timed_out:
                 return
+            if rpc.stream is not None:  # the item (granted), the end, or None: timed out
+                payload = (self.generators.hand_out(*rpc.stream, w) if ready and not w.gone
+                           else None)
         self._close(rpc)
         if w.gone:
             return

@@ -39,6 +39,9 @@ from .actor_life import ActorLife
 from .actors import ActorCallSpec, ActorTable
 from .dispatch import BURST_GAP, Dispatcher
 from .envs import Environments
+from .generator_facade import GeneratorFacade
+from .generators import GeneratorTable
+from .._generator import returned as returned_generator
 from .gpu_objects import GpuObjects, driver_cannot_copy
 from .interrupts import MAIN, SafeLock, sections
 from .loop import DRAIN_BATCH, MessageLoop
@@ -56,7 +59,7 @@ MAX_EXTRA_WORKERS = 256
 PRESTART_MAX = 64
 
 
-class Session(ActorFacade, Runtime):
+class Session(ActorFacade, GeneratorFacade, Runtime):
     is_driver = True
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -112,10 +115,12 @@ class Session(ActorFacade, Runtime):
                                    self.functions, self.readable, self.prefix)
         self.actors = ActorTable(self.pool, self.ledger, self.dispatch, self.store,
                                  self.functions, self.envs.prepared, cores, self.prefix)
+        self.generators = GeneratorTable(self.store, self.prefix)
         self.tasks = TaskTable(self.store, self.ledger, self.scheduler, self.dispatch,
-                               self.envs, self.actors, self.node_id)
+                               self.envs, self.actors, self.generators, self.node_id)
         self.rpcs = RpcTable(self.store, self.ledger, self.scheduler, self.dispatch,
-                             self.segments, self.readable, self.tasks.tasks, self.prefix)
+                             self.segments, self.readable, self.tasks.tasks, self.generators,
+                             self.prefix)
         self.gpu = GpuObjects(self.store, self.segments, self.readable, self.new_segment_name,
                               self.prefix)
         self.workers = Workers(self.pool, self.store, self.ledger, self.dispatch, self.rpcs,
@@ -230,8 +235,10 @@ class Session(ActorFacade, Runtime):
             n = spec.num_returns
             if n == 1:
                 ref = ObjectRef(task_id, True)
-            else:
+            elif n >= 0:
                 ref = [ObjectRef(task_id + i, True) for i in range(n)] if n else None
+            else:
+                ref = returned_generator(ObjectRef(task_id, True), n)
         finally:
             if in_main:
                 sections.depth -= 1
@@ -242,6 +249,7 @@ class Session(ActorFacade, Runtime):
         return ref
 
     def cancel(self, ref, force: bool, recursive: bool):
+        ref = getattr(ref, "_ref", ref)  # (a generator: its task)
         with self.lock:
             spec = self.tasks.tasks.get(task_id_of(ref._id))
             if force and spec is not None and spec.actor is not None:
@@ -333,7 +341,7 @@ class Session(ActorFacade, Runtime):
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
         values = self.store.values
-        is_ready = lambda r: type(r) is not ObjectRef or r._id in values
+        is_ready = lambda r: r._id in values  # (a generator's _id: its next item's)
         not_yet = [r for r in refs if not is_ready(r)]
 
         def enough():

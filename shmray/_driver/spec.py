@@ -41,7 +41,9 @@ class TaskSpec:
 
     def return_ids(self):
         base = self.task_id
-        return [base + i for i in range(self.num_returns)]
+        # (a generator's one return: None or its error for a streaming one, the list of
+        # its items' refs for a dynamic one)
+        return [base + i for i in range(self.num_returns)] if self.num_returns >= 0 else [base]
 
     def __repr__(self):
         return f"TaskSpec({self.name}, id={self.task_id:032x}, attempt={self.attempt})"

@@ -21,7 +21,7 @@ from collections import deque
 
 from .. import _serialization as ser, _shm
 from .._object_ref import new_base_id
-from .._protocol import ERROR, INLINE, SHM, SPILLED
+from .._protocol import ERROR, INLINE, SHM, SPILLED, STREAMING
 from .._ring import CANCEL_SLOTS
 from .._scheduler import PIPELINE_MAX
 from .._resources import infeasible, warn_infeasible
@@ -39,9 +39,10 @@ assert PIPELINE_MAX < CANCEL_SLOTS // 2
 
 
 class TaskTable:
-    def __init__(self, store, ledger, scheduler, dispatch, envs, actors, node_id):
+    def __init__(self, store, ledger, scheduler, dispatch, envs, actors, generators, node_id):
         self.store = store
         self.actors = actors
+        self.generators = generators
         self.ledger = ledger
         self.scheduler = scheduler
         self.dispatch = dispatch
@@ -76,6 +77,8 @@ class TaskTable:
                     store.own_new(oid)
                 else:
                     submitter.grant(oid, store)
+        if spec.num_returns == STREAMING:
+            self.generators.start(spec)
         if spec.held:
             for oid in spec.held:
                 store.need(oid)
@@ -204,6 +207,8 @@ class TaskTable:
         if spec.pinned is not None:
             store.unpin(spec.pinned)
             spec.pinned = None
+        if spec.num_returns == STREAMING:  # its items, then its end, before its return
+            self.generators.finish(spec, outcome)
         if outcome and outcome[0] == ERROR:  # one error stands for every return
             self.failed += 1
             if not ran:
@@ -269,6 +274,12 @@ class TaskTable:
             self.add(spec)
         else:
             self.end_actor(actor, actor.death)
+
+    def generators_dropped(self):
+        """Generators whose every ref is gone: their tasks still running are cancelled."""
+        for task_id in self.generators.take_freed():
+            if task_id in self.tasks:
+                self.cancel(task_id, False, True)
 
     def end_actor(self, actor, death):
         """`actor` is dead (`death`: the stored error its calls get): its calls not

@@ -55,6 +55,7 @@ class Workers:
         self.dispatch.forget(w)
         self.ledger.uncharge(w)
         self.rpcs.forget(w)
+        self.tasks.generators.forget_worker(w)
         grants, w.grants = w.grants, {}  # its refs no longer hold anything
         for oid, n in grants.items():
             self.store.unborrow(oid, n)
