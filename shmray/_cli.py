@@ -187,6 +187,7 @@ def _status_loop(args, info, sessions) -> int:
             _print_json({"session": info, "driver": live["driver"], "workers": live["workers"],
                          "snapshot_fresh": fresh,
                          "actors": snapshot["actors"] if snapshot else None,
+                         "generators": snapshot.get("generators") if snapshot else None,
                          "resources": snapshot["resources"] if snapshot else None,
                          "functions": snapshot["functions"] if snapshot else None,
                          "store": snapshot["store"] if snapshot else None})

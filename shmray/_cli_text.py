@@ -135,12 +135,27 @@ def status(info: dict, live: dict, snapshot, fresh: bool, sessions: list) -> str
         ["PID", "CORE", "STATE", "CURRENT TASK", "FOR", "DONE", "RSS"], rows,
         flexible=(3,), right=(0, 1, 5, 6))]
     lines += _status_actors(d, snapshot, actor_rows)
+    lines += _status_generators(snapshot)
     store = [f"{size(d['shm_bytes'])} of {size(d['capacity'])} in shared memory",
              f"{d['objects']:,} objects"]
     if d["spilled"]:
         store.append(f"{d['spilled']:,} spilled ({size(d['spilled_bytes'])})")
     lines += wrapped("object store:", store)
     return "\n".join(lines)
+
+
+def _status_generators(snapshot) -> list:
+    """A row per streaming generator task still producing: its items so far."""
+    rows = (snapshot or {}).get("generators") or []
+    if not rows:
+        return []
+    lines = [f"generators: {len(rows):,} streaming"]
+    lines += ["  " + line for line in table(
+        ["TASK", "TASK ID", "ITEMS", "CONSUMED", "STATE"],
+        [[g["name"], g["task_id"][:16], g["items"], g["consumed"],
+          "paused (backpressure)" if g["paused"] else "running"] for g in rows[:STATUS_ACTOR_ROWS]],
+        flexible=(0,), right=(2, 3))]
+    return lines
 
 
 def actor_label(actor: dict) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-SNAPSHOT_VERSION = 2  # 2: "actors", task rows' "type", workers' "actor"
+SNAPSHOT_VERSION = 3  # 2: "actors", task rows' "type", workers' "actor"; 3: "generators"
 MAX_OBJECTS = 10_000        # object rows in a snapshot, largest first (totals count all)
 MAX_LIVE_TASKS = 10_000     # rows of unfinished tasks in a snapshot
 
@@ -81,10 +81,11 @@ def live_tasks(specs, workers) -> list:
 
 
 def snapshot(session: dict, counters: dict, resources: dict, functions: dict, workers,
-             store, history, specs, actors=(), actor_functions=None) -> dict:
+             store, history, specs, actors=(), actor_functions=None, generators=()) -> dict:
     """The driver's state as JSON-ready data (see the module docstring). `workers`:
     task workers and actors' (with their `actor`); `actors`: actor rows
-    (_driver.actors.ActorState.row), live and recently dead."""
+    (_driver.actors.ActorState.row), live and recently dead; `generators`: the
+    streaming generator tasks still running (_driver.generators.Stream.row)."""
     stats = store.statistics()
     objects = store.objects()
     return {
@@ -108,6 +109,7 @@ def snapshot(session: dict, counters: dict, resources: dict, functions: dict, wo
         "tasks": finished_rows(history, functions, actor_functions)
         + live_tasks(specs, workers),
         "actors": list(actors),
+        "generators": list(generators),
     }
 
 

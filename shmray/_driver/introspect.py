@@ -56,7 +56,8 @@ def snapshot(session) -> dict:
         {"total": session.cluster_resources(), "available": session.available_now()},
         {fn_id: name for fn_id, (_, name) in session.functions.items()},
         session.pool.snapshot[0], session.store, task_records(session),
-        list(session.tasks.tasks.values()), session.actors.rows(), actor_functions(session))
+        list(session.tasks.tasks.values()), session.actors.rows(), actor_functions(session),
+        session.generators.rows())
 
 
 def actor_functions(session) -> dict:
