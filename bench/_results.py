@@ -80,6 +80,12 @@ ROWS = [
     Row("W13shm", "W13 100 MB to an actor, shm", "us/call", "lower",
         "Pool column: the array in a SharedMemory segment, its name in the call; the rest as "
         "the row above"),
+    Row("W14", "W14 generator, small items", "items/s", "higher",
+        "one generator task yielding 10,000 ints, each ref got as it comes (Ray: 2,000 a "
+        "round); tasks: shmray's W1 (20,000 tasks), in rounds alternating with it"),
+    Row("W15", "W15 generator, 100 x 10 MB", "GB/s", "higher",
+        "one generator task yielding 100 arrays of 10 MB, each got (mapped) as it comes, then "
+        "dropped; ref: shmray's put of the same 100 arrays in the driver, alternating"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
 COLUMNS = ENGINES + ("ref", "tasks")   # tasks: shmray's own tasks, for its actors' rows

@@ -35,6 +35,20 @@ def time_batches(benchmark, batch, n, warm_up, rounds):
     return benchmark.pedantic(batch, (n,), rounds=rounds, iterations=1)
 
 
+def small_items(n):
+    """W14: a generator task yielding n small items (what is measured is the streaming)."""
+    for i in range(n):
+        yield i
+
+
+def large_items(n, nbytes):
+    """W15: a generator task yielding n arrays of `nbytes` each (made once: the stream is
+    measured, not the making)."""
+    block = np.ones(nbytes // 8)
+    for _ in range(n):
+        yield block
+
+
 def busy(loops):
     """W3: CPU work of a fixed size. A loop count, not a deadline: a worker that loses its core
     to the driver takes longer, and that lost time must show up in the efficiency."""

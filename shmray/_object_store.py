@@ -86,6 +86,7 @@ class ObjectStore:
         self.tokens_freed = deque()  # ... freed: every handle to their actor is gone
         self.generators = set()     # streaming generator tasks' own returns: watched
         self.generators_freed = deque()  # ... unheld: every ref to the generator is gone
+        self.generator_taken = deque()  # (task id, index) of items the driver handed out
         # Appended by ObjectRef's hooks from any thread; counted by process_refs().
         self.created_queue = deque()
         self.drop_queue = deque()
@@ -383,6 +384,7 @@ class ObjectStore:
         self.created_queue.clear()
         self.drop_queue.clear()
         self.generators.clear()
+        self.generator_taken.clear()
         self.gpu_producers.clear()
         self._pinned.clear()
         self._creators.clear()

@@ -195,6 +195,9 @@ def error_stored(exc: BaseException):
                 type(cause).__name__)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
     """Stored form of an exception raised by the user's task code; the first
     `skip_frames` frames (the worker's own) are left out of the traceback."""
@@ -204,6 +207,11 @@ def task_error_stored(function_name: str, exc: BaseException, skip_frames: int =
     for _ in range(skip_frames):
         if tb_obj is not None and tb_obj.tb_next is not None:
             tb_obj = tb_obj.tb_next
+    # (and shmray's own frames above the user's: a generator's items are pulled by
+    # _worker_generators)
+    while (tb_obj is not None and tb_obj.tb_next is not None
+           and os.path.dirname(tb_obj.tb_frame.f_code.co_filename) == _PACKAGE_DIR):
+        tb_obj = tb_obj.tb_next
     tb = _bounded("".join(traceback.format_exception(type(exc), exc, tb_obj)))
     # A nested task's error re-raised here: its cause is the root cause (a chain of
     # RayTaskErrors as deep as the recursion would not even pickle).

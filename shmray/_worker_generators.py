@@ -70,6 +70,31 @@ async def run_async(rt, result, num_returns, task_id, backpressure, name):
     return None
 
 
+def first_n(rt, items, num_returns, task_id, name):
+    """pack_results for a generator function called with num_returns=N: its first N
+    values, each stored as it comes; if it raises after k < N, the other N - k results
+    are its error (as in Ray). Fewer values and no error: ValueError, for all."""
+    stored, inners, exported = [], [], []
+    try:
+        for value in items:
+            if len(stored) == num_returns:  # more than asked for: not read (as in Ray)
+                break
+            s, inner, gpu = store_value(rt, value, task_id + len(stored))
+            stored.append(s)
+            inners.append(inner or None)
+            if gpu:
+                exported.append(len(stored) - 1)
+    except Exception as e:
+        error, inner = collect_refs(ser.task_error_stored, name, e, 1)
+        while len(stored) < num_returns:
+            stored.append(error)
+            inners.append(inner or None)
+    items.close()
+    if len(stored) < num_returns:
+        raise ValueError(f"Task returned {len(stored)} objects, but num_returns={num_returns}.")
+    return tuple(stored), (tuple(inners) if any(inners) else None), (tuple(exported) or None)
+
+
 def _iterator(result, name):
     if hasattr(result, "__next__") and hasattr(result, "close"):
         return result

@@ -92,6 +92,11 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
             result = _worker_generators.run(rt, result, num_returns, task_id, backpressure,
                                             name)
             num_returns = 1
+        elif num_returns > 1 and type(result).__name__ == "generator":
+            from . import _worker_generators  # (its values one by one; an error: the rest)
+
+            return (*_worker_generators.first_n(rt, result, num_returns, task_id, name),
+                    None, False)
         if in_fork_child:  # the child of an os.fork() in the task came back here
             _end_fork_child(0)
         return (*pack_results(rt, result, num_returns, task_id), None, False)

@@ -16,6 +16,8 @@ Every method runs under the session's lock.
 """
 from __future__ import annotations
 
+import time
+
 from .. import _ring, _serialization as ser, _shm
 from .._object_ref import stream_item_id
 from .._protocol import ERROR, INLINE, REPLY, SHM, Reply
@@ -24,8 +26,12 @@ from .._protocol import ERROR, INLINE, REPLY, SHM, Reply
 END = (INLINE, ser.NONE[1], ())
 
 
+FAST_ITEMS = 200e-6          # items this close together: a consumer spins for the next
+
+
 class Stream:
-    __slots__ = ("task_id", "name", "produced", "consumed", "ended", "backpressure", "pause")
+    __slots__ = ("task_id", "name", "produced", "consumed", "ended", "backpressure", "pause",
+                 "last_item", "gap")
 
     def __init__(self, spec):
         self.task_id = spec.task_id
@@ -35,6 +41,12 @@ class Stream:
         self.ended = False          # the end marker is stored
         self.backpressure = spec.options._generator_backpressure_num_objects
         self.pause = None           # (worker, req_id, produced) of a GenPause not answered
+        self.last_item = 0.0        # when the latest item came (monotonic seconds)
+        self.gap = 0.0              # the recent mean time between items
+
+    @property
+    def fast(self) -> bool:
+        return self.gap < FAST_ITEMS
 
     def row(self) -> dict:
         return {"task_id": f"{self.task_id:032x}", "name": self.name,
@@ -65,6 +77,9 @@ class GeneratorTable:
 
     def _append(self, s, stored, inner=()):
         oid = stream_item_id(s.task_id, s.produced)
+        now = time.monotonic()
+        s.gap += ((now - s.last_item) - s.gap) * 0.25 if s.produced else 0.0
+        s.last_item = now
         store = self.store
         store.need(oid)  # the stream holds it until it is handed out
         store.put(oid, stored, s.name, inner)
@@ -86,23 +101,35 @@ class GeneratorTable:
         self._answer_pause(s, False)
 
     def hand_out(self, task_id, index, w) -> bool:
-        """Item `index` (stored) goes to its consumer: the driver (`w` None; it makes
-        the ref) or worker `w` (granted). False: the stream ended before it."""
+        """Item `index` (stored) goes to worker `w`, which consumes the stream (granted
+        to it). False: the stream ended before it."""
         oid = stream_item_id(task_id, index)
         store = self.store
         s = self.streams.get(task_id)
         is_item = store.values[oid] is not END
         if is_item:
-            if w is None:
-                store.own(oid)
-            else:
-                w.grant(oid, store)
+            w.grant(oid, store)
         if s is not None and index >= s.consumed:
             store.unneed(oid)  # (the consumer's count first: it is not freed between)
-            s.consumed = index + 1
-            if s.pause is not None and s.pause[2] - s.consumed < s.backpressure:
-                self._answer_pause(s, True)
+            self._consumed(s, index)
         return is_item
+
+    def take_handed_out(self):
+        """The items the driver handed out (generator_next, without the lock): the
+        streams let go of them (their refs were counted before, by the hooks)."""
+        taken = self.store.generator_taken
+        store = self.store
+        while taken:
+            task_id, index = taken.popleft()
+            s = self.streams.get(task_id)
+            if s is not None and index >= s.consumed:
+                store.unneed(stream_item_id(task_id, index))
+                self._consumed(s, index)
+
+    def _consumed(self, s, index):
+        s.consumed = index + 1
+        if s.pause is not None and s.pause[2] - s.consumed < s.backpressure:
+            self._answer_pause(s, True)
 
     def on_pause(self, w, kind, req_id, task_id, produced):
         """A GenPause record: the generator waits for its items to be consumed."""

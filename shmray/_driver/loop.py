@@ -219,6 +219,8 @@ class MessageLoop:
             for w in list(self.dispatch.batched):
                 self.dispatch.send_batch(w)
         self.store.process_refs()
+        if self.store.generator_taken:  # (after the refs' creations: counted first)
+            self.generators.take_handed_out()
         if self.store.tokens_freed:
             self.life.end_unreferenced()
         if self.store.generators_freed:
@@ -236,17 +238,17 @@ class MessageLoop:
             with self.lock:
                 self.dispatch.flush()
 
-    def pump(self, timeout, done=None, spin=True):
+    def pump(self, timeout, done=None, spin=True, fast=False):
         """Wait up to `timeout` seconds for messages and handle them; return early
         if done() already holds (another thread may have handled what we wait for).
         A Ctrl-C-safe section: a message popped is a message handled, and the pump
         lock is let go (a Ctrl-C waits for this pump's end, HOUSEKEEP_EVERY at most)."""
         with sections:
-            self._pump(timeout, done, spin)
+            self._pump(timeout, done, spin, fast)
         if self.deferred:
             self.run_deferred()
 
-    def _pump(self, timeout, done, spin):
+    def _pump(self, timeout, done, spin, fast):
         self.wake_deferred()
         if not self.pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
             return
@@ -257,7 +259,9 @@ class MessageLoop:
             if not rings:
                 time.sleep(min(max(timeout, 0), 0.01))
                 return
-            spin = spin and self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER
+            # (`fast`: what is awaited comes quickly, whatever the tasks' durations: a
+            # streaming generator's next item)
+            spin = spin and (fast or self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER)
             got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
                           DRIVER_SPIN if spin else 0.0, self.rr)
             if got is not None:
@@ -291,8 +295,9 @@ class MessageLoop:
                     deferred.appendleft(fn)
                 raise
 
-    def wait_until(self, done, timeout) -> bool:
-        """Pump until done() is true; False if `timeout` seconds pass first."""
+    def wait_until(self, done, timeout, fast=False) -> bool:
+        """Pump until done() is true; False if `timeout` seconds pass first. `fast`:
+        it is expected within microseconds (spin before sleeping, see _pump)."""
         if done():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -308,7 +313,7 @@ class MessageLoop:
                 if deadline is not None and remaining <= 0:
                     return done()
                 self.pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY),
-                          done)
+                          done, fast=fast)
                 self.session.check_open()
                 if done():
                     return True
