@@ -184,18 +184,21 @@ class ObjectStore:
     def keep_until_shutdown(self, oid):
         self.escaped.add(oid)
 
+    def count_created(self):
+        """Count the driver's ObjectRef instances created since last time."""
+        created, local = self.created_queue, self._local
+        while created:
+            oid = created.popleft()
+            local[oid] = local.get(oid, 0) + 1
+
     def process_refs(self):
         """Count the driver's ObjectRef instances created and dropped since last time.
         Drops are counted up to a length read first: each has its creation queued
         before it, so a count never passes through zero while an instance lives."""
         drops = self.drop_queue
         n = len(drops)
-        created = self.created_queue
-        if created:
-            local = self._local
-            while created:
-                oid = created.popleft()
-                local[oid] = local.get(oid, 0) + 1
+        if self.created_queue:
+            self.count_created()
         # _remove(local, oid) and _free(oid), inlined: this runs once per task
         local, values, inner = self._local, self.values, self._inner
         needed, borrowed, contained, escaped = (self._needed, self._borrowed, self._contained,

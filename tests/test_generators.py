@@ -354,3 +354,18 @@ def test_options_are_checked(ray):
 
     with pytest.raises(TypeError, match="must be a generator function"):
         ray.get(next(not_a_generator.remote()))
+
+
+def test_a_long_fast_stream_loses_nothing(ray):
+    # the consumer races the loop storing the items (no lock on its path): every item
+    # must be there, counted, and freed after
+    store = shmray._context.runtime.store
+    for _ in range(3):
+        gen = count_to.remote(20_000)
+        assert sum(ray.get(ref) for ref in gen) == sum(range(20_000))
+    drained = count_to.remote(5_000)
+    ray.get(drained.completed())  # all stored before a single one is read
+    assert sum(ray.get(ref) for ref in drained) == sum(range(5_000))
+    del gen, drained
+    _wait_for(lambda: not shmray._context.runtime.generators.streams)
+    assert not [o for o in store.values if o & 0xFFFF == 0xFFFF]  # no item left

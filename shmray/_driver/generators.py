@@ -81,10 +81,12 @@ class GeneratorTable:
         s.gap += ((now - s.last_item) - s.gap) * 0.25 if s.produced else 0.0
         s.last_item = now
         store = self.store
+        # The next one pending first: a reader without the lock who finds no value for
+        # it must find it coming (see ObjectStore.coming_or_there).
+        store.pending.add(stream_item_id(s.task_id, s.produced + 1))
         store.need(oid)  # the stream holds it until it is handed out
         store.put(oid, stored, s.name, inner)
         s.produced += 1
-        store.pending.add(stream_item_id(s.task_id, s.produced))
         return oid
 
     def finish(self, spec, outcome):
@@ -119,7 +121,9 @@ class GeneratorTable:
         streams let go of them (their refs were counted before, by the hooks)."""
         taken = self.store.generator_taken
         store = self.store
-        while taken:
+        n = len(taken)  # each one's ref was queued before it: counted now, before it counts
+        store.count_created()
+        for _ in range(n):
             task_id, index = taken.popleft()
             s = self.streams.get(task_id)
             if s is not None and index >= s.consumed:
