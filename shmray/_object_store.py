@@ -18,43 +18,12 @@ be followed: its object is kept until shutdown, as Ray does.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 
-from . import _serialization as ser
-from . import _shm, _spill
-from ._protocol import ERROR, INLINE, SHM, SPILLED
+from . import _shm, _spill, _store_info
+from ._protocol import INLINE, SHM, SPILLED
 from ._segment_pool import SegmentPool, dead_worker_names, drop_unread_large_messages
+from ._store_info import StoreStats
 from .exceptions import ObjectStoreFullError
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    objects: int
-    pending: int
-    inline_bytes: int
-    shm_bytes: int
-    shm_segments: int
-    kept_until_shutdown: int
-    spilled: int
-    spilled_bytes: int
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    object_id: str
-    size: int
-    where: str                  # "inline", "shared memory", "spilled" or "error"
-    created_by: str | None      # a task's name, "put", ...: kept for objects not inline
-    driver_refs: int            # ObjectRef instances in the driver
-    borrowers: int              # references held by workers
-    contained_in: int           # stored objects whose value holds its ref
-    needed_by_tasks: int        # unfinished tasks that take it (as input or inside args)
-    pinned_by_workers: int      # tasks on workers that were handed it (never spilled)
-    kept_until_shutdown: bool   # its ref was pickled outside shmray
-
-    @property
-    def reference_count(self) -> int:
-        return self.driver_refs + self.borrowers + self.contained_in + self.needed_by_tasks
 
 
 class ObjectStore:
@@ -395,28 +364,7 @@ class ObjectStore:
 
     def objects(self) -> list:
         """One ObjectInfo per stored object, largest first (what `shmray status` lists)."""
-        where = {INLINE: "inline", SHM: "shared memory", ERROR: "error",
-                 SPILLED: "spilled"}
-        infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], self._creators.get(oid),
-                            self._local.get(oid, 0), self._borrowed.get(oid, 0),
-                            self._contained.get(oid, 0), self._needed.get(oid, 0),
-                            self._pinned.get(oid, 0), oid in self.escaped)
-                 for oid, s in self.values.items()]
-        return sorted(infos, key=lambda i: -i.size)
+        return _store_info.objects(self)
 
     def statistics(self) -> StoreStats:
-        inline = shm = segs = spilled_bytes = 0
-        for s in self.values.values():
-            if s[0] == SHM:
-                shm += s[2]
-                segs += 1
-            elif s[0] == SPILLED:
-                spilled_bytes += s[2]
-            else:
-                inline += ser.stored_size(s)
-        return StoreStats(len(self.values), len(self.pending), inline, shm, segs,
-                          len(self.escaped), self.spilled, spilled_bytes)
-
-
-def _size(stored) -> int:
-    return stored[2] if stored[0] in (SHM, SPILLED) else ser.stored_size(stored)
+        return _store_info.statistics(self)

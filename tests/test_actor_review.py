@@ -118,7 +118,7 @@ def test_get_if_exists_in_a_task_leaves_no_segment(ray):
 
 
 # Was: ActorOptions.creation makes a new TaskOptions for every creation (and
-# ActorMethod.options one per call); TaskTable._verdicts keeps each, keyed by id(),
+# ActorMethod.options one per call); TaskTable.verdicts keeps each, keyed by id(),
 # for the whole session
 @pytest.mark.timeout(60)
 def test_creating_actors_does_not_grow_driver_state(ray):
@@ -126,12 +126,12 @@ def test_creating_actors_does_not_grow_driver_state(ray):
     a = Plain.remote()
     ray.get(a.pid.remote())
     del a
-    before = len(session.tasks._verdicts)
+    before = len(session.tasks.verdicts)
     for _ in range(20):
         a = Plain.remote()
         ray.get(a.pid.options(name="named-call").remote())
         del a
-    assert len(session.tasks._verdicts) - before < 5
+    assert len(session.tasks.verdicts) - before < 5
 
 
 # ------------------------------------------------------------ Ray's API

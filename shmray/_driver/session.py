@@ -23,9 +23,10 @@ import time
 import warnings
 from threading import get_ident
 
-from .. import _context, _gpu, _ring, _serialization as ser, _shm, _snapshot, _status_area
+from .. import _context, _ring, _serialization as ser, _shm, _snapshot, _status_area
 from . import introspect
-from .._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, task_id_of
+from .._generator import returned as returned_generator
+from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import SHM
 from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stacklevel
@@ -33,19 +34,18 @@ from .._runtime import Runtime
 from .._scheduler import Scheduler
 from .._segment_pool import SegmentPool
 from .._worker_pool import WorkerPool, start_method, worker_sys_path
-from ..exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError
+from ..exceptions import RaySystemError
 from .actor_facade import ActorFacade
 from .actor_life import ActorLife
 from .actors import ActorCallSpec, ActorTable
 from .dispatch import BURST_GAP, Dispatcher
 from .envs import Environments
-from .generator_facade import GeneratorFacade
 from .generators import GeneratorTable
-from .._generator import returned as returned_generator
 from .gpu_objects import GpuObjects, driver_cannot_copy
 from .interrupts import MAIN, SafeLock, sections
 from .loop import DRAIN_BATCH, MessageLoop
-from .rpcs import RpcTable, lost_error
+from .object_facade import ObjectFacade
+from .rpcs import RpcTable
 from .spec import TaskSpec
 from .tasks import TaskTable
 from .workers import EVICTED, Workers
@@ -59,7 +59,7 @@ MAX_EXTRA_WORKERS = 256
 PRESTART_MAX = 64
 
 
-class Session(ActorFacade, GeneratorFacade, Runtime):
+class Session(ActorFacade, ObjectFacade, Runtime):
     is_driver = True
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -256,103 +256,6 @@ class Session(ActorFacade, GeneratorFacade, Runtime):
                 raise ValueError("force=True is not supported for actor tasks.")
             self.tasks.cancel(task_id_of(ref._id), force, recursive)
         self.loop.run_deferred()  # the cancelled task's futures
-
-    # ------------------------------------------------------------ objects
-    def put(self, value):
-        if isinstance(value, ObjectRef):
-            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
-                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
-                            "on it.")
-        with sections:  # a Ctrl-C-safe section: the object is stored whole, or not at all
-            return self._put(value)
-
-    def _put(self, value):
-        oid = new_base_id()
-        if "cupy" in sys.modules:  # cupy arrays go out as IPC handles (see _gpu)
-            with _gpu.exporting(oid) as gpu:
-                stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
-        else:
-            gpu = None
-            stored, inner = collect_refs(ser.to_stored, value, None, self._write_large)
-        with self.lock:
-            if self.closed:  # shut down while the value was written: nothing keeps it
-                if stored[0] == SHM:
-                    _shm.unlink(stored[1])
-                self.check_open()
-            self.store.own(oid)
-            if gpu is not None and gpu.exported:
-                self.store.gpu_producers[oid] = None  # the driver keeps the arrays
-            self.store.put(oid, stored, "put", inner)
-        return ObjectRef(oid, True)  # (no future can wait for an id made just now)
-
-    def _write_large(self, meta, buffers):
-        size = ser.segment_layout(meta, buffers)[1]
-        with self.lock:  # a ref just dropped may free a segment this put can reuse
-            self.store.process_refs()
-            self.store.reserve(size)  # spills others if needed, or raises
-        return self.segments.write(meta, buffers)
-
-    def readable(self, oid):
-        """The stored form of `oid` to read or hand out: brought back from disk first if
-        it was spilled (an error form if there is no room for it). Under the lock."""
-        store = self.store
-        try:
-            store.ensure_in_memory(oid)
-        except ObjectStoreFullError as e:
-            return ser.error_stored(e)
-        store.touch(oid)
-        return store.values[oid]
-
-    def get(self, refs: list, timeout):
-        store = self.store
-        values = store.values
-        oids = [r._id for r in refs if type(r) is ObjectRef]
-        for oid in oids:
-            if not store.coming_or_there(oid):
-                self.check_open()
-                raise lost_error(oid)
-        missing = [o for o in oids if o not in values]
-        first = 0
-
-        def all_ready():  # results arrive roughly in order: resume at the first missing one
-            nonlocal first
-            while first < len(missing) and missing[first] in values:
-                first += 1
-            return first == len(missing)
-
-        if not self.loop.wait_until(all_ready, timeout):
-            raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        return self.values(refs, oids)
-
-    def values(self, refs: list, oids: list) -> list:
-        """The values of `refs` (their ids `oids`), all stored; the first error raises.
-        Spilled ones come back or are read from their files (read ones spill last)."""
-        store = self.store
-        if not store.holds_large():  # nothing can be spilled: no lock needed
-            return ser.values_of(refs, store.values, self.segments.mapped)
-        for _ in range(3):
-            with self.lock:
-                readable = {oid: self.readable(oid) for oid in oids}
-            try:
-                return ser.values_of(refs, readable, self.segments.mapped)
-            except _shm.SegmentGone:  # another thread spilled one in between
-                continue
-        raise lost_error(oids[0])
-
-    def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
-        values = self.store.values
-        is_ready = lambda r: r._id in values  # (a generator's _id: its next item's)
-        not_yet = [r for r in refs if not is_ready(r)]
-
-        def enough():
-            not_yet[:] = [r for r in not_yet if r._id not in values]
-            return len(refs) - len(not_yet) >= num_returns
-
-        self.loop.wait_until(enough, timeout)
-        ready, not_ready = [], []
-        for r in refs:
-            (ready if is_ready(r) and len(ready) < num_returns else not_ready).append(r)
-        return ready, not_ready
 
     def gpu_host_copy(self, oid) -> dict:
         driver_cannot_copy(oid)

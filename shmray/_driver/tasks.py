@@ -24,13 +24,12 @@ from .._object_ref import new_base_id
 from .._protocol import ERROR, INLINE, SHM, SPILLED, STREAMING
 from .._ring import CANCEL_SLOTS
 from .._scheduler import PIPELINE_MAX
-from .._resources import infeasible, warn_infeasible
+from .._resources import warn_infeasible
 from ..exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
-from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from .rpcs import can_help, lost_error
+from .verdicts import Verdicts
 
 HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
-VERDICTS_MAX = 4096          # options objects whose verdict is kept
 LEND_MAX = 64                # stored forms lent with one task at most
 LEND_INLINE_MAX = 1024       # inline values lent only up to this size
 # Every cancelled task queued on a worker is listed in its channel (see _ring), and
@@ -55,8 +54,7 @@ class TaskTable:
         self.history = deque(maxlen=HISTORY)
         self.finished = 0           # tasks whose last attempt succeeded
         self.failed = 0             # ... or failed (cancelled ones too)
-        self._verdicts = {}         # id(TaskOptions) -> (options, error or None, env key or
-                                    # None, pickled retry types or None): once per options
+        self.verdicts = Verdicts(ledger, envs, node_id)
 
     # ------------------------------------------------------------ submission
     def add(self, spec, submitter=None, burst=False):
@@ -90,15 +88,9 @@ class TaskTable:
             if death is not None:
                 self.finish(spec, death)
                 return
-        verdict = self._verdicts.get(id(spec.options))
-        if verdict is None or verdict[0] is not spec.options:
-            if len(self._verdicts) >= VERDICTS_MAX:  # (options made per call: .options())
-                self._verdicts.clear()
-            verdict = self._verdicts[id(spec.options)] = (
-                spec.options, self._never_runs(spec), self.envs.key_for(spec.options),
-                _pickled_retry_types(spec.options))
-        never, env = verdict[1], verdict[2]
-        spec.retry_exceptions = verdict[3]
+        verdict = self.verdicts.of(spec.options)
+        never, env = verdict.never, verdict.env
+        spec.retry_exceptions = verdict.retry_types
         if submitter is not None:
             env = self.envs.child_key(spec.options, submitter.env, env)
         if env is not None:  # a runtime_env: its own workers, its own queue
@@ -122,21 +114,6 @@ class TaskTable:
             store.on_ready(oid, lambda oid, spec=spec: self._input_ready(spec))
         if not missing:
             self.ready(spec, burst)
-
-    def _never_runs(self, spec):
-        """The error every task with these options gets at once, or None if they can run."""
-        strategy = spec.options.scheduling_strategy
-        node, soft = None, True
-        if isinstance(strategy, NodeAffinitySchedulingStrategy):
-            node, soft = strategy.node_id, strategy.soft
-        elif strategy == "NODE_AFFINITY":
-            node, soft = spec.options.scheduling_strategy_node_id, False
-        if node is not None and node != self.node_id and not soft:
-            return TaskUnschedulableError(
-                f"node affinity to node {node!r}, which does not exist (this node is "
-                f"{self.node_id}) and soft=False")
-        reason = infeasible(self.ledger.totals, spec.request)
-        return TaskUnschedulableError(reason) if reason else None
 
     def lend(self, oids):
         """Stored forms of refs pickled inside a task's arguments that exist already:
@@ -408,11 +385,6 @@ class TaskTable:
             if spec.args_stored[0] == SHM:
                 _shm.unlink(spec.args_stored[1])
         self.tasks.clear()
-
-
-def _pickled_retry_types(options):
-    retry = options.retry_exceptions
-    return ser.dumps(retry) if type(retry) is tuple else None
 
 
 def _retries_left(spec, limit) -> bool:

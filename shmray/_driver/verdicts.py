@@ -1,0 +1,58 @@
+"""Verdicts: what the driver concludes once per TaskOptions object, never per task
+(the options of a RemoteFunction, an .options() variant, an actor method's calls):
+whether tasks with them can ever run on this node, their runtime_env's key, and their
+retry_exceptions list pickled for the workers."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import _serialization as ser
+from .._resources import infeasible
+from ..exceptions import TaskUnschedulableError
+from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+VERDICTS_MAX = 4096          # options objects whose verdict is kept
+
+
+class Verdict(NamedTuple):
+    options: object             # the TaskOptions it is for (its id may be reused)
+    never: Exception | None     # the error every task with them gets at once (None: runs)
+    env: object                 # their runtime_env's key (None: the plain workers)
+    retry_types: bytes | None   # their retry_exceptions list, pickled (the workers decide)
+
+
+class Verdicts:
+    def __init__(self, ledger, envs, node_id):
+        self.ledger = ledger
+        self.envs = envs
+        self.node_id = node_id
+        self._by_id = {}            # id(TaskOptions) -> Verdict
+
+    def of(self, options) -> Verdict:
+        verdict = self._by_id.get(id(options))
+        if verdict is None or verdict.options is not options:
+            if len(self._by_id) >= VERDICTS_MAX:  # (options made per call: .options())
+                self._by_id.clear()
+            retry = options.retry_exceptions
+            verdict = self._by_id[id(options)] = Verdict(
+                options, self._never_runs(options), self.envs.key_for(options),
+                ser.dumps(retry) if type(retry) is tuple else None)
+        return verdict
+
+    def __len__(self):
+        return len(self._by_id)
+
+    def _never_runs(self, options):
+        """The error every task with these options gets at once, or None if they can run."""
+        strategy = options.scheduling_strategy
+        node, soft = None, True
+        if isinstance(strategy, NodeAffinitySchedulingStrategy):
+            node, soft = strategy.node_id, strategy.soft
+        elif strategy == "NODE_AFFINITY":
+            node, soft = options.scheduling_strategy_node_id, False
+        if node is not None and node != self.node_id and not soft:
+            return TaskUnschedulableError(
+                f"node affinity to node {node!r}, which does not exist (this node is "
+                f"{self.node_id}) and soft=False")
+        reason = infeasible(self.ledger.totals, options.request)
+        return TaskUnschedulableError(reason) if reason else None
