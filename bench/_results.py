@@ -85,7 +85,8 @@ ROWS = [
         "round); tasks: shmray's W1 (20,000 tasks), in rounds alternating with it"),
     Row("W15", "W15 generator, 100 x 10 MB", "GB/s", "higher",
         "one generator task yielding 100 arrays of 10 MB, each got (mapped) as it comes, then "
-        "dropped; ref: shmray's put of the same 100 arrays in the driver, alternating"),
+        "dropped; ref: shmray's put of the same 100 arrays in the driver (freed segments reused), "
+        "alternating; tasks: the same puts in a task (fresh segments), median of 3"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
 COLUMNS = ENGINES + ("ref", "tasks")   # tasks: shmray's own tasks, for its actors' rows

@@ -49,6 +49,17 @@ def large_items(n, nbytes):
         yield block
 
 
+def puts_in_a_task(module_name, n, nbytes):
+    """W15's comparison: seconds a task takes to put what large_items yields, each ref
+    dropped after its put (the store's write path in a worker, without the stream)."""
+    engine = importlib.import_module(module_name)
+    block = np.ones(nbytes // 8)
+    start = time.perf_counter()
+    for _ in range(n):
+        engine.put(block)
+    return time.perf_counter() - start
+
+
 def busy(loops):
     """W3: CPU work of a fixed size. A loop count, not a deadline: a worker that loses its core
     to the driver takes longer, and that lost time must show up in the efficiency."""

@@ -3,13 +3,14 @@
 W14: one task yields 10,000 small items; the caller gets each ref's value as it comes
 (items/s). shmray's own W1 rate is timed in rounds alternating with it: its target is half
 of W1's. W15: one task yields 100 arrays of 10 MB; each is got (shmray maps it) and
-dropped (GB/s), against shmray's put of the same arrays in the driver, alternating."""
+dropped (GB/s), against shmray's put of the same arrays in the driver (alternating; it
+reuses freed segments) and in a task (fresh segments, as the generator's worker writes)."""
 import numpy as np
 import pytest
 
 import _results
 from _actors import time_batches_alternating
-from _tasks import large_items, small_items, small_tasks, time_batches
+from _tasks import large_items, puts_in_a_task, small_items, small_tasks, time_batches
 
 ITEMS = 10_000
 SCALED = {"ray": 2_000}    # Ray streams ~8,000 items/s here; a rate, so fewer only shortens
@@ -74,6 +75,10 @@ def test_large_items(benchmark, engine):
         put_s = time_batches_alternating(benchmark, consume_large(engine), put_arrays(engine),
                                          ARRAYS, 2, rounds)
         _results.record("W15", "ref", ARRAYS * ARRAY_BYTES / put_s / 1e9)
+        task_puts = engine._r(puts_in_a_task)
+        seconds = sorted(engine.get(task_puts.remote("shmray", ARRAYS, ARRAY_BYTES))
+                         for _ in range(3))
+        _results.record("W15", "tasks", ARRAYS * ARRAY_BYTES / seconds[1] / 1e9)
     else:
         time_batches(benchmark, consume_large(engine), ARRAYS, 2, rounds)
     _results.record("W15", engine.name, ARRAYS * ARRAY_BYTES / _results.median(benchmark) / 1e9)

@@ -271,6 +271,8 @@ def cancel(object_ref, *, force=False, recursive=True):
     if type(object_ref) not in _WAITABLE:
         raise TypeError("ray.cancel() only supported for object refs. For actors, try "
                         f"ray.kill(), got {type(object_ref).__name__}")
+    if type(object_ref) is ObjectRefGenerator:
+        object_ref = object_ref._ref  # (its task's own return)
     _context.get_runtime().cancel(object_ref, bool(force), bool(recursive))
 
 

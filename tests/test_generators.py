@@ -275,7 +275,7 @@ def test_a_dropped_generator_frees_its_items_and_stops_its_task(ray, tmp_path):
     _wait_for(lambda: store.shm_bytes < 1 << 20)
 
 
-def test_a_task_consumes_a_generator(ray):
+def test_a_task_consumes_waits_on_and_cancels_a_generator(ray, tmp_path):
     @ray.remote
     def total(n):
         return sum(shmray.get(ref) for ref in count_to.remote(n))
@@ -285,8 +285,21 @@ def test_a_task_consumes_a_generator(ray):
         gen = count_to.remote(n)
         return [shmray.get(next(gen)), shmray.get(next(gen))]
 
+    @ray.remote
+    def waits_then_cancels(path):
+        gen = waits_for_file.remote(path)  # (the file never comes: only a cancel ends it)
+        ready, _ = shmray.wait([gen], timeout=10)
+        first = shmray.get(next(gen))
+        shmray.cancel(gen)
+        try:
+            shmray.get(next(gen))
+        except TaskCancelledError:
+            return first, ready == [gen], "cancelled"
+
     assert ray.get(total.remote(50)) == sum(range(50))
     assert ray.get(first_two_then_drop.remote(1000)) == [0, 1]
+    assert ray.get(waits_then_cancels.options(num_cpus=0).remote(
+        str(tmp_path / "never")), timeout=30) == ("before", True, "cancelled")
 
 
 def test_actor_generator_methods_sync_threaded_and_async(ray, tmp_path):

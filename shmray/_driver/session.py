@@ -249,7 +249,6 @@ class Session(ActorFacade, ObjectFacade, Runtime):
         return ref
 
     def cancel(self, ref, force: bool, recursive: bool):
-        ref = getattr(ref, "_ref", ref)  # (a generator: its task)
         with self.lock:
             spec = self.tasks.tasks.get(task_id_of(ref._id))
             if force and spec is not None and spec.actor is not None:
