@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import shmray
-from shmray.exceptions import (GetTimeoutError, RayTaskError, TaskCancelledError,
-                               WorkerCrashedError)
+from shmray.exceptions import (GetTimeoutError, ObjectLostError, RayTaskError,
+                               TaskCancelledError, WorkerCrashedError)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -382,3 +382,29 @@ def test_a_long_fast_stream_loses_nothing(ray):
     del gen, drained
     _wait_for(lambda: not shmray._context.runtime.generators.streams)
     assert not [o for o in store.values if o & 0xFFFF == 0xFFFF]  # no item left
+
+
+def test_shutdown_with_generators_running_leaves_nothing(fresh, gone):
+    fresh.init(num_cpus=2)
+
+    @fresh.remote(_generator_backpressure_num_objects=2)
+    def big_items():
+        while True:
+            yield np.ones(1 << 20, dtype=np.uint8)  # (paused after 2: items in shm)
+
+    @fresh.remote
+    class Source:
+        def items(self):
+            while True:
+                yield os.getpid()
+                time.sleep(0.01)
+
+    gen, stream = big_items.remote(), Source.remote().items.remote()
+    assert fresh.get(next(gen)).nbytes == 1 << 20
+    actor_pid = fresh.get(next(stream))
+    pids = [w.pid for w in shmray._context.runtime.pool.workers] + [actor_pid]
+    fresh.shutdown()
+    assert gone(pids)
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"shmray_{os.getpid()}_")]
+    with pytest.raises(ObjectLostError):  # (as a ref of the old session: a new one has
+        next(gen)                         # none of its objects)
