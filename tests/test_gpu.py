@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -64,7 +65,8 @@ def test_a_gpu_worker_serves_one_device_set_and_is_reused(fresh):
     fresh.init(num_cpus=2, num_gpus=2)
 
     @fresh.remote(num_gpus=1)
-    def on_gpu():
+    def on_gpu(hold=0.0):
+        time.sleep(hold)
         return os.getpid(), os.environ["CUDA_VISIBLE_DEVICES"], fresh.get_gpu_ids()
 
     @fresh.remote
@@ -75,8 +77,9 @@ def test_a_gpu_worker_serves_one_device_set_and_is_reused(fresh):
     # one at a time: the same worker (device 0) every time, reused
     assert {(pid, devices) for pid, devices, _ in first} == {(first[0][0], "0")}
     assert first[0][2] == [0]
-    both = fresh.get([on_gpu.remote() for _ in range(2)], timeout=60)
-    assert sorted(d for _, d, _ in both) == ["0", "1"]  # two at once: two devices
+    # two at once (each held long enough to overlap the other): two devices
+    both = fresh.get([on_gpu.remote(0.5) for _ in range(2)], timeout=60)
+    assert sorted(d for _, d, _ in both) == ["0", "1"]
     cpu_pid, cpu_devices = fresh.get(on_cpu.remote(), timeout=60)
     assert cpu_devices == "" and cpu_pid not in {pid for pid, _, _ in first + both}
 
