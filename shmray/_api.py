@@ -16,7 +16,7 @@ from ._object_ref import ObjectRef
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
-    "labels": None, "local_mode": False, "include_dashboard": None, "dashboard_host": None,
+    "labels": None, "include_dashboard": None, "dashboard_host": None,
     "dashboard_port": None, "job_config": None, "configure_logging": True,
     "logging_level": None, "logging_format": None, "logging_config": None,
     "enable_resource_isolation": False, "cgroup_path": None, "system_reserved_cpu": None,
@@ -49,7 +49,7 @@ class RayContext(dict):
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
          ignore_reinit_error=False, log_to_driver=True, runtime_env=None,
-         resolve_nested_refs=True, namespace=None, **kwargs):
+         resolve_nested_refs=True, namespace=None, local_mode=False, **kwargs):
     """Start a session on this machine (Ray's ``init``); returns a RayContext."""
     unknown = [k for k in kwargs if k not in _INIT_IGNORED]
     if unknown:
@@ -69,6 +69,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
+    if local_mode:
+        return _init_local(num_cpus, num_gpus, resources, object_store_memory, runtime_env,
+                           bool(resolve_nested_refs), namespace, ignore_reinit_error)
     from ._driver.session import Session  # here: a worker imports this module, not the driver
     with _context.init_lock:  # one session, whatever other threads' first calls do meanwhile
         if _context.runtime is not None:
@@ -80,6 +83,24 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                      resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env,
                      namespace=namespace)
         _context.runtime = rt
+    return _context_info(rt)
+
+
+def _init_local(num_cpus, num_gpus, resources, object_store_memory, runtime_env,
+                resolve_nested_refs, namespace, ignore_reinit_error):
+    """init(local_mode=True): a LocalRuntime (every task runs in this process)."""
+    from ._local import LocalRuntime  # here: only local mode loads it
+    from ._resources import node_totals
+
+    with _context.init_lock:
+        if _context.runtime is not None:
+            if ignore_reinit_error:
+                return _context_info(_context.runtime)
+            raise RuntimeError(_REINIT_MESSAGE)
+        totals = node_totals(num_cpus, num_gpus, resources,
+                             object_store_memory=object_store_memory)
+        rt = _context.runtime = LocalRuntime(totals, namespace, resolve_nested_refs,
+                                             runtime_env)
     return _context_info(rt)
 
 

@@ -48,6 +48,11 @@ class Runtime(abc.ABC):
         """(ready, not ready), as Ray's wait."""
 
     @abc.abstractmethod
+    def generator_next(self, task_id: int, index: int, timeout):
+        """The ref of item `index` of a streaming generator task, or None after its last
+        (GetTimeoutError after `timeout` seconds)."""
+
+    @abc.abstractmethod
     def cancel(self, ref, force: bool, recursive: bool):
         """Cancel the task that makes `ref`."""
 
