@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time 2,000 small tasks instead of 20,000")
     demo.set_defaults(handler=run_demo)
 
+    run = commands.add_parser(
+        "run", help="run a Ray program on shmray: its `import ray` is shmray",
+        description="Run PROGRAM (a path, or -m MODULE) with `import ray`, `ray.exceptions`, "
+                    "`ray.util` and the other modules shmray has resolving to shmray's, in "
+                    "the program and in every worker; a Ray module shmray lacks fails to "
+                    "import with an error naming it (never the real ray).")
+    run.add_argument("-m", dest="module", action="store_true",
+                     help="PROGRAM is a module name, run as `python -m` runs it")
+    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the program's arguments")
+    run.set_defaults(handler=run_program)
+
     bench = commands.add_parser(
         "bench", help="short throughput summary against multiprocessing.Pool (full suite: "
                       "pytest bench/ --benchmark-only)")
@@ -315,6 +327,25 @@ def run_cleanup(args) -> int:
         else:
             print(f"removed {name if name.startswith('/') else '/dev/shm/' + name}")
     print(f"{len(removed)} leftover(s) of dead sessions removed (live sessions untouched)")
+    return 0
+
+
+def run_program(args) -> int:
+    """`shmray run`: the program as __main__, with `import ray` answered by shmray."""
+    import runpy
+
+    from . import _ray_alias
+
+    _ray_alias.install()
+    sys.argv = [args.program, *args.args]
+    try:
+        if args.module:
+            runpy.run_module(args.program, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(args.program)))
+            runpy.run_path(args.program, run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 

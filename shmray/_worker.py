@@ -161,6 +161,10 @@ def main(argv):
         sys.path[:0] = config["sys_path"]
     else:
         sys.path[:] = config["sys_path"]
+    if os.environ.get("SHMRAY_AS_RAY") == "1":  # its driver runs as ray (`shmray run`)
+        from . import _ray_alias
+
+        _ray_alias.install()
     run(config)
 
 
