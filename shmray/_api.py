@@ -5,14 +5,17 @@ Arguments are validated here, once, with Ray's messages; the runtime behind
 """
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
+import sys
 import warnings
 
 from . import _context, _options, _remote_function, _runtime_env, _shm, actor as _actor
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
+from ._runtime_context import RuntimeContext
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
@@ -27,7 +30,6 @@ _INIT_IGNORED = {
     "_metrics_export_port": None, "_system_config": None, "_tracing_startup_hook": None,
     "_node_name": None, "_skip_env_hook": False,
 }
-_LOCAL_ADDRESSES = (None, "local", "auto")
 _REINIT_MESSAGE = ("Maybe you called ray.init twice by accident? This error can be suppressed "
                    "by passing in 'ignore_reinit_error=True' or by calling 'ray.shutdown()' "
                    "prior to 'ray.init()'.")
@@ -50,10 +52,23 @@ class RayContext(dict):
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
          ignore_reinit_error=False, log_to_driver=True, runtime_env=None,
          resolve_nested_refs=True, namespace=None, local_mode=False, **kwargs):
-    """Start a session on this machine (Ray's ``init``); returns a RayContext."""
+    """Start a session on this machine (Ray's ``init``), or with an `address` (or
+    RAY_ADDRESS) connect to that Ray cluster through the real ray (see _cluster);
+    returns a RayContext."""
     unknown = [k for k in kwargs if k not in _INIT_IGNORED]
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "local"):
+        given = [k for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
+                                ("resources", resources),
+                                ("object_store_memory", object_store_memory)) if v is not None]
+        if given:  # (Ray refuses them there; the same program runs on both)
+            warnings.warn(f"init() connects to the Ray cluster at {address!r}, whose "
+                          f"resources are its own: {', '.join(given)} ignored", stacklevel=2)
+        return _init_cluster(address, namespace, runtime_env, ignore_reinit_error,
+                             {"log_to_driver": log_to_driver, **kwargs})
     ignored = [k for k, v in kwargs.items() if v != _INIT_IGNORED[k]]
     if ignored:
         warnings.warn(f"shmray runs on one node and ignores these init() arguments: "
@@ -62,9 +77,6 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         if ignore_reinit_error:
             return _context_info(_context.runtime)
         raise RuntimeError(_REINIT_MESSAGE)
-    if address not in _LOCAL_ADDRESSES:
-        raise ValueError(f"shmray runs a local session only; cannot connect to {address!r} "
-                         f"(use address=None, 'local' or 'auto')")
     _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory)
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
@@ -104,6 +116,39 @@ def _init_local(num_cpus, num_gpus, resources, object_store_memory, runtime_env,
     return _context_info(rt)
 
 
+def _init_cluster(address, namespace, runtime_env, ignore_reinit_error, ray_kwargs):
+    from . import _cluster  # here: only the cluster path loads it (and ray)
+
+    with _context.init_lock:
+        if _context.runtime is not None:
+            if ignore_reinit_error:
+                return _context_info(_context.runtime)
+            raise RuntimeError(_REINIT_MESSAGE)
+        _context.runtime = _cluster.connect(address, namespace, runtime_env,
+                                            ignore_reinit_error, ray_kwargs)
+    return _context_info(_context.runtime)
+
+
+def _cluster_runtime():
+    """The Ray-cluster path's runtime, if the program runs on one (RAY_ADDRESS set and
+    nothing started yet: the session auto-init would start is the cluster's)."""
+    rt = _context.runtime
+    if rt is None and os.environ.get("RAY_ADDRESS"):
+        rt = _context.get_runtime()
+    return rt if rt is not None and rt.is_cluster else None
+
+
+def _on_cluster(fn):
+    """On the Ray-cluster path the call is Ray's own (the refs and handles are Ray's)."""
+    @functools.wraps(fn)
+    def api(*args, **kwargs):
+        cluster = _cluster_runtime()
+        if cluster is not None:
+            return cluster.call(fn.__name__, *args, **kwargs)
+        return fn(*args, **kwargs)
+    return api
+
+
 def _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory):
     """init's numbers, checked before anything is created: ValueError naming the one
     that is not a finite, non-negative number (or that the machine cannot hold)."""
@@ -131,11 +176,20 @@ def _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory):
 
 
 def _context_info(rt):
+    if rt.is_cluster:
+        return RayContext(node_id=rt.ray.get_runtime_context().get_node_id(),
+                          driver_pid=os.getpid(), address=rt.address)
     return RayContext(node_id=rt.node_id, session_name=rt.prefix.rstrip("_"),
                       driver_pid=os.getpid(), address="local")
 
 
 def _auto_init():
+    ray = sys.modules.get("ray")
+    if ray is not None and hasattr(ray, "is_initialized") and ray.__name__ == "ray" \
+            and ray.is_initialized():  # in a Ray worker (a cluster actor): the cluster's
+        from . import _cluster
+        _context.runtime = _cluster.ClusterRuntime(ray)
+        return
     init()
 
 
@@ -173,6 +227,7 @@ def _make_remote(target, options):
     return _remote_function.make(target, options)
 
 
+@_on_cluster
 def kill(actor, *, no_restart=True):
     """End an actor now (Ray's ``kill``): its process is killed, the call it runs and
     the calls queued fail with ActorDiedError; with no_restart=False it restarts if its
@@ -183,6 +238,7 @@ def kill(actor, *, no_restart=True):
     _context.get_runtime().kill_actor(actor._state.actor_id, bool(no_restart))
 
 
+@_on_cluster
 def get_actor(name, namespace=None):
     """The handle of the live actor named `name` (ValueError if there is none)."""
     if not isinstance(name, str) or not name:
@@ -214,8 +270,13 @@ def _check_timeout(timeout):
 
 def get(object_refs, *, timeout=None):
     """The value(s) of an ObjectRef or a list of them; waits up to `timeout` seconds."""
+    rt = _context.runtime
+    if rt is None or rt.is_cluster:  # (not started, or on a Ray cluster: see _cluster)
+        cluster = _cluster_runtime()
+        if cluster is not None:
+            return cluster.call("get", object_refs, timeout=timeout)
+        rt = _context.get_runtime()
     timeout = _check_timeout(timeout)
-    rt = _context.get_runtime()
     if type(object_refs) is ObjectRef:
         return rt.get([object_refs], timeout)[0]
     # Inside a task whose nested refs were resolved, what it passes here may be their
@@ -235,6 +296,7 @@ def get(object_refs, *, timeout=None):
     return object_refs
 
 
+@_on_cluster
 def put(value):
     """Store `value` and return its ObjectRef."""
     return _context.get_runtime().put(value)
@@ -242,6 +304,10 @@ def put(value):
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """Split refs into (ready, not ready) once num_returns are ready or timeout passes."""
+    cluster = _cluster_runtime()
+    if cluster is not None:
+        return cluster.call("wait", object_refs, num_returns=num_returns, timeout=timeout,
+                            fetch_local=fetch_local)
     if type(object_refs) is ObjectRef:
         raise TypeError("wait() expected a list of ray.ObjectRef, got a single ray.ObjectRef "
                         f"{object_refs}")
@@ -284,6 +350,7 @@ def _wait_with_values(rt, items, refs, num_returns, timeout, fetch_local):
     return ready, not_ready
 
 
+@_on_cluster
 def cancel(object_ref, *, force=False, recursive=True):
     """Cancel the task that makes `object_ref` (Ray's ``cancel``): not started yet, it
     never runs; running, it gets KeyboardInterrupt (force=True kills its worker).
@@ -297,20 +364,24 @@ def cancel(object_ref, *, force=False, recursive=True):
     _context.get_runtime().cancel(object_ref, bool(force), bool(recursive))
 
 
+@_on_cluster
 def cluster_resources() -> dict:
     return _context.get_runtime().cluster_resources()
 
 
+@_on_cluster
 def available_resources() -> dict:
     return _context.get_runtime().available_resources()
 
 
+@_on_cluster
 def nodes() -> list:
     rt = _context.get_runtime()
     return [{"NodeID": rt.node_id, "Alive": True, "NodeManagerAddress": "127.0.0.1",
              "Resources": rt.cluster_resources()}]
 
 
+@_on_cluster
 def timeline(filename=None):
     """Ray's ``timeline``: Chrome-trace events of the tasks that ran (the latest
     10,000), one complete event per task on a track per worker. With `filename`,
@@ -327,72 +398,12 @@ def timeline(filename=None):
     return None
 
 
+@_on_cluster
 def get_gpu_ids() -> list:
     return list(_context.get_runtime().gpu_ids)
 
 
-class RuntimeContext:
-    """What ``get_runtime_context()`` returns: ids of this node, job and task."""
-
-    def __init__(self, rt):
-        self._rt = rt
-
-    def get_node_id(self) -> str:
-        return self._rt.node_id
-
-    def get_job_id(self) -> str:
-        return self._rt.job_id
-
-    def get_task_id(self):
-        tid = self._rt.current_task_id
-        return None if tid is None else f"{tid:032x}"
-
-    def get_worker_id(self) -> str:
-        return f"{os.getpid():08x}"
-
-    def get_actor_id(self):
-        """The hex id of the actor this runs in (None outside actors)."""
-        aid = self._rt.actor_id
-        return None if aid is None else f"{aid:032x}"
-
-    def get_actor_name(self):
-        """The actor's name ('' for an unnamed one; None outside actors)."""
-        host = self._rt.actor_host
-        return None if host is None else host.handle.name or ""
-
-    @property
-    def current_actor(self):
-        """The handle of the actor this runs in (RuntimeError outside actors)."""
-        host = self._rt.actor_host
-        if host is None:
-            raise RuntimeError("This method is only available in an actor.")
-        return host.self_handle()
-
-    @property
-    def namespace(self) -> str:
-        """The job's namespace (also in an actor registered in another one, as Ray)."""
-        return self._rt.namespace
-
-    @property
-    def runtime_env(self) -> dict:
-        """The runtime_env the current task runs in (the job's in the driver)."""
-        return self._rt.runtime_env
-
-    def get_assigned_resources(self) -> dict:
-        """The resources the running task holds, or in an actor what the actor holds
-        for life ({} in the driver)."""
-        host = self._rt.actor_host
-        return dict(self._rt.current_request if host is None else host.held)
-
-    def get_accelerator_ids(self) -> dict:
-        """The accelerator ids the running task may use, as strings (Ray's form)."""
-        return {"GPU": [str(i) for i in get_gpu_ids()]}
-
-    @property
-    def was_current_actor_reentrant(self):
-        return False
-
-
+@_on_cluster
 def get_runtime_context() -> RuntimeContext:
     return RuntimeContext(_context.get_runtime())
 

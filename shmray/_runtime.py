@@ -18,6 +18,7 @@ class Runtime(abc.ABC):
     current_task_id = None     # the running task's id (None in the driver)
     current_request = ()       # the running task's resources, as (name, amount) pairs
     namespace = None           # the job's namespace
+    is_cluster = False         # (the Ray-cluster path's runtime is not one of these)
     actor_id = None            # the actor this process is (None: the driver, a task's)
     actor_host = None
 

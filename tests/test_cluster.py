@@ -1,0 +1,169 @@
+"""The Ray-cluster path: `init(address=...)` or RAY_ADDRESS runs the same program on a
+real Ray cluster through the real ray. A local Ray head (`ray start --head`) is started
+for this module and stopped after it; the programs run in subprocesses against it."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from test_seed_examples import EXPECTED_STDOUT, SEED_DIR
+
+ray = pytest.importorskip("ray", reason="the cluster path needs the real ray "
+                                        "(pip install 'shmray[cluster]')")
+pytestmark = pytest.mark.timeout(300)
+
+# Ray 2.60 turns on token authentication for clusters it starts; the test cluster is a
+# private one on this machine, and its clients are these tests' subprocesses.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _run(code_or_args, **env):
+    args = code_or_args if isinstance(code_or_args, list) else ["-c", code_or_args]
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=240, env={**ENV, **env}, cwd=SEED_DIR)
+
+
+def test_auto_without_a_cluster_is_an_error_naming_the_address():
+    # (before the module's head starts: no cluster runs on this machine yet)
+    out = _run("import shmray\nshmray.init(address='auto')")
+    assert out.returncode == 1
+    assert "ConnectionError: Could not connect to a Ray cluster at address='auto'" in out.stderr
+
+
+def test_without_the_real_ray_the_error_says_what_to_install():
+    out = _run("import sys, shmray\nsys.modules['ray'] = None\n"
+               "shmray.init(address='127.0.0.1:6379')")
+    assert out.returncode == 1 and "pip install 'shmray[cluster]'" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def head():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    started = subprocess.run(
+        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
+         '--resources={"custom_resource": 4}', "--include-dashboard=false",
+         "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=ENV)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
+
+
+PROGRAM = textwrap.dedent("""
+    import os, sys, time
+    import shmray as ray
+    from shmray.exceptions import GetTimeoutError, RayTaskError, TaskCancelledError
+
+    ctx = ray.init(address=sys.argv[1] if len(sys.argv) > 1 else None)
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    @ray.remote
+    def total(values):  # a list of refs: resolved first, as in a shmray session
+        return sum(values)
+
+    @ray.remote
+    def nested(x):
+        return ray.get(square.remote(x)) + 1
+
+    @ray.remote
+    def fails():
+        raise KeyError("on the cluster")
+
+    @ray.remote
+    def slow():
+        time.sleep(3)  # (a cancel may wait for the sleep to end on Ray)
+
+    @ray.remote
+    def count(n):
+        yield from range(n)
+
+    @ray.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            self.n += 1
+            return self.n
+
+        def through_a_task(self, x):
+            return ray.get(square.remote(x))
+
+    print("fork-join", ray.get(total.remote([square.remote(i) for i in range(10)])))
+    print("nested", ray.get(nested.remote(4)))
+    try:
+        ray.get(fails.remote())
+    except RayTaskError as e:
+        print("error", isinstance(e, KeyError), "on the cluster" in str(e))
+    ref = slow.remote()
+    try:
+        ray.get(ref, timeout=0.2)
+    except GetTimeoutError:
+        print("timeout ok")
+    ray.cancel(ref)
+    try:
+        ray.get(ref, timeout=60)
+    except TaskCancelledError:
+        print("cancelled ok")
+    print("stream", [ray.get(r) for r in count.remote(3)])
+    c = Counter.options(name="counter").remote()
+    print("actor", ray.get([c.incr.remote() for _ in range(3)]),
+          ray.get(c.through_a_task.remote(5)), ray.get(ray.get_actor("counter").incr.remote()))
+    print("named", ray.util.list_named_actors())
+    ready, _ = ray.wait([ray.put(7)], timeout=10)
+    print("put", ray.get(ready[0]), ray.cluster_resources()["CPU"])
+    print("context", ray.get_runtime_context().get_node_id() == ctx["node_id"])
+    ray.shutdown()
+""")
+
+
+def test_a_program_means_the_same_on_the_cluster(head):
+    for how in ([head], []):  # init(address=...), and init() with RAY_ADDRESS
+        out = _run(["-c", PROGRAM, *how], RAY_ADDRESS="" if how else head)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [
+            "fork-join 285", "nested 17", "error True True", "timeout ok", "cancelled ok",
+            "stream [0, 1, 2]", "actor [1, 2, 3] 25 4", "named ['counter']", "put 7 2.0",
+            "context True"], out.stderr
+
+
+# Each example as its users run it on shmray: `import shmray as ray` in place of `import
+# ray` (the real ray must stay itself in this process, to reach the cluster), and `ray`
+# a global too (one example is a fragment that uses it without importing it). All in
+# one interpreter, one after the other (each connects, and shuts down), their output
+# captured one by one: an interpreter each would cost this suite a minute more.
+CLUSTER_RUNNER = textwrap.dedent("""
+    import contextlib, io, json, re, sys
+    import shmray
+    results = {}
+    for path in sys.argv[1:]:
+        source = re.sub(r"^import ray$", "import shmray as ray", open(path).read(),
+                        flags=re.M)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(source, path, "exec"), {"__name__": "__main__", "ray": shmray})
+        shmray.shutdown()  # (in case an example left it connected)
+        results[path.rsplit("/", 1)[1]] = out.getvalue()
+    print(json.dumps(results))
+""")
+
+
+def test_the_seed_examples_run_unchanged_on_the_cluster(head):
+    names = sorted(EXPECTED_STDOUT)
+    out = _run(["-c", CLUSTER_RUNNER, *(os.path.join(SEED_DIR, n) for n in names)],
+               RAY_ADDRESS=head)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {n: EXPECTED_STDOUT[n] for n in names}
