@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import socket
 import sys
 
 from . import _context, exceptions
@@ -42,6 +43,7 @@ def connect(address, namespace, runtime_env, ignore_reinit_error, kwargs):
         raise ImportError(f"init(address={address!r}) runs the program on a Ray cluster "
                           f"through the real `ray` package, which is not installed: "
                           f"pip install 'shmray[cluster]'") from None
+    _check_reachable(address)
     try:
         ray.init(address=address, namespace=namespace, runtime_env=runtime_env or None,
                  ignore_reinit_error=ignore_reinit_error, **kwargs)
@@ -49,6 +51,22 @@ def connect(address, namespace, runtime_env, ignore_reinit_error, kwargs):
         raise ConnectionError(f"Could not connect to a Ray cluster at address={address!r}: "
                               f"{e}") from None
     return ClusterRuntime(ray, address)
+
+
+def _check_reachable(address, seconds=5.0):
+    """A ConnectionError naming `address` if nothing listens there (Ray itself retries
+    an unreachable address for minutes). "auto" is Ray's to find."""
+    if address == "auto":
+        return
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not port.isdigit():
+        return  # (a form Ray knows and this does not: Ray tells)
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise ConnectionError(f"Could not connect to a Ray cluster at address={address!r}: "
+                              f"nothing answers at {host or '127.0.0.1'}:{port} ({e})") from None
 
 
 class ClusterRuntime:

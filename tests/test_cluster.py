@@ -36,6 +36,15 @@ def test_auto_without_a_cluster_is_an_error_naming_the_address():
     assert "ConnectionError: Could not connect to a Ray cluster at address='auto'" in out.stderr
 
 
+def test_an_address_where_nothing_answers_is_an_error_naming_it():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _run(f"import shmray\nshmray.init(address='127.0.0.1:{port}')")
+    assert out.returncode == 1
+    assert f"Could not connect to a Ray cluster at address='127.0.0.1:{port}'" in out.stderr
+
+
 def test_without_the_real_ray_the_error_says_what_to_install():
     out = _run("import sys, shmray\nsys.modules['ray'] = None\n"
                "shmray.init(address='127.0.0.1:6379')")
