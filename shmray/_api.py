@@ -299,6 +299,9 @@ def get(object_refs, *, timeout=None):
 @_on_cluster
 def put(value):
     """Store `value` and return its ObjectRef."""
+    if isinstance(value, ObjectRef):  # (in a task too)
+        raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to "
+                        "do this, you can wrap the ObjectRef in a list and call 'put' on it.")
     return _context.get_runtime().put(value)
 
 

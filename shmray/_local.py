@@ -219,10 +219,6 @@ class LocalRuntime(LocalActors, Runtime):
 
     # ------------------------------------------------------------ the API
     def put(self, value):
-        if isinstance(value, ObjectRef):
-            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
-                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
-                            "on it.")
         oid = new_base_id()
         stored, inner = collect_refs(ser.to_stored, value)
         return self.put_stored(oid, stored, inner, False)

@@ -20,10 +20,6 @@ from .rpcs import lost_error
 
 class ObjectFacade:
     def put(self, value):
-        if isinstance(value, ObjectRef):
-            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
-                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
-                            "on it.")
         with sections:  # a Ctrl-C-safe section: the object is stored whole, or not at all
             return self._put(value)
 
