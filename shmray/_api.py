@@ -67,65 +67,46 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         if given:  # (Ray refuses them there; the same program runs on both)
             warnings.warn(f"init() connects to the Ray cluster at {address!r}, whose "
                           f"resources are its own: {', '.join(given)} ignored", stacklevel=2)
-        return _init_cluster(address, namespace, runtime_env, ignore_reinit_error,
-                             {"log_to_driver": log_to_driver, **kwargs})
+        from . import _cluster  # here: only the cluster path loads it (and ray)
+
+        return _start(lambda: _cluster.connect(address, namespace, runtime_env,
+                                               ignore_reinit_error,
+                                               {"log_to_driver": log_to_driver, **kwargs}),
+                      ignore_reinit_error)
     ignored = [k for k, v in kwargs.items() if v != _INIT_IGNORED[k]]
     if ignored:
         warnings.warn(f"shmray runs on one node and ignores these init() arguments: "
                       f"{', '.join(ignored)}", stacklevel=2)
     if _context.runtime is not None:
-        if ignore_reinit_error:
-            return _context_info(_context.runtime)
-        raise RuntimeError(_REINIT_MESSAGE)
+        return _start(None, ignore_reinit_error)
     _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory)
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
     runtime_env = _runtime_env.normalize(runtime_env)  # the job's: every task inherits it
-    if local_mode:
-        return _init_local(num_cpus, num_gpus, resources, object_store_memory, runtime_env,
-                           bool(resolve_nested_refs), namespace, ignore_reinit_error)
+    if local_mode:  # every task in this process (see _local)
+        from ._local import LocalRuntime
+        from ._resources import node_totals
+
+        return _start(lambda: LocalRuntime(
+            node_totals(num_cpus, num_gpus, resources, object_store_memory=object_store_memory),
+            namespace, bool(resolve_nested_refs), runtime_env), ignore_reinit_error)
     from ._driver.session import Session  # here: a worker imports this module, not the driver
-    with _context.init_lock:  # one session, whatever other threads' first calls do meanwhile
-        if _context.runtime is not None:
-            if ignore_reinit_error:
-                return _context_info(_context.runtime)
-            raise RuntimeError(_REINIT_MESSAGE)
-        rt = Session(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                     object_store_memory=object_store_memory, log_to_driver=bool(log_to_driver),
-                     resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env,
-                     namespace=namespace)
-        _context.runtime = rt
-    return _context_info(rt)
+    return _start(lambda: Session(
+        num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+        object_store_memory=object_store_memory, log_to_driver=bool(log_to_driver),
+        resolve_nested_refs=bool(resolve_nested_refs), runtime_env=runtime_env,
+        namespace=namespace), ignore_reinit_error)
 
 
-def _init_local(num_cpus, num_gpus, resources, object_store_memory, runtime_env,
-                resolve_nested_refs, namespace, ignore_reinit_error):
-    """init(local_mode=True): a LocalRuntime (every task runs in this process)."""
-    from ._local import LocalRuntime  # here: only local mode loads it
-    from ._resources import node_totals
-
+def _start(make, ignore_reinit_error):
+    """The runtime make() returns, as the process's one (under the init lock: one, whatever
+    other threads' first calls do meanwhile); RuntimeError if one runs already."""
     with _context.init_lock:
         if _context.runtime is not None:
             if ignore_reinit_error:
                 return _context_info(_context.runtime)
             raise RuntimeError(_REINIT_MESSAGE)
-        totals = node_totals(num_cpus, num_gpus, resources,
-                             object_store_memory=object_store_memory)
-        rt = _context.runtime = LocalRuntime(totals, namespace, resolve_nested_refs,
-                                             runtime_env)
-    return _context_info(rt)
-
-
-def _init_cluster(address, namespace, runtime_env, ignore_reinit_error, ray_kwargs):
-    from . import _cluster  # here: only the cluster path loads it (and ray)
-
-    with _context.init_lock:
-        if _context.runtime is not None:
-            if ignore_reinit_error:
-                return _context_info(_context.runtime)
-            raise RuntimeError(_REINIT_MESSAGE)
-        _context.runtime = _cluster.connect(address, namespace, runtime_env,
-                                            ignore_reinit_error, ray_kwargs)
+        _context.runtime = make()
     return _context_info(_context.runtime)
 
 
