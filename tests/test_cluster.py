@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -29,8 +31,15 @@ def _run(code_or_args, **env):
                           timeout=240, env={**ENV, **env}, cwd=SEED_DIR)
 
 
+# Where `ray start` writes the address "auto" finds (Ray's own file).
+CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"
+
+
 def test_auto_without_a_cluster_is_an_error_naming_the_address():
     # (before the module's head starts: no cluster runs on this machine yet)
+    if os.path.exists(CURRENT_CLUSTER):
+        pytest.skip(f"a Ray cluster was started on this machine ({CURRENT_CLUSTER}): "
+                    f"'auto' would look for it")
     out = _run("import shmray\nshmray.init(address='auto')")
     assert out.returncode == 1
     assert "ConnectionError: Could not connect to a Ray cluster at address='auto'" in out.stderr
@@ -57,15 +66,48 @@ def head():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    started = subprocess.run(
-        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
+    # --block, in a process group of its own: this head (and only it, not a Ray cluster
+    # the machine may run besides) ends with the group at the end
+    proc = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          '--resources={"custom_resource": 4}', "--include-dashboard=false",
-         "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=ENV)
-    assert started.returncode == 0, started.stderr
+         "--disable-usage-stats"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=ENV, start_new_session=True)
     try:
+        deadline = time.monotonic() + 120
+        while True:  # up once its GCS port answers (and ray status sees it)
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the Ray head did not start in 120 s"
+            status = subprocess.run([ray_cli, "status", f"--address=127.0.0.1:{port}"],
+                                    capture_output=True, timeout=60, env=ENV)
+            if status.returncode == 0:
+                break
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=ENV)
+        _end_group(proc)
+        try:  # ("auto" must not find it: ray stop removes it, a killed head does not)
+            with open(CURRENT_CLUSTER) as f:
+                if f.read().strip().endswith(f":{port}"):
+                    os.unlink(CURRENT_CLUSTER)
+        except OSError:
+            pass
+
+
+def _end_group(proc):
+    """Ctrl-C to the head's group (ray start --block stops its processes on it), then
+    SIGKILL to whatever of the group is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    time.sleep(1)  # (its children may outlive it a moment)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 PROGRAM = textwrap.dedent("""
