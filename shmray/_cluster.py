@@ -24,7 +24,8 @@ import sys
 
 from . import _context, exceptions
 from ._protocol import DYNAMIC, STREAMING
-from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from .util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                         PlacementGroupSchedulingStrategy)
 
 _RETURNS = {STREAMING: "streaming", DYNAMIC: "dynamic"}
 
@@ -140,6 +141,11 @@ def _strategy(options, value):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Ray
 
         return Ray(value.node_id, soft=value.soft)
+    if isinstance(value, PlacementGroupSchedulingStrategy):  # (its group is Ray's)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as Ray
+
+        return Ray(value.placement_group, value.placement_group_bundle_index,
+                   value.placement_group_capture_child_tasks)
     if value == "NODE_AFFINITY":
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Ray
 

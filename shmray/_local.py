@@ -31,7 +31,8 @@ from ._generator import returned as returned_generator
 from ._local_actors import LocalActors
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, stream_item_id
 from ._protocol import ERROR, GEN_ITEM, INLINE, STREAMING
-from ._resources import infeasible
+from ._driver.placement_groups import PlacementGroupTable
+from ._resources import ResourceLedger, infeasible
 from ._runtime import Runtime
 from ._worker_tasks import _execute
 from .exceptions import ObjectLostError, TaskUnschedulableError
@@ -44,11 +45,15 @@ class LocalRuntime(LocalActors, Runtime):
     new_segment_name = None  # (read by the worker's code: every value stays inline)
 
     def __init__(self, totals: dict, namespace, resolve_nested_refs: bool, runtime_env):
-        self.totals = totals
         self.tag = secrets.token_hex(4)
         self.prefix = f"shmray_local_{os.getpid()}_{self.tag}_"
         self.node_id = secrets.token_hex(28)
         self.namespace = namespace or f"anonymous-{self.tag}"
+        # Placement groups reserve as in a session (their resources exist once placed);
+        # tasks run one at a time here, so they hold nothing.
+        ledger = ResourceLedger(totals)
+        self.totals = ledger.totals
+        self.groups = PlacementGroupTable(ledger, self.namespace, self.node_id)
         self.resolve_nested = resolve_nested_refs
         self._runtime_env = runtime_env or {}
         if runtime_env:
@@ -280,3 +285,11 @@ class LocalRuntime(LocalActors, Runtime):
             self._streams.clear()
         _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
 
+    def placement_group_op(self, what: str, arg):
+        with self._lock:
+            if what == "create":
+                self.groups.create(arg)
+                return None
+            if what == "remove":
+                return self.groups.remove(arg) is not None
+            return self.groups.query(what, arg)

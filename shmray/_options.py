@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from . import _runtime_env
 from ._protocol import DYNAMIC, STREAMING
 from ._stack import user_stacklevel
-from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ._placement import in_group
+from .util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                          PlacementGroupSchedulingStrategy)
 
 DEFAULT_MAX_RETRIES = 3
 # num_returns of a generator (see _protocol): as the user spells it -> as tasks carry it
@@ -76,12 +78,12 @@ def _retry_exceptions(name, v):
 
 
 def _strategy(name, v):
-    if isinstance(v, NodeAffinitySchedulingStrategy) or v is None:
+    if isinstance(v, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)) or v is None:
         return None
     if isinstance(v, str) and v in STRATEGIES:
         return None
     return (f"scheduling_strategy must be one of {', '.join(map(repr, STRATEGIES))} or a "
-            f"NodeAffinitySchedulingStrategy, got {v!r}")
+            f"NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy, got {v!r}")
 
 
 def _typed(*types):
@@ -150,6 +152,25 @@ _NO_EFFECT = {"accelerator_type", "label_selector", "placement_group",
 _warned: set = set()
 
 
+def placed(strategy, resources: dict) -> tuple:
+    """`resources` as a request tuple; in a placement group, as its bundle's resources."""
+    request = tuple(sorted((k, float(v)) for k, v in resources.items() if v))
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
+        return in_group(request, strategy.placement_group.id.hex(),
+                        strategy.placement_group_bundle_index)
+    return request
+
+
+def plain_request(options) -> tuple:
+    """What a task or actor with `options` asks for, outside any placement group."""
+    num_cpus = options.num_cpus
+    if num_cpus is None:  # (an actor's default: 1 CPU to place it)
+        num_cpus = 1
+    req = {"CPU": num_cpus, "GPU": options.num_gpus, "memory": options.memory}
+    req.update(options.resources)
+    return tuple(sorted((k, float(v)) for k, v in req.items() if v))
+
+
 @dataclass(frozen=True)
 class TaskOptions:
     num_cpus: float = 1
@@ -173,7 +194,7 @@ class TaskOptions:
         # scheduler's key for "tasks that fit the same slot", computed once.
         req = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory}
         req.update(self.resources)
-        object.__setattr__(self, "request", tuple(sorted((k, float(v)) for k, v in req.items() if v)))
+        object.__setattr__(self, "request", placed(self.scheduling_strategy, req))
 
 
 DEFAULT = TaskOptions()
@@ -315,7 +336,7 @@ class ActorOptions:
         """The resources it holds for its whole life, as a request tuple."""
         req = {"CPU": self.num_cpus or 0, "GPU": self.num_gpus, "memory": self.memory}
         req.update(self.resources)
-        return tuple(sorted((k, float(v)) for k, v in req.items() if v))
+        return placed(self.scheduling_strategy, req)
 
 
 ACTOR_DEFAULT = ActorOptions()

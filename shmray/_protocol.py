@@ -5,7 +5,7 @@ of either.
     driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree, Become
     driver ◄─result ring──  Done, Submit, Put, Get, Wait, GpuHost, Log, Bounce, Refs,
                             Cancel, Abandon, ActorCall, ActorCreate, ActorAsk,
-                            ActorKill, ActorExiting, GenItem, GenNext, GenPause
+                            ActorKill, ActorExiting, GenItem, GenNext, GenPause, PgAsk
 
 An actor's calls are Task records too (their function id names the method: see
 shmray.actor.method_id), run by the actor's own worker in the order they come.
@@ -53,6 +53,7 @@ class Kind(enum.IntEnum):
     GEN_ITEM = 27
     GEN_NEXT = 28
     GEN_PAUSE = 29
+    PG_ASK = 30
     # either way: the real message is in a temporary segment (too big for a ring)
     LARGE = 20
 
@@ -62,7 +63,7 @@ FUNC, TASKS, REPLY, EXIT, GPU_FREE, BECOME = 1, 2, 3, 4, 5, 6
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
 LARGE, GPU_HOST = 20, 21
 ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
-GEN_ITEM, GEN_NEXT, GEN_PAUSE = range(27, 30)
+GEN_ITEM, GEN_NEXT, GEN_PAUSE, PG_ASK = range(27, 31)
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").
@@ -215,6 +216,11 @@ class Log(NamedTuple):
     text: str
 
 
+# A line of a worker's output that carries a progress bar's state (a JSON object with
+# this key, from shmray.experimental.tqdm_ray): the driver draws it, never prints it.
+PROGRESS_BAR_TOKEN = "__ray_tqdm_magic_token__"
+
+
 class Bounce(NamedTuple):
     """A task queued on a worker that blocked: back to the driver, for another worker."""
     kind: int
@@ -322,6 +328,16 @@ class GenPause(NamedTuple):
     produced: int
 
 
+class PgAsk(NamedTuple):
+    """An rpc about placement groups (see _driver.placement_groups): `what` "create"
+    (arg: a GroupSpec), "remove" (a group's hex id), "table" (a hex id or None) or "get"
+    ((name, namespace)). The Reply is the answer, or the ValueError to raise."""
+    kind: int
+    req_id: int
+    what: str
+    arg: object
+
+
 class Large(NamedTuple):
     kind: int
     name: str
@@ -333,7 +349,7 @@ RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree
            BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large,
            BECOME: Become, ACTOR_CALL: ActorCall, ACTOR_CREATE: ActorCreate,
            ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting,
-           GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause}
+           GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause, PG_ASK: PgAsk}
 assert all(int(k) in RECORDS for k in Kind)
 assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
 assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 
+from ._placement import is_gpu
 from ._stack import user_stacklevel
 
 _EPS = 1e-9
@@ -206,15 +207,29 @@ class ResourceLedger:
         avail = self.available
         for name, amount in request:
             avail[name] = avail.get(name, 0.0) - amount
-            if devices and name == "GPU":
+            if devices and is_gpu(name):
                 self.gpus.take(devices, amount)
 
     def release(self, request: tuple, devices: tuple = ()):
         avail = self.available
         for name, amount in request:
-            avail[name] = avail.get(name, 0.0) + amount
-            if devices and name == "GPU":
+            if name in avail:  # (not a removed placement group's resource)
+                avail[name] += amount
+            if devices and is_gpu(name):
                 self.gpus.take(devices, amount, -1.0)
+
+    def add(self, resources: dict):
+        """New resources (a placement group's, once created: see _placement)."""
+        for name, amount in resources.items():
+            self.totals[name] = self.totals.get(name, 0.0) + amount
+            self.available[name] = self.available.get(name, 0.0) + amount
+
+    def remove(self, names):
+        """Resources that exist no more (a removed group's); tasks still holding them
+        give back nothing when they end."""
+        for name in names:
+            self.totals.pop(name, None)
+            self.available.pop(name, None)
 
     def charge(self, w, request: tuple):
         """`w` runs a task with `request`: it holds those resources until uncharged."""

@@ -93,3 +93,7 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def named_actors(self, all_namespaces: bool) -> list:
         ...
+
+    @abc.abstractmethod
+    def placement_group_op(self, what: str, arg):
+        """A placement group operation (see _protocol.PgAsk for `what`)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from . import _serialization as ser
 from ._object_ref import new_base_id
-from ._protocol import (ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_KILL, ActorAsk, ActorCall,
-                        ActorCreate, ActorKill)
+from ._protocol import (ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_KILL, PG_ASK, ActorAsk,
+                        ActorCall, ActorCreate, ActorKill, PgAsk)
 from .actor import handle_from, plain_state
 
 
@@ -43,6 +43,13 @@ class WorkerActorApi:
     def get_actor(self, name, namespace):
         reply = self._rpc(lambda req_id: ActorAsk(ACTOR_ASK, req_id, "get", name, namespace))
         return None if reply is None else handle_from(reply)
+
+    def placement_group_op(self, what: str, arg):
+        """A placement group operation, done by the driver (see PgAsk)."""
+        reply = self._rpc(lambda req_id: PgAsk(PG_ASK, req_id, what, arg))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def named_actors(self, all_namespaces: bool) -> list:
         return self._rpc(lambda req_id: ActorAsk(ACTOR_ASK, req_id, "list", None,

@@ -248,9 +248,24 @@ class PendingCallsLimitExceeded(RayError):
 PendingCallsLimitExceededError = PendingCallsLimitExceeded
 
 
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group this task was to run in was removed before it could run."""
+
+    def __str__(self):
+        return "The placement group of this task was removed before the task could run."
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The placement group this actor ran (or was to run) in was removed."""
+
+    def __str__(self):
+        return "The placement group of this actor was removed."
+
+
 __all__ = [
     "RayError", "RayTaskError", "GetTimeoutError", "WorkerCrashedError", "TaskCancelledError",
     "ObjectLostError", "ObjectStoreFullError", "OutOfMemoryError", "RuntimeEnvSetupError",
     "TaskUnschedulableError", "RaySystemError", "RayActorError", "ActorDiedError",
     "ActorUnavailableError", "ActorAlreadyExistsError", "PendingCallsLimitExceeded",
+    "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved",
 ]

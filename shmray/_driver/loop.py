@@ -21,6 +21,7 @@ it has let go of both.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import sys
 import threading
 import time
@@ -30,8 +31,9 @@ from .. import _ring
 from .._cring import pop_any, wait_stalled
 from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
-                         GPU_FREE, GPU_HOST, LOG, PUT, REFS, SUBMIT, WAIT, GpuFree)
+                         GPU_FREE, GPU_HOST, LOG, PG_ASK, PUT, REFS, SUBMIT, WAIT, GpuFree)
 from .._object_ref import stream_item_id, task_id_of
+from .._protocol import PROGRESS_BAR_TOKEN
 from .actors import DEAD
 from .interrupts import sections
 from .spec import TaskSpec
@@ -76,7 +78,7 @@ class MessageLoop:
             ACTOR_ASK: self.life.on_actor_ask, ACTOR_KILL: self.on_actor_kill,
             ACTOR_EXITING: self.life.on_actor_exiting,
             GEN_ITEM: self.on_gen_item, GEN_NEXT: self.rpcs.on_gen_next,
-            GEN_PAUSE: self.generators.on_pause,
+            GEN_PAUSE: self.generators.on_pause, PG_ASK: s.on_pg_ask,
         }
         self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
 
@@ -116,7 +118,8 @@ class MessageLoop:
         functions = self.session.functions
         if fn_bytes is not None and fn_id not in functions:
             functions[fn_id] = (fn_bytes, name)
-        spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, False)
+        spec = TaskSpec(task_id, fn_id, name, self.session.child_options(w, parent, options),
+                        args_stored, deps, False)
         spec.parent = parent
         if held:
             spec.held = held
@@ -214,6 +217,8 @@ class MessageLoop:
         """After messages: place what results freed room for, push batches, count
         refs, tell GPU producers, keep house when due (under the lock)."""
         if handled:
+            if self.session.groups.pending:  # (before tasks: asked for before them)
+                self.session.groups.place_pending()
             self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
         if self.dispatch.batched:
             for w in list(self.dispatch.batched):
@@ -384,6 +389,8 @@ class MessageLoop:
                 self.workers.rebase(prepared)
             self.tasks.env_settled(waiting, error)
         self.workers.retire_idle(now)
+        if s.groups.pending:
+            s.groups.place_pending()
         self.dispatch.dispatch_queued()
         if self.actors.unplaced:  # (resources freed by an actor's end, not by a message)
             self.actors.place_unplaced()
@@ -400,9 +407,16 @@ class MessageLoop:
         self.workers.remove_worker(w, DIED)
 
 
+_PROGRESS_BARS = "shmray.experimental._progress_bars"
+
+
 def on_log(w, kind, fd, name, text):
     stream = sys.stdout if fd == 1 else sys.stderr
     prefix = f"({name} pid={w.pid}) " if name else f"(pid={w.pid}) "
+    if PROGRESS_BAR_TOKEN in text or _PROGRESS_BARS in sys.modules:
+        # Progress bars (shmray.experimental.tqdm_ray) are drawn here, other lines printed
+        # around them; loaded at the first bar only (it is optional: it needs tqdm).
+        return importlib.import_module(_PROGRESS_BARS).worker_output(stream, prefix, text)
     try:
         stream.write("".join(prefix + line + "\n" for line in text.split("\n")))
         stream.flush()

@@ -1,9 +1,9 @@
 """Session: everything one driver session has, made by init() and dropped by shutdown().
 
     init() ─► Session ─► ObjectStore, WorkerPool, ResourceLedger, Scheduler,
-                         Environments, Dispatcher, TaskTable, RpcTable, GpuObjects,
-                         Workers, MessageLoop (built in that order: each gets what it
-                         uses when it is made)
+                         Environments, Dispatcher, TaskTable, PlacementGroupTable,
+                         RpcTable, GpuObjects, Workers, MessageLoop (built in that
+                         order: each gets what it uses when it is made)
     shmray.remote/get/put/wait/cancel ─► Session (the facade) ─► the components
 
 The Session is the driver's side of the runtime contract (_runtime.Runtime). It
@@ -45,6 +45,8 @@ from .gpu_objects import GpuObjects, driver_cannot_copy
 from .interrupts import MAIN, SafeLock, sections
 from .loop import DRAIN_BATCH, MessageLoop
 from .object_facade import ObjectFacade
+from .placement_facade import PlacementGroupFacade
+from .placement_groups import PlacementGroupTable
 from .rpcs import RpcTable
 from .spec import TaskSpec
 from .tasks import TaskTable
@@ -59,7 +61,7 @@ MAX_EXTRA_WORKERS = 256
 PRESTART_MAX = 64
 
 
-class Session(ActorFacade, ObjectFacade, Runtime):
+class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
     is_driver = True
 
     def __init__(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -118,6 +120,9 @@ class Session(ActorFacade, ObjectFacade, Runtime):
         self.generators = GeneratorTable(self.store, self.prefix)
         self.tasks = TaskTable(self.store, self.ledger, self.scheduler, self.dispatch,
                                self.envs, self.actors, self.generators, self.node_id)
+        self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
+        self.tasks.verdicts.groups = self.groups
+        self._captured = {}  # (see PlacementGroupFacade.captured)
         self.rpcs = RpcTable(self.store, self.ledger, self.scheduler, self.dispatch,
                              self.segments, self.readable, self.tasks.tasks, self.generators,
                              self.prefix)

@@ -8,8 +8,10 @@ from typing import NamedTuple
 
 from .. import _serialization as ser
 from .._resources import infeasible
-from ..exceptions import TaskUnschedulableError
-from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from .._options import plain_request
+from ..exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError
+from ..util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                          PlacementGroupSchedulingStrategy)
 
 VERDICTS_MAX = 4096          # options objects whose verdict is kept
 
@@ -27,6 +29,7 @@ class Verdicts:
         self.envs = envs
         self.node_id = node_id
         self._by_id = {}            # id(TaskOptions) -> Verdict
+        self.groups = None          # the session's PlacementGroupTable (set once made)
 
     def of(self, options) -> Verdict:
         verdict = self._by_id.get(id(options))
@@ -42,9 +45,15 @@ class Verdicts:
     def __len__(self):
         return len(self._by_id)
 
+    def clear(self):
+        """Forget every verdict (a placement group was removed: its tasks never run)."""
+        self._by_id.clear()
+
     def _never_runs(self, options):
         """The error every task with these options gets at once, or None if they can run."""
         strategy = options.scheduling_strategy
+        if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
+            return self._never_in_group(strategy, options)
         node, soft = None, True
         if isinstance(strategy, NodeAffinitySchedulingStrategy):
             node, soft = strategy.node_id, strategy.soft
@@ -56,3 +65,23 @@ class Verdicts:
                 f"{self.node_id}) and soft=False")
         reason = infeasible(self.ledger.totals, options.request)
         return TaskUnschedulableError(reason) if reason else None
+
+    def _never_in_group(self, strategy, options):
+        """Why tasks with `options` can never run in their placement group, or None."""
+        group_id = strategy.placement_group.id.hex()
+        group = None if self.groups is None else self.groups.groups.get(group_id)
+        if group is None:
+            return TaskUnschedulableError(f"placement group {group_id} does not exist in "
+                                          f"this session")
+        if group.state == "REMOVED":
+            return TaskPlacementGroupRemoved()
+        index = strategy.placement_group_bundle_index
+        bundles = group.spec.bundles
+        candidates = range(len(bundles)) if index < 0 else (index,)
+        request = plain_request(options)
+        if any(infeasible(bundles[i], request) is None for i in candidates):
+            return None
+        where = "any bundle" if index < 0 else f"bundle {index}"
+        return TaskUnschedulableError(
+            f"the task requires {dict(request)}, more than {where} of placement group "
+            f"{group_id} reserves ({', '.join(str(dict(bundles[i])) for i in candidates)})")

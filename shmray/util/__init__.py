@@ -1,6 +1,8 @@
 """Helpers under ``shmray.util``, as under ``ray.util``."""
 from .. import _context
 from . import scheduling_strategies
+from .placement_group import (PlacementGroup, get_current_placement_group, get_placement_group,
+                              placement_group, placement_group_table, remove_placement_group)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
@@ -15,4 +17,6 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     return found
 
 
-__all__ = ["scheduling_strategies", "list_named_actors"]
+__all__ = ["scheduling_strategies", "list_named_actors", "PlacementGroup", "placement_group",
+           "remove_placement_group", "get_placement_group", "placement_group_table",
+           "get_current_placement_group"]
