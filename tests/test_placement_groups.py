@@ -119,6 +119,19 @@ def test_children_run_in_the_group_when_it_captures_them(ray):
     assert ray.get(captured, timeout=30) == pg.id.hex()
     plain = parent.options(scheduling_strategy=InGroup(pg, 0)).remote()
     assert ray.get(plain, timeout=30) is None
+
+    @ray.remote(num_cpus=0)
+    class Child:
+        def group(self):
+            current = get_current_placement_group()
+            return None if current is None else current.id.hex()
+
+    @ray.remote(num_cpus=0)
+    def parent_of_an_actor():
+        return ray.get(Child.remote().group.remote())
+
+    made = parent_of_an_actor.options(scheduling_strategy=InGroup(pg, 0, True)).remote()
+    assert ray.get(made, timeout=30) == pg.id.hex()
     remove_placement_group(pg)
 
 

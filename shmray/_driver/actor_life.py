@@ -27,6 +27,9 @@ class ActorLife:
         self.actors = actors
         self.workers = workers
         self.namespace = namespace      # the job's (init's `namespace`, or its own)
+        # (worker, parent task id or None, options) -> the options in the parent's
+        # placement group if it captures its children (set by the Session)
+        self.child_options = lambda w, parent, options: options
 
     def create(self, handle: HandleState, options, class_bytes, creation_args, owner=None):
         """A new actor, or with get_if_exists the live one of that name. Returns (its
@@ -77,7 +80,8 @@ class ActorLife:
         """An ActorCreate rpc: answered at once (None, an existing actor's state, or
         the error to raise in the worker)."""
         try:
-            state, existed = self.create(HandleState(*handle), options, class_bytes,
+            state, existed = self.create(HandleState(*handle),
+                                         self.child_options(w, None, options), class_bytes,
                                          (args_stored, deps, held), owner=w)
             payload = plain_state(state) if existed else None
         except ActorAlreadyExistsError as e:

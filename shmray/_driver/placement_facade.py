@@ -77,14 +77,19 @@ class PlacementGroupFacade:
         self.rpcs.reply(w, req_id, answer)
 
     def child_options(self, w, parent, options):
-        """The options of a task that `w` submitted while running task `parent`: in
-        the parent's group if that group captures its children."""
+        """The options (a task's or an actor's) of what `w` started while running task
+        `parent` (None: the task it runs now): in the parent's group if that group
+        captures its children."""
         if options.scheduling_strategy != "DEFAULT" or not self.groups.groups:
             return options
         if w.actor is not None:
             strategy = w.actor.options.scheduling_strategy
         else:
-            spec = self.tasks.tasks.get(parent)
+            if parent is None:  # the task on top: the latest help task, or the first
+                running = [s for s in w.inflight if s.helping]
+                spec = running[-1] if running else (w.inflight[0] if w.inflight else None)
+            else:
+                spec = self.tasks.tasks.get(parent)
             strategy = None if spec is None else spec.options.scheduling_strategy
         strategy = capturing_strategy(strategy, options)
         return options if strategy is None else self.captured(options, strategy)

@@ -132,6 +132,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                                self.tasks, self.actors, self.gpu, self.envs)
         self.life = ActorLife(self.store, self.tasks, self.actors, self.workers, self.rpcs,
                               self.namespace)
+        self.life.child_options = self.child_options
         self.loop = MessageLoop(self)
         self.last_submit = 0.0       # when the latest .remote() ran (bursts, QUIET)
         self.waited = False          # a get/wait since then (no burst then)
