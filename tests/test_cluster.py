@@ -218,3 +218,34 @@ def test_the_seed_examples_run_unchanged_on_the_cluster(head):
                RAY_ADDRESS=head)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == {n: EXPECTED_STDOUT[n] for n in names}
+
+
+# shmray.util on the cluster is Ray's own ray.util (groups, pools, queues are Ray's there).
+UTIL_PROGRAM = textwrap.dedent("""
+    import sys
+    import shmray as ray
+    from shmray.util import placement_group, placement_group_table, remove_placement_group
+    from shmray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init(address=sys.argv[1])
+
+    @ray.remote(num_cpus=1)
+    def where():
+        current = ray.util.get_current_placement_group()
+        return None if current is None else current.id.hex()
+
+    pg = placement_group([{"CPU": 1}], name="on-the-cluster")
+    ray.get(pg.ready(), timeout=60)
+    print("group", type(pg).__module__.split(".")[0],
+          placement_group_table(pg)["state"], ray.available_resources().get("CPU"))
+    print("in it", ray.get(where.options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()) == pg.id.hex())
+    remove_placement_group(pg)
+    ray.shutdown()
+""")
+
+
+def test_shmray_util_is_rays_own_on_the_cluster(head):
+    out = _run(["-c", UTIL_PROGRAM, head])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["group ray CREATED 1.0", "in it True"], out.stderr
