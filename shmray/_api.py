@@ -16,6 +16,7 @@ from . import _context, _options, _remote_function, _runtime_env, _shm, actor as
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._runtime_context import RuntimeContext
+from .util._node import NODE_IP_ADDRESS
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
@@ -35,8 +36,25 @@ _REINIT_MESSAGE = ("Maybe you called ray.init twice by accident? This error can 
                    "prior to 'ray.init()'.")
 
 
+# What an init() argument may ask for that shmray does anyway: accepted, no warning.
+_INIT_ALREADY_SO = {"include_dashboard": False}  # (no dashboard)
+
+
 class RayContext(dict):
-    """What ``init`` returns: session facts, usable as ``with shmray.init(): ...``."""
+    """What ``init`` returns (Ray's RayContext): `address_info` with Ray's keys, each
+    what is true for this session (None where shmray has no such thing: no dashboard,
+    no GCS, no raylet socket) and shmray's own (session_name, driver_pid); read as a
+    dict it is the same (Ray's older form). `dashboard_url` is None (no dashboard).
+    ``with shmray.init(): ...`` shuts the session down at the end."""
+
+    def __init__(self, address_info: dict, dashboard_url=None):
+        super().__init__(address_info)
+        self.dashboard_url = dashboard_url
+        self.python_version = "{}.{}.{}".format(*sys.version_info[:3])
+
+    @property
+    def address_info(self) -> dict:
+        return dict(self)
 
     def __enter__(self):
         return self
@@ -44,9 +62,8 @@ class RayContext(dict):
     def __exit__(self, *exc):
         shutdown()
 
-    @property
-    def address_info(self):
-        return dict(self)
+    def disconnect(self):
+        shutdown()
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -73,7 +90,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                                                ignore_reinit_error,
                                                {"log_to_driver": log_to_driver, **kwargs}),
                       ignore_reinit_error)
-    ignored = [k for k, v in kwargs.items() if v != _INIT_IGNORED[k]]
+    ignored = [k for k, v in kwargs.items() if v != _INIT_IGNORED[k]
+               and not (k in _INIT_ALREADY_SO and v is _INIT_ALREADY_SO[k])]
     if ignored:
         warnings.warn(f"shmray runs on one node and ignores these init() arguments: "
                       f"{', '.join(ignored)}", stacklevel=2)
@@ -158,10 +176,16 @@ def _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory):
 
 def _context_info(rt):
     if rt.is_cluster:
-        return RayContext(node_id=rt.ray.get_runtime_context().get_node_id(),
-                          driver_pid=os.getpid(), address=rt.address)
-    return RayContext(node_id=rt.node_id, session_name=rt.prefix.rstrip("_"),
-                      driver_pid=os.getpid(), address="local")
+        return RayContext({"node_id": rt.ray.get_runtime_context().get_node_id(),
+                           "node_ip_address": rt.ray.util.get_node_ip_address(),
+                           "driver_pid": os.getpid(), "address": rt.address})
+    return RayContext({
+        "node_ip_address": NODE_IP_ADDRESS, "node_id": rt.node_id, "address": "local",
+        "session_dir": getattr(rt, "session_root", None),  # (local mode keeps no files)
+        "webui_url": None, "gcs_address": None, "redis_address": None,
+        "object_store_address": None, "raylet_socket_name": None,
+        "metrics_export_port": None, "dashboard_agent_listen_port": None,
+        "session_name": rt.prefix.rstrip("_"), "driver_pid": os.getpid()})
 
 
 def _auto_init():

@@ -17,10 +17,17 @@ import types
 
 import cloudpickle
 
+from ._custom_serializers import CLOUD_TABLE
+
+
 class _FunctionPickler(cloudpickle.Pickler):
     """cloudpickle, except that code pickled by value keeps its file name (cloudpickle
     3.1 writes "<dynamic-code>" there, and a task's traceback would name no file).
-    `code` collects the code objects pickled, to find the source lines to ship."""
+    `code` collects the code objects pickled, to find the source lines to ship.
+    Values the function captures pickle with the user's serializers, as task
+    arguments do (register_serializer)."""
+
+    dispatch_table = CLOUD_TABLE
 
     def __init__(self, file):
         super().__init__(file, protocol=5)

@@ -1,8 +1,21 @@
 """What ``get_runtime_context()`` returns: this node, job, task and actor, as the running
-process's runtime knows them."""
+process's runtime knows them, in Ray's forms (hex strings; None where Ray has none,
+such as the task id in the driver)."""
 from __future__ import annotations
 
+import json
 import os
+import warnings
+
+from . import _shm
+from ._ids import ActorID, JobID, NodeID, TaskID, WorkerID
+from .runtime_env import RuntimeEnv
+
+
+def _deprecated(old: str, new: str):
+    warnings.warn(f"get_runtime_context().{old} is deprecated: use {new} instead",
+                  DeprecationWarning, stacklevel=3)
+
 
 class RuntimeContext:
     """What ``get_runtime_context()`` returns: ids of this node, job and task."""
@@ -10,6 +23,7 @@ class RuntimeContext:
     def __init__(self, rt):
         self._rt = rt
 
+    # ------------------------------------------------------------ ids, as hex
     def get_node_id(self) -> str:
         return self._rt.node_id
 
@@ -17,11 +31,14 @@ class RuntimeContext:
         return self._rt.job_id
 
     def get_task_id(self):
+        """The running task's (or actor call's) id; None in the driver."""
         tid = self._rt.current_task_id
         return None if tid is None else f"{tid:032x}"
 
     def get_worker_id(self) -> str:
-        return f"{os.getpid():08x}"
+        """This process's id: 28 bytes, as Ray's, the node's first and the pid last
+        (unique on the node while the session lasts)."""
+        return self._rt.node_id[:48] + f"{os.getpid():08x}"
 
     def get_actor_id(self):
         """The hex id of the actor this runs in (None outside actors)."""
@@ -33,6 +50,50 @@ class RuntimeContext:
         host = self._rt.actor_host
         return None if host is None else host.handle.name or ""
 
+    def get_temp_dir(self) -> str:
+        """Where this node's sessions keep their files (status, spilled objects)."""
+        return _shm.sessions_root()
+
+    # ------------------------------------------------------------ Ray's older forms
+    @property
+    def node_id(self) -> NodeID:
+        _deprecated("node_id", "get_node_id()")
+        return NodeID.from_hex(self.get_node_id())
+
+    @property
+    def job_id(self) -> JobID:
+        _deprecated("job_id", "get_job_id()")
+        return JobID.from_hex(self.get_job_id())
+
+    @property
+    def task_id(self):
+        _deprecated("task_id", "get_task_id()")
+        tid = self.get_task_id()
+        return None if tid is None else TaskID.from_hex(tid)
+
+    @property
+    def actor_id(self):
+        _deprecated("actor_id", "get_actor_id()")
+        aid = self.get_actor_id()
+        return None if aid is None else ActorID.from_hex(aid)
+
+    @property
+    def worker_id(self) -> WorkerID:
+        return WorkerID.from_hex(self.get_worker_id())
+
+    def get(self) -> dict:
+        """The ids as a dict of id objects (Ray's deprecated form)."""
+        _deprecated("get()", "the get_*_id() methods")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
+            if self.task_id is not None:
+                out["task_id"] = self.task_id
+            if self.actor_id is not None:
+                out["actor_id"] = self.actor_id
+        return out
+
+    # ------------------------------------------------------------ actors
     @property
     def current_actor(self):
         """The handle of the actor this runs in (RuntimeError outside actors)."""
@@ -42,14 +103,22 @@ class RuntimeContext:
         return host.self_handle()
 
     @property
+    def was_current_actor_reentrant(self):
+        return False
+
+    # ------------------------------------------------------------ job and resources
+    @property
     def namespace(self) -> str:
         """The job's namespace (also in an actor registered in another one, as Ray)."""
         return self._rt.namespace
 
     @property
-    def runtime_env(self) -> dict:
+    def runtime_env(self) -> RuntimeEnv:
         """The runtime_env the current task runs in (the job's in the driver)."""
-        return self._rt.runtime_env
+        return RuntimeEnv(_validate=False, **self._rt.runtime_env)
+
+    def get_runtime_env_string(self) -> str:
+        return json.dumps(self._rt.runtime_env, sort_keys=True)
 
     def get_assigned_resources(self) -> dict:
         """The resources the running task holds, or in an actor what the actor holds
@@ -61,6 +130,6 @@ class RuntimeContext:
         """The accelerator ids the running task may use, as strings (Ray's form)."""
         return {"GPU": [str(i) for i in self._rt.gpu_ids]}
 
-    @property
-    def was_current_actor_reentrant(self):
-        return False
+    def get_resource_ids(self) -> dict:
+        _deprecated("get_resource_ids()", "get_accelerator_ids()")
+        return self.get_accelerator_ids()

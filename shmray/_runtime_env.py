@@ -33,7 +33,8 @@ from .exceptions import RuntimeEnvSetupError
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
 EFFECTIVE = ("env_vars", "working_dir", "py_modules", "pip")  # what needs workers of its own
-CONFIG_KEYS = ("setup_timeout_seconds", "eager_install")
+# (log_files: files for Ray's dashboard to show; a RuntimeEnvConfig always has it)
+CONFIG_KEYS = ("setup_timeout_seconds", "eager_install", "log_files")
 DEFAULT_SETUP_TIMEOUT = 600     # seconds, as Ray's RuntimeEnvConfig
 READY_MARK = ".shmray-ready"    # written last: a venv without it is half-built
 

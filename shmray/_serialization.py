@@ -47,6 +47,17 @@ class ArgRef:
         return (ArgRef, (self.i,))
 
 
+# The picklers dumps uses: pickle's and cloudpickle's, or, while the user has
+# serializers registered, ones that consult them (set by _custom_serializers).
+_plain_dumps, _cloud_dumps = pickle.dumps, cloudpickle.dumps
+
+
+def use_picklers(plain_dumps, cloud_dumps):
+    """Pickle with these from now on (pickle.dumps's and cloudpickle.dumps's signature)."""
+    global _plain_dumps, _cloud_dumps
+    _plain_dumps, _cloud_dumps = plain_dumps, cloud_dumps
+
+
 # What pickling raises for a value it cannot handle. Anything else comes from the
 # value's own __reduce__ or __getstate__ and goes to the caller as it is (Ray does
 # the same): a task whose result raises Boom while pickled fails with Boom.
@@ -57,7 +68,7 @@ def dumps(value, buffers=None) -> bytes:
     """Pickle `value` (protocol 5); out-of-band buffers go to `buffers` if given."""
     cb = None if buffers is None else buffers.append
     try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=cb)
+        data = _plain_dumps(value, protocol=5, buffer_callback=cb)
         if _MAIN_MARK not in data:
             return data
     except _PICKLING_ERRORS:
@@ -65,7 +76,7 @@ def dumps(value, buffers=None) -> bytes:
     if buffers is not None:
         buffers.clear()
     try:
-        return cloudpickle.dumps(value, protocol=5, buffer_callback=cb)
+        return _cloud_dumps(value, protocol=5, buffer_callback=cb)
     except _PICKLING_ERRORS as e:
         raise TypeError(f"Could not serialize {_describe(value)}: {type(e).__name__}: {e}") from e
 

@@ -15,7 +15,7 @@ Every method runs under the session's lock.
 """
 from __future__ import annotations
 
-from .. import _ring
+from .. import _custom_serializers, _ring
 from .._protocol import TASKS, Func, FUNC, task_record
 
 BURST_GAP = 200e-6
@@ -69,6 +69,11 @@ class Dispatcher:
         self.send_task(w, spec, False)
 
     def send_task(self, w, spec, burst):
+        serializers = _custom_serializers.shipment  # (the user's: register_serializer)
+        if serializers is not None and serializers.key not in w.fns:
+            w.send(_ring.encode(Func(FUNC, serializers.key, serializers.data, "serializers"),
+                                w.ring, self.prefix))
+            w.fns.add(serializers.key)
         fn_id = spec.fn_id
         if fn_id not in w.fns:
             fn_bytes, name = self.functions[fn_id]
