@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 
-from . import _shm
+from . import _placement, _shm
 from ._ids import ActorID, JobID, NodeID, TaskID, WorkerID
 from .runtime_env import RuntimeEnv
+
+
+# A resource of a placement group's bundle (see _placement): "<name>_group_[<i>_]<id>".
+_GROUP_RESOURCE = re.compile(r"^(.+)_group_(?:\d+_)?[0-9a-f]+$")
 
 
 def _deprecated(old: str, new: str):
@@ -120,11 +125,27 @@ class RuntimeContext:
     def get_runtime_env_string(self) -> str:
         return json.dumps(self._rt.runtime_env, sort_keys=True)
 
+    def _held(self) -> tuple:
+        host = self._rt.actor_host
+        return tuple(self._rt.current_request if host is None else host.held)
+
     def get_assigned_resources(self) -> dict:
         """The resources the running task holds, or in an actor what the actor holds
-        for life ({} in the driver)."""
-        host = self._rt.actor_host
-        return dict(self._rt.current_request if host is None else host.held)
+        for life ({} in the driver). In a placement group, under their own names (as
+        Ray: {"CPU": 1.0}, not the bundle's resource names)."""
+        out = {}
+        for name, amount in self._held():
+            found = _GROUP_RESOURCE.match(name)
+            if found is None:
+                out[name] = amount
+            elif found.group(1) != "bundle":  # (the sliver that ties a task to its group)
+                out[found.group(1)] = amount
+        return out
+
+    def get_placement_group_id(self):
+        """The hex id of the placement group the running task or actor is in, or None."""
+        found = _placement.group_of(self._held())
+        return None if found is None else found[0]
 
     def get_accelerator_ids(self) -> dict:
         """The accelerator ids the running task may use, as strings (Ray's form)."""

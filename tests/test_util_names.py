@@ -323,6 +323,29 @@ def test_runtime_context_ids(ray):
     assert isinstance(ctx.runtime_env, RuntimeEnv)
 
 
+@shmray.remote
+def group_context():
+    ctx = shmray.get_runtime_context()
+    return ctx.get_placement_group_id(), ctx.get_assigned_resources()
+
+
+def test_runtime_context_in_a_placement_group(ray):
+    from shmray.util.placement_group import placement_group, remove_placement_group
+    from shmray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    assert ray.get_runtime_context().get_placement_group_id() is None
+    assert ray.get(group_context.remote()) == (None, {"CPU": 1.0})
+    group = placement_group([{"CPU": 1}])
+    try:
+        ray.get(group.ready())
+        for bundle in (0, -1):
+            in_group = group_context.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, bundle))
+            # (Ray's names, not the bundle's resources: CPU_group_0_<id>, bundle_group_...)
+            assert ray.get(in_group.remote()) == (group.id.hex(), {"CPU": 1.0})
+    finally:
+        remove_placement_group(group)
+
+
 def test_runtime_context_older_forms(ray):
     ctx = ray.get_runtime_context()
     with pytest.warns(DeprecationWarning, match="get_node_id"):
