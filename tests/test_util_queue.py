@@ -138,6 +138,23 @@ def test_async_put_and_get_in_the_driver(ray):
     assert asyncio.run(main()) == "x"
 
 
+def test_a_cancelled_async_get_takes_no_item(ray):
+    q = Queue()
+    assert q.size() == 0  # (the actor is up: a cancel signals a started process)
+
+    async def main():
+        getter = asyncio.ensure_future(q.get_async())
+        done, _ = await asyncio.wait([getter], timeout=0.2)
+        assert not done  # waiting in the actor
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+
+    asyncio.run(main())
+    q.put("kept")  # not taken by the cancelled call
+    assert q.get(timeout=5) == "kept"
+
+
 def test_the_queue_works_inside_sync_and_async_actors(ray):
     @ray.remote
     class Producer:

@@ -24,6 +24,7 @@ import uuid
 from typing import Iterable, Optional
 
 from .. import _context
+from .._protocol import PROGRESS_BAR_TOKEN
 from ..util._on_cluster import ray_counterpart
 from . import _progress_bars
 from ._progress_bars import BarManager, BarState, instance, safe_print
@@ -31,7 +32,9 @@ from ._progress_bars import BarManager, BarState, instance, safe_print
 if not _progress_bars.HAVE_TQDM:
     raise ImportError(_progress_bars.MISSING_TQDM)
 
-__all__ = ["tqdm", "safe_print", "instance", "BarManager"]
+__all__ = ["tqdm", "safe_print", "instance", "BarManager", "RAY_TQDM_MAGIC"]
+
+RAY_TQDM_MAGIC = PROGRESS_BAR_TOKEN  # (Ray's name for the mark of a state line)
 
 
 class tqdm:

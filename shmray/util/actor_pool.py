@@ -95,7 +95,7 @@ class ActorPool:
                     self.get_next(timeout=0, ignore_if_timedout=True)
                 else:
                     self.get_next_unordered(timeout=0, ignore_if_timedout=True)
-            except TimeoutError:
+            except Exception:  # (not ready: skipped; or its error: dropped with it)
                 pass
 
     # ------------------------------------------------------------ one value
@@ -109,11 +109,10 @@ class ActorPool:
             self._pending_submits.append(_PendingSubmit(fn, value))
             return
         actor = self._idle_actors.pop()
-        future = fn(actor, value)
         try:
-            key = _future_key(future)
-        except TypeError:
-            self._idle_actors.append(actor)  # (nothing runs on it for this submit)
+            key = _future_key(fn(actor, value))
+        except BaseException:
+            self._idle_actors.append(actor)  # (fn failed: nothing runs on it for this submit)
             raise
         self._future_to_actor[key] = _InFlight(self._next_task_index, actor)
         self._index_to_future[self._next_task_index] = key

@@ -85,7 +85,7 @@ class Queue:
         timeout; ValueError for a negative timeout."""
         ref = self._put_call(item, block, timeout)
         try:
-            _api.get(ref)
+            _outcome(ref)
         except Full:
             raise Full(_full_message(self.maxsize, block, timeout)) from None
 
@@ -94,7 +94,7 @@ class Queue:
         """put(), awaited (in an async actor or an asyncio program)."""
         ref = self._put_call(item, block, timeout)
         try:
-            await ref
+            await _outcome_async(ref)
         except Full:
             raise Full(_full_message(self.maxsize, block, timeout)) from None
 
@@ -125,7 +125,7 @@ class Queue:
         after the timeout; ValueError for a negative timeout."""
         ref = self._get_call(block, timeout)
         try:
-            return _api.get(ref)
+            return _outcome(ref)
         except Empty:
             raise Empty(_empty_message(block, timeout)) from None
 
@@ -133,7 +133,7 @@ class Queue:
         """get(), awaited (in an async actor or an asyncio program)."""
         ref = self._get_call(block, timeout)
         try:
-            return await ref
+            return await _outcome_async(ref)
         except Empty:
             raise Empty(_empty_message(block, timeout)) from None
 
@@ -177,6 +177,24 @@ class Queue:
             raise RuntimeError("This Queue was shut down (Queue.shutdown()): its items and "
                                "its actor are gone")
         return self.actor
+
+
+def _outcome(ref):
+    """The put's or get's result. A caller that stops waiting (Ctrl-C) cancels the call,
+    so that an item is not put or taken later for nobody."""
+    try:
+        return _api.get(ref)
+    except KeyboardInterrupt:
+        _api.cancel(ref)
+        raise
+
+
+async def _outcome_async(ref):
+    try:
+        return await ref
+    except asyncio.CancelledError:  # (the awaiting task was cancelled: the call too)
+        _api.cancel(ref)
+        raise
 
 
 def _same_queue(maxsize, actor) -> Queue:
