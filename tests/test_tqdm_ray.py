@@ -254,14 +254,16 @@ def test_the_api_in_the_driver(monkeypatch):
     assert bar._uuid not in {s.uuid for s in tqdm_ray.instance().snapshot()}
     with tqdm_ray.tqdm(["a", "b"], flush_interval_s=0) as listed:
         assert listed.total == 2 and list(listed) == ["a", "b"] and listed.n == 2
-    with pytest.raises(ValueError, match="No iterable provided"):
-        list(tqdm_ray.tqdm(total=1, flush_interval_s=0))
+    with tqdm_ray.tqdm(total=1, flush_interval_s=0) as no_iterable:
+        with pytest.raises(ValueError, match="No iterable provided"):
+            list(no_iterable)
     with pytest.raises(TypeError, match="position must be an int >= 0"):
         tqdm_ray.tqdm(position=-1)
     with pytest.raises(TypeError, match="total must be a number"):
         tqdm_ray.tqdm(total="ten")
     with pytest.raises(TypeError, match="flush_interval_s"):
         tqdm_ray.tqdm(flush_interval_s=-1)
+    assert tqdm_ray.instance().snapshot() == ()  # every bar made here was closed
 
 
 def test_without_tqdm_the_import_names_the_extra(tmp_path):
