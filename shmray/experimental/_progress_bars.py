@@ -21,6 +21,8 @@ the `tqdm` package.
 from __future__ import annotations
 
 import builtins
+import importlib
+import importlib.util
 import io
 import json
 import os
@@ -28,12 +30,10 @@ import sys
 import threading
 from typing import Dict, NamedTuple, Optional, Tuple
 
-try:
-    import tqdm.auto as _tqdm
-except ImportError:  # (tqdm_ray refuses to load then; the driver prints state lines as text)
-    _tqdm = None
-
-HAVE_TQDM = _tqdm is not None
+# tqdm itself is imported by the first BarManager, in the driver only: a worker writes
+# state lines and never pays for it (tqdm.auto takes about 0.1 s to import). Without it
+# tqdm_ray refuses to load, and the driver prints state lines as text.
+HAVE_TQDM = importlib.util.find_spec("tqdm") is not None
 MISSING_TQDM = ("shmray.experimental.tqdm_ray draws its progress bars with the `tqdm` "
                 "package, which is not installed: pip install 'shmray[tqdm]'")
 
@@ -80,7 +80,7 @@ class BarSnapshot(NamedTuple):
 
 class _Bar(NamedTuple):
     state: BarState
-    drawn: "_tqdm.tqdm"
+    drawn: object               # a tqdm.tqdm
 
 
 class BarManager:
@@ -89,6 +89,7 @@ class BarManager:
     No shmray lock is taken under it, and no user code runs under it."""
 
     def __init__(self):
+        self._tqdm = importlib.import_module("tqdm.auto")  # (see HAVE_TQDM)
         self.lock = threading.RLock()
         self._blocks: Dict[int, Dict[str, _Bar]] = {}  # pid -> uuid -> bar, stacked in order
         self._hidden = False
@@ -106,7 +107,7 @@ class BarManager:
                 block[state.uuid] = _Bar(state, None)
                 rows = self._rows()
                 self._move(rows, skip=state.uuid)
-                block[state.uuid] = bar = _Bar(state, _tqdm.tqdm(
+                block[state.uuid] = bar = _Bar(state, self._tqdm.tqdm(
                     desc=prefix + state.desc, total=state.total, unit=state.unit,
                     position=rows[state.uuid], initial=state.n, dynamic_ncols=True))
             else:
