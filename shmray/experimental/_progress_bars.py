@@ -99,11 +99,11 @@ class BarManager:
         """Draw `state`: a new bar, an update, or the end of one. `prefix` names the
         process ("(f pid=12) ") in front of the bar's description."""
         with self.lock:
+            bar = self._blocks.get(state.pid, {}).get(state.uuid)
+            if bar is None and state.closed:
+                return  # (drawn and closed already)
             block = self._blocks.setdefault(state.pid, {})
-            bar = block.get(state.uuid)
             if bar is None:
-                if state.closed:
-                    return  # (closed before it was ever drawn, or drawn and closed already)
                 block[state.uuid] = _Bar(state, None)
                 rows = self._rows()
                 self._move(rows, skip=state.uuid)
