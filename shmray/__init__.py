@@ -8,14 +8,17 @@
 
     print(ray.get([f.remote(i) for i in range(4)]))
 """
-from . import actor, exceptions, util
+from . import actor, cloudpickle, exceptions, runtime_env, util
 from ._api import (RayContext, RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_actor, get_gpu_ids, get_runtime_context, init, is_initialized, kill,
                    nodes, put, remote, shutdown, timeline, wait)
 from ._generator import DynamicObjectRefGenerator, ObjectRefGenerator
+from ._ids import ActorID, JobID, NodeID, TaskID, WorkerID
 from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction
 from .actor import ActorClass, ActorHandle, method
+
+ObjectID = ObjectRef  # (Ray's other name for it)
 
 __version__ = "0.1.0"
 
@@ -24,5 +27,6 @@ __all__ = [
     "available_resources", "cluster_resources", "nodes", "get_gpu_ids", "get_runtime_context",
     "timeline", "ObjectRef", "RemoteFunction", "RayContext", "RuntimeContext", "exceptions", "util",
     "__version__", "kill", "get_actor", "method", "actor", "ActorClass", "ActorHandle",
-    "ObjectRefGenerator", "DynamicObjectRefGenerator",
+    "ObjectRefGenerator", "DynamicObjectRefGenerator", "cloudpickle", "runtime_env", "NodeID",
+    "JobID", "WorkerID", "ActorID", "TaskID", "ObjectID",
 ]

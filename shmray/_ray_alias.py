@@ -26,6 +26,13 @@ MODULES = {
     "ray.util": "shmray.util",
     "ray.util.scheduling_strategies": "shmray.util.scheduling_strategies",
     "ray._raylet": "shmray._raylet",
+    "ray.cloudpickle": "shmray.cloudpickle",
+    "ray.runtime_env": "shmray.runtime_env",
+    "ray.runtime_env.runtime_env": "shmray.runtime_env.runtime_env",
+    "ray.util.serialization": "shmray.util.serialization",
+    "ray.util.check_serialize": "shmray.util.check_serialize",
+    "ray.util.debug": "shmray.util.debug",
+    "ray.util.placement_group": "shmray.util.placement_group",
 }
 
 
