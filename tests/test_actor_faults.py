@@ -15,7 +15,7 @@ import pytest
 import shmray
 from shmray import _shm
 from shmray.exceptions import (ActorDiedError, ActorUnavailableError, RayActorError,
-                               RayTaskError)
+                               RayTaskError, TaskCancelledError)
 
 from shmray._shm import worker_processes
 
@@ -265,3 +265,27 @@ def test_ctrl_c_in_the_driver_leaves_no_actor():
         proc.wait()
     assert _no_workers_of(proc.pid)
     assert _no_segments_of(proc.pid)
+
+
+def test_cancelling_a_call_of_an_async_actor_still_starting_never_kills_it(fresh, monkeypatch):
+    # A spawned actor's process takes a while to import: a cancel then must not reach
+    # it as a SIGINT it does not handle yet (it would die of KeyboardInterrupt).
+    monkeypatch.setenv("SHMRAY_START_METHOD", "spawn")
+    fresh.init(num_cpus=2)
+
+    @fresh.remote
+    class Waits:
+        async def forever(self):
+            import asyncio
+            await asyncio.Event().wait()
+
+        def alive(self):
+            return True
+
+    for _ in range(3):
+        actor = Waits.remote()
+        ref = actor.forever.remote()
+        fresh.cancel(ref)
+        with pytest.raises(TaskCancelledError):
+            fresh.get(ref, timeout=60)
+        assert fresh.get(actor.alive.remote(), timeout=60)

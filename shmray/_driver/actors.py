@@ -16,6 +16,8 @@ the session's lock.
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import OrderedDict, deque
 
@@ -227,6 +229,10 @@ class ActorTable:
             return self._dead(actor)  # never be placed, or an input of it failed
         if actor.state != DEAD and spec.attempt == actor.restarts:
             actor.state = ALIVE
+            w = actor.worker  # calls cancelled while it was created: interrupted now
+            if (actor.handle.is_async and w is not None
+                    and any(s.cancelled for s in w.inflight)):
+                interrupt(w)
         return []
 
     # ------------------------------------------------------------ placement
@@ -357,3 +363,12 @@ class ActorTable:
 
     def rows(self) -> list:
         return list(self.ended) + [a.row() for a in self.by_id.values()]
+
+
+def interrupt(w):
+    """SIGINT to `w`: its cancelled calls (listed in its channel) end (see
+    _worker_concurrent.AsyncCalls.cancel_listed)."""
+    try:
+        os.kill(w.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass

@@ -26,6 +26,7 @@ from .._ring import CANCEL_SLOTS
 from .._scheduler import PIPELINE_MAX
 from .._resources import warn_infeasible
 from ..exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
+from .actors import ALIVE, interrupt
 from .rpcs import can_help, lost_error
 from .verdicts import Verdicts
 
@@ -364,11 +365,12 @@ class TaskTable:
         w.channel.post_cancels([s.task_id for s in cancelled if s.helping]
                                + [s.task_id for s in cancelled if not s.helping])
         if spec.actor is not None:  # an actor's process is never killed by a cancel; a
-            if spec.actor.handle.is_async:  # running call of a sync or threaded actor is
-                try:                           # not interrupted (as in Ray), an async
-                    os.kill(w.pid, signal.SIGINT)  # one's asyncio task is cancelled
-                except ProcessLookupError:
-                    pass
+            # running call of a sync or threaded actor is not interrupted (as in Ray), an
+            # async one's asyncio task is cancelled. Not before the actor is alive: its
+            # calls start after that, and its process may not handle SIGINT yet (the
+            # creation's end interrupts it then: ActorTable.call_finished).
+            if spec.actor.handle.is_async and spec.actor.state == ALIVE:
+                interrupt(w)
             return
         if force:
             if w.inflight[0] is spec or spec.helping:  # running: the worker, and what
