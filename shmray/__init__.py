@@ -8,7 +8,7 @@
 
     print(ray.get([f.remote(i) for i in range(4)]))
 """
-from . import actor, cloudpickle, exceptions, runtime_env, util
+from . import actor, cloudpickle, exceptions, experimental, runtime_env, util
 from ._api import (RayContext, RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_actor, get_gpu_ids, get_runtime_context, init, is_initialized, kill,
                    nodes, put, remote, shutdown, timeline, wait)
@@ -28,5 +28,5 @@ __all__ = [
     "timeline", "ObjectRef", "RemoteFunction", "RayContext", "RuntimeContext", "exceptions", "util",
     "__version__", "kill", "get_actor", "method", "actor", "ActorClass", "ActorHandle",
     "ObjectRefGenerator", "DynamicObjectRefGenerator", "cloudpickle", "runtime_env", "NodeID",
-    "JobID", "WorkerID", "ActorID", "TaskID", "ObjectID",
+    "JobID", "WorkerID", "ActorID", "TaskID", "ObjectID", "experimental",
 ]

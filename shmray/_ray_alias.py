@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -33,19 +34,48 @@ MODULES = {
     "ray.util.check_serialize": "shmray.util.check_serialize",
     "ray.util.debug": "shmray.util.debug",
     "ray.util.placement_group": "shmray.util.placement_group",
+    "ray.experimental": "shmray.experimental",
+}
+# ... imported when the program imports them (each loads something heavy or optional:
+# asyncio, tqdm, joblib, multiprocessing's machinery)
+ON_IMPORT = {
+    "ray.util.actor_pool": "shmray.util.actor_pool",
+    "ray.util.queue": "shmray.util.queue",
+    "ray.util.helpers": "shmray.util.completion",
+    "ray.util.multiprocessing": "shmray.util.multiprocessing",
+    "ray.util.joblib": "shmray.util.joblib",
+    "ray.util.state": "shmray.util.state",
+    "ray.experimental.tqdm_ray": "shmray.experimental.tqdm_ray",
 }
 
 
+class _Alias(importlib.abc.Loader):
+    """Loads a `ray.*` name of ON_IMPORT as its shmray module (the module keeps its
+    own name and spec: import only files it under the ray name too)."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def create_module(self, spec):
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module):
+        pass
+
+
 class _NoSuchRayModule(importlib.abc.MetaPathFinder):
-    """Any `ray.*` module shmray does not have: an ImportError that says so."""
+    """Any `ray.*` module of ON_IMPORT: shmray's; any other one shmray does not have: an
+    ImportError that says so."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname.split(".", 1)[0] != "ray" or fullname in sys.modules:
             return None
+        if fullname in ON_IMPORT:
+            return importlib.util.spec_from_loader(fullname, _Alias(ON_IMPORT[fullname]))
         raise ModuleNotFoundError(
             f"No module named {fullname!r}: this program runs on shmray (`import ray` is "
-            f"shmray), which has no {fullname}. It has: {', '.join(sorted(MODULES))}.",
-            name=fullname)
+            f"shmray), which has no {fullname}. It has: "
+            f"{', '.join(sorted({**MODULES, **ON_IMPORT}))}.", name=fullname)
 
 
 def install():

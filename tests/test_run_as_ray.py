@@ -92,6 +92,43 @@ def test_a_ray_module_shmray_lacks_is_an_import_error_naming_it(tmp_path):
     assert out.returncode == 1 and "cannot import name 'serve'" in out.stderr
 
 
+UTIL_PROGRAM = textwrap.dedent("""
+    import sys
+    import ray
+    from ray.util import ActorPool, as_completed
+    from ray.util.queue import Queue
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    class Doubler:
+        def double(self, x):
+            return 2 * x
+
+    pool = ActorPool([Doubler.remote(), Doubler.remote()])
+    print("pool", list(pool.map(lambda a, v: a.double.remote(v), range(4))))
+    q = Queue()
+    q.put_nowait_batch([1, 2])
+    print("queue", q.get(), q.get(), type(q).__module__)
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready())
+    one = ray.remote(lambda: 1).options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg))
+    print("group", sorted(as_completed([one.remote(), one.remote()])))
+    print("lazy", "ray.util.joblib" in sys.modules, "asyncio" in sys.modules or "ok")
+    ray.shutdown()
+""")
+
+
+def test_the_util_modules_import_under_their_ray_names(tmp_path):
+    (tmp_path / "prog.py").write_text(UTIL_PROGRAM)
+    out = _run(["prog.py"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "pool [0, 2, 4, 6]", "queue 1 2 shmray.util.queue", "group [1, 1]", "lazy False True"]
+
+
 RAY_TESTS = textwrap.dedent("""
     import pytest
     import ray

@@ -1,6 +1,12 @@
-"""Helpers under ``shmray.util``, as under ``ray.util``."""
+"""Helpers under ``shmray.util``, as under ``ray.util``. The heavier ones (``queue``,
+``multiprocessing``, ``joblib``, ``state``) are imported when first used: every worker
+imports this package."""
+import importlib
+
 from .. import _context
 from . import debug, scheduling_strategies
+from .actor_pool import ActorPool
+from .completion import as_completed, map_unordered
 from ._node import get_node_instance_id, get_node_ip_address
 from .check_serialize import inspect_serializability
 from .debug import disable_log_once_globally, enable_periodic_logging, log_once
@@ -25,4 +31,14 @@ __all__ = ["scheduling_strategies", "list_named_actors", "PlacementGroup", "plac
            "remove_placement_group", "get_placement_group", "placement_group_table",
            "get_current_placement_group", "get_node_ip_address", "get_node_instance_id",
            "inspect_serializability", "register_serializer", "deregister_serializer",
-           "log_once", "disable_log_once_globally", "enable_periodic_logging", "debug"]
+           "log_once", "disable_log_once_globally", "enable_periodic_logging", "debug",
+           "ActorPool", "as_completed", "map_unordered", "queue", "multiprocessing", "joblib",
+           "state"]
+
+_ON_FIRST_USE = ("queue", "multiprocessing", "joblib", "state")
+
+
+def __getattr__(name):
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
