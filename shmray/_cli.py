@@ -13,6 +13,8 @@ import sys
 import time
 
 from . import _cli_text, _shm, _snapshot, _status_area  # never the runtime: looking must not start anything
+from .util.state import _filters, _records
+from .util.state.exception import RayStateApiException
 
 
 def run_demo(args) -> int:
@@ -121,23 +123,36 @@ def build_parser() -> argparse.ArgumentParser:
         "shared memory, spilled), how many references hold it, and the task or put that "
         "created it; then the totals.", run_memory)
     listing = session_command(
-        "list", "list tasks (recent and unfinished), actors, or live sessions",
-        "`list tasks`: the unfinished tasks and the latest finished ones (up to 10,000 "
-        "remembered) with state, attempt, worker, run time and error type. "
+        "list", "list tasks, actors, objects, workers (Ray's records), or live sessions",
+        "`list tasks`: the unfinished task attempts and the latest finished ones (up to "
+        "10,000 remembered) with state, attempt, worker, run time and a failed one's error. "
         "`list actors`: the live actors and the latest dead ones, with class, name, state, "
-        "process, restarts, calls done and the method running now. "
+        "process, restarts, calls done and the method running now. `list objects`: the "
+        "objects in the store, largest first. `list workers`: the driver and the workers. "
+        "--json prints Ray's records (ray.util.state's TaskState, ActorState, ObjectState, "
+        "WorkerState), as shmray.util.state returns them. "
         "`list sessions`: every live session on this machine.", run_list)
-    listing.add_argument("what", choices=("tasks", "actors", "sessions"))
+    listing.add_argument("what", choices=("tasks", "actors", "objects", "workers", "sessions"))
     listing.add_argument("--limit", type=positive_int, default=100, metavar="N",
                          help="at most N rows (default 100)")
+    listing.add_argument("--filter", action="append", default=[], dest="filters",
+                         metavar="KEY=VALUE",
+                         help="only the rows whose column KEY is VALUE (KEY!=VALUE: is not); "
+                              "Ray's columns and values, e.g. state=FAILED, type=ACTOR_TASK, "
+                              "worker_pid=1234 (strings compare case-insensitively); "
+                              "repeat it: every filter must hold")
+    listing.add_argument("--detail", action="store_true",
+                         help="every column of each row (Ray's detail columns too: times, "
+                              "a failed task's error message, required resources, ...)")
     summary = session_command(
         "summary", "tasks grouped by function name",
         "Per function name: tasks in each state and their mean run time.", run_summary)
     summary.add_argument("what", choices=("tasks",))
     timeline = session_command(
         "timeline", "write a Chrome-trace JSON of task execution per worker",
-        "Write the tasks that ran (the latest 10,000) as Chrome-trace JSON: one event per "
-        "task on a track per worker. Open it in chrome://tracing or https://ui.perfetto.dev.",
+        "Write the tasks that ran (the latest 10,000) and those running now (until now) as "
+        "Chrome-trace JSON: one event per task on a track per worker. Open it in "
+        "chrome://tracing or https://ui.perfetto.dev.",
         run_timeline)
     timeline.add_argument("file", nargs="?", metavar="FILE",
                           help="where to write (default: shmray-timeline-<pid>-<time>.json "
@@ -228,6 +243,9 @@ def run_memory(args) -> int:
 
 def run_list(args) -> int:
     if args.what == "sessions":
+        if args.filters or args.detail:
+            return _usage_error("--filter and --detail apply to tasks, actors, objects and "
+                                "workers")
         sessions = _status_area.list_sessions()
         if args.json:
             _print_json(sessions)
@@ -237,51 +255,50 @@ def run_list(args) -> int:
         else:
             print(_cli_text.sessions(sessions))
         return 0
+    kind = _records.KINDS[args.what]
+    try:  # (checked before anything is read: a typo says so at once)
+        filters = _filters.check([_filters.parse(f) for f in args.filters], kind.schema,
+                                 args.what)
+    except (ValueError, TypeError, RayStateApiException) as e:
+        return _usage_error(str(e))
     opened = _open_snapshot(args)
     if opened is None:
         return 1
     info, snapshot = opened
-    if args.what == "actors":
-        return _list_actors(args, info, snapshot)
-    rows = snapshot["tasks"]
-    finished = [r for r in rows if r["state"] in (_snapshot.FINISHED, _snapshot.FAILED)]
-    unfinished = [r for r in rows if r["state"] not in (_snapshot.FINISHED, _snapshot.FAILED)]
-    rows = (unfinished + finished[::-1])[:args.limit]  # unfinished, then the latest first
-    _add_running_since(rows, info, snapshot)
-    if args.json:
-        _print_json(rows)
-    else:
-        print(_cli_text.tasks(snapshot, rows))
-    return 0
-
-
-def _list_actors(args, info, snapshot) -> int:
-    rows = snapshot.get("actors")
-    if rows is None:  # a session of an older shmray
+    if args.what == "actors" and snapshot.get("actors") is None:  # an older shmray's
         print(f"The session of driver pid {info['driver_pid']} does not list actors.",
               file=sys.stderr)
         return 1
-    dead = [r for r in rows if r["state"] == _snapshot.ACTOR_DEAD]
-    live = [r for r in rows if r["state"] != _snapshot.ACTOR_DEAD]
-    rows = (live + dead[::-1])[:args.limit]  # live ones as created, then the latest dead
+    found = [r for r in kind.build(snapshot) if _filters.matches(r, filters)]
+    shown = found[:args.limit]
+    columns = kind.schema.list_columns(detail=args.detail)
     if args.json:
-        _print_json(rows)
+        _print_json([{c: r.get(c) for c in columns} for r in shown])
+    elif args.detail:
+        print(_cli_text.detail([{c: r.get(c) for c in columns} for r in shown]))
     else:
-        print(_cli_text.actors(rows))
+        print(_list_table(args.what, shown, snapshot))
+    if len(found) > len(shown):
+        print(f"({len(found) - len(shown):,} more not shown: raise --limit, or narrow with "
+              f"--filter)", file=sys.stderr)
     return 0
 
 
-def _add_running_since(rows, info, snapshot):
-    """Running tasks get their start from their worker's words (the driver learns it
-    only when they end), in the snapshot's clock."""
-    try:
-        live = _status_area.read_live(info)
-    except (OSError, ValueError):
-        return
-    since = {w["task_id"]: w["since_ns"] for w in live["workers"] if w["task_id"]}
-    for row in rows:
-        if row["state"] == _snapshot.RUNNING and row["task_id"] in since:
-            row["start"] = since[row["task_id"]] / 1e9
+def _usage_error(message: str) -> int:
+    """A usage error of `shmray list` found past parsing: one line, as argparse's."""
+    print(f"shmray list: error: {message} (see shmray list --help)", file=sys.stderr)
+    return 2
+
+
+def _list_table(what: str, records: list, snapshot: dict) -> str:
+    if what == "tasks":
+        return _cli_text.tasks(records, snapshot)
+    if what == "actors":  # (shmray's own columns too: calls done, the method running)
+        rows = {row["actor_id"]: row for row in snapshot["actors"]}
+        return _cli_text.actors([rows[r["actor_id"]] for r in records])
+    if what == "objects":
+        return _cli_text.objects(records)
+    return _cli_text.workers(records)
 
 
 def run_summary(args) -> int:
@@ -311,10 +328,12 @@ def run_timeline(args) -> int:
         print(f"Cannot write the timeline to {path}: {e.strerror or e}", file=sys.stderr)
         return 1
     tasks = sum(1 for e in events if e["ph"] == "X")
+    running = sum(1 for e in events if e["ph"] == "X" and e["args"]["state"] == _snapshot.RUNNING)
     if args.json:
-        _print_json({"file": os.path.abspath(path), "events": len(events), "tasks": tasks})
+        _print_json({"file": os.path.abspath(path), "events": len(events), "tasks": tasks,
+                     "running": running})
     else:
-        print(f"{tasks} task(s) written to {path}\n"
+        print(f"{tasks} task(s) written to {path} ({running} running, until now)\n"
               f"open it in chrome://tracing or https://ui.perfetto.dev")
     return 0
 

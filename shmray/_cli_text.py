@@ -11,13 +11,6 @@ from . import _snapshot
 WIDTH = 100
 STATUS_ACTOR_ROWS = 20  # actors' workers listed by `shmray status` (all: `list actors`)
 
-# Ray's task state names (what --json prints), shortened for the human tables.
-STATE_LABELS = {_snapshot.RUNNING: "RUNNING", _snapshot.SUBMITTED_TO_WORKER: "SUBMITTED",
-                _snapshot.PENDING_NODE_ASSIGNMENT: "PENDING", _snapshot.PENDING_ARGS_AVAIL:
-                "PENDING_ARGS", _snapshot.FINISHED: "FINISHED", _snapshot.FAILED: "FAILED"}
-ACTOR_STATE_LABELS = {_snapshot.ACTOR_PENDING: "PENDING"}  # (the others are short)
-
-
 def size(n) -> str:
     if n is None:
         return "-"
@@ -58,21 +51,23 @@ def wrapped(label: str, parts: list) -> list:
     return lines
 
 
-def table(headers, rows, flexible=(), right=(), floor=8) -> list:
+def table(headers, rows, flexible=(), right=(), floor=8, last=()) -> list:
     """Lines of an aligned table at most WIDTH wide: the `flexible` columns (indexes)
     are cut with "~" when the rest leaves them too little room (to `floor` characters,
-    or their header's width); `right` columns are right-aligned (numbers)."""
+    or their header's width), then, if that is not enough, the `last` ones (ids: cut
+    only when the numbers beside them are huge); `right` columns are right-aligned."""
     cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r]
                                            for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     excess = sum(widths) + 2 * (len(widths) - 1) - WIDTH
-    for i in sorted(flexible, key=lambda i: -widths[i]):
-        if excess <= 0:
-            break
-        cut = min(excess, widths[i] - max(len(headers[i]), floor))
-        if cut > 0:
-            widths[i] -= cut
-            excess -= cut
+    for group in (sorted(flexible, key=lambda i: -widths[i]), last):
+        for i in group:
+            if excess <= 0:
+                break
+            cut = min(excess, widths[i] - max(len(headers[i]), floor))
+            if cut > 0:
+                widths[i] -= cut
+                excess -= cut
     lines = []
     for row in cells:
         out = []
@@ -184,14 +179,15 @@ def _status_actors(d: dict, snapshot, rows: list) -> list:
 
 
 def actors(rows: list) -> str:
-    """`shmray list actors`: one row per actor, the live ones first; RUNNING: the
-    method it runs now (the calls waiting for it: --json's pending_calls)."""
-    table_rows = [[r["actor_id"], r["class_name"], r["name"] or "-",
-                   ACTOR_STATE_LABELS.get(r["state"], r["state"]), r["pid"], r["restarts"],
-                   r["calls_done"], r["current_method"]] for r in rows]
+    """`shmray list actors`: one row per actor (the snapshot's rows), in the order
+    given; RUNNING: the method it runs now (the calls waiting: --json's pending_calls)."""
+    table_rows = [[r["actor_id"], r["class_name"], r["name"] or "-", r["state"], r["pid"],
+                   r["restarts"], r["calls_done"],
+                   r["current_method"] and r["current_method"].rsplit(".", 1)[-1]]
+                  for r in rows]
     return "\n".join(table(["ACTOR ID", "CLASS", "NAME", "STATE", "PID", "RESTARTS", "CALLS",
                             "RUNNING"], table_rows, flexible=(1, 2, 7), right=(4, 5, 6),
-                           floor=6))  # (the 32 digits of an id leave little room)
+                           floor=6, last=(0,)))  # (the 32 digits of an id leave little room)
 
 
 def memory(snapshot: dict) -> str:
@@ -211,16 +207,74 @@ def memory(snapshot: dict) -> str:
     return "\n".join(lines)
 
 
-def tasks(snapshot: dict, rows: list) -> str:
-    """`shmray list tasks`: one row per task, unfinished ones first, then the latest."""
+def tasks(records: list, snapshot: dict) -> str:
+    """`shmray list tasks`: one row per task attempt (state._records' records, in the
+    order given); TOOK: its run time, so far for a running one (from the snapshot's
+    rows: the records' times are whole milliseconds). A failed one's error (its
+    message's first line) follows its row, on a line of its own."""
+    rows = {(r["task_id"], r["attempt"]): r for r in snapshot["tasks"]}
     table_rows = []
-    for r in rows:
-        took = None if r["start"] is None else max(0.0, (
-            r["end"] if r["end"] is not None else snapshot["monotonic"]) - r["start"])
-        table_rows.append([r["task_id"], r["name"], STATE_LABELS.get(r["state"], r["state"]),
-                           r["attempt"], r["worker_pid"], duration(took), r["error"]])
-    return "\n".join(table(["TASK ID", "NAME", "STATE", "TRY", "WORKER", "TOOK", "ERROR"],
-                           table_rows, flexible=(1, 6), right=(3, 4, 5)))
+    for r in records:
+        row = rows.get((r["task_id"], r["attempt_number"]))
+        start, end = (row["start"], row["end"]) if row else (None, None)
+        took = None if start is None else max(0.0, (snapshot["monotonic"] if end is None
+                                                    else end) - start)
+        table_rows.append([r["task_id"], r["name"], r["state"], r["attempt_number"],
+                           r["worker_pid"], duration(took)])
+    lines = table(["TASK ID", "NAME", "STATE", "TRY", "WORKER", "TOOK"], table_rows,
+                  flexible=(1,), right=(3, 4, 5), last=(0,))
+    out = lines[:1]
+    for r, line in zip(records, lines[1:]):
+        out.append(line)
+        error = r["error_message"] or r["error_type"]
+        if error:
+            out.append(f"    error: {error.strip().split(chr(10), 1)[0]}"[:WIDTH])
+    return "\n".join(out)
+
+
+def objects(records: list) -> str:
+    """`shmray list objects`: one row per object (state._records' records)."""
+    rows = [[r["object_id"], size(r["object_size"]), r["task_status"], r["reference_type"],
+             r["call_site"]] for r in records]
+    return "\n".join(table(["OBJECT ID", "SIZE", "STATUS", "REFERENCE TYPE", "CREATED BY"],
+                           rows, flexible=(4,), right=(1,), last=(0,)))
+
+
+def workers(records: list) -> str:
+    """`shmray list workers`: the driver and the session's workers."""
+    rows = [[r["pid"], r["worker_type"], r["is_alive"], r["worker_id"]] for r in records]
+    return "\n".join(table(["PID", "TYPE", "ALIVE", "WORKER ID"], rows, right=(0,),
+                           last=(3,)))
+
+
+def detail(records: list) -> str:
+    """`shmray list ... --detail`: each record as a block of "column: value" lines; a
+    dict's items go on indented lines, so do a long or multi-line text's lines."""
+    blocks = []
+    for record in records:
+        lines = _fields(record, "  ")
+        lines[0] = "-" + lines[0][1:]
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def _fields(items: dict, indent: str) -> list:
+    lines = []
+    for key, value in items.items():
+        head = f"{indent}{key}:"
+        if isinstance(value, dict) and value:
+            lines.append(head)
+            lines += _fields(value, indent + "  ")
+            continue
+        text = "-" if value is None else "''" if value == "" else str(value).expandtabs(4)
+        if "\n" not in text and len(head) + 1 + len(text) <= WIDTH:
+            lines.append(f"{head} {text}")
+            continue
+        lines.append(head)
+        room = WIDTH - len(indent) - 2
+        for part in text.split("\n"):
+            lines += [indent + "  " + part[at:at + room] for at in range(0, len(part), room)]
+    return lines
 
 
 def summary(groups: list) -> str:

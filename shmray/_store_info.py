@@ -7,6 +7,9 @@ from . import _serialization as ser
 from ._protocol import ERROR, INLINE, SHM, SPILLED
 
 
+ACTOR_TOKEN = "an actor's token"  # (what every handle of an actor holds a ref to)
+
+
 @dataclass(frozen=True)
 class StoreStats:
     objects: int
@@ -41,12 +44,22 @@ def objects(store) -> list:
     """One ObjectInfo per stored object, largest first (what `shmray status` lists)."""
     where = {INLINE: "inline", SHM: "shared memory", ERROR: "error",
              SPILLED: "spilled"}
-    infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], store._creators.get(oid),
+    infos = [ObjectInfo(f"{oid:032x}", _size(s), where[s[0]], _creator(store, oid),
                         store._local.get(oid, 0), store._borrowed.get(oid, 0),
                         store._contained.get(oid, 0), store._needed.get(oid, 0),
                         store._pinned.get(oid, 0), oid in store.escaped)
              for oid, s in store.values.items()]
     return sorted(infos, key=lambda i: -i.size)
+
+
+def _creator(store, oid):
+    """What made the object, where the store knows it (its creator is kept for objects
+    in shared memory; an actor's token is always small). A task's result is named
+    after its task by the snapshot (_snapshot.object_rows), from the task rows."""
+    creator = store._creators.get(oid)
+    if creator is None and oid in store.tokens:
+        return ACTOR_TOKEN
+    return creator
 
 
 def statistics(store) -> StoreStats:

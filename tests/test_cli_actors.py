@@ -125,15 +125,21 @@ def test_list_actors_text_and_json(session):
     assert [len(by_state[s]) for s in ("ALIVE", "PENDING_CREATION", "DEAD")] == [2, 1, 1]
     assert [r["state"] for r in rows][-1] == "DEAD"  # the live ones first
     counter = next(r for r in rows if r["name"] == "counter")
-    assert counter["class_name"] == "Counter" and counter["calls_done"] == 5
-    assert counter["restarts"] == 0 and counter["current_method"] is None
-    assert len(counter["actor_id"]) == 32
+    assert counter["class_name"] == "Counter" and counter["pid"] == session["counter"]
+    assert len(counter["actor_id"]) == 32 and counter["ray_namespace"].startswith("anonymous-")
+    assert "num_restarts" not in counter  # (a detail column)
     holder = next(r for r in by_state["ALIVE"] if r is not counter)
-    assert holder["current_method"] == "Counter.hold" and holder["calls_done"] == 0
     pending = by_state["PENDING_CREATION"][0]
-    assert pending["pid"] is None and pending["pending_calls"] == 1  # incr (not __init__)
+    assert pending["pid"] == 0  # (Ray's: 0 until its process exists)
     dead = by_state["DEAD"][0]
-    assert dead["pid"] == session["doomed"] and dead["calls_done"] == 1
+    assert dead["pid"] == session["doomed"]
+    detailed = {r["actor_id"]: r for r in _json("list", "actors", "--detail", "--session",
+                                                 str(session["pid"]))}
+    assert detailed[counter["actor_id"]]["num_restarts"] == 0
+    assert detailed[counter["actor_id"]]["death_cause"] is None
+    cause = detailed[dead["actor_id"]]["death_cause"]["actor_died_error_context"]
+    assert "killed by shmray.kill()" in cause["error_message"]
+    assert detailed[holder["actor_id"]]["required_resources"] == {"CPU": 2.0}
 
     text = _human("list", "actors", "--session", str(session["pid"]))
     lines = text.splitlines()
@@ -142,14 +148,15 @@ def test_list_actors_text_and_json(session):
     cells = {line.split()[0]: line.split() for line in lines[1:]}
     assert cells[counter["actor_id"]][1:7] == ["Counter", "counter", "ALIVE",
                                                str(session["counter"]), "0", "5"]
-    assert cells[dead["actor_id"]][3:5] == ["DEAD", str(session["doomed"])]
-    assert cells[holder["actor_id"]][-1] == "Counter.hold"
-    assert cells[pending["actor_id"]][3] == "PENDING"
+    assert cells[dead["actor_id"]][3:6] == ["DEAD", str(session["doomed"]), "0"]
+    assert cells[dead["actor_id"]][6] == "1"  # its one call
+    assert cells[holder["actor_id"]][-1] == "hold"
+    assert cells[pending["actor_id"]][3] == "PENDING_CREATION"  # Ray's name, as in --json
     assert len(_json("list", "actors", "--limit", "2", "--session", str(session["pid"]))) == 2
 
 
 def test_list_tasks_says_which_rows_are_actor_calls(session):
-    rows = _json("list", "tasks", "--session", str(session["pid"]))
+    rows = _json("list", "tasks", "--detail", "--session", str(session["pid"]))
     kinds = {}
     for r in rows:
         kinds.setdefault(r["name"], set()).add(r["type"])
@@ -157,13 +164,21 @@ def test_list_tasks_says_which_rows_are_actor_calls(session):
     assert kinds["Counter.__init__"] == {"ACTOR_CREATION_TASK"}
     assert kinds["Counter.incr"] == kinds["Counter.hold"] == {"ACTOR_TASK"}
     hold = next(r for r in rows if r["name"] == "Counter.hold")
-    assert hold["state"] == "RUNNING" and hold["start"] is not None
+    assert hold["state"] == "RUNNING" and hold["start_time_ms"] is not None
+    actors = {a["actor_id"]: a for a in _actors(session)}
+    assert actors[hold["actor_id"]]["state"] == "ALIVE"
+    calls = [r for r in rows if r["name"] == "Counter.incr" and r["state"] == "FINISHED"]
+    counter = next(a for a in actors.values() if a["name"] == "counter")
+    assert sum(r["actor_id"] == counter["actor_id"] for r in calls) == 5
+    assert {r["actor_id"] for r in rows if r["type"] == "NORMAL_TASK"} == {None}
 
 
 def test_timeline_shows_actor_calls_on_the_actors_tracks(session, tmp_path):
     out = _human("timeline", "trace.json", "--session", str(session["pid"]), cwd=tmp_path)
     events = json.loads((tmp_path / "trace.json").read_text())
     calls = [e for e in events if e["ph"] == "X" and e["name"] == "Counter.incr"]
+    (hold,) = [e for e in events if e["ph"] == "X" and e["name"] == "Counter.hold"]
+    assert hold["args"]["state"] == "RUNNING"  # (until now)
     assert sorted(e["tid"] for e in calls) == sorted([session["doomed"]] + [session["counter"]] * 5)
     assert all(e["cat"] == "actor_task" for e in calls)
     tracks = {e["tid"]: e["args"]["name"] for e in events
@@ -211,4 +226,4 @@ def test_list_actors_fits_in_100_columns_with_long_names_and_big_numbers():
            "current_method": "AVeryLongActorClassName.a_long_method_name", "started": 0.0}
     text = _cli_text.actors([row, dict(row, state="PENDING_CREATION", pid=None)])
     assert all(len(line) <= 100 for line in text.splitlines()), text
-    assert "RESTARTING" in text and " PENDING " in text and "12345678" in text
+    assert "RESTARTING" in text and " PENDING_CREATION " in text and "12345678" in text

@@ -168,18 +168,22 @@ def test_list_and_summary_of_tasks(session):
     for r in rows:
         by_name.setdefault(r["name"], []).append(r)
     assert [r["state"] for r in by_name["quick"]] == ["FINISHED"] * 10
-    assert by_name["bad"][0]["state"] == "FAILED" and by_name["bad"][0]["error"] == "KeyError"
+    assert by_name["bad"][0]["state"] == "FAILED"
+    assert by_name["bad"][0]["error_type"] == "TASK_EXECUTION_EXCEPTION"  # Ray's ErrorType
     assert by_name["holder"][0]["state"] == "RUNNING"
     assert by_name["holder"][0]["worker_pid"] == session["holder"]
-    assert by_name["holder"][0]["start"] is not None  # from the worker's words
     assert by_name["waiter"][0]["worker_pid"] == session["waiter"]
     assert rows[0]["state"] == "RUNNING"  # unfinished first
     assert len(_json("list", "tasks", "--limit", "3", "--session", str(session["pid"]))) == 3
+    detailed = _json("list", "tasks", "--detail", "--session", str(session["pid"]))
+    holder = next(r for r in detailed if r["name"] == "holder")
+    assert holder["start_time_ms"] is not None  # from the worker's words
+    assert holder["end_time_ms"] is None
 
     text = _human("list", "tasks", "--session", str(session["pid"]))
     assert text.splitlines()[0].split()[:3] == ["TASK", "ID", "NAME"]
     assert sum(" quick " in line and "FINISHED" in line for line in text.splitlines()) == 10
-    assert any("KeyError" in line for line in text.splitlines())
+    assert any("KeyError: 'nope'" in line for line in text.splitlines())
 
     groups = {g["name"]: g for g in _json("summary", "tasks", "--session", str(session["pid"]))}
     assert (groups["quick"]["total"], groups["quick"]["FINISHED"]) == (10, 10)
@@ -188,17 +192,22 @@ def test_list_and_summary_of_tasks(session):
     assert text.splitlines()[1].split()[:2] == ["quick", "10"]
 
 
-def test_timeline_is_chrome_trace_json_with_one_event_per_finished_task(session, tmp_path):
+def test_timeline_is_chrome_trace_json_with_one_event_per_task(session, tmp_path):
     path = tmp_path / "trace.json"
     out = _human("timeline", "trace.json", "--session", str(session["pid"]), cwd=tmp_path)
-    assert "11 task(s) written to trace.json" in out
+    assert "13 task(s) written to trace.json (2 running, until now)" in out
     events = json.loads(path.read_text())
     tasks = [e for e in events if e["ph"] == "X"]
-    assert len(tasks) == 11
-    assert sorted(e["name"] for e in tasks) == ["bad"] + ["quick"] * 10
+    assert len(tasks) == 13  # 10 quick, bad, and the holder and the waiter running now
+    assert sorted(e["name"] for e in tasks) == ["bad", "holder"] + ["quick"] * 10 + ["waiter"]
     for e in tasks:
         assert e["pid"] == session["pid"] and isinstance(e["tid"], int)
         assert e["dur"] >= 0 and e["ts"] > 1e15  # microseconds since the epoch
+    running = {e["name"]: e for e in tasks if e["args"]["state"] == "RUNNING"}
+    assert set(running) == {"holder", "waiter"}
+    assert running["holder"]["tid"] == session["holder"] and running["holder"]["dur"] > 0
+    (bad,) = [e for e in tasks if e["name"] == "bad"]
+    assert bad["args"]["error"] == "KeyError" and bad["args"]["error_message"] == "KeyError: 'nope'"
     named = {e["tid"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert {e["tid"] for e in tasks} <= named
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import _snapshot, _status_area
+from .. import _serialization as ser, _snapshot, _status_area
 from .actors import ALIVE, PENDING, RESTARTING
 from .tasks import HISTORY
 
@@ -51,13 +51,49 @@ def counters(session) -> tuple:
 def snapshot(session) -> dict:
     """The session as plain data (what `shmray status/memory/list` print)."""
     session.store.process_refs()
+    workers = session.pool.snapshot[0]
     return _snapshot.snapshot(
         session.session_info, dict(zip(_status_area.COUNTERS, counters(session))),
         {"total": session.cluster_resources(), "available": session.available_now()},
         {fn_id: name for fn_id, (_, name) in session.functions.items()},
-        session.pool.snapshot[0], session.store, task_records(session),
-        list(session.tasks.tasks.values()), session.actors.rows(), actor_functions(session),
-        session.generators.rows())
+        workers, session.store, task_records(session),
+        list(session.tasks.tasks.values()), actor_rows(session), actor_functions(session),
+        session.generators.rows(), job_id=session.job_id,
+        extras=_snapshot.TaskExtras(failures(session), running_since(workers)))
+
+
+def failures(session) -> dict:
+    """(task id, attempt) -> "Type: message" of the latest failed tasks (their
+    errors' stored forms carry it: nothing is unpickled here)."""
+    return {(task_id, attempt): message
+            for task_id, attempt, message in session.tasks.failures}
+
+
+def running_since(workers) -> dict:
+    """task id (hex) -> when it started (CLOCK_MONOTONIC ns), for the task each worker
+    runs now, from its own words (the driver learns a start only at the task's end)."""
+    since = {}
+    for w in workers:
+        words = _status_area.read_worker(w.channel.mm)
+        if words["task_id"] is not None:
+            since[words["task_id"]] = words["since_ns"]
+    return since
+
+
+def actor_rows(session) -> list:
+    """The actors' rows (ActorTable.rows), with what Ray's ActorState also says: the
+    resources an actor holds, whether it is detached, and why a dead one died."""
+    table = session.actors
+    rows = table.rows()
+    for row in rows:
+        actor = table.by_id.get(int(row["actor_id"], 16)) or \
+            table.graveyard.get(int(row["actor_id"], 16))
+        if actor is None:
+            continue
+        row["required_resources"] = dict(actor.held)
+        row["detached"] = actor.detached
+        row["death"] = None if actor.death is None else ser.error_message(actor.death)
+    return rows
 
 
 def actor_functions(session) -> dict:
