@@ -74,7 +74,7 @@ class Stored(enum.IntEnum):
     """The first item of a stored form (see _serialization, _spill)."""
     INLINE = 0      # (INLINE, pickle, out-of-band buffers): small, travels in the ring
     SHM = 1         # (SHM, segment name, size, meta length, buffer layout)
-    ERROR = 2       # (ERROR, pickled exception, the cause's type name)
+    ERROR = 2       # (ERROR, pickled exception, the cause's type name, "Type: message")
     SPILLED = 3     # (SPILLED, file, size, the SHM form's layout): on disk, see _spill
 
 

@@ -4,7 +4,8 @@
          small (≤ INLINE_MAX): (INLINE, meta, buffers)          travels in the ring
          large:                (SHM, name, size, meta_len, layout) written once into
                                 a segment, mapped copy-on-write by every reader
-         an error:             (ERROR, pickled exception, its cause's type name)
+         an error:             (ERROR, pickled exception, its cause's type name,
+                                "Type: message" of its cause)
 
 Plain pickle is tried first because it is ~8x faster than cloudpickle for small
 values; anything it cannot pickle by value correctly (lambdas, local classes,
@@ -197,13 +198,28 @@ def stored_size(stored) -> int:
 def error_stored(exc: BaseException):
     """Stored form of an error (a RayError the user will see raised by ``get``)."""
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
-    # The name travels beside the pickle: the driver reads it (history, status) without
-    # unpickling the user's exception, which would run the user's code.
+    # The name and the message travel beside the pickle: the driver reads them (history,
+    # status, the state API) without unpickling the user's exception, which would run
+    # the user's code.
+    message = _message_line(cause)
     try:
-        return (ERROR, cloudpickle.dumps(exc, protocol=5), type(cause).__name__)
+        return (ERROR, cloudpickle.dumps(exc, protocol=5), type(cause).__name__, message)
     except Exception as e:
         return (ERROR, pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (unpicklable: {e})")),
-                type(cause).__name__)
+                type(cause).__name__, message)
+
+
+ERROR_MESSAGE_MAX = 1000  # characters of an error's message kept beside its pickle
+
+
+def _message_line(exc: BaseException) -> str:
+    """"Type: message" of an exception, at most ERROR_MESSAGE_MAX characters."""
+    try:
+        text = str(exc)
+    except Exception:  # (a user's __str__ that raises)
+        text = ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= ERROR_MESSAGE_MAX else line[:ERROR_MESSAGE_MAX - 3] + "..."
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -269,6 +285,11 @@ def error_name(stored) -> str:
     """The type name of the exception an error's stored form holds (the user's own
     exception's, for a failed task)."""
     return stored[2]
+
+
+def error_message(stored) -> str:
+    """"Type: message" of the exception an error's stored form holds."""
+    return stored[3]
 
 
 # Values of these types hold no ObjectRef: pickling them needs no collecting of refs.

@@ -53,6 +53,9 @@ class TaskTable:
         # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
         # ran are in their workers' records (see _status_area.WorkerStatus).
         self.history = deque(maxlen=HISTORY)
+        # (task id, attempt, "Type: message") of the latest failed tasks, for the state
+        # API and `shmray list tasks` (a worker's record holds only the type's name).
+        self.failures = deque(maxlen=HISTORY)
         self.finished = 0           # tasks whose last attempt succeeded
         self.failed = 0             # ... or failed (cancelled ones too)
         self.verdicts = Verdicts(ledger, envs, node_id)
@@ -189,6 +192,7 @@ class TaskTable:
             self.generators.finish(spec, outcome)
         if outcome and outcome[0] == ERROR:  # one error stands for every return
             self.failed += 1
+            self.failures.append((spec.task_id, spec.attempt, ser.error_message(outcome)))
             if not ran:
                 self.history.append((spec.task_id, spec.fn_id, spec.attempt,
                                      (None, None, time.monotonic_ns()), ser.error_name(outcome)))
