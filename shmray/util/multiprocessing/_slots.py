@@ -66,11 +66,12 @@ class TaskSlots:
         return []
 
     def kill(self) -> None:
-        """terminate(): the running chunks are stopped (their workers are killed, and
-        replaced by the session)."""
+        """terminate(): the chunks not ended are cancelled: those not started never run,
+        the running ones get KeyboardInterrupt (shmray.cancel). The workers are the
+        session's: they stay, warm, for its other tasks."""
         for ref in list(self.running):
             try:
-                shmray.cancel(ref, force=True)
+                shmray.cancel(ref)
             except Exception:
                 pass  # (ended meanwhile)
 
