@@ -228,6 +228,9 @@ UTIL_PROGRAM = textwrap.dedent("""
     from shmray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     ray.init(address=sys.argv[1])
+    one = ray.remote(lambda x: x)  # (first: with three actors alive, Ray's 2-CPU head
+    print("completed", sorted(ray.util.as_completed([one.remote(i) for i in range(3)])),
+          sorted(ray.util.map_unordered(one, range(3))))  # starts no worker for tasks)
 
     @ray.remote(num_cpus=1)
     def where():
@@ -236,11 +239,24 @@ UTIL_PROGRAM = textwrap.dedent("""
 
     pg = placement_group([{"CPU": 1}], name="on-the-cluster")
     ray.get(pg.ready(), timeout=60)
-    print("group", type(pg).__module__.split(".")[0],
-          placement_group_table(pg)["state"], ray.available_resources().get("CPU"))
+    print("group", type(pg).__module__.split(".")[0], placement_group_table(pg)["state"],
+          placement_group_table(pg)["bundles"])
     print("in it", ray.get(where.options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()) == pg.id.hex())
     remove_placement_group(pg)
+
+    @ray.remote
+    class Doubler:
+        def double(self, x):
+            return 2 * x
+
+    pool = ray.util.ActorPool([Doubler.remote(), Doubler.remote()])
+    print("pool", type(pool).__module__.split(".")[0],
+          list(pool.map(lambda a, v: a.double.remote(v), range(4))))
+    from shmray.util.queue import Queue
+    q = Queue()
+    q.put(1)
+    print("queue", type(q).__module__.split(".")[0], q.get(timeout=30))
     ray.shutdown()
 """)
 
@@ -248,4 +264,6 @@ UTIL_PROGRAM = textwrap.dedent("""
 def test_shmray_util_is_rays_own_on_the_cluster(head):
     out = _run(["-c", UTIL_PROGRAM, head])
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["group ray CREATED 1.0", "in it True"], out.stderr
+    assert out.stdout.splitlines() == [
+        "completed [0, 1, 2] [0, 1, 2]", "group ray CREATED {0: {'CPU': 1.0}}", "in it True",
+        "pool ray [0, 2, 4, 6]", "queue ray 1"], out.stderr
