@@ -21,7 +21,6 @@ it has let go of both.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
 import sys
 import threading
 import time
@@ -33,9 +32,9 @@ from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXI
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
                          GPU_FREE, GPU_HOST, LOG, PG_ASK, PUT, REFS, SUBMIT, WAIT, GpuFree)
 from .._object_ref import stream_item_id, task_id_of
-from .._protocol import PROGRESS_BAR_TOKEN
 from .actors import DEAD
 from .interrupts import sections
+from .output import on_log
 from .spec import TaskSpec
 from .workers import DIED, RETIRED
 
@@ -405,20 +404,3 @@ class MessageLoop:
                 break
             self.handle(w, _ring.decode(got[1]))
         self.workers.remove_worker(w, DIED)
-
-
-_PROGRESS_BARS = "shmray.experimental._progress_bars"
-
-
-def on_log(w, kind, fd, name, text):
-    stream = sys.stdout if fd == 1 else sys.stderr
-    prefix = f"({name} pid={w.pid}) " if name else f"(pid={w.pid}) "
-    if PROGRESS_BAR_TOKEN in text or _PROGRESS_BARS in sys.modules:
-        # Progress bars (shmray.experimental.tqdm_ray) are drawn here, other lines printed
-        # around them; loaded at the first bar only (it is optional: it needs tqdm).
-        return importlib.import_module(_PROGRESS_BARS).worker_output(stream, prefix, text)
-    try:
-        stream.write("".join(prefix + line + "\n" for line in text.split("\n")))
-        stream.flush()
-    except Exception:
-        pass
