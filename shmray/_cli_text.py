@@ -180,14 +180,15 @@ def _status_actors(d: dict, snapshot, rows: list) -> list:
 
 def actors(rows: list) -> str:
     """`shmray list actors`: one row per actor (the snapshot's rows), in the order
-    given; RUNNING: the method it runs now (the calls waiting: --json's pending_calls)."""
+    given; RUNNING: the method it runs now (the calls waiting: `status --json`'s
+    pending_calls; its restarts: --detail's num_restarts)."""
     table_rows = [[r["actor_id"], r["class_name"], r["name"] or "-", r["state"], r["pid"],
-                   r["restarts"], r["calls_done"],
+                   r["calls_done"],
                    r["current_method"] and r["current_method"].rsplit(".", 1)[-1]]
                   for r in rows]
-    return "\n".join(table(["ACTOR ID", "CLASS", "NAME", "STATE", "PID", "RESTARTS", "CALLS",
-                            "RUNNING"], table_rows, flexible=(1, 2, 7), right=(4, 5, 6),
-                           floor=6, last=(0,)))  # (the 32 digits of an id leave little room)
+    return "\n".join(table(["ACTOR ID", "CLASS", "NAME", "STATE", "PID", "CALLS", "RUNNING"],
+                           table_rows, flexible=(1, 2, 6), right=(4, 5), floor=6,
+                           last=(0,)))  # (the 32 digits of an id leave little room)
 
 
 def memory(snapshot: dict) -> str:

@@ -36,7 +36,8 @@ def once():
 
 
 @shmray.remote(num_cpus=2)
-def hog(path):
+def hog(started, path):
+    open(started, "w").close()
     while not os.path.exists(path):
         time.sleep(0.01)
     return "hogged"
@@ -153,23 +154,26 @@ def test_retried_attempts_are_rows_and_get_task_returns_them(ray):
 
 
 def test_states_of_unfinished_tasks(ray, tmp_path):
-    go = tmp_path / "go"
-    held = hog.remote(str(go))
-    _until(lambda: [t for t in _named("hog") if t.state == "RUNNING"])
-    waiting = after.remote(held)      # its input is not there yet
-    queued = squeezed.remote()        # no CPU free while hog runs
-    states = {t.name: t for t in list_tasks(filters=[("state", "!=", "FINISHED")],
-                                            detail=True)}
-    assert states["hog"].state == "RUNNING" and states["hog"].worker_pid is not None
-    assert states["hog"].start_time_ms is not None and states["hog"].end_time_ms is None
-    assert states["hog"].required_resources == {"CPU": 2.0}
-    assert states["after"].state == "PENDING_ARGS_AVAIL" and states["after"].worker_pid is None
-    assert states["squeezed"].state == "PENDING_NODE_ASSIGNMENT"
-    # the timeline shows the running task too, until now
-    (running,) = [e for e in ray.timeline() if e["ph"] == "X" and e["name"] == "hog"]
-    assert running["args"]["state"] == "RUNNING" and running["dur"] > 0
-    assert running["tid"] == states["hog"].worker_pid
-    go.write_text("")
+    started, go = tmp_path / "started", tmp_path / "go"
+    held = hog.remote(str(started), str(go))
+    try:
+        _until(started.exists)  # (its worker's words say so before it runs)
+        waiting = after.remote(held)      # its input is not there yet
+        queued = squeezed.remote()        # no CPU free while hog runs
+        states = {t.name: t for t in list_tasks(filters=[("state", "!=", "FINISHED")],
+                                                detail=True)}
+        assert states["hog"].state == "RUNNING" and states["hog"].worker_pid is not None
+        assert states["hog"].start_time_ms is not None and states["hog"].end_time_ms is None
+        assert states["hog"].required_resources == {"CPU": 2.0}
+        assert states["after"].state == "PENDING_ARGS_AVAIL"
+        assert states["after"].worker_pid is None
+        assert states["squeezed"].state == "PENDING_NODE_ASSIGNMENT"
+        # the timeline shows the running task too, until now
+        (running,) = [e for e in ray.timeline() if e["ph"] == "X" and e["name"] == "hog"]
+        assert running["args"]["state"] == "RUNNING" and running["dur"] > 0
+        assert running["tid"] == states["hog"].worker_pid
+    finally:
+        go.write_text("")  # (a failure above must not leave the session's CPUs taken)
     assert ray.get([waiting, queued]) == ["hogged", "ran"]
     assert {t.state for t in _named("hog") + _named("after")} == {"FINISHED"}
 
@@ -251,6 +255,10 @@ def test_from_inside_a_task(ray):
     seen, pid = ray.get(introspect.remote())
     assert seen == [("RUNNING", pid, True)]
     assert _named("introspect")[0].state == "FINISHED"
+    # this session named by its driver pid or "auto": the same records
+    for address in (str(os.getpid()), "auto"):
+        (again,) = list_tasks(address=address, filters=[("name", "=", "introspect")])
+        assert (again.state, again.worker_pid) == ("FINISHED", pid)
 
 
 def test_summarize_tasks_counts_per_name_and_state(ray):
