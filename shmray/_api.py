@@ -392,7 +392,8 @@ def nodes() -> list:
 @_on_cluster
 def timeline(filename=None):
     """Ray's ``timeline``: Chrome-trace events of the tasks that ran (the latest
-    10,000), one complete event per task on a track per worker. With `filename`,
+    10,000) and of those running now (until now), one complete event per task on a
+    track per worker. With `filename`,
     the events are written there as JSON (open it in chrome://tracing or Perfetto)
     and None is returned; else the list of events is."""
     rt = _context.runtime

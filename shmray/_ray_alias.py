@@ -45,6 +45,9 @@ ON_IMPORT = {
     "ray.util.multiprocessing": "shmray.util.multiprocessing",
     "ray.util.joblib": "shmray.util.joblib",
     "ray.util.state": "shmray.util.state",
+    "ray.util.state.api": "shmray.util.state.api",
+    "ray.util.state.common": "shmray.util.state.common",
+    "ray.util.state.exception": "shmray.util.state.exception",
     "ray.experimental.tqdm_ray": "shmray.experimental.tqdm_ray",
 }
 
