@@ -275,3 +275,16 @@ def test_local_mode_has_groups_too(fresh):
     assert fresh.get(f.options(scheduling_strategy=InGroup(pg, 0)).remote()) == pg.id.hex()
     remove_placement_group(pg)
     assert placement_group_table(pg)["state"] == "REMOVED"
+
+
+def test_the_state_api_lists_the_groups(ray):
+    from shmray.util.state import get_placement_group as state_of, list_placement_groups
+
+    pg = placement_group([{"CPU": 1}], name="listed")
+    ray.get(pg.ready(), timeout=30)
+    [row] = list_placement_groups(filters=[("name", "=", "listed")], detail=True)
+    assert (row.placement_group_id, row.state, row.is_detached) == (pg.id.hex(), "CREATED", False)
+    assert row.bundles[0]["unit_resources"] == {"CPU": 1.0}
+    remove_placement_group(pg)
+    assert state_of(pg.id.hex()).state == "REMOVED"
+    assert list_placement_groups(filters=[("state", "=", "CREATED")]) == []

@@ -52,7 +52,7 @@ def snapshot(session) -> dict:
     """The session as plain data (what `shmray status/memory/list` print)."""
     session.store.process_refs()
     workers = session.pool.snapshot[0]
-    return _snapshot.snapshot(
+    snap = _snapshot.snapshot(
         session.session_info, dict(zip(_status_area.COUNTERS, counters(session))),
         {"total": session.cluster_resources(), "available": session.available_now()},
         {fn_id: name for fn_id, (_, name) in session.functions.items()},
@@ -60,6 +60,10 @@ def snapshot(session) -> dict:
         list(session.tasks.tasks.values()), actor_rows(session), actor_functions(session),
         session.generators.rows(), job_id=session.job_id,
         extras=_snapshot.TaskExtras(failures(session), running_since(workers)))
+    groups = session.groups
+    snap["placement_groups"] = [dict(groups.row(g), is_detached=g.spec.lifetime == "detached")
+                                for g in groups.groups.values()]
+    return snap
 
 
 def failures(session) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from ... import _snapshot
-from .common import ActorState, ObjectState, TaskState, WorkerState
+from .common import ActorState, ObjectState, PlacementGroupState, TaskState, WorkerState
 
 IP = "127.0.0.1"  # one machine: every process's address
 LANGUAGE = "PYTHON"
@@ -136,6 +136,18 @@ def worker_records(snap: dict) -> list:
     } for pid, kind, started in processes]
 
 
+def placement_group_records(snap: dict) -> list:
+    job = job_id(snap)
+    return [{
+        "placement_group_id": g["placement_group_id"], "name": g["name"],
+        "creator_job_id": job, "state": g["state"], "is_detached": g["is_detached"],
+        "bundles": [{"bundle_id": f"{g['placement_group_id']}_{i}",
+                     "node_id": g["bundles_to_node_id"].get(i),
+                     "unit_resources": dict(bundle)} for i, bundle in g["bundles"].items()],
+        "stats": dict(g["stats"]),
+    } for g in snap.get("placement_groups", ())]
+
+
 def truncated(snap: dict, kind: str) -> str | None:
     """Why the snapshot does not hold every `kind` ("objects"), or None."""
     if kind == "objects":
@@ -154,4 +166,5 @@ class Kind(NamedTuple):
 
 KINDS = {"tasks": Kind(TaskState, task_records), "actors": Kind(ActorState, actor_records),
          "objects": Kind(ObjectState, object_records),
-         "workers": Kind(WorkerState, worker_records)}
+         "workers": Kind(WorkerState, worker_records),
+         "placement groups": Kind(PlacementGroupState, placement_group_records)}

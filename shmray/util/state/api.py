@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from .._on_cluster import ray_counterpart
 from . import _filters, _records, _source
-from .common import (DEFAULT_LIMIT, DEFAULT_RPC_TIMEOUT, ActorState, ObjectState, TaskState,
-                     WorkerState)
+from .common import (DEFAULT_LIMIT, DEFAULT_RPC_TIMEOUT, ActorState, ObjectState,
+                     PlacementGroupState, TaskState, WorkerState)
 from .exception import RayStateApiException
 
 # What the errors call each kind of record (and its key in _records.KINDS).
@@ -61,6 +61,28 @@ def _by_id(schema, key: str, id, address, timeout) -> list:
 
 
 # ------------------------------------------------------------------ lists
+def list_placement_groups(address=None, filters=None, limit=DEFAULT_LIMIT,
+                          timeout=DEFAULT_RPC_TIMEOUT, detail=False,
+                          raise_on_missing_output=True, _explain=False) -> list:
+    """The session's placement groups as PlacementGroupState records (removed ones too)."""
+    ray_fn = _on_cluster("list_placement_groups")
+    if ray_fn is not None:
+        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
+                      detail=detail, raise_on_missing_output=raise_on_missing_output,
+                      _explain=_explain)
+    return _list(PlacementGroupState, address, filters, limit, timeout, detail,
+                 raise_on_missing_output)
+
+
+def get_placement_group(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
+    """The PlacementGroupState of the group with that hex id, or None."""
+    ray_fn = _on_cluster("get_placement_group")
+    if ray_fn is not None:
+        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
+    found = _by_id(PlacementGroupState, "placement_group_id", id, address, timeout)
+    return found[0] if found else None
+
+
 def list_tasks(address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_RPC_TIMEOUT,
                detail=False, raise_on_missing_output=True, _explain=False) -> list:
     """The session's task attempts as TaskState records: the unfinished ones first,

@@ -1,5 +1,5 @@
 """The records the state API returns, with Ray's names (``ray.util.state.common``):
-TaskState, ActorState, ObjectState, WorkerState.
+TaskState, ActorState, ObjectState, WorkerState, PlacementGroupState.
 
 Each field is a column; its metadata says whether `filters` may name it and whether
 it is a detail column (filled only with ``detail=True``, None otherwise), as in Ray.
@@ -165,3 +165,16 @@ class WorkerState(StateSchema):
     end_time_ms: Optional[int] = column(filterable=False, detail=True, kind=int)
     debugger_port: Optional[int] = column(filterable=True, detail=True, kind=int)
     num_paused_threads: Optional[int] = column(filterable=True, detail=True, kind=int)
+
+
+@dataclass
+class PlacementGroupState(StateSchema):
+    """A placement group of the session (removed ones too): `state` PENDING, CREATED
+    or REMOVED; `bundles` one dict per bundle (bundle_id, node_id, unit_resources)."""
+    placement_group_id: str = column(filterable=True)
+    name: str = column(filterable=True)
+    creator_job_id: str = column(filterable=True)
+    state: str = column(filterable=True)
+    bundles: Optional[list] = column(filterable=False, detail=True, kind=list)
+    is_detached: Optional[bool] = column(filterable=True, detail=True, kind=bool)
+    stats: Optional[dict] = column(filterable=False, detail=True, kind=dict)
