@@ -87,6 +87,19 @@ ROWS = [
         "one generator task yielding 100 arrays of 10 MB, each got (mapped) as it comes, then "
         "dropped; ref: shmray's put of the same 100 arrays in the driver (freed segments reused), "
         "alternating; tasks: the same puts in a task (fresh segments), median of 3"),
+    Row("W16small", "W16 Pool.map, 100,000 items", "items/s", "higher",
+        "Pool(2).map of a no-op over a list of 100,000 ints, default chunksize: shmray's "
+        "shmray.util.multiprocessing.Pool, the stdlib's, Ray's ray.util.multiprocessing.Pool"),
+    Row("W16big", "W16 Pool.map, 1,000 x 1 MB", "items/s", "higher",
+        "the same Pools' map over 1,000 distinct 1 MB float64 arrays, each read at one element "
+        "(shmray: each chunk's arrays in one shared-memory segment, mapped by the worker; the "
+        "stdlib: pickled through its pipes; Ray: its object store)"),
+    Row("W17small", "W17 joblib, 10,000 calls", "calls/s", "higher",
+        "joblib.Parallel(n_jobs=2) of 10,000 no-op calls, auto batches, pool made per call: "
+        "shmray's 'ray' backend, joblib's loky (its reusable workers), Ray's 'ray' backend"),
+    Row("W17array", "W17 joblib, 100 MB to 40", "ms", "lower",
+        "joblib.Parallel(n_jobs=2) of 40 calls each given the same 100 MB array (a column "
+        "mean): shmray puts it once; loky memmaps it (hash, file); Ray puts it once"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
 COLUMNS = ENGINES + ("ref", "tasks")   # tasks: shmray's own tasks, for its actors' rows

@@ -519,18 +519,6 @@ def test_release_task_refs(pool):
     assert CountedObject.n_instances == 0
 
 
-def test_the_pool_auto_inits_and_shuts_nothing_down(fresh):
-    shmray.shutdown()
-    assert not shmray.is_initialized()
-    p = Pool(2)
-    assert shmray.is_initialized()
-    assert shmray.cluster_resources()["CPU"] == 2  # Ray's: a session of `processes` CPUs
-    assert p.map(sqr, [1, 2]) == [1, 4]
-    p.close()
-    p.join()
-    assert shmray.is_initialized()
-
-
 # -- workers: death, initializer, maxtasksperchild ------------------------------------
 
 def test_a_worker_that_dies_fails_its_chunk_and_the_pool_goes_on(pool):
@@ -614,3 +602,37 @@ def test_many_small_apply_async_calls(pool):
         r.wait(30)
         outcomes.append(r.successful())
     assert outcomes == [i % 3 != 0 for i in range(30)]  # a batch's calls fail alone
+
+
+@shmray.remote
+def pool_in_a_task(n):
+    with Pool(1) as p:
+        return p.map(sqr, range(n))
+
+
+def test_a_pool_inside_a_task(pool):
+    # The task's CPU is free while it waits: its pool's chunks get it.
+    assert shmray.get(pool_in_a_task.remote(5), timeout=30) == [0, 1, 4, 9, 16]
+
+
+# -- sessions of their own (last: they end the module's session) ----------------------
+
+def test_the_pool_auto_inits_and_shuts_nothing_down(fresh):
+    shmray.shutdown()
+    assert not shmray.is_initialized()
+    p = Pool(1)
+    assert shmray.is_initialized()
+    assert shmray.cluster_resources()["CPU"] == 1  # Ray's: a session of `processes` CPUs
+    assert p.map(sqr, [1, 2]) == [1, 4]
+    p.close()
+    p.join()
+    assert shmray.is_initialized()
+
+
+def test_local_mode(fresh):
+    shmray.shutdown()
+    shmray.init(local_mode=True)
+    with Pool(2) as p:
+        assert p.map(sqr, range(5)) == [0, 1, 4, 9, 16]
+        assert p.apply(sqr, (3,)) == 9
+        assert list(p.imap(sqr, range(3))) == [0, 1, 4]

@@ -1,22 +1,28 @@
-"""Large numpy arrays among a pool's arguments: put in the object store once, passed as
-refs beside the chunk, mapped by the worker (no pickled copy per call).
+"""Large numpy arrays passed to many calls of a pool: put in the object store once,
+passed as refs beside the chunks, mapped by the workers (no copy per call).
 
-    Call items ──lift()──► items with Shared(i) placeholders + refs (one put per array)
+    Call items ──lift()──► an array passed more than once (twice in the chunk, or seen
+                           in an earlier one, or any apply_async argument): put once,
+                           Shared(i) in the items, its ref beside the chunk
+                           an array passed once: left in the items (the chunk's pickle
+                           carries it out of band, into the task's shared memory)
     the call ends ──release()──► an array no running call uses is kept a while (the
                                  next calls may pass it again), RETAIN_BYTES at most
     the pool has nothing to do ──forget_idle()──► every array no call uses is forgotten
 
-An array is found by identity among the arguments of the calls handed out while the
-pool is busy: map's chunks, or apply_async calls (a joblib run) that keep passing the
-same array. Once the pool has nothing to do, the arrays are forgotten, so an array
-changed in place between two map() calls is put again; while the pool is busy, a
-call sees an array as it was when it was first handed out (with the stdlib pool, a
-change made meanwhile reaches the workers or not, depending on when its thread
-pickles the call). The dispatcher thread alone uses this registry.
+An array is known by identity among the calls handed out while the pool is busy: map's
+chunks, or apply_async calls (a joblib run) passing the same array again and again.
+Once the pool has nothing to do, the arrays are forgotten, so an array changed in place
+between two map() calls is put again; while the pool is busy, a call sees an array as
+it was when first handed out (with the stdlib pool, a change made meanwhile reaches
+the workers or not, depending on when its thread pickles the call). Arrays passed
+once (map over distinct arrays) are not put one by one: one segment per chunk costs
+less than a segment per array. The dispatcher thread alone uses this registry.
 """
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,6 +31,7 @@ import shmray
 from ._chunk import APPLY, MAP, STARMAP, Shared
 
 RETAIN_BYTES = 256 << 20  # arrays no call uses, kept for the next calls: at most this much
+SEEN_MAX = 4096           # arrays passed once, remembered (weakly) to spot a second pass
 
 
 @dataclass(eq=False)
@@ -37,46 +44,67 @@ class _Entry:
 class SharedArgs:
     def __init__(self, min_bytes: int):
         self.min_bytes = min_bytes
-        self._entries = {}         # id(array) -> _Entry, used by running calls
+        self._entries = {}          # id(array) -> _Entry, used by running calls
         self._idle = OrderedDict()  # id(array) -> _Entry no call uses, oldest first
         self._idle_bytes = 0
-        self.puts = 0              # arrays put (a statistic for tests and benchmarks)
+        self._seen = OrderedDict()  # id(array) -> weakref of an array passed once so far
+        self.puts = 0               # arrays put (a statistic for tests and benchmarks)
 
     def lift(self, mode: int, items: list):
-        """(items with large arrays replaced by Shared placeholders, their refs, the
-        registry keys the call now uses), or (items, (), ()) when there are none."""
+        """(items with the arrays to share replaced by Shared placeholders, their refs,
+        the registry keys the call now uses), or (items, (), ()) when there are none."""
         ndarray = _ndarray_type()
         if ndarray is None:
             return items, (), ()
+        large = {}    # id -> (array, times in this chunk)
+        for x in _arguments(mode, items):
+            if isinstance(x, ndarray) and x.nbytes >= self.min_bytes:
+                array, times = large.get(id(x), (x, 0))
+                large[id(x)] = (array, times + 1)
+        to_share = {key for key, (array, times) in large.items()
+                    if times > 1 or mode == APPLY or self._passed_before(key, array)}
+        if not to_share:
+            return items, (), ()
         refs, keys, index_of = [], [], {}
-
-        def lifted(x):
-            if not isinstance(x, ndarray) or x.nbytes < self.min_bytes:
-                return x
-            key = id(x)
-            i = index_of.get(key)
-            if i is None:
-                i = index_of[key] = len(refs)
-                refs.append(self._use(key, x))
-                keys.append(key)
-            return Shared(i)
-
         try:
-            if mode == MAP:
-                new_items = [lifted(x) for x in items]
-            elif mode == STARMAP:
-                new_items = [tuple(lifted(x) for x in item) for item in items]
-            else:
-                new_items = [(f, tuple(lifted(x) for x in args),
-                              {k: lifted(v) for k, v in kw.items()}) for f, args, kw in items]
-        except BaseException:  # a put that failed (the store full), an item not a tuple
+            for key in to_share:
+                index_of[key] = len(refs)
+                refs.append(self._use(key, large[key][0]))
+                keys.append(key)
+        except BaseException:  # a put that failed (the store full)
             self.release(tuple(keys))
             raise
-        if not refs:
-            return items, (), ()
+
+        def lifted(x):
+            i = index_of.get(id(x)) if isinstance(x, ndarray) else None
+            return x if i is None else Shared(i)
+
+        if mode == MAP:
+            new_items = [lifted(x) for x in items]
+        elif mode == STARMAP:
+            new_items = [tuple(lifted(x) for x in item) for item in items]
+        else:
+            new_items = [(f, tuple(lifted(x) for x in args),
+                          {k: lifted(v) for k, v in kw.items()}) for f, args, kw in items]
         return new_items, tuple(refs), tuple(keys)
 
+    def _passed_before(self, key, array) -> bool:
+        """Whether `array` was passed to an earlier call; remembered if not."""
+        if key in self._entries or key in self._idle:
+            return True
+        seen = self._seen.pop(key, None)
+        if seen is not None and seen() is array:
+            return True
+        try:
+            self._seen[key] = weakref.ref(array)
+        except TypeError:  # (an ndarray subclass without weak references)
+            return False
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return False
+
     def _use(self, key, array):
+        self._seen.pop(key, None)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._idle.pop(key, None)
@@ -104,10 +132,21 @@ class SharedArgs:
     def forget_idle(self) -> None:
         self._idle.clear()
         self._idle_bytes = 0
+        self._seen.clear()
 
     def clear(self) -> None:
         self._entries.clear()
         self.forget_idle()
+
+
+def _arguments(mode: int, items: list):
+    """The values lift() looks at: each item (map), each item's values (starmap), each
+    call's arguments (apply)."""
+    if mode == MAP:
+        return items
+    if mode == STARMAP:
+        return [x for item in items for x in item]
+    return [x for _, args, kwargs in items for x in (*args, *kwargs.values())]
 
 
 def worth_lifting(mode: int, first_item, min_bytes: int) -> bool:

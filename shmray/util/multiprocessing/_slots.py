@@ -13,6 +13,7 @@ dispatcher thread alone calls them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import shmray
 from shmray.exceptions import RayActorError
@@ -76,6 +77,13 @@ class TaskSlots:
                 pass  # (ended meanwhile)
 
 
+class _Placement(NamedTuple):
+    """Where an actor slot's call went: the slot, and its actor then (it may be replaced
+    while the call runs)."""
+    slot: "_Slot"
+    actor: object
+
+
 @dataclass(eq=False)
 class _Slot:
     actor: object
@@ -111,7 +119,7 @@ class ActorSlots:
     def submit(self, call, chunk, shared_refs) -> object:
         slot = min(self.slots, key=lambda s: s.running)
         ref = slot.actor.run.remote(call.func, chunk, *shared_refs)
-        call.slot = (slot, slot.actor)
+        call.slot = _Placement(slot, slot.actor)
         slot.running += 1
         slot.sent += 1
         self.running[ref] = call
@@ -123,10 +131,10 @@ class ActorSlots:
 
     def finished(self, ref, error):
         call = self.running.pop(ref)
-        slot, actor = call.slot
+        slot = call.slot.slot
         slot.running -= 1
         if isinstance(error, RayActorError) and not error.actor_init_failed \
-                and actor is slot.actor:
+                and call.slot.actor is slot.actor:
             slot.actor, slot.sent = self._new_actor(), 0  # it died: the slot gets a new one
         return call
 
@@ -141,4 +149,4 @@ class ActorSlots:
         for slot in self.slots:
             shmray.kill(slot.actor, no_restart=True)
         for call in self.running.values():
-            shmray.kill(call.slot[1], no_restart=True)  # (a replaced one still running)
+            shmray.kill(call.slot.actor, no_restart=True)  # (a replaced one still running)

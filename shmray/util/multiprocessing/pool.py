@@ -212,10 +212,10 @@ class Pool:
 
     def __del__(self):
         if getattr(self, "_state", None) == RUN:
+            self._state = TERMINATED
+            self._dispatcher.abandon()  # (first: the warning may be made an error)
             warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
                           source=self)
-            self._state = TERMINATED
-            self._dispatcher.abandon()
 
     def __reduce__(self):
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
