@@ -93,6 +93,16 @@ class RayBackend(PoolManagerMixin, AutoBatchingMixin, ParallelBackendBase):
         return self._get_pool().apply_async(_TracebackCapturingWrapper(func), (), arrays,
                                             callback=callback, error_callback=callback)
 
+    def start_call(self):
+        # A Parallel call's arrays do not change while it runs: each is put once for
+        # the whole call, however its batches come and go.
+        if self._pool is not None:
+            self._pool._keep_shared_arrays(True)
+
+    def stop_call(self):
+        if self._pool is not None:
+            self._pool._keep_shared_arrays(False)
+
     def terminate(self):
         super().terminate()
         self.reset_batch_stats()

@@ -26,7 +26,9 @@ from ._chunk import Chunk, Failure
 from ._results import ApplyBatch, AsyncResult, exception_of
 from ._shared_args import worth_lifting
 
-CLOSE, TERMINATE = "close the pool", "terminate the pool"  # what callers post, beside jobs
+# What callers post, beside jobs:
+CLOSE, TERMINATE = "close the pool", "terminate the pool"
+KEEP_ARRAYS, FORGET_ARRAYS = "keep the arrays put", "forget the arrays put when idle"
 # While chunks run, the thread waits in shmray.wait and reads its inbox between waits:
 # at most this long, while a slot has room for a job that may come in meanwhile...
 POLL_WITH_ROOM = 0.001
@@ -47,6 +49,7 @@ class Dispatcher:
         self._jobs = deque()          # jobs with chunks not handed out yet
         self._apply_seconds = None    # an apply_async call's mean duration in a worker
         self._closing = False
+        self._keep_arrays = False     # (joblib: one Parallel call's arrays, put once)
         self._stopped = False         # the thread reads no more: nothing may be posted
         self.error = None             # what stopped the thread, if not close or terminate
         self._post_lock = threading.Lock()  # (post vs the last read of the inbox)
@@ -94,8 +97,6 @@ class Dispatcher:
         slots = self.slots
         while True:
             idle = not slots.running and not self._jobs and not self._closing
-            if idle:
-                self.shared.forget_idle()  # (nothing to do: a next call may change them)
             if self._read_inbox(block=idle):
                 return False
             self._hand_out()
@@ -108,17 +109,23 @@ class Dispatcher:
                 return True
 
     def _read_inbox(self, block: bool) -> bool:
-        """Take what callers posted; True on TERMINATE."""
+        """Take what callers posted (waiting for it if `block`); True on TERMINATE."""
         while True:
             try:
-                message = self.inbox.get(block)
+                message = self.inbox.get_nowait()
             except queue.Empty:
-                return False
+                if not block:
+                    return False
+                if not self._keep_arrays:  # idle: the caller may change them before
+                    self.shared.forget_idle()  # its next call
+                message = self.inbox.get()
             block = False
             if message is TERMINATE:
                 return True
             if message is CLOSE:
                 self._closing = True
+            elif message is KEEP_ARRAYS or message is FORGET_ARRAYS:
+                self._keep_arrays = message is KEEP_ARRAYS
             else:
                 self._jobs.append(message)
 
@@ -215,7 +222,7 @@ class Dispatcher:
                 message = self.inbox.get_nowait()
             except queue.Empty:
                 break
-            if message is not CLOSE and message is not TERMINATE:
+            if message not in (CLOSE, TERMINATE, KEEP_ARRAYS, FORGET_ARRAYS):
                 jobs[message] = None
         self.slots.running.clear()
         self._jobs.clear()

@@ -20,7 +20,7 @@ import shmray
 from ..._serialization import INLINE_MAX
 from .._on_cluster import ray_counterpart
 from ._chunk import MAP, STARMAP
-from ._dispatcher import CLOSE, Dispatcher
+from ._dispatcher import CLOSE, FORGET_ARRAYS, KEEP_ARRAYS, Dispatcher
 from ._results import AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
 from ._shared_args import SharedArgs
 from ._slots import ACTOR_ONLY_OPTIONS, ActorSlots, TaskSlots
@@ -227,6 +227,14 @@ class Pool:
                 f"{' on ' + kind.kind if kind is not None else ''}>")
 
     # ---------------------------------------------------------------- helpers
+    def _keep_shared_arrays(self, keep: bool) -> None:
+        """Between True and False, a large array passed again is never put again, even
+        when the pool has nothing to do for a while (shmray.util.joblib: one Parallel
+        call, during which its arrays do not change). Otherwise they are forgotten
+        whenever the pool is idle, as the caller may change them before its next call."""
+        if self._state == RUN:
+            self._dispatcher.post(KEEP_ARRAYS if keep else FORGET_ARRAYS)
+
     def _check_running(self):
         if self._state != RUN:
             raise ValueError("Pool not running")
