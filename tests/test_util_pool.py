@@ -596,12 +596,22 @@ def test_refs_in_items_are_passed_as_they_are(pool):
 def test_many_small_apply_async_calls(pool):
     results = [pool.apply_async(mul, (i, 2)) for i in range(3000)]
     assert [r.get(timeout=30) for r in results] == [2 * i for i in range(3000)]
-    errors = [pool.apply_async(raise_if_zero, (i % 3,)) for i in range(30)]
+    # A batch's calls fail alone: by an exception, or by a result that cannot travel.
+    calls = [pool.apply_async(raise_if_zero, (i % 3,)) if i % 5 else
+             pool.apply_async(unpickleable_result) for i in range(300)]
     outcomes = []
-    for r in errors:
+    for r in calls:
         r.wait(30)
         outcomes.append(r.successful())
-    assert outcomes == [i % 3 != 0 for i in range(30)]  # a batch's calls fail alone
+    assert outcomes == [i % 5 != 0 and i % 3 != 0 for i in range(300)]
+    with pytest.raises(MaybeEncodingError):
+        calls[0].get()
+    calls = [pool.apply_async(identity, (Unpicklable() if i == 7 else i,)) for i in range(300)]
+    for r in calls:
+        r.wait(30)
+    assert [r.successful() for r in calls] == [i != 7 for i in range(300)]
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        calls[7].get()
 
 
 @shmray.remote

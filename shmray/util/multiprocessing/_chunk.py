@@ -87,15 +87,22 @@ def run_chunk(func, chunk: Chunk, *shared):
 
 
 def _run_calls(items):
-    """apply_async calls, batched: each succeeds or fails on its own; the time they took
-    tells the pool how many to batch."""
+    """apply_async calls, batched: each succeeds or fails on its own, its result that
+    cannot travel included; the time they took tells the pool how many to batch."""
     start = time.perf_counter()
     outcomes = []
     for f, args, kwargs in items:
         try:
-            outcomes.append((True, f(*args, **kwargs)))
+            value = f(*args, **kwargs)
         except Exception as e:
             outcomes.append((False, _failure(e)))
+            continue
+        try:  # (out of band: an array's bytes are not copied by this check)
+            dumps(value, [])
+        except Exception as e:
+            outcomes.append((False, Failure(None, "", f"{type(e).__name__}: {e}", repr(value))))
+            continue
+        outcomes.append((True, value))
     return time.perf_counter() - start, outcomes
 
 
@@ -130,7 +137,6 @@ def _failure(error: Exception) -> Failure:
     except Exception as why:
         return Failure(None, text, f"{type(why).__name__}: {why}", repr(error))
     return Failure(error, text)
-
 
 
 class PoolWorker:

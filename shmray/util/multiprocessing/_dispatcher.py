@@ -16,11 +16,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 
 import shmray
 from shmray.exceptions import RayActorError, RaySystemError, RayTaskError
-
-from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 
 from ._chunk import Chunk, Failure
 from ._results import ApplyBatch, AsyncResult, exception_of
@@ -165,8 +164,8 @@ class Dispatcher:
         return ApplyBatch(results)
 
     def _submit(self, call):
-        items, refs = call.items, ()
-        call.items = None  # (the chunk holds them now)
+        items = given = call.items
+        refs, call.items = (), None  # (the chunk holds them now)
         try:
             if worth_lifting(call.mode, items[0], self.shared.min_bytes):
                 items, refs, call.shared_keys = self.shared.lift(call.mode, items)
@@ -175,6 +174,10 @@ class Dispatcher:
             raise
         except Exception as e:  # an argument that cannot be pickled, the store full
             self.shared.release(call.shared_keys)
+            if type(call.job) is ApplyBatch and len(call.job.results) > 1:
+                for alone in call.job.split(given):  # only the culprit's call fails
+                    self._submit(alone.call())
+                return
             call.job.call_done(call.index, False, e)
 
     def _collect(self):
@@ -222,7 +225,7 @@ class Dispatcher:
                 message = self.inbox.get_nowait()
             except queue.Empty:
                 break
-            if message not in (CLOSE, TERMINATE, KEEP_ARRAYS, FORGET_ARRAYS):
+            if not isinstance(message, str):  # (the messages are texts; jobs are not)
                 jobs[message] = None
         self.slots.running.clear()
         self._jobs.clear()
@@ -243,8 +246,9 @@ def _pool_error(error: Exception, call) -> Exception:
             return exc
         return error
     if isinstance(error, RayTaskError) and isinstance(error.cause, TypeError):
-        # The function returned, but its results could not be pickled to come back
-        # (the stdlib's MaybeEncodingError).
+        # The function returned, but the chunk's results could not be pickled to come
+        # back (the stdlib's MaybeEncodingError; an apply's are checked one by one in
+        # the worker, see _chunk).
         name = getattr(call.func, "__qualname__", repr(call.func))
         return MaybeEncodingError(error.cause, f"the results of a chunk of {name}")
     return error

@@ -18,10 +18,9 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
 from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+from typing import Any, Callable, Optional
 
 from ._chunk import APPLY, Failure
 
@@ -127,6 +126,13 @@ class ApplyBatch:
         for r in self.results:
             r.call_item = None  # (the chunk holds them now)
         return Call(self, 0, None, APPLY, items)
+
+    def split(self, items: list) -> list:
+        """One batch per call, given back its item (a batch that could not be handed
+        out: each call goes alone, and only a call that cannot fails)."""
+        for r, item in zip(self.results, items):
+            r.call_item = item
+        return [ApplyBatch([r]) for r in self.results]
 
     def call_done(self, index, ok, value):
         if not ok:  # the chunk could not run (its worker died, its arguments unpicklable)

@@ -38,6 +38,9 @@ class TaskSlots:
     batch_applies = True  # apply_async calls may share a task
 
     def __init__(self, processes: int, remote_args: dict, session_cpus: float):
+        # ray_remote_args are the actors' options in Ray's pool: checked as such (the
+        # actor-only ones give an ActorSlots pool), then those of the tasks.
+        _PoolActor.options(**remote_args)
         options = {"name": "Pool", **remote_args}
         self._remote = _pool_chunk.options(**options)
         num_cpus = options.get("num_cpus", 1)
