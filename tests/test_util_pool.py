@@ -481,7 +481,8 @@ def test_terminate_during_work_stops_it(ray, tmp_path):
         result.get(timeout=10)
     with pytest.raises(RayActorError):
         started.get(timeout=10)
-    assert Pool(2).map(sqr, [3]) == [9]  # the session's workers are there for the next
+    with Pool(2) as again:  # the session's workers are there for the next pool
+        assert again.map(sqr, [3]) == [9]
 
 
 def test_terminate_from_a_callback(ray):
@@ -637,6 +638,13 @@ def test_the_pool_auto_inits_and_shuts_nothing_down(fresh):
     p.close()
     p.join()
     assert shmray.is_initialized()
+
+
+def test_ray_address_local_starts_a_session_here(fresh):
+    shmray.shutdown()
+    with Pool(1, ray_address="local") as p:
+        assert shmray.cluster_resources()["CPU"] == 1
+        assert p.apply(sqr, (4,)) == 16
 
 
 def test_local_mode(fresh):
