@@ -44,6 +44,8 @@ ON_IMPORT = {
     "ray.util.helpers": "shmray.util.completion",
     "ray.util.multiprocessing": "shmray.util.multiprocessing",
     "ray.util.joblib": "shmray.util.joblib",
+    "ray.util.joblib.ray_backend": "shmray.util.joblib.ray_backend",
+    "ray.util.multiprocessing.pool": "shmray.util.multiprocessing.pool",
     "ray.util.state": "shmray.util.state",
     "ray.util.state.api": "shmray.util.state.api",
     "ray.util.state.common": "shmray.util.state.common",
