@@ -257,6 +257,17 @@ UTIL_PROGRAM = textwrap.dedent("""
     q = Queue()
     q.put(1)
     print("queue", type(q).__module__.split(".")[0], q.get(timeout=30))
+    from shmray.util.state import list_actors
+    try:  # (Ray's state API asks the dashboard, which this test head runs without)
+        print("state", type(list_actors()[0]).__module__.split(".")[0])
+    except Exception as e:
+        import traceback
+        frames = [f.filename for f in traceback.extract_tb(e.__traceback__)]
+        print("state", "ray" if any("/ray/util/state/" in f for f in frames) else frames)
+    ray.shutdown()
+    from shmray.util.multiprocessing import Pool
+    with Pool(ray_address=sys.argv[1]) as pool:  # (Ray's Pool connects by itself)
+        print("Pool", type(pool).__module__.split(".")[0], pool.map(abs, [-1, -2]))
     ray.shutdown()
 """)
 
@@ -266,4 +277,4 @@ def test_shmray_util_is_rays_own_on_the_cluster(head):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "completed [0, 1, 2] [0, 1, 2]", "group ray CREATED {0: {'CPU': 1.0}}", "in it True",
-        "pool ray [0, 2, 4, 6]", "queue ray 1"], out.stderr
+        "pool ray [0, 2, 4, 6]", "queue ray 1", "state ray", "Pool ray [1, 2]"], out.stderr
