@@ -268,6 +268,12 @@ UTIL_PROGRAM = textwrap.dedent("""
     from shmray.util.multiprocessing import Pool
     with Pool(ray_address=sys.argv[1]) as pool:  # (Ray's Pool connects by itself)
         print("Pool", type(pool).__module__.split(".")[0], pool.map(abs, [-1, -2]))
+    import joblib
+    from shmray.util.joblib import register_ray
+    register_ray()
+    with joblib.parallel_backend("ray"):
+        print("joblib", joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(3)),
+              type(joblib.parallel.get_active_backend()[0]).__module__.split(".")[0])
     ray.shutdown()
 """)
 
@@ -277,4 +283,5 @@ def test_shmray_util_is_rays_own_on_the_cluster(head):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "completed [0, 1, 2] [0, 1, 2]", "group ray CREATED {0: {'CPU': 1.0}}", "in it True",
-        "pool ray [0, 2, 4, 6]", "queue ray 1", "state ray", "Pool ray [1, 2]"], out.stderr
+        "pool ray [0, 2, 4, 6]", "queue ray 1", "state ray", "Pool ray [1, 2]",
+        "joblib [0, 1, 2] ray"], out.stderr
