@@ -61,75 +61,44 @@ def _by_id(schema, key: str, id, address, timeout) -> list:
 
 
 # ------------------------------------------------------------------ lists
-def list_placement_groups(address=None, filters=None, limit=DEFAULT_LIMIT,
-                          timeout=DEFAULT_RPC_TIMEOUT, detail=False,
-                          raise_on_missing_output=True, _explain=False) -> list:
-    """The session's placement groups as PlacementGroupState records (removed ones too)."""
-    ray_fn = _on_cluster("list_placement_groups")
-    if ray_fn is not None:
-        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
-                      detail=detail, raise_on_missing_output=raise_on_missing_output,
-                      _explain=_explain)
-    return _list(PlacementGroupState, address, filters, limit, timeout, detail,
-                 raise_on_missing_output)
+def _lister(schema, name: str, doc: str):
+    """Ray's ``list_<kind>`` for the records of `schema` (Ray's own on the cluster path)."""
+    def list_records(address=None, filters=None, limit=DEFAULT_LIMIT,
+                     timeout=DEFAULT_RPC_TIMEOUT, detail=False, raise_on_missing_output=True,
+                     _explain=False) -> list:
+        ray_fn = _on_cluster(name)
+        if ray_fn is not None:
+            return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
+                          detail=detail, raise_on_missing_output=raise_on_missing_output,
+                          _explain=_explain)
+        return _list(schema, address, filters, limit, timeout, detail, raise_on_missing_output)
+
+    list_records.__name__ = list_records.__qualname__ = name
+    list_records.__doc__ = doc
+    return list_records
 
 
-def get_placement_group(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
-    """The PlacementGroupState of the group with that hex id, or None."""
-    ray_fn = _on_cluster("get_placement_group")
-    if ray_fn is not None:
-        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
-    found = _by_id(PlacementGroupState, "placement_group_id", id, address, timeout)
-    return found[0] if found else None
+list_tasks = _lister(
+    TaskState, "list_tasks",
+    "The session's task attempts as TaskState records: the unfinished ones first, then the latest finished (the latest 10,000 are remembered).")
 
 
-def list_tasks(address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_RPC_TIMEOUT,
-               detail=False, raise_on_missing_output=True, _explain=False) -> list:
-    """The session's task attempts as TaskState records: the unfinished ones first,
-    then the latest finished (the latest 10,000 are remembered)."""
-    ray_fn = _on_cluster("list_tasks")
-    if ray_fn is not None:
-        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
-                      detail=detail, raise_on_missing_output=raise_on_missing_output,
-                      _explain=_explain)
-    return _list(TaskState, address, filters, limit, timeout, detail, raise_on_missing_output)
+list_actors = _lister(
+    ActorState, "list_actors",
+    "The session's actors as ActorState records: the live ones first, then the latest dead (up to 1,000).")
 
 
-def list_actors(address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_RPC_TIMEOUT,
-                detail=False, raise_on_missing_output=True, _explain=False) -> list:
-    """The session's actors as ActorState records: the live ones first, then the
-    latest dead (up to 1,000)."""
-    ray_fn = _on_cluster("list_actors")
-    if ray_fn is not None:
-        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
-                      detail=detail, raise_on_missing_output=raise_on_missing_output,
-                      _explain=_explain)
-    return _list(ActorState, address, filters, limit, timeout, detail, raise_on_missing_output)
+list_objects = _lister(
+    ObjectState, "list_objects",
+    "The objects in the session's store as ObjectState records, largest first.")
 
 
-def list_objects(address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_RPC_TIMEOUT,
-                 detail=False, raise_on_missing_output=True, _explain=False) -> list:
-    """The objects in the session's store as ObjectState records, largest first."""
-    ray_fn = _on_cluster("list_objects")
-    if ray_fn is not None:
-        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
-                      detail=detail, raise_on_missing_output=raise_on_missing_output,
-                      _explain=_explain)
-    return _list(ObjectState, address, filters, limit, timeout, detail,
-                 raise_on_missing_output)
-
-
-def list_workers(address=None, filters=None, limit=DEFAULT_LIMIT, timeout=DEFAULT_RPC_TIMEOUT,
-                 detail=False, raise_on_missing_output=True, _explain=False) -> list:
-    """The session's live processes as WorkerState records: the driver, then its
-    workers (task workers and actors')."""
-    ray_fn = _on_cluster("list_workers")
-    if ray_fn is not None:
-        return ray_fn(address=address, filters=filters, limit=limit, timeout=timeout,
-                      detail=detail, raise_on_missing_output=raise_on_missing_output,
-                      _explain=_explain)
-    return _list(WorkerState, address, filters, limit, timeout, detail,
-                 raise_on_missing_output)
+list_workers = _lister(
+    WorkerState, "list_workers",
+    "The session's live processes as WorkerState records: the driver, then its workers (task workers and actors').")
+list_placement_groups = _lister(
+    PlacementGroupState, "list_placement_groups",
+    "The session's placement groups as PlacementGroupState records (removed ones too).")
 
 
 # ------------------------------------------------------------------ by id
@@ -175,6 +144,15 @@ def get_worker(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
     if ray_fn is not None:
         return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
     found = _by_id(WorkerState, "worker_id", id, address, timeout)
+    return found[0] if found else None
+
+
+def get_placement_group(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
+    """The PlacementGroupState of the group with that hex id, or None."""
+    ray_fn = _on_cluster("get_placement_group")
+    if ray_fn is not None:
+        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
+    found = _by_id(PlacementGroupState, "placement_group_id", id, address, timeout)
     return found[0] if found else None
 
 
