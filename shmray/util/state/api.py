@@ -95,7 +95,10 @@ list_objects = _lister(
 
 list_workers = _lister(
     WorkerState, "list_workers",
-    "The session's live processes as WorkerState records: the driver, then its workers (task workers and actors').")
+    "The session's live processes as WorkerState records: the driver, then its workers "
+    "(task workers and actors').")
+
+
 list_placement_groups = _lister(
     PlacementGroupState, "list_placement_groups",
     "The session's placement groups as PlacementGroupState records (removed ones too).")
