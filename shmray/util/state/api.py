@@ -80,12 +80,14 @@ def _lister(schema, name: str, doc: str):
 
 list_tasks = _lister(
     TaskState, "list_tasks",
-    "The session's task attempts as TaskState records: the unfinished ones first, then the latest finished (the latest 10,000 are remembered).")
+    "The session's task attempts as TaskState records: the unfinished ones first, then "
+    "the latest finished (the latest 10,000 are remembered).")
 
 
 list_actors = _lister(
     ActorState, "list_actors",
-    "The session's actors as ActorState records: the live ones first, then the latest dead (up to 1,000).")
+    "The session's actors as ActorState records: the live ones first, then the latest "
+    "dead (up to 1,000).")
 
 
 list_objects = _lister(
