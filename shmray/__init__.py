@@ -9,10 +9,11 @@
     print(ray.get([f.remote(i) for i in range(4)]))
 """
 from . import actor, cloudpickle, exceptions, experimental, runtime_env, util
-from ._api import (RayContext, RuntimeContext, available_resources, cancel, cluster_resources,
+from ._api import (RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_actor, get_gpu_ids, get_runtime_context, init, is_initialized, kill,
                    nodes, put, remote, shutdown, timeline, wait)
 from ._generator import DynamicObjectRefGenerator, ObjectRefGenerator
+from ._init_context import RayContext
 from ._ids import ActorID, JobID, NodeID, TaskID, WorkerID
 from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction

@@ -15,8 +15,8 @@ import warnings
 from . import _context, _options, _remote_function, _runtime_env, _shm, actor as _actor
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
+from ._init_context import context_of
 from ._runtime_context import RuntimeContext
-from .util._node import NODE_IP_ADDRESS
 
 # Ray init() arguments that mean nothing on one node: accepted, warned about once.
 _INIT_IGNORED = {
@@ -38,32 +38,6 @@ _REINIT_MESSAGE = ("Maybe you called ray.init twice by accident? This error can 
 
 # What an init() argument may ask for that shmray does anyway: accepted, no warning.
 _INIT_ALREADY_SO = {"include_dashboard": False}  # (no dashboard)
-
-
-class RayContext(dict):
-    """What ``init`` returns (Ray's RayContext): `address_info` with Ray's keys, each
-    what is true for this session (None where shmray has no such thing: no dashboard,
-    no GCS, no raylet socket) and shmray's own (session_name, driver_pid); read as a
-    dict it is the same (Ray's older form). `dashboard_url` is None (no dashboard).
-    ``with shmray.init(): ...`` shuts the session down at the end."""
-
-    def __init__(self, address_info: dict, dashboard_url=None):
-        super().__init__(address_info)
-        self.dashboard_url = dashboard_url
-        self.python_version = "{}.{}.{}".format(*sys.version_info[:3])
-
-    @property
-    def address_info(self) -> dict:
-        return dict(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        shutdown()
-
-    def disconnect(self):
-        shutdown()
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -122,10 +96,10 @@ def _start(make, ignore_reinit_error):
     with _context.init_lock:
         if _context.runtime is not None:
             if ignore_reinit_error:
-                return _context_info(_context.runtime)
+                return context_of(_context.runtime)
             raise RuntimeError(_REINIT_MESSAGE)
         _context.runtime = make()
-    return _context_info(_context.runtime)
+    return context_of(_context.runtime)
 
 
 def _cluster_runtime():
@@ -172,20 +146,6 @@ def _check_init_quantities(num_cpus, num_gpus, resources, object_store_memory):
         err = object_store_memory_error(object_store_memory)
         if err:
             raise ValueError(err)
-
-
-def _context_info(rt):
-    if rt.is_cluster:
-        return RayContext({"node_id": rt.ray.get_runtime_context().get_node_id(),
-                           "node_ip_address": rt.ray.util.get_node_ip_address(),
-                           "driver_pid": os.getpid(), "address": rt.address})
-    return RayContext({
-        "node_ip_address": NODE_IP_ADDRESS, "node_id": rt.node_id, "address": "local",
-        "session_dir": getattr(rt, "session_root", None),  # (local mode keeps no files)
-        "webui_url": None, "gcs_address": None, "redis_address": None,
-        "object_store_address": None, "raylet_socket_name": None,
-        "metrics_export_port": None, "dashboard_agent_listen_port": None,
-        "session_name": rt.prefix.rstrip("_"), "driver_pid": os.getpid()})
 
 
 def _auto_init():
@@ -393,9 +353,8 @@ def nodes() -> list:
 def timeline(filename=None):
     """Ray's ``timeline``: Chrome-trace events of the tasks that ran (the latest
     10,000) and of those running now (until now), one complete event per task on a
-    track per worker. With `filename`,
-    the events are written there as JSON (open it in chrome://tracing or Perfetto)
-    and None is returned; else the list of events is."""
+    track per worker. With `filename`, the events are written there as JSON (open it
+    in chrome://tracing or Perfetto) and None is returned; else the list of events is."""
     rt = _context.runtime
     if rt is None:
         raise RuntimeError("Ray has not been started yet. You can start Ray with 'ray.init()'.")

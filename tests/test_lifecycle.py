@@ -220,7 +220,11 @@ def _more_than_shm_has():
     """A zero-copy array larger than /dev/shm's free space (a sparse anonymous map)."""
     np = pytest.importorskip("numpy")
     st = os.statvfs("/dev/shm")
-    return np.frombuffer(mmap.mmap(-1, st.f_bavail * st.f_frsize + 4096), dtype=np.uint8)
+    # MAP_NORESERVE (Linux's 0x4000; not in Python's mmap before 3.13): the kernel's
+    # overcommit check would refuse a private map this large, by what else runs now.
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0x4000)
+    return np.frombuffer(mmap.mmap(-1, st.f_bavail * st.f_frsize + 4096, flags=flags),
+                         dtype=np.uint8)
 
 
 def test_an_object_larger_than_free_shared_memory_is_a_clear_error(ray):
