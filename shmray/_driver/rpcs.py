@@ -9,6 +9,7 @@ under the session's lock.
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 from .. import _ring, _serialization as ser
@@ -21,7 +22,8 @@ class Rpc:
     """A worker's open get (num_returns None), wait, or a generator's next item
     (`stream`: (task id, index); a wait for that item's id)."""
 
-    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline", "answered", "stream")
+    __slots__ = ("worker", "req_id", "oids", "num_returns", "deadline", "answered", "stream",
+                 "missing", "help_from")
 
     def __init__(self, worker, req_id, oids, num_returns, timeout, stream=None):
         self.worker = worker
@@ -31,6 +33,10 @@ class Rpc:
         self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         self.answered = False
         self.stream = stream
+        # How many of `oids` (each occurrence) have no value yet: counted down as they
+        # come, so that a get of n refs costs O(n) in all, not O(n) per arrival.
+        self.missing = 0
+        self.help_from = 0          # oids before this index have values (help_blocked)
 
 
 class RpcTable:
@@ -70,15 +76,20 @@ class RpcTable:
             if not store.coming_or_there(oid):
                 store.keep_until_shutdown(oid)  # a tiny error, kept for whoever asks again
                 store.put(oid, lost_error_stored(oid))
-        answer = lambda oid, rpc=rpc: self.answer(rpc, False)
+        arrived = lambda oid, rpc=rpc: self._arrived(rpc)
         awaited = self.scheduler.awaited
         for oid in rpc.oids:
             if oid not in store.values:
-                store.on_ready(oid, answer)
+                rpc.missing += 1
+                store.on_ready(oid, arrived)
                 if rpc.num_returns is None:
                     awaited[oid] = rpc
         self.answer(rpc, False)
         self.help_blocked(w)
+
+    def _arrived(self, rpc):
+        rpc.missing -= 1
+        self.answer(rpc, False)
 
     def answer(self, rpc, timed_out):
         """Reply to a blocked worker if its get/wait is satisfied (or out of time)."""
@@ -88,7 +99,7 @@ class RpcTable:
             return  # answered already
         values = self.store.values
         if rpc.num_returns is None:  # Get: every value, or None for a timeout
-            if all(o in values for o in rpc.oids):
+            if not rpc.missing:
                 payload = [self.readable(o) for o in rpc.oids]
                 for stored in payload:
                     self.segments.handed_out(stored)
@@ -97,6 +108,8 @@ class RpcTable:
             else:
                 return
         else:  # Wait: a ready mask with at most num_returns set, in order, as Ray does
+            if len(rpc.oids) - rpc.missing < rpc.num_returns and not timed_out:
+                return
             payload, ready = [], 0
             for o in rpc.oids:
                 ok = o in values and ready < rpc.num_returns
@@ -149,8 +162,12 @@ class RpcTable:
         rpc = w.rpcs[-1] if w.rpcs else None
         if rpc is None or not self.scheduler.helpable(rpc):
             return
-        values, tasks = self.store.values, self.tasks
-        for oid in rpc.oids:
+        values, tasks, oids = self.store.values, self.tasks, rpc.oids
+        i = rpc.help_from  # (results come roughly in order: skip those already there)
+        while i < len(oids) and oids[i] in values:
+            i += 1
+        rpc.help_from = i
+        for oid in itertools.islice(oids, i, None):
             if oid not in values:
                 spec = tasks.get(task_id_of(oid))
                 if spec is not None and spec.queued and can_help(self.ledger, w, spec):
