@@ -38,6 +38,7 @@ class Scheduler:
         self.envs = envs           # runtime_env key -> _runtime_env.Prepared, once set up
         self.evict = evict         # callable(worker): an idle worker leaves to make room
         self.ready = {}            # spec.queue (request, + runtime_env) -> deque[TaskSpec]
+        self.stale = 0             # entries of those deques taken out of turn (see take)
         self.fn_mean = {}          # fn_id -> mean run time (s), exponentially smoothed
         self.awaited = {}          # oid -> the open get (an _Rpc) of a worker that needs it
         self.recent_mean = 0.0     # mean run time of the latest tasks, any function
@@ -54,12 +55,15 @@ class Scheduler:
             q.append(spec)
 
     def take(self, spec):
-        """Remove a queued task to run it out of turn (a blocked worker helps with it)."""
-        q = self.ready[spec.queue]
-        q.remove(spec)
-        if not q:
-            del self.ready[spec.queue]
+        """Take a queued task out to run it out of turn (a blocked worker helps with it,
+        a cancel, its placement group removed). Its entry stays in the deque, stale, and
+        is dropped when it reaches the front (Dispatcher.dispatch_queued): removing it
+        from the middle would cost the deque's length, every help of a long get."""
         spec.queued = False
+        self.stale += 1
+
+    def queued_count(self) -> int:
+        return sum(len(q) for q in self.ready.values()) - self.stale
 
     def helpable(self, rpc) -> bool:
         """Can the worker of this open get run a task for it right now?"""

@@ -53,10 +53,15 @@ class Dispatcher:
         for request in list(sched.ready):
             q = sched.ready[request]
             while q:
-                w = sched.place(q[0])
+                spec = q[0]
+                if not spec.queued:  # taken out of turn (Scheduler.take): drop it
+                    q.popleft()
+                    sched.stale -= 1
+                    continue
+                w = sched.place(spec)
                 if w is None:
                     break
-                spec = q.popleft()
+                q.popleft()
                 spec.queued = False
                 self.send_task(w, spec, burst)
             if not q:

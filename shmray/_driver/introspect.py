@@ -28,7 +28,7 @@ def counters(session) -> tuple:
         if w.inflight:
             running += min(len(w.inflight), w.actor.max_concurrency if w.actor else 1)
             on_workers += len(w.inflight)
-    queued = sum(len(q) for q in session.scheduler.ready.values())
+    queued = session.scheduler.queued_count()
     queued += session.envs.waiting_count()  # for their runtime_env
     states = {PENDING: 0, ALIVE: 0, RESTARTING: 0}
     for actor in session.actors.by_id.values():
