@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import _cli_text, _shm, _snapshot, _status_area  # never the runtime: looking must not start anything
+from . import _cli_text, _microbenchmark, _shm, _snapshot, _status_area  # never the runtime
 from .util.state import _filters, _records
 from .util.state.exception import RayStateApiException
 
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "pytest bench/ --benchmark-only)")
     bench.add_argument("--quick", action="store_true", help="fewer tasks, one round")
     bench.set_defaults(handler=run_bench)
+
+    _microbenchmark.add_parser(commands, positive_seconds).set_defaults(
+        handler=lambda args: _microbenchmark.main(args))
 
     cleanup = commands.add_parser(
         "cleanup", help="remove what sessions whose driver is gone left behind",
