@@ -65,6 +65,7 @@ class MessageLoop:
         self.next_housekeep = 0.0
         self.rr = 0                  # the ring to look at first (round robin)
         self.pumpers = 0             # user threads inside wait_until (they pump)
+        self.user_pumped = 0.0       # when one of them last began a pump
         self._pumpers_lock = threading.Lock()
         self._nobody_pumps = threading.Event()
         self._bg_parked = False      # the background thread waits for _nobody_pumps
@@ -316,6 +317,7 @@ class MessageLoop:
                 remaining = -1.0 if deadline is None else deadline - time.monotonic()
                 if deadline is not None and remaining <= 0:
                     return done()
+                self.user_pumped = time.monotonic()
                 self.pump(HOUSEKEEP_EVERY if remaining < 0 else min(remaining, HOUSEKEEP_EVERY),
                           done, fast=fast)
                 self.session.check_open()
@@ -349,7 +351,10 @@ class MessageLoop:
                 time.sleep(HOUSEKEEP_EVERY)
 
     def _background_step(self):
-        if self.pumpers:
+        # Parked while a user thread pumps. Also asked: did one pump lately? A Ctrl-C
+        # landing in wait_until's `finally` before its section can leave `pumpers`
+        # counted up; the session must not then go undrained.
+        if self.pumpers and time.monotonic() - self.user_pumped < 4 * HOUSEKEEP_EVERY:
             self._bg_parked = True
             self._nobody_pumps.clear()
             if self.pumpers:  # re-checked after clear(): a set() cannot be lost
