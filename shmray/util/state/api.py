@@ -107,6 +107,21 @@ list_placement_groups = _lister(
 
 
 # ------------------------------------------------------------------ by id
+def _getter(schema, key: str, name: str, doc: str):
+    """Ray's ``get_<kind>`` of one record of `schema` by its `key` column, or None
+    (Ray's own on the cluster path)."""
+    def get_record(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
+        ray_fn = _on_cluster(name)
+        if ray_fn is not None:
+            return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
+        found = _by_id(schema, key, id, address, timeout)
+        return found[0] if found else None
+
+    get_record.__name__ = get_record.__qualname__ = name
+    get_record.__doc__ = doc
+    return get_record
+
+
 def get_task(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
     """The task `id` (its hex id, or an ObjectRef it returned), with every column:
     None if unknown, its TaskState if it ran once, else a list, one per attempt."""
@@ -126,13 +141,9 @@ def get_task(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
     return found[0] if len(found) == 1 else found
 
 
-def get_actor(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
-    """The actor `id` (hex) as an ActorState with every column, or None."""
-    ray_fn = _on_cluster("get_actor")
-    if ray_fn is not None:
-        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
-    found = _by_id(ActorState, "actor_id", id, address, timeout)
-    return found[0] if found else None
+get_actor = _getter(
+    ActorState, "actor_id", "get_actor",
+    "The actor `id` (hex) as an ActorState with every column, or None.")
 
 
 def get_objects(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False) -> list:
@@ -143,22 +154,14 @@ def get_objects(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False) -
     return _by_id(ObjectState, "object_id", id, address, timeout)
 
 
-def get_worker(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
-    """The worker `id` (a WorkerState's worker_id) with every column, or None."""
-    ray_fn = _on_cluster("get_worker")
-    if ray_fn is not None:
-        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
-    found = _by_id(WorkerState, "worker_id", id, address, timeout)
-    return found[0] if found else None
+get_worker = _getter(
+    WorkerState, "worker_id", "get_worker",
+    "The worker `id` (a WorkerState's worker_id) with every column, or None.")
 
 
-def get_placement_group(id, address=None, timeout=DEFAULT_RPC_TIMEOUT, _explain=False):
-    """The PlacementGroupState of the group with that hex id, or None."""
-    ray_fn = _on_cluster("get_placement_group")
-    if ray_fn is not None:
-        return ray_fn(id, address=address, timeout=timeout, _explain=_explain)
-    found = _by_id(PlacementGroupState, "placement_group_id", id, address, timeout)
-    return found[0] if found else None
+get_placement_group = _getter(
+    PlacementGroupState, "placement_group_id", "get_placement_group",
+    "The PlacementGroupState of the group with that hex id, or None.")
 
 
 # ------------------------------------------------------------------ summaries
