@@ -6,8 +6,8 @@
         workers that hold instances              (borrow/release messages)
         stored objects whose value contains it   (ids collected when pickled)
         unfinished tasks that take it            (resolved inputs, refs inside args)
-      ──► then it is freed: its shm segment goes back to the SegmentPool (or is
-          unlinked; readers keep their mappings), and what it contained loses a holder
+      ──► then it is freed: its shm segment goes to the SegmentPool (written again
+          once no process maps it), and what it contained loses a holder
     shm objects above `capacity` ──► the least recently used spilled to disk
                                    (_spill), read from there, or restored by
                                    ensure_in_memory() when they fit
@@ -29,6 +29,7 @@ from .exceptions import ObjectStoreFullError
 class ObjectStore:
     def __init__(self, segments: SegmentPool, capacity: int, spill_directory: str):
         self.segments = segments    # where freed segments go
+        segments.bound_by(lambda: self.capacity - self.shm_bytes)  # free ones fit in ours
         self.capacity = capacity    # object_store_memory: bytes of shm objects, at most
         self.spill_directory = spill_directory
         self.shm_bytes = 0          # bytes of the objects in shared memory now
@@ -82,6 +83,7 @@ class ObjectStore:
         if stored[0] == SHM:
             self._creators[oid] = creator
             self._account(oid, stored[2])
+            self.segments.note_write(stored[2])
             if self.shm_bytes > self.capacity:  # a task's result: room for it comes after
                 if not self.make_room(0, keep=oid):
                     self._spill(oid)  # larger than the store: get raises when it restores
@@ -188,11 +190,12 @@ class ObjectStore:
 
     def replace(self, oid, stored):
         """Give a stored object another stored form (its producer died: an error),
-        releasing the old one's memory."""
+        releasing the old one's memory (never to be written again: the object lives
+        on, and a worker may be about to map the old form)."""
         old = self.values.get(oid)
         if old is None:
             return
-        self._release(oid, old)
+        self._release(oid, old, reuse=False)
         self.values[oid] = stored
 
     def _free(self, oid):
@@ -215,7 +218,7 @@ class ObjectStore:
                     if inner in self.values and not self._held(inner):
                         todo.append(inner)
 
-    def _release(self, oid, stored):
+    def _release(self, oid, stored, reuse=True):
         if oid in self.tokens:
             self.tokens.discard(oid)
             self.tokens_freed.append(oid)
@@ -236,7 +239,7 @@ class ObjectStore:
                 path = self._on_disk.pop(oid, None)
                 if path is not None:
                     _spill.discard((SPILLED, path))
-        self.segments.release(stored)
+        self.segments.release(stored, reuse)
 
     # ------------------------------------------------------------ memory
     def _account(self, oid, size):

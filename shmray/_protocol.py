@@ -5,7 +5,8 @@ of either.
     driver ──task ring──►   Func, Tasks (of Task records), Reply, Exit, GpuFree, Become
     driver ◄─result ring──  Done, Submit, Put, Get, Wait, GpuHost, Log, Bounce, Refs,
                             Cancel, Abandon, ActorCall, ActorCreate, ActorAsk,
-                            ActorKill, ActorExiting, GenItem, GenNext, GenPause, PgAsk
+                            ActorKill, ActorExiting, GenItem, GenNext, GenPause, PgAsk,
+                            Maps
 
 An actor's calls are Task records too (their function id names the method: see
 shmray.actor.method_id), run by the actor's own worker in the order they come.
@@ -54,6 +55,7 @@ class Kind(enum.IntEnum):
     GEN_NEXT = 28
     GEN_PAUSE = 29
     PG_ASK = 30
+    MAPS = 31
     # either way: the real message is in a temporary segment (too big for a ring)
     LARGE = 20
 
@@ -63,7 +65,7 @@ FUNC, TASKS, REPLY, EXIT, GPU_FREE, BECOME = 1, 2, 3, 4, 5, 6
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
 LARGE, GPU_HOST = 20, 21
 ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
-GEN_ITEM, GEN_NEXT, GEN_PAUSE, PG_ASK = range(27, 31)
+GEN_ITEM, GEN_NEXT, GEN_PAUSE, PG_ASK, MAPS = range(27, 32)
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").
@@ -235,6 +237,15 @@ class Refs(NamedTuple):
     escaped: list               # pickled outside shmray: kept until shutdown
 
 
+class Maps(NamedTuple):
+    """The objects' segments this worker came to map (to read them) and those it maps
+    no more, since its last message (see shmray._mappings): sent before the message
+    that lets go of what it read, so the driver never writes a segment it reads."""
+    kind: int
+    mapped: list
+    unmapped: list
+
+
 class Cancel(NamedTuple):
     kind: int
     oid: int
@@ -349,7 +360,8 @@ RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree
            BOUNCE: Bounce, REFS: Refs, CANCEL: Cancel, ABANDON: Abandon, LARGE: Large,
            BECOME: Become, ACTOR_CALL: ActorCall, ACTOR_CREATE: ActorCreate,
            ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting,
-           GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause, PG_ASK: PgAsk}
+           GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause, PG_ASK: PgAsk,
+           MAPS: Maps}
 assert all(int(k) in RECORDS for k in Kind)
 assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
 assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)

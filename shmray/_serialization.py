@@ -3,7 +3,9 @@
     value ──pickle 5 (cloudpickle when needed)──► meta + out-of-band buffers
          small (≤ INLINE_MAX): (INLINE, meta, buffers)          travels in the ring
          large:                (SHM, name, size, meta_len, layout) written once into
-                                a segment, mapped copy-on-write by every reader
+                                a segment, mapped copy-on-write by every reader (each
+                                mapping tracked: see _mappings); a worker writes its
+                                objects with its SegmentWriter (warm segments)
          an error:             (ERROR, pickled exception, its cause's type name,
                                 "Type: message" of its cause)
 
@@ -22,7 +24,7 @@ import traceback
 
 import cloudpickle
 
-from . import _shm
+from . import _mappings, _shm
 from ._object_ref import ObjectRef, collect_refs
 from ._protocol import ERROR, INLINE, SHM, SPILLED
 from .exceptions import RayActorError, RayError, RayTaskError
@@ -90,10 +92,23 @@ def _describe(value) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__} object {text}"
 
 
-def to_stored(value, shm_name=None, write_large=None):
+# How this process writes a large object into segment `name`: write(name, meta,
+# buffers) -> its SHM stored form. A worker's SegmentWriter (_segment_writer), which
+# writes into warm segments; None: a new segment each time (write_segment).
+_write_object = None
+
+
+def use_segment_writer(write):
+    global _write_object
+    _write_object = write
+
+
+def to_stored(value, shm_name=None, write_large=None, warm=True):
     """Serialize `value`. Large values go into a segment: written by
-    `write_large(meta, buffers)` if given, else into a new segment named `shm_name()`;
-    with neither, they stay inline."""
+    `write_large(meta, buffers)` if given, else into a segment named `shm_name()`
+    (by this process's segment writer when `warm`, else a new one); with neither,
+    they stay inline. `warm` False: a segment its owner unlinks itself (a task's
+    arguments), never kept mapped by its writer."""
     buffers = []
     meta = dumps(value, buffers)
     if not buffers and (len(meta) <= INLINE_MAX or (shm_name is None and write_large is None)):
@@ -103,6 +118,8 @@ def to_stored(value, shm_name=None, write_large=None):
         return (INLINE, meta, tuple(b.raw().tobytes() for b in buffers))
     if write_large is not None:
         return write_large(meta, buffers)
+    if warm and _write_object is not None:
+        return _write_object(shm_name(), meta, buffers)
     return write_segment(shm_name(), meta, buffers)
 
 
@@ -166,9 +183,9 @@ def write_segment(name, meta, buffers):
         raise
 
 
-def from_stored(stored, on_map=None):
+def from_stored(stored):
     """The value a stored form holds; arrays come back writable (copy-on-write for shm).
-    `on_map(name, mapping)` is told of each segment mapped to build it."""
+    Each segment mapped is tracked (_mappings) until the last array on it dies."""
     kind = stored[0]
     if kind == INLINE:
         bufs = stored[2]
@@ -178,8 +195,8 @@ def from_stored(stored, on_map=None):
     if kind == SHM or kind == SPILLED:  # a segment, or a spilled object's file
         _, name, size, meta_len, layout = stored
         mm = _shm.map_private(name, size)
-        if on_map is not None:
-            on_map(name, mm)
+        if kind == SHM:  # (a spilled object's file is never written again)
+            _mappings.track(name, mm)
         view = memoryview(mm)
         return pickle.loads(view[:meta_len], buffers=[view[o:o + n] for o, n in layout])
     raise load_error(stored)
@@ -319,8 +336,8 @@ def pack_args(task_name: str, args: tuple, kwargs: dict, nested: bool, shm_name)
     args, kwargs, deps = extract_refs(args, kwargs, nested)
     try:
         if args_hold_no_refs(args, kwargs):
-            return to_stored((args, kwargs), shm_name), deps, None
-        stored, held = collect_refs(to_stored, (args, kwargs), shm_name)
+            return to_stored((args, kwargs), shm_name, None, False), deps, None
+        stored, held = collect_refs(to_stored, (args, kwargs), shm_name, None, False)
         return stored, deps, held or None
     except TypeError as e:
         raise TypeError(collect_refs(_unpicklable_argument, task_name, args, kwargs,
@@ -396,7 +413,7 @@ def _map_args(args, kwargs, f, nested):
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
 
 
-def values_of(refs: list, stored: dict, on_map=None) -> list:
+def values_of(refs: list, stored: dict) -> list:
     """What ``get`` returns: each ref's value from its stored form (the first error
     raises); items that are not refs are already values and pass through."""
     out = []
@@ -407,5 +424,5 @@ def values_of(refs: list, stored: dict, on_map=None) -> list:
         s = stored[r._id]
         if s[0] == ERROR:
             raise load_error(s)
-        out.append(from_stored(s, on_map))
+        out.append(from_stored(s))
     return out

@@ -4,6 +4,12 @@ Every segment of a session is named ``shmray_<driver pid>_<session tag>_<what>``
 a session's leftovers can be found by prefix and a dead driver's recognised by pid.
 Readers map segments MAP_PRIVATE: pages are shared until a reader writes, and a
 write copies only the touched page (DESIGN.md decision 5).
+
+An object's segment that no process maps any more is renamed to its *free name*,
+``<its name>.f<capacity>``, by the driver (see _segment_pool); a process that wants to
+write a new object takes one by renaming it to the object's name (claim). A rename is
+atomic: of the processes that try, one gets the segment, and once the driver has
+unlinked a free name (reclaim) nobody can take it.
 """
 from __future__ import annotations
 
@@ -120,6 +126,75 @@ def map_private(name: str, size: int) -> mmap.mmap:
         raise SegmentGone(name) from None
     try:
         return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
+def path_of(name: str) -> str:
+    """The file of segment `name` (a POSIX shared-memory object is a file in SHM_DIR)."""
+    return name if name.startswith("/") else os.path.join(SHM_DIR, name)
+
+
+FREE_MARK = ".f"  # a free segment's name: <the name it had>.f<capacity>
+
+
+def free_name(name: str, capacity: int) -> str:
+    return f"{name}{FREE_MARK}{capacity}"
+
+
+def free_segments(object_prefix: str) -> list[tuple[str, int]]:
+    """(free name, capacity) of the session's free segments (objects' prefix
+    `object_prefix`: in /dev/shm, or a directory's path for file-backed objects)."""
+    if object_prefix.startswith("/"):
+        directory, start = os.path.split(object_prefix)
+        try:
+            names = [os.path.join(directory, n) for n in os.listdir(directory)
+                     if n.startswith(start)]
+        except FileNotFoundError:
+            return []
+    else:
+        names = list_names(object_prefix)
+    found = []
+    for name in names:
+        _, mark, capacity = name.rpartition(FREE_MARK)
+        if mark and capacity.isdigit():
+            found.append((name, int(capacity)))
+    return found
+
+
+def claim(free: str, name: str) -> bool:
+    """Take the free segment `free` under the new name `name` (atomic); False if it is
+    gone: another process took it, or the driver reclaimed it."""
+    try:
+        os.rename(path_of(free), path_of(name))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def size_of(name: str) -> int | None:
+    """The size of segment `name` (its capacity), or None if it is gone."""
+    try:
+        return os.stat(path_of(name)).st_size
+    except FileNotFoundError:
+        return None
+
+
+def reclaim(name: str) -> bool:
+    """Unlink segment `name` and give its memory back now, even while writers keep
+    mappings of it (their pages would otherwise stay until they unmap). Only for a
+    segment that no reader maps (its pages go: a reader would get SIGBUS) and that
+    nobody may write (a free one: once unlinked, nobody can claim it). False if it
+    was gone already (or claimed by a process meanwhile: then it is that one's)."""
+    try:
+        fd = os.open(path_of(name), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        if not unlink(name):
+            return False
+        os.ftruncate(fd, 0)
+        return True
     finally:
         os.close(fd)
 

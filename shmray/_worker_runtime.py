@@ -15,7 +15,8 @@ import sys
 import threading
 from collections import deque
 
-from . import _gpu, _ring, _serialization as ser, _shm, _status_area
+from . import _gpu, _mappings, _ring, _segment_writer, _serialization as ser, _shm
+from . import _status_area
 from ._generator import returned as returned_generator
 from ._object_ref import ObjectRef, new_base_id
 from ._protocol import done_record
@@ -73,6 +74,7 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
         self._req_ids = itertools.count(1)
         self._seg_ids = itertools.count(1)
         self._seg_prefix = f"{config['object_prefix']}w{os.getpid()}_"
+        _segment_writer.install_in_worker(config["object_prefix"])  # large values: warm
         self.fns = {}              # fn_id -> (callable or Exception, name)
         self.known_to_driver = set()
         self.current_name = None
@@ -112,8 +114,8 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
             if backlog:
                 self.run_one(self, *backlog.popleft())
                 continue
-            if self._created or self._dropped or self._escaped:
-                self.send_ref_changes()  # refs dropped since the last message (a GC)
+            if self._created or self._dropped or self._escaped or _mappings.events:
+                self.send_ref_changes()  # refs (or arrays) dropped since the last message
             data = pop(timeout=1.0, spin=self.spin)
             if data is not None and self.receive(decode(data), blocked=False):
                 return

@@ -6,14 +6,21 @@ last one: a Refs record of the refs it came to hold goes before the message, one
 those it let go of after (a Done's result may hold one). The driver counts a
 reference of this worker's (a grant) for each ref a Submit or Put returns to it, and
 for a generator's item it hands out in a Reply.
+
+The objects' segments this worker came to map, or maps no more, go first, in a Maps
+record (see _mappings): before the message that lets go of what it read (a Done, a
+Refs release), so the driver knows every reader of an object when it frees it. A
+task that maps a segment and drops its arrays before it ends sends none.
 """
 from __future__ import annotations
 
 import gc
 from threading import get_ident
 
-from . import _ring
-from ._protocol import REFS, Refs
+from . import _mappings, _ring
+from ._protocol import MAPS, REFS, Maps, Refs
+
+_map_events = _mappings.events  # (one deque for the process's life)
 
 
 class WorkerSending:
@@ -26,7 +33,7 @@ class WorkerSending:
         held = self._hold_interrupts()
         try:
             with self._send_lock:
-                if self._created or self._dropped or self._escaped:
+                if self._created or self._dropped or self._escaped or _map_events:
                     self._push_with_ref_changes(data)
                 else:
                     self.results.push(data, timeout=None)
@@ -48,14 +55,20 @@ class WorkerSending:
                 self._release_interrupts()
 
     def _push_with_ref_changes(self, data):
-        """Under _send_lock: REFS borrows, `data` (if any), REFS releases. The garbage
-        collector is off meanwhile: a user's __del__ run by it could print or put, and
-        so re-enter send() under the lock."""
+        """Under _send_lock: MAPS, REFS borrows, `data` (if any), REFS releases. The
+        garbage collector is off meanwhile: a user's __del__ run by it could print or
+        put, and so re-enter send() under the lock."""
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
             borrows, releases, escaped = self._ref_changes()
             push, results, spill = self.results.push, self.results, self.spill_prefix
+            # (drained after the drops' count was read: the mappings made before them
+            # go first)
+            mapped, unmapped = _mappings.drain()
+            if mapped or unmapped:
+                push(_ring.encode(Maps(MAPS, mapped, unmapped), results, spill),
+                     timeout=None)
             if data is None:
                 if borrows or releases or escaped:
                     push(_ring.encode(Refs(REFS, borrows, releases, escaped), results, spill),
@@ -121,7 +134,7 @@ class WorkerSending:
     def send_done(self, data: bytes):
         """Push an encoded Done (the per-task path: no interrupt can land here)."""
         with self._send_lock:
-            if self._created or self._dropped or self._escaped:
+            if self._created or self._dropped or self._escaped or _map_events:
                 self._push_with_ref_changes(data)
             else:
                 self.results.push(data, timeout=None)

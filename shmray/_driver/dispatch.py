@@ -24,11 +24,10 @@ TASK_BATCH = 16
 
 
 class Dispatcher:
-    def __init__(self, scheduler, ledger, store, segments, functions, readable, prefix):
+    def __init__(self, scheduler, ledger, store, functions, readable, prefix):
         self.scheduler = scheduler
         self.ledger = ledger
         self.store = store
-        self.segments = segments
         self.functions = functions  # fn_id -> (pickled function, name)
         self.readable = readable    # oid -> its stored form, brought back if spilled
         self.prefix = prefix        # for messages too large for a ring
@@ -86,16 +85,11 @@ class Dispatcher:
             w.fns.add(fn_id)
         if spec.deps:
             dep_values = tuple(self.readable(o) for o in spec.deps)
-            for stored in dep_values:
-                self.segments.handed_out(stored)
             if spec.pinned is None:  # the worker maps them soon: not spilled meanwhile
                 spec.pinned = spec.deps
                 self.store.pin(spec.deps)
         else:
             dep_values = None
-        if spec.lent:
-            for stored in spec.lent.values():
-                self.segments.handed_out(stored)
         w.batch.append(task_record(spec.task_id, fn_id, spec.num_returns, spec.args_stored,
                                    dep_values, spec.lent, spec.request, spec.helping,
                                    spec.attempt, spec.retry_exceptions,

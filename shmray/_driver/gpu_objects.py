@@ -14,9 +14,8 @@ from ..exceptions import ObjectLostError
 
 
 class GpuObjects:
-    def __init__(self, store, segments, readable, new_segment_name, prefix):
+    def __init__(self, store, readable, new_segment_name, prefix):
         self.store = store
-        self.segments = segments
         self.readable = readable
         self.new_segment_name = new_segment_name
         self.prefix = prefix
@@ -79,7 +78,7 @@ class GpuObjects:
         """(Outside the lock.) The stored form of {index: numpy array} for `source`, or
         of the error to raise."""
         try:
-            arrays = _gpu.host_arrays(lambda: ser.from_stored(source, self.segments.mapped))
+            arrays = _gpu.host_arrays(lambda: ser.from_stored(source))
             return ser.to_stored(arrays, self.new_segment_name)
         except Exception as e:
             return ser.error_stored(e)

@@ -30,7 +30,8 @@ from .. import _ring
 from .._cring import pop_any, wait_stalled
 from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
-                         GPU_FREE, GPU_HOST, LOG, PG_ASK, PUT, REFS, SUBMIT, WAIT, GpuFree)
+                         GPU_FREE, GPU_HOST, LOG, MAPS, PG_ASK, PUT, REFS, SUBMIT, WAIT,
+                         GpuFree)
 from .._object_ref import stream_item_id, task_id_of
 from .actors import DEAD
 from .interrupts import sections
@@ -79,6 +80,7 @@ class MessageLoop:
             ACTOR_EXITING: self.life.on_actor_exiting,
             GEN_ITEM: self.on_gen_item, GEN_NEXT: self.rpcs.on_gen_next,
             GEN_PAUSE: self.generators.on_pause, PG_ASK: s.on_pg_ask,
+            MAPS: self.workers.on_maps,
         }
         self.thread = threading.Thread(target=self._background, name="shmray-pump", daemon=True)
 

@@ -86,12 +86,12 @@ class ObjectFacade:
         Spilled ones come back or are read from their files (read ones spill last)."""
         store = self.store
         if not store.holds_large():  # nothing can be spilled: no lock needed
-            return ser.values_of(refs, store.values, self.segments.mapped)
+            return ser.values_of(refs, store.values)
         for _ in range(3):
             with self.lock:
                 readable = {oid: self.readable(oid) for oid in oids}
             try:
-                return ser.values_of(refs, readable, self.segments.mapped)
+                return ser.values_of(refs, readable)
             except _shm.SegmentGone:  # another thread spilled one in between
                 continue
         raise lost_error(oids[0])

@@ -40,13 +40,12 @@ class Rpc:
 
 
 class RpcTable:
-    def __init__(self, store, ledger, scheduler, dispatch, segments, readable, tasks,
-                 generators, prefix):
+    def __init__(self, store, ledger, scheduler, dispatch, readable, tasks, generators,
+                 prefix):
         self.store = store
         self.ledger = ledger
         self.scheduler = scheduler      # its `awaited`: oid -> the open get that needs it
         self.dispatch = dispatch
-        self.segments = segments
         self.readable = readable
         self.tasks = tasks              # task_id -> TaskSpec (the task table's dict)
         self.generators = generators
@@ -101,8 +100,6 @@ class RpcTable:
         if rpc.num_returns is None:  # Get: every value, or None for a timeout
             if not rpc.missing:
                 payload = [self.readable(o) for o in rpc.oids]
-                for stored in payload:
-                    self.segments.handed_out(stored)
             elif timed_out:
                 payload = None
             else:

@@ -113,8 +113,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             max_workers or min(max(32, 4 * n_base), n_base + MAX_EXTRA_WORKERS),
             self.envs.prepared, lambda w: self.workers.remove_worker(w, EVICTED))
         self.functions = {}  # fn_id -> (pickled function, name)
-        self.dispatch = Dispatcher(self.scheduler, self.ledger, self.store, self.segments,
-                                   self.functions, self.readable, self.prefix)
+        self.dispatch = Dispatcher(self.scheduler, self.ledger, self.store, self.functions,
+                                   self.readable, self.prefix)
         self.actors = ActorTable(self.pool, self.ledger, self.dispatch, self.store,
                                  self.functions, self.envs.prepared, cores, self.prefix)
         self.generators = GeneratorTable(self.store, self.prefix)
@@ -124,10 +124,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
         self.rpcs = RpcTable(self.store, self.ledger, self.scheduler, self.dispatch,
-                             self.segments, self.readable, self.tasks.tasks, self.generators,
-                             self.prefix)
-        self.gpu = GpuObjects(self.store, self.segments, self.readable, self.new_segment_name,
-                              self.prefix)
+                             self.readable, self.tasks.tasks, self.generators, self.prefix)
+        self.gpu = GpuObjects(self.store, self.readable, self.new_segment_name, self.prefix)
         self.workers = Workers(self.pool, self.store, self.ledger, self.dispatch, self.rpcs,
                                self.tasks, self.actors, self.gpu, self.envs)
         self.life = ActorLife(self.store, self.tasks, self.actors, self.workers, self.rpcs,

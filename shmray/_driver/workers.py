@@ -59,6 +59,8 @@ class Workers:
         grants, w.grants = w.grants, {}  # its refs no longer hold anything
         for oid, n in grants.items():
             self.store.unborrow(oid, n)
+        # what it maps counts until its process is gone (one told to exit may run on)
+        self.store.segments.worker_left(w, None if why == DIED else w.proc)
         inflight = list(w.inflight)  # (only a dead worker's or an actor's has any)
         w.inflight.clear()
         if why == DIED:
@@ -103,6 +105,10 @@ class Workers:
             else:
                 grants.pop(oid, None)
             store.unborrow(oid, n)
+
+    def on_maps(self, w, kind, mapped, unmapped):
+        """A Maps record: the segments `w` came to map, and those it maps no more."""
+        self.store.segments.worker_maps(w, mapped, unmapped)
 
     def rebase(self, prepared):
         """The job's pip environment is ready: the base workers, idle and plain until
