@@ -200,12 +200,26 @@ def memory(snapshot: dict) -> str:
     st = snapshot["store"]
     listed = "" if st["objects_listed"] == st["objects"] else \
         f" (the largest {st['objects_listed']:,} listed)"
+    if st.get("warm"):  # (a snapshot of an older version has none)
+        lines += warm_segments(st["warm"])
     lines += wrapped(f"{st['objects']:,} objects{listed}:", [
         f"{size(st['shm_bytes'])} in shared memory ({st['shm_segments']:,} segments)",
         f"{size(st['inline_bytes'])} inline",
         f"{st['spilled']:,} spilled ({size(st['spilled_bytes'])})",
         f"capacity {size(st['capacity'])}"])
     return "\n".join(lines)
+
+
+def warm_segments(warm: dict) -> list:
+    """The lines of `shmray memory` about the segments kept for reuse (_segment_pool)."""
+    pressure = "now" if warm["pressure"] else "none now"
+    return wrapped(f"warm segments: {warm['free_segments']:,} free "
+                   f"({size(warm['free_bytes'])}; budget {size(warm['budget'])}):", [
+        f"{warm['reserve_segments']:,} of them pre-faulted, unused ({size(warm['reserve_bytes'])})",
+        f"{warm['draining']:,} freed but still mapped by a reader",
+        f"{warm['reused']:,} reused, {warm['created']:,} created by the driver, "
+        f"{warm['prefaulted']:,} pre-faulted",
+        f"memory pressure {pressure} ({warm['returned']:,} returned under it)"])
 
 
 def tasks(records: list, snapshot: dict) -> str:

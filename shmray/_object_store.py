@@ -275,11 +275,12 @@ class ObjectStore:
             self._lru.move_to_end(oid)
 
     def make_room(self, size: int, keep=None) -> bool:
-        """Bring shm objects + pooled segments + `size` under the capacity: pooled
-        segments go first, then objects are spilled, least recently used first."""
+        """Bring shm objects + free segments + `size` under the capacity: free segments
+        go first (but one a write of `size` can take: it becomes that object), then
+        objects are spilled, least recently used first."""
         if self.shm_bytes + self.segments.free_bytes() + size <= self.capacity:
             return True
-        self.segments.drop_free()
+        self.segments.drop_free(keep_for=size)
         for oid in list(self._lru):
             if self.shm_bytes + size <= self.capacity:
                 break

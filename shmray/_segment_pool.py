@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from . import _mappings, _shm
 from ._protocol import LARGE, SHM
-from ._segment_writer import SegmentWriter
+from ._segment_writer import SegmentWriter, fits
 from ._warm_reserve import Reserve
 
 IDLE_SECONDS = 5.0
@@ -287,14 +287,17 @@ class SegmentPool:
         with self._lock:
             return list(self._free.values())
 
-    def drop_free(self) -> int:
+    def drop_free(self, keep_for=0) -> int:
         """Give every free segment back (the store needs the memory, or the machine
-        does); returns how many."""
+        does), but the smallest that a write of `keep_for` bytes can take, if any;
+        returns how many went."""
         with self._lock:
-            n = len(self._free)
-            for free in list(self._free):
+            fitting = [f for f in self._free.values() if fits(keep_for, f.capacity)]
+            kept = min(fitting, key=lambda f: f.capacity).name if fitting else None
+            gone = [free for free in self._free if free != kept]
+            for free in gone:
                 self._reclaim(free)
-            return n
+            return len(gone)
 
     def clear(self):
         """The session ends: the reserve stops, free segments are reclaimed, freed ones

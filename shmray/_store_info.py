@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from . import _serialization as ser
 from ._protocol import ERROR, INLINE, SHM, SPILLED
+from ._segment_pool import SegmentPoolStats
 
 
 ACTOR_TOKEN = "an actor's token"  # (what every handle of an actor holds a ref to)
@@ -20,6 +21,7 @@ class StoreStats:
     kept_until_shutdown: int
     spilled: int
     spilled_bytes: int
+    warm: SegmentPoolStats      # segments kept for reuse: free ones, the reserve
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def statistics(store) -> StoreStats:
         else:
             inline += ser.stored_size(s)
     return StoreStats(len(store.values), len(store.pending), inline, shm, segs,
-                      len(store.escaped), store.spilled, spilled_bytes)
+                      len(store.escaped), store.spilled, spilled_bytes,
+                      store.segments.statistics())
 
 
 def _size(stored) -> int:
