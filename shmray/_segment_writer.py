@@ -21,15 +21,18 @@ The driver alone decides when a segment is free (_segment_pool renames it to its
 free name once its object is freed and no process maps it); a writer only claims.
 A claim is a rename (see _shm.claim): atomic, so two processes never write the same
 segment, and a segment the driver reclaimed (unlinked) can no longer be claimed.
+
+A segment's bytes: the pickle, then each out-of-band buffer at a 64-byte aligned
+offset (segment_layout); large buffers copied in parallel slices (fill_segment).
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
 
-from . import _serialization as ser
 from . import _shm
 from ._protocol import SHM
 
@@ -37,6 +40,9 @@ MAX_SLACK = 2             # a free segment serves sizes down to 1/MAX_SLACK of i
 FOREIGN_MIN = 1 << 20     # smaller writes look only at the segments this process keeps
 WORKER_MAX_KEPT = 16      # mappings a worker keeps (each is one VMA and an inode's pages)
 WORKER_CHECK_EVERY = 1.0  # seconds between a worker's check() of its kept mappings
+_ALIGN = 64
+
+installed = None          # this process's writer of objects (a worker's), or None
 
 
 class _Kept:
@@ -74,11 +80,11 @@ class SegmentWriter:
     # ------------------------------------------------------------- writing
     def write(self, name: str, meta: bytes, buffers: list):
         """Store meta + pickle-5 buffers in segment `name`; returns its SHM stored form."""
-        layout, size = ser.segment_layout(meta, buffers)
+        layout, size = segment_layout(meta, buffers)
         kept = None
         try:
             kept = self._own(name, size) or self._foreign(name, size) or self._new(name, size)
-            ser.fill_segment(kept.mm, meta, buffers, layout)
+            fill_segment(kept.mm, meta, buffers, layout)
         except BaseException:  # a Ctrl-C or a cancel in a long copy: nothing half written stays
             self._abandon(name, kept)
             raise
@@ -235,8 +241,71 @@ def _close(mm):
 
 def install_in_worker(object_prefix: str) -> SegmentWriter:
     """A worker's writer: its large results, puts and generator items go through it
-    (see _serialization.use_segment_writer)."""
-    writer = SegmentWriter(lambda: _shm.free_segments(object_prefix), WORKER_MAX_KEPT)
-    writer.start_checking()
-    ser.use_segment_writer(writer.write)
-    return writer
+    (_serialization.to_stored); its arguments of tasks do not (their segments are
+    unlinked by the driver when the task ends: a kept mapping would hold them)."""
+    global installed
+    installed = SegmentWriter(lambda: _shm.free_segments(object_prefix), WORKER_MAX_KEPT)
+    installed.start_checking()
+    return installed
+
+
+# ------------------------------------------------------------ a segment's bytes
+
+def segment_layout(meta, buffers):
+    """Where each out-of-band buffer goes after the pickle bytes: ((offset, n), ...), size."""
+    layout = []
+    off = len(meta)
+    for b in buffers:
+        off = (off + _ALIGN - 1) // _ALIGN * _ALIGN
+        n = b.raw().nbytes
+        layout.append((off, n))
+        off += n
+    return tuple(layout), off
+
+
+def fill_segment(mm, meta, buffers, layout):
+    mm[0:len(meta)] = meta
+    for b, (o, n) in zip(buffers, layout):
+        if n >= PARALLEL_COPY_MIN:
+            _parallel_copy(mm, o, b.raw())
+        else:
+            mm[o:o + n] = b.raw()
+
+
+# One core copies about 7 GB/s here, two about 14: a large buffer is copied in
+# slices by threads, when this process may run on several cores (a worker is
+# pinned to one) and numpy, which copies without holding the GIL, is loaded
+# (out-of-band buffers that large come from numpy arrays anyway).
+PARALLEL_COPY_MIN = 16 << 20
+MAX_COPY_THREADS = 4
+
+
+def _parallel_copy(mm, offset, src):
+    np = sys.modules.get("numpy")
+    k = min(MAX_COPY_THREADS, len(os.sched_getaffinity(0)))
+    if np is None or k < 2:
+        mm[offset:offset + src.nbytes] = src
+        return
+    source = np.frombuffer(src, np.uint8)  # PickleBuffer.raw(): 1-D, format "B"
+    target = np.frombuffer(mm, np.uint8, count=source.size, offset=offset)
+    step = -(-source.size // k) // 4096 * 4096 + 4096  # page-aligned slices
+    threads = [threading.Thread(target=np.copyto, args=(target[i:i + step], source[i:i + step]))
+               for i in range(step, source.size, step)]
+    for t in threads:
+        t.start()
+    np.copyto(target[:step], source[:step])
+    for t in threads:
+        t.join()
+
+
+def write_segment(name, meta, buffers):
+    """A new segment holding meta + buffers; returns its SHM stored form."""
+    layout, size = segment_layout(meta, buffers)
+    mm = _shm.create(name, size)
+    try:
+        fill_segment(mm, meta, buffers, layout)
+        mm.close()
+        return (SHM, name, size, len(meta), layout)
+    except BaseException:  # a Ctrl-C or a cancel in a long copy: no half-written segment
+        _shm.discard(name, mm)
+        raise

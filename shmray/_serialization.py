@@ -4,8 +4,8 @@
          small (≤ INLINE_MAX): (INLINE, meta, buffers)          travels in the ring
          large:                (SHM, name, size, meta_len, layout) written once into
                                 a segment, mapped copy-on-write by every reader (each
-                                mapping tracked: see _mappings); a worker writes its
-                                objects with its SegmentWriter (warm segments)
+                                mapping tracked: see _mappings); how its bytes are
+                                laid out and written: _segment_writer
          an error:             (ERROR, pickled exception, its cause's type name,
                                 "Type: message" of its cause)
 
@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
-import threading
 import traceback
 
 import cloudpickle
 
-from . import _mappings, _shm
+from . import _mappings, _segment_writer, _shm
 from ._object_ref import ObjectRef, collect_refs
 from ._protocol import ERROR, INLINE, SHM, SPILLED
 from .exceptions import RayActorError, RayError, RayTaskError
 
 # Ray's max_direct_call_object_size: values up to this travel inline.
 INLINE_MAX = 100 * 1024
-_ALIGN = 64
 
 NO_ARGS = (INLINE, pickle.dumps(((), {}), protocol=5), ())  # f.remote(): stored once
 NONE = (INLINE, pickle.dumps(None, protocol=5), ())         # a task that returns None
@@ -92,21 +89,10 @@ def _describe(value) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__} object {text}"
 
 
-# How this process writes a large object into segment `name`: write(name, meta,
-# buffers) -> its SHM stored form. A worker's SegmentWriter (_segment_writer), which
-# writes into warm segments; None: a new segment each time (write_segment).
-_write_object = None
-
-
-def use_segment_writer(write):
-    global _write_object
-    _write_object = write
-
-
 def to_stored(value, shm_name=None, write_large=None, warm=True):
     """Serialize `value`. Large values go into a segment: written by
     `write_large(meta, buffers)` if given, else into a segment named `shm_name()`
-    (by this process's segment writer when `warm`, else a new one); with neither,
+    (by this process's installed SegmentWriter when `warm`, else a new one); with neither,
     they stay inline. `warm` False: a segment its owner unlinks itself (a task's
     arguments), never kept mapped by its writer."""
     buffers = []
@@ -118,69 +104,10 @@ def to_stored(value, shm_name=None, write_large=None, warm=True):
         return (INLINE, meta, tuple(b.raw().tobytes() for b in buffers))
     if write_large is not None:
         return write_large(meta, buffers)
-    if warm and _write_object is not None:
-        return _write_object(shm_name(), meta, buffers)
-    return write_segment(shm_name(), meta, buffers)
-
-
-def segment_layout(meta, buffers):
-    """Where each out-of-band buffer goes after the pickle bytes: ((offset, n), ...), size."""
-    layout = []
-    off = len(meta)
-    for b in buffers:
-        off = (off + _ALIGN - 1) // _ALIGN * _ALIGN
-        n = b.raw().nbytes
-        layout.append((off, n))
-        off += n
-    return tuple(layout), off
-
-
-def fill_segment(mm, meta, buffers, layout):
-    mm[0:len(meta)] = meta
-    for b, (o, n) in zip(buffers, layout):
-        if n >= PARALLEL_COPY_MIN:
-            _parallel_copy(mm, o, b.raw())
-        else:
-            mm[o:o + n] = b.raw()
-
-
-# One core copies about 7 GB/s here, two about 14: a large buffer is copied in
-# slices by threads, when this process may run on several cores (a worker is
-# pinned to one) and numpy, which copies without holding the GIL, is loaded
-# (out-of-band buffers that large come from numpy arrays anyway).
-PARALLEL_COPY_MIN = 16 << 20
-MAX_COPY_THREADS = 4
-
-
-def _parallel_copy(mm, offset, src):
-    np = sys.modules.get("numpy")
-    k = min(MAX_COPY_THREADS, len(os.sched_getaffinity(0)))
-    if np is None or k < 2:
-        mm[offset:offset + src.nbytes] = src
-        return
-    source = np.frombuffer(src, np.uint8)  # PickleBuffer.raw(): 1-D, format "B"
-    target = np.frombuffer(mm, np.uint8, count=source.size, offset=offset)
-    step = -(-source.size // k) // 4096 * 4096 + 4096  # page-aligned slices
-    threads = [threading.Thread(target=np.copyto, args=(target[i:i + step], source[i:i + step]))
-               for i in range(step, source.size, step)]
-    for t in threads:
-        t.start()
-    np.copyto(target[:step], source[:step])
-    for t in threads:
-        t.join()
-
-
-def write_segment(name, meta, buffers):
-    """A new segment holding meta + buffers; returns its SHM stored form."""
-    layout, size = segment_layout(meta, buffers)
-    mm = _shm.create(name, size)
-    try:
-        fill_segment(mm, meta, buffers, layout)
-        mm.close()
-        return (SHM, name, size, len(meta), layout)
-    except BaseException:  # a Ctrl-C or a cancel in a long copy: no half-written segment
-        _shm.discard(name, mm)
-        raise
+    writer = _segment_writer.installed
+    if warm and writer is not None:  # (a worker's: into a warm segment)
+        return writer.write(shm_name(), meta, buffers)
+    return _segment_writer.write_segment(shm_name(), meta, buffers)
 
 
 def from_stored(stored):

@@ -74,7 +74,7 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
         self._req_ids = itertools.count(1)
         self._seg_ids = itertools.count(1)
         self._seg_prefix = f"{config['object_prefix']}w{os.getpid()}_"
-        _segment_writer.install_in_worker(config["object_prefix"])  # large values: warm
+        _segment_writer.install_in_worker(config["object_prefix"])  # objects' segments
         self.fns = {}              # fn_id -> (callable or Exception, name)
         self.known_to_driver = set()
         self.current_name = None

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from shmray import _context, _segment_pool, _serialization as ser, _shm, _warm_reserve
+from shmray import _context, _segment_pool, _segment_writer, _serialization as ser, _shm
+from shmray import _warm_reserve
 from shmray._segment_pool import SegmentPool
 
 MB = 1024 * 1024
@@ -100,7 +101,7 @@ def test_clear_at_shutdown_unlinks_the_pool(fresh):
 
 @pytest.mark.parametrize("extra", [0, 13, 4095, 4097])
 def test_buffers_copied_in_parallel_slices_arrive_whole(ray, extra):
-    n = ser.PARALLEL_COPY_MIN + 3 * 4096 + extra
+    n = _segment_writer.PARALLEL_COPY_MIN + 3 * 4096 + extra
     data = np.random.default_rng(extra).integers(0, 255, n, dtype=np.uint8)
     assert np.array_equal(ray.get(ray.put(data)), data)
     grid = np.random.default_rng(extra + 1).random((n // 8 // 16, 16))

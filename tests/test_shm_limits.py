@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from shmray import _context, _serialization as ser, _shm, _status_area
+from shmray import _context, _segment_writer, _shm, _status_area
 from shmray._protocol import SHM
 from shmray._warm_reserve import RESERVE_MARK
 from shmray.exceptions import WorkerCrashedError
@@ -296,7 +296,7 @@ def test_an_interrupted_write_leaves_no_segment(fresh, monkeypatch, way):
     def length(x):
         return len(x)
 
-    monkeypatch.setattr(ser, "fill_segment", interrupted)
+    monkeypatch.setattr(_segment_writer, "fill_segment", interrupted)
     with pytest.raises(KeyboardInterrupt):
         if way == "task argument":
             length.remote(np.ones(MB))

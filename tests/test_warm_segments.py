@@ -127,8 +127,7 @@ def test_a_generators_items_go_into_freed_segments(ray, no_reserve):
 def test_puts_inside_a_task_go_into_freed_segments(ray, no_reserve):
     @ray.remote
     def put_many(n, prefix):
-        from shmray import _serialization as ser
-        writer = ser._write_object.__self__  # this worker's SegmentWriter
+        writer = _segment_writer.installed  # this worker's
         created, reused = writer.created, writer.reused
         for i in range(n):
             ref = ray.put(np.full(N, float(i)))
@@ -345,8 +344,7 @@ def test_a_workers_mapping_of_a_reclaimed_segment_is_closed(one_worker):
 
     @ray.remote
     def kept():
-        from shmray import _serialization as ser
-        return len(ser._write_object.__self__._kept)
+        return len(_segment_writer.installed._kept)
 
     ref = make.remote(1.0)
     ray.get(ref)

@@ -12,6 +12,7 @@ import sys
 from .. import _gpu, _serialization as ser, _shm
 from .._object_ref import ObjectRef, collect_refs, new_base_id, stream_item_id
 from .._protocol import SHM
+from .._segment_writer import segment_layout
 from ..exceptions import GetTimeoutError, ObjectStoreFullError
 from .generators import END
 from .interrupts import sections
@@ -43,7 +44,7 @@ class ObjectFacade:
         return ObjectRef(oid, True)  # (no future can wait for an id made just now)
 
     def _write_large(self, meta, buffers):
-        size = ser.segment_layout(meta, buffers)[1]
+        size = segment_layout(meta, buffers)[1]
         with self.lock:  # a ref just dropped may free a segment this put can reuse
             self.store.process_refs()
             self.store.reserve(size)  # spills others if needed, or raises
