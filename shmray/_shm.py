@@ -45,9 +45,11 @@ def _open(name: str, create: bool = False) -> tuple[int, int]:
     return seg.fd, seg.size
 
 
-def create(name: str, size: int, what: str = "an object") -> mmap.mmap:
+def create(name: str, size: int, what: str = "an object", allocate=True) -> mmap.mmap:
     """Create a new segment of `size` bytes, backed by memory, and map it shared,
     read-write; ObjectStoreFullError (naming `what`) if its file system cannot hold it.
+    `allocate` False: its pages are to be allocated by the caller, a range at a time
+    (see allocate()), before they are written.
 
     A segment's pages are allocated when first written: one larger than what its file
     system has left would be created fine and then kill its writer with SIGBUS at the
@@ -61,6 +63,9 @@ def create(name: str, size: int, what: str = "an object") -> mmap.mmap:
         raise full_error(size, where, what)
     fd, _ = _open(name, create=True)
     try:
+        if not allocate:
+            os.ftruncate(fd, size)
+            return mmap.mmap(fd, size)
         try:
             os.posix_fallocate(fd, 0, size)  # also sets the size
         except OSError as e:
@@ -76,6 +81,19 @@ def create(name: str, size: int, what: str = "an object") -> mmap.mmap:
 
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.ENOMEM, errno.EFBIG, errno.EDQUOT)
+
+
+def allocate(name: str, offset: int, length: int, what: str = "an object"):
+    """Allocate the pages of bytes [offset, offset + length) of segment `name` (made by
+    create(allocate=False)); ObjectStoreFullError if its file system cannot hold them."""
+    fd, _ = _open(name)
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as e:
+        if e.errno in _FULL_ERRNOS:
+            raise full_error(length, SHM_DIR, what) from None  # (else: pages fault in)
+    finally:
+        os.close(fd)
 
 
 def free_bytes(where: str = SHM_DIR) -> int:

@@ -11,7 +11,10 @@ And memory pressure: when the machine runs short, every free segment goes back.
       else, while demand is recent, no large write began for QUIET seconds, fewer than
       RESERVE_SEGMENTS free segments could take a write of that size, and the budget
       (RESERVE_MAX_BYTES, the pool's: within object_store_memory) has room:
-      ──► one more segment: created, every page touched (pre-faulted), freed
+      ──► one more segment: FILL_STEP bytes at a time allocated and every page touched
+          (pre-faulted), each step only while the machine has a spare core (the
+          session's tasks come first: waiting GIVE_UP seconds for one, it gives up and
+          gives the memory back), then freed
     trim keeps RESERVE_SEGMENTS such free segments past IDLE_SECONDS while demand lasts
 
 Memory pressure, on Linux: MemAvailable (/proc/meminfo: what the kernel can give to
@@ -39,7 +42,8 @@ QUIET = 0.05
 TICK = 0.5
 PRESSURE_FRACTION = 0.10
 REFILL_FRACTION = 0.20
-TOUCH_STEP = 16 << 20        # pages touched between looks at stop()
+FILL_STEP = 4 << 20          # bytes allocated and touched between looks at the machine
+GIVE_UP = 2.0                # seconds without a spare core before a segment is dropped
 RESERVE_MARK = ".r"
 
 
@@ -152,43 +156,71 @@ class Reserve:
         """Make one pre-faulted free segment of `size` bytes; False if it cannot be.
         (Named <a name of the driver's>.r while it is made: no object's.)"""
         name = self.pool.new_name() + RESERVE_MARK
+        what = "the warm reserve's segment"
         try:
-            mm = _shm.create(name, size, "the warm reserve's segment")
+            mm = _shm.create(name, size, what, allocate=False)
         except ObjectStoreFullError:  # /dev/shm is short: objects come first
             self.seen = -DEMAND_WINDOW
             return False
         try:
-            touched = _touch(mm, size, lambda: self._stopped)
+            made = self._prefault(name, mm, size, what)
+        except ObjectStoreFullError:
+            self.seen = -DEMAND_WINDOW
+            made = False
         except BaseException:
             _shm.discard(name, mm)
             raise
-        if not touched or not self.pool.add_reserve(name, mm, size):
+        if not made or not self.pool.add_reserve(name, mm, size):
             _shm.discard(name, mm)
             return False
         self.made += 1
         return True
 
+    def _prefault(self, name, mm, size, what) -> bool:
+        """Allocate and fault in every page of segment `name` (mapped `mm`), a step at
+        a time while the machine has a spare core; False if stopped, or busy too long.
+        numpy's strided fill leaves the GIL to the session's threads; without numpy,
+        a byte per page."""
+        np = sys.modules.get("numpy")
+        page = mmap.PAGESIZE
+        view = None if np is None else np.frombuffer(mm, np.uint8, count=size)
+        try:
+            for start in range(0, size, FILL_STEP):
+                if not self._spare_core():
+                    return False
+                end = min(size, start + FILL_STEP)
+                _shm.allocate(name, start, end - start, what)  # (no SIGBUS when touched)
+                if view is not None:
+                    view[start:end:page] = 0
+                else:
+                    for offset in range(start, end, page):
+                        mm[offset] = 0
+            return True
+        finally:
+            del view  # (no export of the mapping may outlive this: it is closed later)
 
-def _touch(mm, size, stopped) -> bool:
-    """Fault in every page of `mm` (so that a write into it later costs no fault);
-    False if `stopped()` turned true first. numpy's strided fill leaves the GIL to
-    the session's threads meanwhile; without numpy, a byte per page."""
-    np = sys.modules.get("numpy")
-    page = mmap.PAGESIZE
-    view = None if np is None else np.frombuffer(mm, np.uint8, count=size)
-    try:
-        for start in range(0, size, TOUCH_STEP):
-            if stopped():
+    def _spare_core(self) -> bool:
+        """Wait, at most GIVE_UP seconds, until the machine has a spare core; False if
+        it had none, or the reserve stopped."""
+        deadline = time.monotonic() + GIVE_UP
+        while not self._stopped:
+            if not machine_busy():
+                return True
+            if time.monotonic() > deadline:
                 return False
-            end = min(size, start + TOUCH_STEP)
-            if view is not None:
-                view[start:end:page] = 0
-            else:
-                for offset in range(start, end, page):
-                    mm[offset] = 0
-        return True
-    finally:
-        del view  # (no export of the mapping may outlive this: it is closed later)
+            time.sleep(QUIET)
+        return False
+
+
+def machine_busy() -> bool:
+    """Has the machine no spare core now? The runnable tasks (/proc/loadavg), but the
+    thread asking, against the cores this process may run on."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return running - 1 >= len(os.sched_getaffinity(0))
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def memory_available() -> tuple[int, int] | None:
