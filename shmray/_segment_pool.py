@@ -77,8 +77,9 @@ class FreeSegment:
 
 
 class SegmentPool:
-    def __init__(self, new_name, max_free_bytes: int | None = None):
+    def __init__(self, new_name, max_free_bytes: int | None = None, busy=None):
         self._new_name = new_name
+        self.session_busy = busy or (lambda: False)  # is a task or an actor's call running?
         self.max_free_bytes = _default_budget() if max_free_bytes is None else max_free_bytes
         self._room = None           # bytes object_store_memory leaves (see bound_by)
         self._free = OrderedDict()  # free name -> FreeSegment, the oldest first

@@ -12,9 +12,9 @@ And memory pressure: when the machine runs short, every free segment goes back.
       RESERVE_SEGMENTS free segments could take a write of that size, and the budget
       (RESERVE_MAX_BYTES, the pool's: within object_store_memory) has room:
       ──► one more segment: FILL_STEP bytes at a time allocated and every page touched
-          (pre-faulted), each step only while the machine has a spare core (the
-          session's tasks come first: waiting GIVE_UP seconds for one, it gives up and
-          gives the memory back), then freed
+          (pre-faulted), each step only while the session is idle (no task or actor
+          call in flight, no large write begun for QUIET seconds: its work comes first;
+          other processes' only meet the thread's niceness), then freed
     trim keeps RESERVE_SEGMENTS such free segments past IDLE_SECONDS while demand lasts
 
 Memory pressure, on Linux: MemAvailable (/proc/meminfo: what the kernel can give to
@@ -42,8 +42,7 @@ QUIET = 0.05
 TICK = 0.5
 PRESSURE_FRACTION = 0.10
 REFILL_FRACTION = 0.20
-FILL_STEP = 4 << 20          # bytes allocated and touched between looks at the machine
-GIVE_UP = 2.0                # seconds without a spare core before a segment is dropped
+FILL_STEP = 4 << 20          # bytes allocated and touched between looks at the session
 RESERVE_MARK = ".r"
 
 
@@ -118,10 +117,6 @@ class Reserve:
                 return
             self._check_pressure()
             while not self._stopped and self._missing():
-                quiet_for = time.monotonic() - self._last_write
-                if quiet_for < QUIET:
-                    time.sleep(QUIET - quiet_for)
-                    continue
                 if not self._make(self.size):
                     break
 
@@ -178,7 +173,7 @@ class Reserve:
 
     def _prefault(self, name, mm, size, what) -> bool:
         """Allocate and fault in every page of segment `name` (mapped `mm`), a step at
-        a time while the machine has a spare core; False if stopped, or busy too long.
+        a time while the session is idle; False if it stopped, or the demand went.
         numpy's strided fill leaves the GIL to the session's threads; without numpy,
         a byte per page."""
         np = sys.modules.get("numpy")
@@ -186,7 +181,7 @@ class Reserve:
         view = None if np is None else np.frombuffer(mm, np.uint8, count=size)
         try:
             for start in range(0, size, FILL_STEP):
-                if not self._spare_core():
+                if not self._idle(size):
                     return False
                 end = min(size, start + FILL_STEP)
                 _shm.allocate(name, start, end - start, what)  # (no SIGBUS when touched)
@@ -199,27 +194,20 @@ class Reserve:
         finally:
             del view  # (no export of the mapping may outlive this: it is closed later)
 
-    def _spare_core(self) -> bool:
-        """Wait, at most GIVE_UP seconds, until the machine has a spare core; False if
-        it had none, or the reserve stopped."""
-        deadline = time.monotonic() + GIVE_UP
+    def _idle(self, size) -> bool:
+        """Wait until the session is idle; False if the reserve stopped meanwhile, or
+        no longer wants a segment of `size` bytes (demand gone, memory pressure)."""
+        next_look = time.monotonic() + TICK
         while not self._stopped:
-            if not machine_busy():
-                return True
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= next_look:  # (memory pressure is watched while it waits too)
+                next_look = now + TICK
+                self._check_pressure()
+            if self.pressure or self._wanted(now) != size:
                 return False
+            if now - self._last_write >= QUIET and not self.pool.session_busy():
+                return True
             time.sleep(QUIET)
-        return False
-
-
-def machine_busy() -> bool:
-    """Has the machine no spare core now? The runnable tasks (/proc/loadavg), but the
-    thread asking, against the cores this process may run on."""
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        return running - 1 >= len(os.sched_getaffinity(0))
-    except (OSError, ValueError, IndexError):
         return False
 
 

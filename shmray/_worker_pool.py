@@ -252,6 +252,11 @@ class WorkerPool:
         self._refresh()
         _shm.unlink(w.channel.name)
 
+    def busy(self) -> bool:
+        """Is a task or an actor's call in flight on any worker? (Any thread may ask:
+        the snapshot is a tuple, replaced whole.)"""
+        return any(w.inflight for w in self.snapshot[0])
+
     def _refresh(self):
         ws = tuple(self.workers) + tuple(self.actor_workers)
         self.snapshot = (ws, tuple(w.channel.results for w in ws))

@@ -98,7 +98,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         capacity = int(totals["object_store_memory"])
         self.object_prefix = self._object_location(capacity)
         self._seg_ids = iter(range(1, 1 << 62))
-        self.segments = SegmentPool(self.new_segment_name)
+        # (the warm reserve fills only while no task runs: see _warm_reserve)
+        self.segments = SegmentPool(self.new_segment_name, busy=lambda: self.pool.busy())
         self.store = ObjectStore(self.segments, capacity, _shm.session_dir(self.prefix, "spill"))
         self.pool = WorkerPool(self.prefix, self.control, {
             "driver_pid": self.pid, "session_prefix": self.prefix, "control": self.control.name,
