@@ -121,6 +121,8 @@ class Reserve:
                     break
 
     def _check_pressure(self):
+        """Memory pressure begins or ends (see the module's docstring); while it lasts,
+        every free segment goes back."""
         memory = memory_available()
         if memory is None:
             return
