@@ -41,6 +41,9 @@ ROWS = [
     Row("W5", "W5 put 100 MB", "GB/s", "higher",
         "repeated puts, the previous ref freed. ref: numpy copy into already touched memory; "
         "Pool column: SharedMemory create + copy (any pool peer would do the same)"),
+    Row("W5kept", "W5 put 100 MB, refs kept", "GB/s", "higher",
+        "repeated puts, every ref kept (no segment to reuse), a second idle before each (outside "
+        "the clock: shmray's warm reserve fills then). ref: as W5"),
     Row("W6d100", "W6 get 100 MB, in driver", "us", "lower",
         "get of a stored array, dropped again. Pool column: SharedMemory attach + ndarray view"),
     Row("W6t100", "W6 get 100 MB, in a task", "us", "lower",

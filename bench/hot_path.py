@@ -207,7 +207,7 @@ class TaskPath:
         with session.lock:
             timed("on_done", session.loop.on_done, [(handle, *msg) for msg in done_msgs])
         with self.clock("values", BATCH):
-            ser.values_of(refs, store.values, session.segments.mapped)
+            ser.values_of(refs, store.values)
         with self.clock("drop", BATCH):
             refs.clear()
             with session.lock:
