@@ -89,7 +89,8 @@ ROWS = [
     Row("W15", "W15 generator, 100 x 10 MB", "GB/s", "higher",
         "one generator task yielding 100 arrays of 10 MB, each got (mapped) as it comes, then "
         "dropped; ref: shmray's put of the same 100 arrays in the driver (freed segments reused), "
-        "alternating; tasks: the same puts in a task (fresh segments), median of 3"),
+        "alternating; tasks: the same puts in a task (the worker's freed segments reused), "
+        "median of 3"),
     Row("W16small", "W16 Pool.map, 100,000 items", "items/s", "higher",
         "Pool(2).map of a no-op over a list of 100,000 ints, default chunksize: shmray's "
         "shmray.util.multiprocessing.Pool, the stdlib's, Ray's ray.util.multiprocessing.Pool"),
