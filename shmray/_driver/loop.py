@@ -32,6 +32,7 @@ from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXI
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
                          GPU_FREE, GPU_HOST, LOG, PG_ASK, PUT, REFS, SUBMIT, WAIT, GpuFree)
 from .._object_ref import stream_item_id, task_id_of
+from .._protocol import ERROR, INLINE
 from .actors import DEAD
 from .interrupts import sections
 from .output import on_log
@@ -58,7 +59,7 @@ class MessageLoop:
         self.pool, self.store, self.control = s.pool, s.store, s.control
         self.tasks, self.dispatch, self.rpcs = s.tasks, s.dispatch, s.rpcs
         self.workers, self.gpu, self.envs = s.workers, s.gpu, s.envs
-        self.scheduler = s.scheduler
+        self.scheduler, self.ledger = s.scheduler, s.ledger
         self.actors, self.life = s.actors, s.life
         self.generators = s.generators
         self.deferred = deque()      # callables with user code, run outside the locks
@@ -90,7 +91,35 @@ class MessageLoop:
 
     def on_done(self, w, kind, task_id, outcome, start, end, inner, gpu, retryable):
         inflight = w.inflight
-        if inflight[0].task_id == task_id:
+        spec = inflight[0]
+        # The common case the short way, its steps inlined: a simple task (spec.simple),
+        # not cancelled, first in line on a task worker that waits for nothing, with a
+        # small result its ref is still there for. What the long way below, then
+        # TaskTable.on_done, TaskTable.finish and ObjectStore.put do for it, no more.
+        if (spec.task_id == task_id and spec.simple and inner is None and gpu is None
+                and not spec.cancelled and outcome[0] != ERROR and outcome[0][0] == INLINE
+                and not w.rpcs and w.actor is None and not w.retiring):
+            store = self.store
+            if task_id in store._local:
+                inflight.popleft()
+                w.tasks_done += 1
+                if not inflight:  # (rpcs.resume)
+                    self.ledger.uncharge(w)
+                    w.idle_since = time.monotonic()
+                self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
+                tasks = self.tasks
+                del tasks.tasks[task_id]
+                spec.worker = None
+                tasks.finished += 1
+                store.values[task_id] = outcome[0]  # the value first, then out of pending
+                store.pending.discard(task_id)
+                if store._callbacks:
+                    cbs = store._callbacks.pop(task_id, None)
+                    if cbs:
+                        for cb in cbs:
+                            cb(task_id)
+                return
+        if spec.task_id == task_id:
             spec = inflight.popleft()
         else:  # a help task, run on top of a waiting one
             spec = next(s for s in inflight if s.task_id == task_id)
@@ -221,8 +250,7 @@ class MessageLoop:
                 self.session.groups.place_pending()
             self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
         if self.dispatch.batched:
-            for w in list(self.dispatch.batched):
-                self.dispatch.send_batch(w)
+            self.dispatch.push_batches(burst)
         self.store.process_refs()
         if self.store.generator_taken:  # (after the refs' creations: counted first)
             self.generators.take_handed_out()

@@ -204,11 +204,15 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             if args or kwargs:
                 args_stored, deps, held = ser.pack_args(name, args, kwargs,
                                                         self.resolve_nested, self.new_segment_name)
+                simple = not deps and not held and args_stored[0] != SHM
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
                 args_stored, deps, held = ser.NO_ARGS, None, None
+                simple = True
             task_id = new_base_id()
             if actor_id is None:
                 spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, True)
+                if simple and spec.num_returns == 1:
+                    spec.simple = True
             else:
                 spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, True,
                                      None)

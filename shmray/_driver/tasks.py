@@ -101,7 +101,10 @@ class TaskTable:
             spec.env = env
             spec.queue = (spec.request, env)
         if never is None and not spec.deps:  # the common case: runnable now
-            self.ready(spec, burst)
+            if spec.simple and env is None and submitter is None:
+                self.dispatch.place_or_queue(spec, burst)  # (what ready() comes to for it)
+            else:
+                self.ready(spec, burst)
             return
         if never is not None:
             if isinstance(never, TaskUnschedulableError):
