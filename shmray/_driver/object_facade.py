@@ -64,8 +64,9 @@ class ObjectFacade:
         store = self.store
         values = store.values
         oids = [r._id for r in refs if type(r) is ObjectRef]
-        for oid in oids:
-            if not store.coming_or_there(oid):
+        pending = store.pending
+        for oid in oids:  # store.coming_or_there(oid), inlined: pending read first
+            if oid not in pending and oid not in values:
                 self.check_open()
                 raise lost_error(oid)
         missing = [o for o in oids if o not in values]

@@ -235,9 +235,9 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                 self.waited = False
                 self.tasks.add(spec, None, burst)
             self._submits += 1
-            # In a burst, results are collected every 8th call: workers hold up to 64
+            # In a burst, results are collected every 16th call: workers hold up to 64
             # queued tasks each, and an empty drain costs as much as a submit's scheduling.
-            if (not burst or not self._submits & 7) and loop.pump_lock.acquire(False):
+            if (not burst or not self._submits & 15) and loop.pump_lock.acquire(False):
                 try:
                     loop.drain(DRAIN_BATCH, burst)
                 finally:
