@@ -14,6 +14,8 @@ import os
 import threading
 from itertools import count
 
+from ._crecords import RefBase, set_hooks
+
 
 class _Hooks:
     """Set by the process's runtime; the defaults do nothing. Both counting hooks
@@ -27,6 +29,7 @@ class _Hooks:
 
 
 _hooks = _Hooks()
+set_hooks(_hooks)
 
 
 class _Collector(threading.local):
@@ -89,17 +92,13 @@ def new_base_id() -> int:
     return _prefix | (next(_counter) << _ID_SHIFT)
 
 
-class ObjectRef:
-    __slots__ = ("_id", "__weakref__")
+class ObjectRef(RefBase):
+    """`ObjectRef(oid, _counted=False)`; `_id`, the object's id, and the counting of
+    instances through `_hooks` (created, unless `_counted`: the runtime counted this
+    instance already, a submit's or put's returned handle; dropped, when the instance
+    goes) are the C base's (shmray._crecords.RefBase): no frame runs for either."""
 
-    def __init__(self, oid: int, _counted: bool = False):
-        """`_counted`: the runtime counted this instance already (a submit's or put's
-        returned handle), so the `created` hook is skipped on the hot path."""
-        self._id = oid
-        if not _counted:
-            created = _hooks.created
-            if created is not None:
-                created(oid)
+    __slots__ = ()
 
     def hex(self) -> str:
         return f"{self._id:032x}"
@@ -134,15 +133,6 @@ class ObjectRef:
 
     def __deepcopy__(self, memo):
         return ObjectRef(self._id)
-
-    def __del__(self):
-        dropped = _hooks.dropped
-        if dropped is not None:
-            try:
-                oid = self._id
-            except AttributeError:  # its __init__ was interrupted (Ctrl-C) before counting
-                return
-            dropped(oid)
 
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or the task's error)."""

@@ -369,7 +369,6 @@ class MessageLoop:
         for rings nobody empties (and delivers deferred wakes), every millisecond."""
         while not self.workers.stopping:
             try:
-                sections.redeliver_held()
                 self._background_step()
             except KeyboardInterrupt:  # signals are the main thread's business
                 continue

@@ -1,6 +1,6 @@
 """TaskSpec: a task as the driver tracks it, from submission to its last attempt.
 
-Its fields live in a C type (shmray._cspec.TaskSpecBase): the driver makes one per
+Its fields live in a C type (shmray._crecords.TaskSpecBase): the driver makes one per
 task, and constructing it in C costs one call instead of 23 attribute stores in
 bytecode. They read and write as __slots__ would:
 
@@ -30,7 +30,7 @@ bytecode. They read and write as __slots__ would:
 """
 from __future__ import annotations
 
-from .._cspec import TaskSpecBase
+from .._crecords import TaskSpecBase
 
 
 class TaskSpec(TaskSpecBase):
