@@ -51,7 +51,7 @@ def test_a_spec_has_its_arguments_and_the_documented_defaults():
     for name in ("worker", "lent", "held", "parent", "pinned", "env", "retry_exceptions"):
         assert getattr(spec, name) is None, name
     assert spec.actor is None and spec.creates is False  # (TaskSpec's class attributes)
-    assert spec.return_ids() == [1 << 16]
+    assert spec.return_ids() == [1 << 16] and isinstance(spec, TaskSpecBase)
 
 
 def test_spec_fields_read_and_write_as_slots_did():
