@@ -126,7 +126,7 @@ static PyTypeObject SpecType = {
  * given, so the runtime installs them as before). As a Python class, making one ran
  * an __init__ frame and dropping one a __del__ frame; here neither runs bytecode, so
  * a Ctrl-C can never land inside a drop (the hook, a deque's append, is C as well).
- * Not garbage-collected: it holds an int only. */
+ * Never garbage-collected: it holds an int only (see Ref_new). */
 typedef struct {
     PyObject_HEAD
     PyObject *id;
@@ -146,6 +146,15 @@ static int call_hook(PyObject *name, PyObject *oid) {
     }
     Py_DECREF(hook);
     return r;
+}
+
+/* An ObjectRef holds an int and can be in no cycle, but a Python subclass of any type
+ * is garbage-collected: untracked here, the collector never visits one (a full
+ * collection with 1,000,000 refs alive took 85-140 ms). */
+static PyObject *Ref_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self && PyObject_IS_GC(self)) PyObject_GC_UnTrack(self);
+    return self;
 }
 
 /* ObjectRef(oid, _counted=False): `_counted`, the runtime counted this instance
@@ -198,7 +207,7 @@ static PyTypeObject RefType = {
     .tp_basicsize = sizeof(RefObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "ObjectRef's id and instance counting (see shmray/_object_ref.py).",
-    .tp_new = PyType_GenericNew,
+    .tp_new = Ref_new,
     .tp_init = (initproc)Ref_init,
     .tp_dealloc = (destructor)Ref_dealloc,
     .tp_weaklistoffset = offsetof(RefObject, weakrefs),

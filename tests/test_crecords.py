@@ -166,6 +166,7 @@ def test_refs_work_as_before_weakrefs_pickling_equality(counted):
     back = pickle.loads(pickle.dumps(ref))
     assert back == ref and hash(back) == hash(ref) and back is not ref
     assert alive() is ref and isinstance(ref, RefBase)
+    assert not gc.is_tracked(ref)  # (it holds an int: the collector never visits it)
     del ref, back
     assert alive() is None
 

@@ -33,6 +33,7 @@ from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXI
                          GPU_FREE, GPU_HOST, LOG, PG_ASK, PUT, REFS, SUBMIT, WAIT, GpuFree)
 from .._object_ref import stream_item_id, task_id_of
 from .._protocol import ERROR, INLINE
+from .._serialization import NONE
 from .actors import DEAD
 from .interrupts import sections
 from .output import on_log
@@ -111,7 +112,10 @@ class MessageLoop:
                 del tasks.tasks[task_id]
                 spec.worker = None
                 tasks.finished += 1
-                store.values[task_id] = outcome[0]  # the value first, then out of pending
+                stored = outcome[0]
+                if stored == NONE:  # one stored form for every None (a W1 result: 101 B)
+                    stored = NONE
+                store.values[task_id] = stored  # the value first, then out of pending
                 store.pending.discard(task_id)
                 if store._callbacks:
                     cbs = store._callbacks.pop(task_id, None)
