@@ -49,6 +49,7 @@ class TaskTable:
         self.envs = envs
         self.node_id = node_id
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
+        self.children = {}          # parent task id -> ids of the tasks it submitted, unfinished
         # Tasks that ended without running (cancelled early, unschedulable, a failed
         # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
         # ran are in their workers' records (see _status_area.WorkerStatus).
@@ -81,6 +82,8 @@ class TaskTable:
                     submitter.grant(oid, store)
         if spec.num_returns == STREAMING:
             self.generators.start(spec)
+        if spec.parent is not None:  # (for a recursive cancel of its parent)
+            self.children.setdefault(spec.parent, set()).add(spec.task_id)
         if spec.held:
             for oid in spec.held:
                 store.need(oid)
@@ -187,6 +190,12 @@ class TaskTable:
         (which recorded it in its history); else it is recorded here."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
+        if spec.parent is not None:
+            siblings = self.children.get(spec.parent)
+            if siblings is not None:
+                siblings.discard(spec.task_id)
+                if not siblings:
+                    del self.children[spec.parent]
         store = self.store
         if spec.pinned is not None:
             store.unpin(spec.pinned)
@@ -351,8 +360,8 @@ class TaskTable:
             return  # finished already, or a put
         spec.cancelled = True
         if recursive:
-            for child in [s for s in self.tasks.values() if s.parent == task_id]:
-                self.cancel(child.task_id, force, recursive)
+            for child in list(self.children.get(task_id, ())):
+                self.cancel(child, force, recursive)
         w = spec.worker
         if w is None:  # queued, or waiting for its inputs
             if spec.queued:
