@@ -22,6 +22,7 @@ tracemalloc from the baseline on and reports the bytes per task by allocation si
 moment the RSS is read (and, for drop, the sites still holding memory after it).
 
     python bench/_scale.py shmray rate 1000000
+    python bench/_scale.py shmray rate 20000 --rounds 5   # the median of 5 batches
     python bench/_scale.py pool queued 200000 --trace
 
 Module-level functions only, importing no engine at the top: every engine's workers import this
@@ -40,8 +41,6 @@ import time
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 CHILD_TIMEOUT = 900      # seconds one child may take (Ray's 100,000 tasks: about a minute)
 WARM_UP = 1_000          # ships the function to every worker before the baseline is read
-RATE_ROUNDS = {20_000: 5}  # a 20,000-task batch is short: the median of 5 (in one child);
-                           # larger ones run once
 TRACE_TOP = 12
 
 
@@ -130,10 +129,11 @@ class Child:
         return len(self.session.tasks.tasks) if self.session else None
 
     # -- the modes
-    def rate(self, n):
+    def rate(self, n, rounds=1):
+        """The memory is read in the first batch, the rate is the median of `rounds`."""
         submit, fetch_all = self.tasks.submit, self.tasks.fetch_all
         rates, out = [], {}
-        for i in range(RATE_ROUNDS.get(n, 1)):
+        for i in range(rounds):
             settle()
             if i == 0:
                 self.baseline()
@@ -217,9 +217,10 @@ class Child:
 def child_main(argv):
     engine_name, mode, n = argv[0], argv[1], int(argv[2])
     trace = "--trace" in argv
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 1
     child = Child(engine_name, trace)
     try:
-        out = getattr(child, mode)(n)
+        out = child.rate(n, rounds) if mode == "rate" else getattr(child, mode)(n)
     finally:
         child.stop()
     out.update(engine=engine_name, mode=mode, n=n, traced=trace)
@@ -228,13 +229,14 @@ def child_main(argv):
 
 # ------------------------------------------------------------------ in the benchmark process
 
-def run(engine_name, mode, n, trace=False):
+def run(engine_name, mode, n, rounds=1):
     """Run one measurement in a fresh process; its JSON record."""
-    cmd = [sys.executable, os.path.join(BENCH_DIR, "_scale.py"), engine_name, mode, str(n)]
-    if trace:
-        cmd.append("--trace")
+    cmd = [sys.executable, os.path.join(BENCH_DIR, "_scale.py"), engine_name, mode, str(n),
+           "--rounds", str(rounds)]
+    # RAY_ADDRESS=local: a Ray of its own, even when another one runs on this machine
+    # (ray.init() would join that one, and refuse num_cpus)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT,
-                         cwd=BENCH_DIR)
+                         cwd=BENCH_DIR, env=dict(os.environ, RAY_ADDRESS="local"))
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
