@@ -33,6 +33,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,25 +162,26 @@ class Child:
 
     def queued(self, n):
         from _peers import WORKERS
-        gate = os.path.join(tempfile.mkdtemp(prefix="w18_"), "open")
+        folder = tempfile.mkdtemp(prefix="w18_")
+        gate = os.path.join(folder, "open")
         try:
-            hold_task = self._remote(hold)
-            gates = [hold_task(gate) for _ in range(WORKERS)]
-            time.sleep(0.5)  # the gate tasks reach their workers
-            self.baseline()
-            submit = self.tasks.submit
-            start = time.perf_counter()
-            pending = [submit() for _ in range(n)]
-            submitted = time.perf_counter()
-            out = self.read(n, "")
-            out.update(unfinished=self.unfinished(), submit_s=submitted - start)
+            try:
+                hold_task = self._remote(hold)
+                gates = [hold_task(gate) for _ in range(WORKERS)]
+                time.sleep(0.5)  # the gate tasks reach their workers
+                self.baseline()
+                submit = self.tasks.submit
+                start = time.perf_counter()
+                pending = [submit() for _ in range(n)]
+                submitted = time.perf_counter()
+                out = self.read(n, "")
+                out.update(unfinished=self.unfinished(), submit_s=submitted - start)
+            finally:
+                open(gate, "w").close()
+            self.tasks.fetch_all(gates)
+            assert len(self.tasks.fetch_all(pending)) == n
         finally:
-            open(gate, "w").close()
-        self.tasks.fetch_all(gates)
-        values = self.tasks.fetch_all(pending)
-        assert len(values) == n
-        os.unlink(gate)
-        os.rmdir(os.path.dirname(gate))
+            shutil.rmtree(folder)
         return out
 
     def _remote(self, fn):
