@@ -74,6 +74,7 @@ class Background:
         if request is not None:
             s.write_snapshot(request)
         s.segments.trim(now)
+        s.store.compact()
         self.dispatch.flush()
         for w in self.workers.dead():
             self.on_death(w)

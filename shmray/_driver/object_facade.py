@@ -74,6 +74,7 @@ class ObjectFacade:
 
         def all_ready():  # results arrive roughly in order: resume at the first missing one
             nonlocal first
+            values = store.values  # (each time: housekeeping may compact the store)
             while first < len(missing) and missing[first] in values:
                 first += 1
             return first == len(missing)
@@ -98,8 +99,8 @@ class ObjectFacade:
         raise lost_error(oids[0])
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
-        values = self.store.values
-        is_ready = lambda r: r._id in values  # (a generator's _id: its next item's)
+        store = self.store  # (store.values read at each check: it may be compacted)
+        is_ready = lambda r: r._id in store.values  # (a generator's _id: its next item's)
         not_yet = [r for r in refs if not is_ready(r)]
         ready_before = len(refs) - len(not_yet)
         may_stay = len(refs) - num_returns  # refs that may be not ready at the end
@@ -110,6 +111,7 @@ class ObjectFacade:
             # of 200,000 tasks took 7 times as long as a get of them). Past the ready front,
             # it stops at the first ref too many not ready, or at enough ready ones.
             nonlocal first
+            values = store.values
             n = len(not_yet)
             while first < n and not_yet[first]._id in values:
                 first += 1
@@ -146,10 +148,9 @@ class ObjectFacade:
                 raise lost_error(oid)
             stream = self.generators.streams.get(task_id)
             fast = stream is not None and stream.fast
-            values = store.values
-            if not self.loop.wait_until(lambda: oid in values, timeout, fast):
+            if not self.loop.wait_until(lambda: oid in store.values, timeout, fast):
                 raise GetTimeoutError("Timed out waiting for the generator's next item.")
-            stored = values.get(oid)
+            stored = store.values.get(oid)
             if stored is None:  # (the session ended meanwhile)
                 self.check_open()
                 raise lost_error(oid)
