@@ -1,4 +1,4 @@
-"""Build the C extension shmray._cring from csrc/; everything else is in pyproject.toml."""
+"""Build the C extensions shmray._cring and shmray._crecords from csrc/; everything else is in pyproject.toml."""
 from setuptools import Extension, setup
 
 setup(
@@ -9,6 +9,12 @@ setup(
             depends=["csrc/ring.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
-        )
+        ),
+        Extension(
+            "shmray._crecords",
+            sources=["csrc/recordsmodule.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+        ),
     ]
 )

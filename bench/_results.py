@@ -104,6 +104,21 @@ ROWS = [
     Row("W17array", "W17 joblib, 100 MB to 40", "ms", "lower",
         "joblib.Parallel(n_jobs=2) of 40 calls each given the same 100 MB array (a column "
         "mean): shmray puts it once; loky memmaps it (hash, file); Ray puts it once"),
+    Row("W18small", "W18 W1 at 20,000 tasks", "tasks/s", "higher",
+        "W1's batch in a fresh process: 20,000 no-op tasks submitted, then all fetched (median "
+        "of 5 batches, Ray: 1; Pool: apply_async)"),
+    Row("W18big", "W18 W1 at 1,000,000 tasks", "tasks/s", "higher",
+        "the same at 1,000,000 tasks, one batch (Ray: 50,000)"),
+    Row("W18flat", "W18 rate 1M / rate 20k", "ratio", "higher",
+        "the row above over the one before: 1.0 is a rate flat in size"),
+    Row("W18bytes", "W18 bytes/task, not fetched", "B", "lower",
+        "the driver's RSS after the 1,000,000-task submit loop minus before it, per task "
+        "(Ray: 50,000); PSS and gc objects in latest.json"),
+    Row("W18queued", "W18 bytes/task, queued", "B", "lower",
+        "the same, 200,000 tasks held behind a gate task on every worker (Ray: 20,000)"),
+    Row("W18drop", "W18 200k dropped, RSS back", "fract.", "higher",
+        "200,000 results fetched, then refs and values dropped at once: (RSS before - after) / "
+        "(before - baseline); 1.0: all back (Ray: 20,000)"),
 ]
 ROW_BY_ID = {row.id: row for row in ROWS}
 COLUMNS = ENGINES + ("ref", "tasks")   # tasks: shmray's own tasks, for its actors' rows

@@ -22,6 +22,11 @@ def pytest_addoption(parser):
                           "default: all")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a run of a minute or more (W18's 1,000,000 "
+                                       "tasks); -m 'not slow' leaves them out")
+
+
 def _engine_of(item):
     params = getattr(item, "callspec", None)
     params = params.params if params else {}

@@ -26,6 +26,8 @@ from ._store_info import StoreStats
 from .exceptions import ObjectStoreFullError
 
 
+COMPACT_FROM = 8192  # a table this large, fallen below an eighth of it, is rebuilt
+
 class ObjectStore:
     def __init__(self, segments: SegmentPool, capacity: int, spill_directory: str):
         self.segments = segments    # where freed segments go
@@ -39,6 +41,7 @@ class ObjectStore:
         self._pinned = {}           # oid -> tasks on workers that were handed it: not spilled
         self._creators = {}         # oid -> what made it, for objects not inline
         self.values = {}            # oid -> stored form
+        self._peaks = {}            # table name -> its largest size seen (see compact)
         self.pending = set()        # oids a submitted task will produce
         self._callbacks = {}        # oid -> [callable(oid)]
         # The holders of an object, each a count (an oid is a key only while > 0):
@@ -98,6 +101,21 @@ class ObjectStore:
             callback(oid)
         else:
             self._callbacks.setdefault(oid, []).append(callback)
+
+    def compact(self):
+        """Give back the memory of the id-keyed tables after a mass drop (housekeeping,
+        under the lock): a dict or set never shrinks when keys leave, and after
+        200,000 results were dropped their tables kept 10 MB each. A table rebuilt
+        at its live size replaces the old one; readers without the lock read the
+        attribute at each check (a rebuilt one holds the same entries)."""
+        for name in ("values", "_local", "pending"):
+            table = getattr(self, name)
+            peak = self._peaks.get(name, 0)
+            if len(table) > peak:
+                self._peaks[name] = len(table)
+            elif peak >= COMPACT_FROM and len(table) * 8 < peak:
+                setattr(self, name, type(table)(table))
+                self._peaks[name] = len(table)
 
     def coming_or_there(self, oid) -> bool:
         """Will `oid` have a value, or has it? Safe without the lock: pending is read

@@ -194,6 +194,7 @@ class ResourceLedger:
     def __init__(self, totals: dict):
         self.totals = dict(totals)
         self.available = dict(totals)
+        self.releases = 0  # resources given back so far: a queued task may fit since
         self.gpus = GpuSlots(totals.get("GPU", 0.0))
 
     def fits(self, request: tuple) -> bool:
@@ -211,6 +212,7 @@ class ResourceLedger:
                 self.gpus.take(devices, amount)
 
     def release(self, request: tuple, devices: tuple = ()):
+        self.releases += 1  # (see Dispatcher.place_or_queue)
         avail = self.available
         for name, amount in request:
             if name in avail:  # (not a removed placement group's resource)

@@ -344,12 +344,16 @@ def values_of(refs: list, stored: dict) -> list:
     """What ``get`` returns: each ref's value from its stored form (the first error
     raises); items that are not refs are already values and pass through."""
     out = []
+    loads = pickle.loads
     for r in refs:
         if type(r) is not ObjectRef:
             out.append(r)
             continue
         s = stored[r._id]
-        if s[0] == ERROR:
+        if s[0] == INLINE and not s[2]:  # a small value: from_stored's first case, inlined
+            out.append(loads(s[1]))
+        elif s[0] == ERROR:
             raise load_error(s)
-        out.append(from_stored(s))
+        else:
+            out.append(from_stored(s))
     return out

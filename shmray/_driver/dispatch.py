@@ -33,6 +33,7 @@ class Dispatcher:
         self.prefix = prefix        # for messages too large for a ring
         self.unwoken = {}           # worker -> tasks pushed to it without a wake
         self.batched = set()        # workers with task records in w.batch, not pushed yet
+        self.tried_at = -1          # ledger.releases when the queued tasks were last tried
 
     def place_or_queue(self, spec, burst):
         """`spec` is ready to run: onto a worker now if nothing is queued ahead of it
@@ -44,11 +45,15 @@ class Dispatcher:
                 self.send_task(w, spec, burst)
                 return
         sched.push(spec)
-        self.dispatch_queued(burst)
+        # The queued tasks were tried when workers or resources last came free (the
+        # handled messages' settle, housekeeping): again only if some came free since.
+        if self.ledger.releases != self.tried_at:
+            self.dispatch_queued(burst)
 
     def dispatch_queued(self, burst=False):
         """Place queued tasks while workers are free (results just freed some)."""
         sched = self.scheduler
+        self.tried_at = self.ledger.releases
         for request in list(sched.ready):
             q = sched.ready[request]
             while q:
@@ -62,9 +67,11 @@ class Dispatcher:
                     break
                 q.popleft()
                 spec.queued = False
-                self.send_task(w, spec, burst)
+                self.send_task(w, spec, True)  # batched: one message per worker, below
             if not q:
                 del sched.ready[request]
+        if not burst and self.batched:
+            self.push_batches()
 
     def send_help(self, w, spec):
         """`w` waits in get for `spec`'s result: it runs `spec` itself (see _scheduler)."""
@@ -123,6 +130,14 @@ class Dispatcher:
         else:
             self.unwoken[w] = n
             w.send(data, wake=False)
+
+    def push_batches(self, burst=False):
+        """Push the batched task records, each worker's as one message. In a burst, only
+        to a worker with fewer than TASK_BATCH tasks pushed and not done: the others
+        have work, and more tasks make the next message larger."""
+        for w in list(self.batched):
+            if not burst or len(w.inflight) - len(w.batch) < TASK_BATCH:
+                self.send_batch(w, wake=not burst)
 
     def flush(self):
         """Push every batch and wake every worker left asleep (the driver waits now)."""

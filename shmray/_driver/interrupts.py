@@ -13,25 +13,21 @@ outermost section ends, at a point where the state is whole again.
 Only the main thread gets signals, so only its sections count (other threads'
 sections cost one comparison). A second Ctrl-C while one has been held for
 STUCK_SECTION seconds goes through: a step that never ends must not make the
-program impossible to stop. A Ctrl-C inside an ObjectRef's __del__ (which
-Python would print and swallow, leaving the drop uncounted) is sent again by the
-session's background thread and lands after it.
+program impossible to stop. Dropping an ObjectRef runs no bytecode (its counting
+is C: shmray._crecords.RefBase), so no Ctrl-C can land inside a drop and leave it
+uncounted.
 
 `SafeLock` is a lock whose holding is a section: the session's state lock, so
 every `with session.lock:` is safe as written.
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
 from threading import get_ident
 
-from .._object_ref import ObjectRef, _hooks
-
 MAIN = threading.main_thread().ident
-_DROP_CODE = ObjectRef.__del__.__code__
 STUCK_SECTION = 2.0  # seconds: a Ctrl-C pressed again after this is not held any more
 
 
@@ -42,7 +38,6 @@ class Sections:
         self.depth = 0
         self.pending = False
         self._pending_since = 0.0
-        self.redeliver = False    # a Ctrl-C that came inside a ref's __del__
         self._previous = None     # the SIGINT handler ours forwards to
 
     def install(self):
@@ -67,19 +62,7 @@ class Sections:
             # A second Ctrl-C while a section has held one for this long: a step that
             # does not end (a worker that will not exit at shutdown). It goes through.
         self.pending = False
-        if frame is not None and frame.f_code is _DROP_CODE and _hooks.dropped is not None:
-            # A ref being dropped: a KeyboardInterrupt in a __del__ is printed and
-            # swallowed, and the drop never counted. The session's background
-            # thread sends it again (redeliver), and it lands after the __del__.
-            self.redeliver = True
-            return
         self._previous(signum, frame)
-
-    def redeliver_held(self):
-        """(The background thread, every few ms.) Send a Ctrl-C held in a __del__."""
-        if self.redeliver:
-            self.redeliver = False
-            os.kill(os.getpid(), signal.SIGINT)
 
     def raise_pending(self):
         """The outermost section ended with a Ctrl-C held: deliver it now."""

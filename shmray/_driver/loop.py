@@ -21,23 +21,24 @@ it has let go of both.
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import threading
 import time
 from collections import deque
 
 from .. import _ring
-from .._cring import pop_any, wait_stalled
+from .._cring import pop_any
 from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
                          GPU_FREE, GPU_HOST, LOG, MAPS, PG_ASK, PUT, REFS, SUBMIT, WAIT,
-                         GpuFree)
+                         ERROR, INLINE, GpuFree)
 from .._object_ref import stream_item_id, task_id_of
+from .._serialization import NONE
 from .actors import DEAD
 from .interrupts import sections
 from .output import on_log
 from .spec import TaskSpec
-from .workers import DIED, RETIRED
+from .background import HOUSEKEEP_EVERY, Background
+from .workers import RETIRED
 
 # How long a waiting pop spins before it sleeps on the futex (seconds). Spinning
 # catches a reply from a worker on the other core in well under a microsecond;
@@ -45,12 +46,10 @@ from .workers import DIED, RETIRED
 # workers, so it spins only while tasks are short (recent mean below SPIN_IF_TASKS_UNDER).
 DRIVER_SPIN = 50e-6
 SPIN_IF_TASKS_UNDER = 200e-6
-HOUSEKEEP_EVERY = 0.02
-QUIET = 0.01                 # no .remote() for this long: the background thread pumps
 DRAIN_BATCH = 512
 
 
-class MessageLoop:
+class MessageLoop(Background):
     def __init__(self, session):
         s = session
         self.session = s
@@ -59,7 +58,7 @@ class MessageLoop:
         self.pool, self.store, self.control = s.pool, s.store, s.control
         self.tasks, self.dispatch, self.rpcs = s.tasks, s.dispatch, s.rpcs
         self.workers, self.gpu, self.envs = s.workers, s.gpu, s.envs
-        self.scheduler = s.scheduler
+        self.scheduler, self.ledger = s.scheduler, s.ledger
         self.actors, self.life = s.actors, s.life
         self.generators = s.generators
         self.deferred = deque()      # callables with user code, run outside the locks
@@ -92,7 +91,38 @@ class MessageLoop:
 
     def on_done(self, w, kind, task_id, outcome, start, end, inner, gpu, retryable):
         inflight = w.inflight
-        if inflight[0].task_id == task_id:
+        spec = inflight[0]
+        # The common case the short way, its steps inlined: a simple task (spec.simple),
+        # not cancelled, first in line on a task worker that waits for nothing, with a
+        # small result its ref is still there for. What the long way below, then
+        # TaskTable.on_done, TaskTable.finish and ObjectStore.put do for it, no more.
+        if (spec.task_id == task_id and spec.simple and inner is None and gpu is None
+                and not spec.cancelled and outcome[0] != ERROR and outcome[0][0] == INLINE
+                and not w.rpcs and w.actor is None and not w.retiring):
+            store = self.store
+            if task_id in store._local:
+                inflight.popleft()
+                w.tasks_done += 1
+                if not inflight:  # (rpcs.resume)
+                    self.ledger.uncharge(w)
+                    w.idle_since = time.monotonic()
+                self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
+                tasks = self.tasks
+                del tasks.tasks[task_id]
+                spec.worker = None
+                tasks.finished += 1
+                stored = outcome[0]
+                if stored == NONE:  # one stored form for every None (a W1 result: 101 B)
+                    stored = NONE
+                store.values[task_id] = stored  # the value first, then out of pending
+                store.pending.discard(task_id)
+                if store._callbacks:
+                    cbs = store._callbacks.pop(task_id, None)
+                    if cbs:
+                        for cb in cbs:
+                            cb(task_id)
+                return
+        if spec.task_id == task_id:
             spec = inflight.popleft()
         else:  # a help task, run on top of a waiting one
             spec = next(s for s in inflight if s.task_id == task_id)
@@ -223,8 +253,7 @@ class MessageLoop:
                 self.session.groups.place_pending()
             self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
         if self.dispatch.batched:
-            for w in list(self.dispatch.batched):
-                self.dispatch.send_batch(w)
+            self.dispatch.push_batches(burst)
         self.store.process_refs()
         if self.store.generator_taken:  # (after the refs' creations: counted first)
             self.generators.take_handed_out()
@@ -331,83 +360,3 @@ class MessageLoop:
                     self.pumpers -= 1
                     if not self.pumpers and self._bg_parked:  # only a parked thread needs a wake
                         self._nobody_pumps.set()
-
-    # ------------------------------------------------------------ background
-    def _background(self):
-        """Handle messages nobody else is handling, and keep house.
-
-        While a user thread waits in get/wait, it handles the messages: this thread
-        parks. While the driver is quiet (no .remote() for QUIET seconds), it sleeps
-        on the doorbell and handles whatever comes. During a burst of submissions,
-        the submitting thread collects results itself, and this one only watches
-        for rings nobody empties (and delivers deferred wakes), every millisecond."""
-        while not self.workers.stopping:
-            try:
-                sections.redeliver_held()
-                self._background_step()
-            except KeyboardInterrupt:  # signals are the main thread's business
-                continue
-            except Exception as e:  # never die: the session depends on this thread
-                print(f"shmray: background thread error: {type(e).__name__}: {e}",
-                      file=sys.stderr)
-                time.sleep(HOUSEKEEP_EVERY)
-
-    def _background_step(self):
-        # Parked while a user thread pumps. Also asked: did one pump lately? A Ctrl-C
-        # landing in wait_until's `finally` before its section can leave `pumpers`
-        # counted up; the session must not then go undrained.
-        if self.pumpers and time.monotonic() - self.user_pumped < 4 * HOUSEKEEP_EVERY:
-            self._bg_parked = True
-            self._nobody_pumps.clear()
-            if self.pumpers:  # re-checked after clear(): a set() cannot be lost
-                self._nobody_pumps.wait(HOUSEKEEP_EVERY)
-            self._bg_parked = False
-            return
-        if time.monotonic() - self.session.last_submit > QUIET:
-            self.pump(HOUSEKEEP_EVERY, spin=False)
-            return
-        # also delivers deferred wakes: it nudges task rings whose worker sleeps
-        wait_stalled(self.pool.snapshot[1], 0.001, HOUSEKEEP_EVERY, self.pool.task_rings)
-        if not self.workers.stopping and self.pump_lock.acquire(False):
-            try:
-                self.drain(1 << 30)
-            finally:
-                self.pump_lock.release()
-                if self.deferred:
-                    self.run_deferred()
-
-    # ------------------------------------------------------------ housekeeping
-    def housekeep(self):
-        now = time.monotonic()
-        self.next_housekeep = now + HOUSEKEEP_EVERY
-        s = self.session
-        s.status.publish(s.counters())
-        request = s.status.requested()
-        if request is not None:
-            s.write_snapshot(request)
-        s.segments.trim(now)
-        self.dispatch.flush()
-        for w in self.workers.dead():
-            self.on_death(w)
-        self.rpcs.expire(now)
-        for key, prepared, error, waiting in self.envs.take_events():
-            if prepared is not None and key == self.envs.job_key:
-                self.workers.rebase(prepared)
-            self.tasks.env_settled(waiting, error)
-        self.workers.retire_idle(now)
-        if s.groups.pending:
-            s.groups.place_pending()
-        self.dispatch.dispatch_queued()
-        if self.actors.unplaced:  # (resources freed by an actor's end, not by a message)
-            self.actors.place_unplaced()
-
-    def on_death(self, w):
-        """`w` died: what it managed to send before still counts (read first: the
-        caller holds pump_lock, the rings' one consumer), then it leaves."""
-        rings = (w.channel.results,)
-        while not w.gone:
-            got = pop_any(rings, self.control.doorbell, 0.0, 0.0, 0)
-            if got is None:
-                break
-            self.handle(w, _ring.decode(got[1]))
-        self.workers.remove_worker(w, DIED)

@@ -65,8 +65,9 @@ class ObjectFacade:
         store = self.store
         values = store.values
         oids = [r._id for r in refs if type(r) is ObjectRef]
-        for oid in oids:
-            if not store.coming_or_there(oid):
+        pending = store.pending
+        for oid in oids:  # store.coming_or_there(oid), inlined: pending read first
+            if oid not in pending and oid not in values:
                 self.check_open()
                 raise lost_error(oid)
         missing = [o for o in oids if o not in values]
@@ -74,6 +75,7 @@ class ObjectFacade:
 
         def all_ready():  # results arrive roughly in order: resume at the first missing one
             nonlocal first
+            values = store.values  # (each time: housekeeping may compact the store)
             while first < len(missing) and missing[first] in values:
                 first += 1
             return first == len(missing)
@@ -98,13 +100,34 @@ class ObjectFacade:
         raise lost_error(oids[0])
 
     def wait(self, refs: list, num_returns: int, timeout, fetch_local: bool):
-        values = self.store.values
-        is_ready = lambda r: r._id in values  # (a generator's _id: its next item's)
+        store = self.store  # (store.values read at each check: it may be compacted)
+        is_ready = lambda r: r._id in store.values  # (a generator's _id: its next item's)
         not_yet = [r for r in refs if not is_ready(r)]
+        ready_before = len(refs) - len(not_yet)
+        may_stay = len(refs) - num_returns  # refs that may be not ready at the end
+        first = 0  # not_yet[:first] are ready: results arrive roughly in order
 
         def enough():
-            not_yet[:] = [r for r in not_yet if r._id not in values]
-            return len(refs) - len(not_yet) >= num_returns
+            # Called at every pump: it must not cost len(refs) each time (waiting for all
+            # of 200,000 tasks took 7 times as long as a get of them). Past the ready front,
+            # it stops at the first ref too many not ready, or at enough ready ones.
+            nonlocal first
+            values = store.values
+            n = len(not_yet)
+            while first < n and not_yet[first]._id in values:
+                first += 1
+            ready = ready_before + first
+            late = 0
+            for i in range(first, n):
+                if ready >= num_returns:
+                    break
+                if not_yet[i]._id in values:
+                    ready += 1
+                else:
+                    late += 1
+                    if late > may_stay:
+                        return False
+            return ready >= num_returns
 
         self.loop.wait_until(enough, timeout)
         ready, not_ready = [], []
@@ -126,10 +149,9 @@ class ObjectFacade:
                 raise lost_error(oid)
             stream = self.generators.streams.get(task_id)
             fast = stream is not None and stream.fast
-            values = store.values
-            if not self.loop.wait_until(lambda: oid in values, timeout, fast):
+            if not self.loop.wait_until(lambda: oid in store.values, timeout, fast):
                 raise GetTimeoutError("Timed out waiting for the generator's next item.")
-            stored = values.get(oid)
+            stored = store.values.get(oid)
             if stored is None:  # (the session ended meanwhile)
                 self.check_open()
                 raise lost_error(oid)

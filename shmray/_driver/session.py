@@ -203,11 +203,15 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             if args or kwargs:
                 args_stored, deps, held = ser.pack_args(name, args, kwargs,
                                                         self.resolve_nested, self.new_segment_name)
+                simple = not deps and not held and args_stored[0] != SHM
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
                 args_stored, deps, held = ser.NO_ARGS, None, None
+                simple = True
             task_id = new_base_id()
             if actor_id is None:
                 spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, True)
+                if simple and spec.num_returns == 1:
+                    spec.simple = True
             else:
                 spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, True,
                                      None)
@@ -230,9 +234,9 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                 self.waited = False
                 self.tasks.add(spec, None, burst)
             self._submits += 1
-            # In a burst, results are collected every 8th call: workers hold up to 64
+            # In a burst, results are collected every 16th call: workers hold up to 64
             # queued tasks each, and an empty drain costs as much as a submit's scheduling.
-            if (not burst or not self._submits & 7) and loop.pump_lock.acquire(False):
+            if (not burst or not self._submits & 15) and loop.pump_lock.acquire(False):
                 try:
                     loop.drain(DRAIN_BATCH, burst)
                 finally:

@@ -14,8 +14,6 @@ are decided here. Every method runs under the session's lock.
 """
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import deque
 
@@ -25,9 +23,9 @@ from .._protocol import ERROR, INLINE, SHM, SPILLED, STREAMING
 from .._ring import CANCEL_SLOTS
 from .._scheduler import PIPELINE_MAX
 from .._resources import warn_infeasible
-from ..exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
-from .actors import ALIVE, interrupt
+from ..exceptions import TaskUnschedulableError, WorkerCrashedError
 from .rpcs import can_help, lost_error
+from .task_cancel import Cancelling, cancelled_stored
 from .verdicts import Verdicts
 
 HISTORY = 10_000             # tasks that ended without running, for `shmray list tasks`
@@ -38,7 +36,7 @@ LEND_INLINE_MAX = 1024       # inline values lent only up to this size
 assert PIPELINE_MAX < CANCEL_SLOTS // 2
 
 
-class TaskTable:
+class TaskTable(Cancelling):
     def __init__(self, store, ledger, scheduler, dispatch, envs, actors, generators, node_id):
         self.store = store
         self.actors = actors
@@ -49,6 +47,7 @@ class TaskTable:
         self.envs = envs
         self.node_id = node_id
         self.tasks = {}             # task_id -> TaskSpec, until its last attempt ends
+        self.children = {}          # parent task id -> ids of the tasks it submitted, unfinished
         # Tasks that ended without running (cancelled early, unschedulable, a failed
         # input): (task id, fn id, attempt, (None, None, end ns), error type). Those that
         # ran are in their workers' records (see _status_area.WorkerStatus).
@@ -81,6 +80,8 @@ class TaskTable:
                     submitter.grant(oid, store)
         if spec.num_returns == STREAMING:
             self.generators.start(spec)
+        if spec.parent is not None:  # (for a recursive cancel of its parent)
+            self.children.setdefault(spec.parent, set()).add(spec.task_id)
         if spec.held:
             for oid in spec.held:
                 store.need(oid)
@@ -101,7 +102,10 @@ class TaskTable:
             spec.env = env
             spec.queue = (spec.request, env)
         if never is None and not spec.deps:  # the common case: runnable now
-            self.ready(spec, burst)
+            if spec.simple and env is None and submitter is None:
+                self.dispatch.place_or_queue(spec, burst)  # (what ready() comes to for it)
+            else:
+                self.ready(spec, burst)
             return
         if never is not None:
             if isinstance(never, TaskUnschedulableError):
@@ -184,6 +188,12 @@ class TaskTable:
         (which recorded it in its history); else it is recorded here."""
         self.tasks.pop(spec.task_id, None)
         spec.worker = None
+        if spec.parent is not None:
+            siblings = self.children.get(spec.parent)
+            if siblings is not None:
+                siblings.discard(spec.task_id)
+                if not siblings:
+                    del self.children[spec.parent]
         store = self.store
         if spec.pinned is not None:
             store.unpin(spec.pinned)
@@ -337,54 +347,6 @@ class TaskTable:
                     f"({spec.name}, pid={w.pid}, {why}); it was tried {spec.attempt + 1} "
                     f"time(s) (max_retries={opts.max_retries}).")))
 
-    # ------------------------------------------------------------ cancel
-    def cancel(self, task_id, force, recursive):
-        """Ray's cancel: a task not started never runs; a running one gets
-        KeyboardInterrupt (SIGINT; its worker checks that the cancel is for the task
-        it runs), or loses its worker with force. Never retried; get raises
-        TaskCancelledError. recursive: the tasks it submitted too."""
-        spec = self.tasks.get(task_id)
-        if spec is None or spec.cancelled:
-            return  # finished already, or a put
-        spec.cancelled = True
-        if recursive:
-            for child in [s for s in self.tasks.values() if s.parent == task_id]:
-                self.cancel(child.task_id, force, recursive)
-        w = spec.worker
-        if w is None:  # queued, or waiting for its inputs
-            if spec.queued:
-                self.scheduler.take(spec)
-            self.finish(spec, cancelled_stored(spec))
-            return
-        if self.dispatch.unbatch(w, spec):  # not pushed to the worker yet
-            w.inflight.remove(spec)
-            if w.idle:  # it was the worker's only task: its resources are free again
-                self.ledger.uncharge(w)
-                w.idle_since = time.monotonic()
-            self.finish(spec, cancelled_stored(spec))
-            return
-        # The worker skips it if it has not started it. Help tasks (started, stacked
-        # on waiting ones) come first: if the list is cut, the oldest of them go.
-        cancelled = [s for s in w.inflight if s.cancelled]
-        w.channel.post_cancels([s.task_id for s in cancelled if s.helping]
-                               + [s.task_id for s in cancelled if not s.helping])
-        if spec.actor is not None:  # an actor's process is never killed by a cancel; a
-            # running call of a sync or threaded actor is not interrupted (as in Ray), an
-            # async one's asyncio task is cancelled. Not before the actor is alive: its
-            # calls start after that, and its process may not handle SIGINT yet (the
-            # creation's end interrupts it then: ActorTable.call_finished).
-            if spec.actor.handle.is_async and spec.actor.state == ALIVE:
-                interrupt(w)
-            return
-        if force:
-            if w.inflight[0] is spec or spec.helping:  # running: the worker, and what
-                w.proc.kill()                          # its task started, go
-        else:  # (always: it may have started since the driver last heard; the worker
-            try:  # acts on it only if the task it runs now is a cancelled one)
-                os.kill(w.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-
     def drop_all(self):
         """Shutdown: the arguments' segments go with the tasks."""
         for spec in self.tasks.values():
@@ -400,6 +362,3 @@ def _retries_left(spec, limit) -> bool:
         limit = spec.actor.options.max_task_retries
     return limit < 0 or spec.attempt < limit
 
-
-def cancelled_stored(spec):
-    return ser.error_stored(TaskCancelledError(f"{spec.task_id:032x}"))
