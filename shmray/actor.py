@@ -16,14 +16,12 @@ import inspect
 import os
 import pickle
 import zlib
-from typing import NamedTuple
-
-import cloudpickle
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
 from ._function_pickle import pickle_function
 from ._object_ref import ObjectRef
+from ._records import NamedTuple
 
 _MASK64 = (1 << 64) - 1
 # Methods every actor has: queued like the others (see _worker_actor).
@@ -123,6 +121,8 @@ def _portable(retry_exceptions):
     is cloudpickled (they may be local classes; the driver's pickle could not send them)."""
     if isinstance(retry_exceptions, bool):
         return retry_exceptions
+    import cloudpickle  # (here: cloudpickle is imported when first needed)
+
     return cloudpickle.dumps(tuple(retry_exceptions))
 
 
