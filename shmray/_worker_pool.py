@@ -16,7 +16,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -75,6 +74,8 @@ class WorkerProcess:
             finally:
                 os.close(fd)
             if self.poll() is None:
+                import subprocess  # (Popen's exception; imported here, as in _spawn)
+
                 raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
         return self.returncode
 
@@ -214,6 +215,8 @@ class WorkerPool:
 
     @staticmethod
     def _spawn(config) -> WorkerProcess:
+        import subprocess  # (here: forked workers never need it)
+
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
@@ -228,6 +231,8 @@ class WorkerPool:
     def _spawn_in(env, config) -> WorkerProcess:
         """A worker for a runtime environment: its interpreter (a pip venv's), its
         env_vars, its working_dir copy as the directory, its paths first on sys.path."""
+        import subprocess
+
         config = dict(config, cwd=env.cwd or config["cwd"], runtime_env=env.env)
         # Its PYTHONPATH (env_vars) comes right after the working_dir and py_modules.
         user_path = [p for p in env.env_vars.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -259,6 +264,8 @@ class WorkerPool:
 
     def stop_all(self, grace: float):
         """Ask every worker to exit, kill those still running after `grace` seconds."""
+        import subprocess  # (its TimeoutExpired: a session starts without subprocess)
+
         self.workers += self.actor_workers
         self.actor_workers = []
         exit_msg = _ring.encode(Exit(EXIT), self.workers[0].ring, "") if self.workers else b""
