@@ -176,6 +176,7 @@ class WorkerPool:
         self.snapshot = ((), ())        # (all workers, result rings), replaced on change
         self.task_rings = ()
         self.gone_history = deque(maxlen=GONE_HISTORY)  # task records of workers gone
+        self.created = time.monotonic()
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
@@ -197,6 +198,10 @@ class WorkerPool:
             proc = self._spawn(config)
         w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus),
                          None if env is None else env.key)
+        if not extra:  # The scheduler's pick is the warmest idle worker (the latest to
+            # finish a task). The base workers count as idle since the pool began, all
+            # alike: the first tasks go to the first started, the likeliest to be up.
+            w.idle_since = self.created
         (self.actor_workers if actor else self.workers).append(w)
         self._refresh()
         return w

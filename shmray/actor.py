@@ -12,7 +12,6 @@ by `method_id(class id, name)`, computed the same way in every process.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import pickle
 import zlib
@@ -97,6 +96,8 @@ def method(*args, **options):
 
 
 def _methods_of(cls, class_id: int) -> tuple:
+    import inspect  # (here, as in _method_arity: a program without actors never needs it)
+
     infos = []
     for name, member in inspect.getmembers(cls):
         if name in _NOT_METHODS or not (inspect.isfunction(member) or inspect.ismethod(member)):
@@ -128,6 +129,8 @@ def _portable(retry_exceptions):
 
 def _method_arity(cls, name):
     """What `name`'s calls accept, without self (None: unknown, any call goes)."""
+    import inspect
+
     static = inspect.getattr_static(cls, name, None)
     try:
         sig = inspect.signature(getattr(cls, name))
