@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, field, replace
 
 from . import _runtime_env
 from ._protocol import DYNAMIC, STREAMING
@@ -171,12 +170,62 @@ def plain_request(options) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in req.items() if v))
 
 
-@dataclass(frozen=True)
-class TaskOptions:
+class _Frozen:
+    """Options made by keyword, frozen once made: what ``@dataclass(frozen=True)`` made
+    of them, without the dataclasses module (its import, and inspect's with it, took
+    about a tenth of ``import shmray``; see bench/README.md's W7). The class body's
+    annotated names are the fields (FIELDS: name -> default; a dict default is copied
+    for each instance); __post_init__ runs after __init__, as a dataclass's does."""
+
+    FIELDS: dict = {}
+
+    def __init_subclass__(cls):
+        cls.FIELDS = {name: cls.__dict__[name] for name in cls.__dict__["__annotations__"]}
+
+    def __init__(self, **fields):
+        unknown = fields.keys() - self.FIELDS.keys()
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s): "
+                            f"{', '.join(sorted(unknown))}")
+        values = self.__dict__  # (written directly: __setattr__ refuses)
+        for name, default in self.FIELDS.items():
+            values[name] = fields[name] if name in fields else (
+                dict(default) if type(default) is dict else default)
+        self.__post_init__()
+
+    def __post_init__(self):
+        pass
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is "
+                             f"frozen (use replace())")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def _values(self) -> tuple:
+        return tuple(self.__dict__[name] for name in self.FIELDS)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._values() == self._values()
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self.FIELDS, self._values()))
+        return f"{type(self).__name__}({fields})"
+
+    def replace(self, **changes):
+        """A copy with `changes` applied (dataclasses.replace's)."""
+        return type(self)(**{**dict(zip(self.FIELDS, self._values())), **changes})
+
+
+class TaskOptions(_Frozen):
     num_cpus: float = 1
     num_gpus: float = 0
     memory: float = 0
-    resources: dict = field(default_factory=dict)
+    resources: dict = {}
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_exceptions: object = False
     runtime_env: dict | None = None
@@ -194,7 +243,7 @@ class TaskOptions:
         # scheduler's key for "tasks that fit the same slot", computed once.
         req = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory}
         req.update(self.resources)
-        object.__setattr__(self, "request", placed(self.scheduling_strategy, req))
+        self.__dict__["request"] = placed(self.scheduling_strategy, req)
 
 
 DEFAULT = TaskOptions()
@@ -235,7 +284,7 @@ def merge(base, options: dict, default=None):
     None values mean `default`'s (the defaults of base's kind, if not given)."""
     if default is None:
         default = DEFAULT if isinstance(base, TaskOptions) else ACTOR_DEFAULT
-    fields = type(base).__dataclass_fields__
+    fields = type(base).FIELDS
     updates = {}
     for k, v in options.items():
         if k not in fields:
@@ -251,7 +300,7 @@ def merge(base, options: dict, default=None):
         if k == "runtime_env":  # absolute paths now: relative ones mean the current directory
             v = _runtime_env.normalize(v)
         updates[k] = v
-    return replace(base, **updates) if updates else base
+    return base.replace(**updates) if updates else base
 
 
 # ------------------------------------------------------------ actors
@@ -296,12 +345,11 @@ ACTOR_OPTIONS = {
 _NO_EFFECT_FOR_ACTORS = _NO_EFFECT | {"concurrency_groups", "allow_out_of_order_execution"}
 
 
-@dataclass(frozen=True)
-class ActorOptions:
+class ActorOptions(_Frozen):
     num_cpus: float | None = None    # None: Ray's default, 1 CPU to place, none held after
     num_gpus: float = 0
     memory: float = 0
-    resources: dict = field(default_factory=dict)
+    resources: dict = {}
     runtime_env: dict | None = None
     scheduling_strategy: object = "DEFAULT"
     scheduling_strategy_node_id: str | None = None
@@ -328,7 +376,7 @@ class ActorOptions:
                            scheduling_strategy=self.scheduling_strategy,
                            scheduling_strategy_node_id=self.scheduling_strategy_node_id,
                            name=f"{class_name}.__init__")
-        object.__setattr__(self, "_creation", made)  # (frozen: not one of its fields)
+        self.__dict__["_creation"] = made  # (frozen: not one of its fields)
         return made
 
     @property

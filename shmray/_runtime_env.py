@@ -22,12 +22,12 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+
+from ._records import NamedTuple
+from .exceptions import RuntimeEnvSetupError
 
 # (hashlib, json, shutil, subprocess, fnmatch: imported by the functions that set an
 # environment up; a session without one never needs them)
-
-from .exceptions import RuntimeEnvSetupError
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
 EFFECTIVE = ("env_vars", "working_dir", "py_modules", "pip")  # what needs workers of its own
@@ -163,8 +163,7 @@ def key(env: dict) -> str:
 
 
 # ------------------------------------------------------------------ preparing
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """How to start a worker for an environment."""
 
     key: str
