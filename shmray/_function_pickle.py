@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import importlib
-import linecache
 import marshal
 import os
 import pickle
@@ -142,6 +141,9 @@ def _lines_only_in_linecache(code_objects) -> dict:
     """{file name: {line number: text}}: the lines of the pickled code whose file no
     worker can read, because only the driver's linecache holds it (IPython and Jupyter
     put a cell's source there, under a made-up file name)."""
+    linecache = sys.modules.get("linecache")
+    if linecache is None:  # never imported here: it holds nothing (and stays unimported)
+        return {}
     out = {}
     for code in code_objects:
         filename = code.co_filename
@@ -179,6 +181,8 @@ class _WithSourceLines:
 
 
 def _register_lines_and_load(lines: dict, data: bytes):
+    import linecache
+
     for filename, numbered in lines.items():
         entry = linecache.cache.get(filename)
         have = list(entry[2]) if entry is not None and len(entry) == 4 else []

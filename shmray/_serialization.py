@@ -18,7 +18,6 @@ import os
 import pickle
 import sys
 import threading
-import traceback
 
 from . import _shm
 from ._object_ref import ObjectRef, collect_refs
@@ -235,6 +234,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
     """Stored form of an exception raised by the user's task code; the first
     `skip_frames` frames (the worker's own) are left out of the traceback."""
+    import traceback  # (here: imported by the first error, not by every start-up)
+
     if isinstance(exc, RayActorError):  # an actor's death (its __init__ raised): the
         return error_stored(exc)       # error itself, as Ray raises it
     tb_obj = exc.__traceback__

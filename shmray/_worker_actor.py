@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
 
 from ._object_ref import ObjectRef
 from ._protocol import ACTOR_EXITING, ActorExiting
@@ -50,6 +49,8 @@ class ActorHost:
         try:
             self.instance = self.cls(*args, **kwargs)
         except Exception as e:
+            import traceback  # (here: a program's errors are rare, its start-up is not)
+
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
             cause = RayTaskError(f"{self.handle.class_name}.__init__", tb, e)
             raise ActorDiedError(cause, f"{self.actor_id:032x}") from None
