@@ -265,7 +265,10 @@ def run(config: dict):
     else:
         sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
-        rt.serve()
+        try:
+            rt.serve()
+        except _worker_actor.RingHandedOver as handover:  # an async actor's loop reads it
+            handover.standby()  # until an Exit
     except SystemExit as e:  # sys.exit() in a call of an actor: it ends on purpose
         if rt.actor_host is not None:
             rt.send(ActorExiting(ACTOR_EXITING, f"sys.exit({e.code!r}) was called"))
