@@ -58,6 +58,9 @@ MAX_EXTRA_WORKERS = 256
 # Workers started by init: one per CPU asked for, up to this many (or one per core,
 # if more); beyond it (init(num_cpus=100000)) they start as tasks need them.
 PRESTART_MAX = 64
+# The scan for dead sessions' stuck workers (reading every process's name: a few ms of
+# Python, which would hold the GIL from the first task) starts this long after init.
+ORPHAN_SCAN_DELAY = 0.1
 
 
 class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
@@ -153,11 +156,17 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         self.envs.start_eager()
         self.loop.thread.start()
         # Workers of dead sessions, still running (stuck): found by reading every
-        # process's name, a few ms that the first task need not wait for.
-        self._reclaim = threading.Thread(target=_shm.kill_orphaned_workers, daemon=True,
+        # process's name, a few ms that the first tasks need not wait for. (A session
+        # shut down sooner leaves them to the next init.)
+        self._ending = threading.Event()
+        self._reclaim = threading.Thread(target=self._reclaim_orphans, daemon=True,
                                          name="shmray-reclaim")
         self._reclaim.start()
         atexit.register(self.shutdown)
+
+    def _reclaim_orphans(self):
+        if not self._ending.wait(ORPHAN_SCAN_DELAY):
+            _shm.kill_orphaned_workers()
 
     def _object_location(self, capacity: int) -> str:
         """Where objects' segments go: /dev/shm, or, when /dev/shm cannot hold the store
@@ -321,6 +330,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         atexit.unregister(self.shutdown)
         if self.loop.thread.is_alive() and threading.current_thread() is not self.loop.thread:
             self.loop.thread.join(timeout=1.0)
+        self._ending.set()
         self._reclaim.join(timeout=1.0)  # (a next init forks its workers: one thread only)
         with self.lock:
             self.pool.stop_all(grace=0.2)
