@@ -38,6 +38,8 @@ from ._worker_tasks import _execute, call_arguments, cancelled, failed, pack_res
 
 AWAIT_THREADS = 64  # refs awaited at once by an actor's calls (more wait their turn)
 MAIN, LOOP = "main", "loop"  # which thread of an async actor reads its ring
+IDLE_LOOK = 1.0  # seconds a reader waits on the ring at most (serve()'s own): then it
+                 # tells the driver of the refs dropped meanwhile (a garbage collection)
 
 
 def start(rt, host, max_concurrency: int, is_async: bool):
@@ -246,6 +248,10 @@ class AsyncCalls:
         for the first if no call is to start; start the calls they bring."""
         ring, rt = self.ring, self.rt
         wait = 0 if self.submitted or rt._backlog else timeout
+        if wait != 0:  # (before it may sleep, as serve() does)
+            wait = IDLE_LOOK if wait is None else min(wait, IDLE_LOOK)
+            if rt._created or rt._dropped or rt._escaped:
+                rt.send_ref_changes()
         while not self.ended:
             data = ring.pop(timeout=wait, spin=self.spin if wait != 0 else 0.0, since=self.seen)
             if data is None:
@@ -290,7 +296,9 @@ class AsyncCalls:
                 seen = ring.wake_count
             try:
                 while self.mode is MAIN:
-                    data = ring.pop(timeout=None, spin=0.0, since=seen)
+                    if rt._created or rt._dropped or rt._escaped:
+                        rt.send_ref_changes()
+                    data = ring.pop(timeout=IDLE_LOOK, spin=0.0, since=seen)
                     seen = ring.wake_count
                     if data is not None:
                         if rt.receive(_ring.decode(data), blocked=False):
