@@ -100,6 +100,15 @@ class Recorder:
             await asyncio.sleep(0)
             yield i
 
+    async def hold_then_drop(self, seconds):
+        """Puts an object; another thread drops its ref `seconds` after this call has
+        returned (as a garbage collection may: nothing wakes the loop for it)."""
+        import shmray
+
+        self.held = shmray.put(b"held")
+        threading.Timer(seconds, self.__dict__.pop, ("held",)).start()
+        return self.held._id
+
 
 def test_calls_start_in_order_across_the_hand_over_after_the_creation(ray):
     actor = ray.remote(Recorder).remote(0.3)  # its __init__ runs while calls queue up
@@ -156,6 +165,20 @@ def test_a_cancelled_call_ends_and_the_next_runs(ray):
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=10)
     assert ray.get(actor.call.remote(1), timeout=10) == 1
+
+
+def test_a_ref_the_idle_actor_drops_is_let_go(ray):
+    # No message comes or goes after the drop: the reader reports it when it next looks.
+    from shmray import _context
+
+    actor = ray.remote(Recorder).remote()
+    oid = ray.get(actor.hold_then_drop.remote(0.2))
+    store = _context.runtime.store
+    assert oid in store.values
+    deadline = time.monotonic() + 10
+    while oid in store.values:
+        assert time.monotonic() < deadline, "the dropped ref was never reported"
+        time.sleep(0.02)
 
 
 def test_the_actor_ends_when_killed_and_when_it_exits(ray, gone):
