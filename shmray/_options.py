@@ -13,6 +13,7 @@ from . import _runtime_env
 from ._protocol import DYNAMIC, STREAMING
 from ._stack import user_stacklevel
 from ._placement import in_group
+from ._records import Frozen
 from .util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                           PlacementGroupSchedulingStrategy)
 
@@ -170,58 +171,7 @@ def plain_request(options) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in req.items() if v))
 
 
-class _Frozen:
-    """Options made by keyword, frozen once made: what ``@dataclass(frozen=True)`` made
-    of them, without the dataclasses module (its import, and inspect's with it, took
-    about a tenth of ``import shmray``; see bench/README.md's W7). The class body's
-    annotated names are the fields (FIELDS: name -> default; a dict default is copied
-    for each instance); __post_init__ runs after __init__, as a dataclass's does."""
-
-    FIELDS: dict = {}
-
-    def __init_subclass__(cls):
-        cls.FIELDS = {name: cls.__dict__[name] for name in cls.__dict__["__annotations__"]}
-
-    def __init__(self, **fields):
-        unknown = fields.keys() - self.FIELDS.keys()
-        if unknown:
-            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s): "
-                            f"{', '.join(sorted(unknown))}")
-        values = self.__dict__  # (written directly: __setattr__ refuses)
-        for name, default in self.FIELDS.items():
-            values[name] = fields[name] if name in fields else (
-                dict(default) if type(default) is dict else default)
-        self.__post_init__()
-
-    def __post_init__(self):
-        pass
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is "
-                             f"frozen (use replace())")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
-
-    def _values(self) -> tuple:
-        return tuple(self.__dict__[name] for name in self.FIELDS)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other._values() == self._values()
-
-    def __hash__(self):
-        return hash(self._values())
-
-    def __repr__(self):
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self.FIELDS, self._values()))
-        return f"{type(self).__name__}({fields})"
-
-    def replace(self, **changes):
-        """A copy with `changes` applied (dataclasses.replace's)."""
-        return type(self)(**{**dict(zip(self.FIELDS, self._values())), **changes})
-
-
-class TaskOptions(_Frozen):
+class TaskOptions(Frozen):
     num_cpus: float = 1
     num_gpus: float = 0
     memory: float = 0
@@ -345,7 +295,7 @@ ACTOR_OPTIONS = {
 _NO_EFFECT_FOR_ACTORS = _NO_EFFECT | {"concurrency_groups", "allow_out_of_order_execution"}
 
 
-class ActorOptions(_Frozen):
+class ActorOptions(Frozen):
     num_cpus: float | None = None    # None: Ray's default, 1 CPU to place, none held after
     num_gpus: float = 0
     memory: float = 0
