@@ -28,11 +28,11 @@ import pickle
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 
 from . import _serialization as ser
 from . import _shm
 from ._protocol import LARGE, SHM
+from ._records import NamedTuple
 
 IDLE_SECONDS = 5.0
 MAX_FREE_SEGMENTS = 8
@@ -40,8 +40,7 @@ MAX_SLACK = 2            # a pooled segment serves sizes down to 1/MAX_SLACK of 
 MAX_KEPT_MAPPINGS = 256  # write mappings kept for live objects (each is one VMA)
 
 
-@dataclass(frozen=True)
-class SegmentPoolStats:
+class SegmentPoolStats(NamedTuple):
     free_segments: int
     free_bytes: int
     reused: int
