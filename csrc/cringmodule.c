@@ -205,16 +205,32 @@ static int pop_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
     return shmray_ring_wait_data((shmray_ring *)arg, timeout_ns, spin_ns);
 }
 
+typedef struct { shmray_ring *ring; uint32_t since; } pop_since_arg;
+
+static int pop_since_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
+    pop_since_arg *a = (pop_since_arg *)arg;
+    return shmray_ring_wait_data_since(a->ring, a->since, timeout_ns, spin_ns);
+}
+
 static PyObject *Ring_pop(RingObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"timeout", "spin", NULL};
-    PyObject *timeout_obj = NULL;
+    static char *kwlist[] = {"timeout", "spin", "since", NULL};
+    PyObject *timeout_obj = NULL, *since_obj = NULL;
     double spin = 0.0;
     if (!ring_ready(self)) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Od", kwlist, &timeout_obj, &spin)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OdO", kwlist, &timeout_obj, &spin, &since_obj))
+        return NULL;
     int64_t timeout_ns = 0;
     if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
+    pop_since_arg since = {&self->ring, 0};
+    if (since_obj && since_obj != Py_None) {
+        unsigned long v = PyLong_AsUnsignedLong(since_obj);
+        if (v == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+        since.since = (uint32_t)v;
+    }
     if (shmray_ring_nonempty(&self->ring) || timeout_ns == 0) return pop_now(&self->ring);
-    int r = wait_sliced(pop_wait_slice, &self->ring, timeout_ns, (int64_t)(spin * 1e9));
+    int r = (since_obj && since_obj != Py_None)
+        ? wait_sliced(pop_since_slice, &since, timeout_ns, (int64_t)(spin * 1e9))
+        : wait_sliced(pop_wait_slice, &self->ring, timeout_ns, (int64_t)(spin * 1e9));
     if (r == -2) return NULL;
     if (r == SHMRAY_TIMEOUT) Py_RETURN_NONE;
     return pop_now(&self->ring);
@@ -223,6 +239,17 @@ static PyObject *Ring_pop(RingObject *self, PyObject *args, PyObject *kw) {
 static PyObject *Ring_wake(RingObject *self, PyObject *unused) {
     if (!ring_ready(self)) return NULL;
     return PyBool_FromLong(shmray_ring_wake(&self->ring));
+}
+
+static PyObject *Ring_interrupt(RingObject *self, PyObject *unused) {
+    if (!ring_ready(self)) return NULL;
+    shmray_ring_interrupt(&self->ring);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_wake_count(RingObject *self, void *closure) {
+    if (!ring_ready(self)) return NULL;
+    return PyLong_FromUnsignedLong(shmray_ring_wake_count(&self->ring));
 }
 
 static PyObject *Ring_sleeping(RingObject *self, void *closure) {
@@ -253,13 +280,20 @@ static PyMethodDef Ring_methods[] = {
     {"wake", (PyCFunction)Ring_wake, METH_NOARGS,
      "wake() -> bool: wake the consumer if it sleeps (True if it did)."},
     {"pop", (PyCFunction)(void (*)(void))Ring_pop, METH_VARARGS | METH_KEYWORDS,
-     "pop(timeout=0.0, spin=0.0) -> bytes | None: take the next message, spinning for spin "
-     "seconds and then sleeping up to timeout seconds (None: forever)."},
+     "pop(timeout=0.0, spin=0.0, since=None) -> bytes | None: take the next message, spinning "
+     "for spin seconds and then sleeping up to timeout seconds (None: forever). With since "
+     "(a wake_count read earlier), also None as soon as the wake count moves from it "
+     "(interrupt() from another thread) with the ring still empty."},
+    {"interrupt", (PyCFunction)Ring_interrupt, METH_NOARGS,
+     "interrupt(): end the consumer's pop(since=...) (from another thread of its process); "
+     "one coming before that pop sleeps ends it too."},
     {NULL}};
 
 static PyGetSetDef Ring_getset[] = {
     {"used", (getter)Ring_used, NULL, "bytes currently queued", NULL},
     {"sleeping", (getter)Ring_sleeping, NULL, "the consumer sleeps on the futex", NULL},
+    {"wake_count", (getter)Ring_wake_count, NULL,
+     "the consumer's wake counter (see pop's since)", NULL},
     {"capacity", (getter)Ring_capacity, NULL, "bytes of record space", NULL},
     {"max_message", (getter)Ring_max_message, NULL, "largest message accepted", NULL},
     {NULL}};

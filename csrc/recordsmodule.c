@@ -31,22 +31,27 @@ typedef struct {
 
 static PyObject *str_request, *str_num_returns, *zero;
 
+#define SET(field, value) do { PyObject *old_ = self->field; Py_XINCREF(value); \
+                               self->field = (value); Py_XDECREF(old_); } while (0)
+
 static PyObject *Spec_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     SpecObject *self = (SpecObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    /* the defaults that are not None (a field left NULL reads as None) */
-    Py_INCREF(zero); self->unresolved = zero;
-    Py_INCREF(zero); self->attempt = zero;
-    Py_INCREF(Py_False); self->helping = Py_False;
-    Py_INCREF(Py_False); self->queued = Py_False;
-    Py_INCREF(Py_False); self->cancelled = Py_False;
-    Py_INCREF(Py_True); self->pipelinable = Py_True;
-    Py_INCREF(Py_False); self->simple = Py_False;
+    /* Every field set (None by default): T_OBJECT_EX members, like __slots__, are
+     * what the interpreter's attribute caches specialise (LOAD_ATTR_SLOT). */
+#define NONE(f) Py_INCREF(Py_None); self->f = Py_None;
+    SPEC_FIELDS(NONE)
+#undef NONE
+    SET(unresolved, zero);
+    SET(attempt, zero);
+    SET(helping, Py_False);
+    SET(queued, Py_False);
+    SET(cancelled, Py_False);
+    SET(pipelinable, Py_True);
+    SET(simple, Py_False);
     return (PyObject *)self;
 }
 
-#define SET(field, value) do { PyObject *old_ = self->field; Py_XINCREF(value); \
-                               self->field = (value); Py_XDECREF(old_); } while (0)
 
 /* TaskSpec(task_id, fn_id, name, options, args_stored, deps, owned) */
 static int Spec_init(SpecObject *self, PyObject *args, PyObject *kw) {
@@ -99,7 +104,7 @@ static void Spec_dealloc(SpecObject *self) {
 }
 
 static PyMemberDef Spec_members[] = {
-#define MEMBER(f) {#f, T_OBJECT, offsetof(SpecObject, f), 0, NULL},
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(SpecObject, f), 0, NULL},
     SPEC_FIELDS(MEMBER)
 #undef MEMBER
     {NULL}

@@ -245,6 +245,32 @@ int shmray_ring_wait_data(shmray_ring *ring, int64_t timeout_ns, int64_t spin_ns
     return wait_until(ring_has_data, ring, &h->data_seq, &h->consumer_waiting, timeout_ns, spin_ns);
 }
 
+uint32_t shmray_ring_wake_count(const shmray_ring *ring) {
+    return __atomic_load_n(&ring->hdr->data_seq, __ATOMIC_ACQUIRE);
+}
+
+void shmray_ring_interrupt(shmray_ring *ring) {
+    shmray_ring_header *h = ring->hdr;
+    __atomic_fetch_add(&h->data_seq, 1, __ATOMIC_SEQ_CST);
+    FULL_FENCE();
+    if (LOAD_RLX(&h->consumer_waiting)) futex_wake_all(&h->data_seq);
+}
+
+typedef struct { shmray_ring *ring; uint32_t since; } since_arg;
+
+static int ring_has_data_or_woke(void *arg) {
+    since_arg *a = (since_arg *)arg;
+    return shmray_ring_nonempty(a->ring) || shmray_ring_wake_count(a->ring) != a->since;
+}
+
+int shmray_ring_wait_data_since(shmray_ring *ring, uint32_t since, int64_t timeout_ns,
+                                int64_t spin_ns) {
+    since_arg a = {ring, since};
+    shmray_ring_header *h = ring->hdr;
+    return wait_until(ring_has_data_or_woke, &a, &h->data_seq, &h->consumer_waiting, timeout_ns,
+                      spin_ns);
+}
+
 typedef struct { shmray_ring *ring; uint32_t len; } space_arg;
 
 static int ring_has_space(void *arg) {

@@ -126,6 +126,18 @@ int shmray_ring_nonempty(const shmray_ring *ring);
  * (negative: no limit). A signal interrupts the sleep (SHMRAY_INTERRUPTED) so
  * the caller can run Python's signal handlers and come back. */
 int shmray_ring_wait_data(shmray_ring *ring, int64_t timeout_ns, int64_t spin_ns);
+
+/* Interruptible waits, for a consumer whose process has other threads: the wake
+ * counter (data_seq) is bumped by every wake of a waiting consumer and by every
+ * interrupt. shmray_ring_wait_data_since also returns SHMRAY_READY once the counter
+ * differs from `since` (read by the caller before it last looked at what else it
+ * waits for), data or not; shmray_ring_interrupt, from another thread of the
+ * consumer's process, always bumps the counter (so no interrupt is lost between
+ * the caller's look and its sleep) and wakes the consumer if it sleeps. */
+uint32_t shmray_ring_wake_count(const shmray_ring *ring);
+void shmray_ring_interrupt(shmray_ring *ring);
+int shmray_ring_wait_data_since(shmray_ring *ring, uint32_t since, int64_t timeout_ns,
+                                int64_t spin_ns);
 int shmray_ring_wait_space(shmray_ring *ring, uint32_t len, int64_t timeout_ns, int64_t spin_ns);
 /* Wait until any of n rings has data; *index gets the first nonempty ring
  * scanning from `start`. All rings must ring `doorbell` on push. */

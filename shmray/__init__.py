@@ -8,7 +8,9 @@
 
     print(ray.get([f.remote(i) for i in range(4)]))
 """
-from . import actor, cloudpickle, exceptions, experimental, runtime_env, util
+import importlib
+
+from . import actor, exceptions
 from ._api import (RuntimeContext, available_resources, cancel, cluster_resources,
                    get, get_actor, get_gpu_ids, get_runtime_context, init, is_initialized, kill,
                    nodes, put, remote, shutdown, timeline, wait)
@@ -21,6 +23,11 @@ from .actor import ActorClass, ActorHandle, method
 
 ObjectID = ObjectRef  # (Ray's other name for it)
 
+# Imported when first used (``shmray.util``, ``from shmray import runtime_env``): a plain
+# ``import shmray``, and every worker, starts without them (cloudpickle alone takes
+# about a third of what ``import shmray`` took; see bench/README.md's W7).
+_ON_FIRST_USE = ("cloudpickle", "experimental", "runtime_env", "util")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -31,3 +38,13 @@ __all__ = [
     "ObjectRefGenerator", "DynamicObjectRefGenerator", "cloudpickle", "runtime_env", "NodeID",
     "JobID", "WorkerID", "ActorID", "TaskID", "ObjectID", "experimental",
 ]
+
+
+def __getattr__(name):
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ON_FIRST_USE))

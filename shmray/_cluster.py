@@ -115,7 +115,7 @@ class ClusterRuntime:
 def ray_options(options, actor: bool) -> dict:
     """shmray's options (TaskOptions, ActorOptions) as ray.remote's keywords."""
     made = {}
-    for field in options.__dataclass_fields__:
+    for field in options.FIELDS:
         value = getattr(options, field)
         if field in ("scheduling_strategy_node_id", "request") or value is None:
             continue

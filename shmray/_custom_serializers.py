@@ -24,11 +24,10 @@ import itertools
 import os
 import pickle
 from collections import ChainMap
-from typing import Callable, NamedTuple
-
-import cloudpickle
+from collections.abc import Callable
 
 from . import _context, _serialization
+from ._records import NamedTuple
 
 
 class CustomSerializer(NamedTuple):
@@ -53,20 +52,28 @@ _own = {}       # registered in this process: cls -> CustomSerializer, or None (
 _versions = itertools.count(1)  # (next() is atomic: registrations from several threads)
 shipment = None  # the driver's latest Shipment (None: nothing ever registered)
 
-# The picklers' dispatch tables: the table first, then what they consult anyway.
-# (The C pickler reads dispatch_table once, when constructed: the ChainMap stays,
-# its first map is swapped whenever the table changes.)
+# The picklers' dispatch tables: the table first, then what they consult anyway:
+# copyreg's, and cloudpickle's, added by cloud_table() when cloudpickle is first
+# needed (see _serialization.cloudpickle_dumps). (The C pickler reads dispatch_table
+# once, when constructed: the ChainMaps stay, their first map is swapped whenever the
+# table changes.)
 _PLAIN_TABLE = ChainMap({}, copyreg.dispatch_table)
-CLOUD_TABLE = ChainMap({}, cloudpickle.Pickler.dispatch_table)
+_CLOUD_TABLE = ChainMap(_PLAIN_TABLE.maps[0])
+
+
+def cloud_table() -> ChainMap:
+    """The dispatch table of shmray's cloudpickle picklers (shmray.cloudpickle's, and the
+    one that pickles remote functions): the registered serializers, then cloudpickle's
+    own (cloudpickle is imported here, the first time)."""
+    if len(_CLOUD_TABLE.maps) == 1:
+        import cloudpickle
+
+        _CLOUD_TABLE.maps[1:] = [cloudpickle.Pickler.dispatch_table]
+    return _CLOUD_TABLE
 
 
 class Pickler(pickle.Pickler):
     dispatch_table = _PLAIN_TABLE
-
-
-class CloudPickler(cloudpickle.Pickler):
-    """cloudpickle's Pickler, with the registered serializers (shmray.cloudpickle's)."""
-    dispatch_table = CLOUD_TABLE
 
 
 def plain_dumps(obj, protocol=None, buffer_callback=None) -> bytes:
@@ -77,10 +84,11 @@ def plain_dumps(obj, protocol=None, buffer_callback=None) -> bytes:
 
 
 def cloud_dumps(obj, protocol=None, buffer_callback=None) -> bytes:
-    """cloudpickle.dumps, with the registered serializers."""
-    with io.BytesIO() as file:
-        CloudPickler(file, protocol, buffer_callback=buffer_callback).dump(obj)
-        return file.getvalue()
+    """cloudpickle.dumps, with the registered serializers: shmray.cloudpickle's (imported
+    here, the first time a value needs it)."""
+    from . import cloudpickle as shm_cloudpickle
+
+    return shm_cloudpickle.dumps(obj, protocol, buffer_callback)
 
 
 def table() -> dict:
@@ -129,7 +137,7 @@ def _update(cls, entry):
     ships = rt is None or rt.is_driver  # a worker's registrations stay in its process
     if ships:
         try:
-            data = cloudpickle.dumps(_Install(merged), protocol=5)
+            data = _serialization.cloudpickle_dumps(_Install(merged), protocol=5)
         except Exception as e:
             raise TypeError(f"The serializer and deserializer must be picklable (they run "
                             f"in the worker processes too): {type(e).__name__}: {e}") from None
@@ -145,11 +153,11 @@ def _merge(shipped: dict, own: dict) -> dict:
 
 def _apply(merged: dict):
     _PLAIN_TABLE.maps[0] = merged
-    CLOUD_TABLE.maps[0] = merged
+    _CLOUD_TABLE.maps[0] = merged
     if merged:
         _serialization.use_picklers(plain_dumps, cloud_dumps)
     else:
-        _serialization.use_picklers(pickle.dumps, cloudpickle.dumps)
+        _serialization.use_picklers(pickle.dumps, _serialization.cloudpickle_dumps)
 
 
 class _Install:

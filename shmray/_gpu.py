@@ -22,7 +22,6 @@ host memory, rebuilt on the consumer's device of the same index).
 from __future__ import annotations
 
 import copyreg
-import ctypes
 import os
 import sys
 import threading
@@ -102,10 +101,23 @@ def release(oids):
 _CUDA_ERROR_NOT_INITIALIZED = 3
 
 
+def _libcuda_mapped() -> bool:
+    """Whether libcuda is loaded in this process (its memory map lists it)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return "libcuda.so" in maps.read()
+    except OSError:
+        return True  # (cannot tell: ask libcuda)
+
+
 def cuda_initialised() -> bool:
     """Whether this process has initialised CUDA: a forked child of it cannot use CUDA
     at all (every call fails with an initialization error), so workers are spawned.
     Asked without initialising anything: only if libcuda is already loaded."""
+    if not _libcuda_mapped():  # (and ctypes, whose import costs more, is not needed)
+        return False
+    import ctypes
+
     try:
         libcuda = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
     except OSError:
@@ -177,6 +189,8 @@ def _address_range(ptr: int) -> tuple[int, int]:
     """(base, size) of the cudaMalloc allocation holding `ptr`: cupy's memory pool
     hands out pieces of larger allocations, and an IPC handle names a whole one."""
     global _libcuda
+    import ctypes
+
     if _libcuda is None:
         _libcuda = ctypes.CDLL("libcuda.so.1")
         _libcuda.cuMemGetAddressRange_v2.argtypes = [

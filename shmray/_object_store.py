@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from . import _shm, _spill, _store_info
+from . import _shm, _spill
 from ._protocol import INLINE, SHM, SPILLED
 from ._segment_pool import SegmentPool, dead_worker_names, drop_unread_large_messages
-from ._store_info import StoreStats
 from .exceptions import ObjectStoreFullError
 
 
@@ -386,7 +385,11 @@ class ObjectStore:
 
     def objects(self) -> list:
         """One ObjectInfo per stored object, largest first (what `shmray status` lists)."""
+        from . import _store_info  # (here: status only; a session starts without it)
+
         return _store_info.objects(self)
 
-    def statistics(self) -> StoreStats:
+    def statistics(self):  # -> _store_info.StoreStats
+        from . import _store_info
+
         return _store_info.statistics(self)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, field, replace
 
 from . import _runtime_env
 from ._protocol import DYNAMIC, STREAMING
 from ._stack import user_stacklevel
 from ._placement import in_group
+from ._records import Frozen
 from .util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                           PlacementGroupSchedulingStrategy)
 
@@ -171,12 +171,11 @@ def plain_request(options) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in req.items() if v))
 
 
-@dataclass(frozen=True)
-class TaskOptions:
+class TaskOptions(Frozen):
     num_cpus: float = 1
     num_gpus: float = 0
     memory: float = 0
-    resources: dict = field(default_factory=dict)
+    resources: dict = {}
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_exceptions: object = False
     runtime_env: dict | None = None
@@ -194,7 +193,7 @@ class TaskOptions:
         # scheduler's key for "tasks that fit the same slot", computed once.
         req = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory}
         req.update(self.resources)
-        object.__setattr__(self, "request", placed(self.scheduling_strategy, req))
+        self.__dict__["request"] = placed(self.scheduling_strategy, req)
 
 
 DEFAULT = TaskOptions()
@@ -235,7 +234,7 @@ def merge(base, options: dict, default=None):
     None values mean `default`'s (the defaults of base's kind, if not given)."""
     if default is None:
         default = DEFAULT if isinstance(base, TaskOptions) else ACTOR_DEFAULT
-    fields = type(base).__dataclass_fields__
+    fields = type(base).FIELDS
     updates = {}
     for k, v in options.items():
         if k not in fields:
@@ -251,7 +250,7 @@ def merge(base, options: dict, default=None):
         if k == "runtime_env":  # absolute paths now: relative ones mean the current directory
             v = _runtime_env.normalize(v)
         updates[k] = v
-    return replace(base, **updates) if updates else base
+    return base.replace(**updates) if updates else base
 
 
 # ------------------------------------------------------------ actors
@@ -296,12 +295,11 @@ ACTOR_OPTIONS = {
 _NO_EFFECT_FOR_ACTORS = _NO_EFFECT | {"concurrency_groups", "allow_out_of_order_execution"}
 
 
-@dataclass(frozen=True)
-class ActorOptions:
+class ActorOptions(Frozen):
     num_cpus: float | None = None    # None: Ray's default, 1 CPU to place, none held after
     num_gpus: float = 0
     memory: float = 0
-    resources: dict = field(default_factory=dict)
+    resources: dict = {}
     runtime_env: dict | None = None
     scheduling_strategy: object = "DEFAULT"
     scheduling_strategy_node_id: str | None = None
@@ -328,7 +326,7 @@ class ActorOptions:
                            scheduling_strategy=self.scheduling_strategy,
                            scheduling_strategy_node_id=self.scheduling_strategy_node_id,
                            name=f"{class_name}.__init__")
-        object.__setattr__(self, "_creation", made)  # (frozen: not one of its fields)
+        self.__dict__["_creation"] = made  # (frozen: not one of its fields)
         return made
 
     @property

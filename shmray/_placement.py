@@ -15,7 +15,8 @@ group it runs in. Both processes import this module; it imports nothing of shmra
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+
+from ._records import NamedTuple
 
 # Ray's bundle resource: every bundle holds this much, every task in it asks for a sliver.
 BUNDLE_UNITS = 1000.0

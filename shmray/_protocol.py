@@ -22,65 +22,30 @@ fields, by name (tests/test_protocol.py holds them to it). A new kind of submiss
 """
 from __future__ import annotations
 
-import enum
-from typing import NamedTuple
+from ._records import NamedTuple
 
-
-class Kind(enum.IntEnum):
-    # driver -> worker
-    FUNC = 1
-    TASKS = 2
-    REPLY = 3
-    EXIT = 4
-    GPU_FREE = 5
-    BECOME = 6
-    # worker -> driver
-    DONE = 10
-    SUBMIT = 11
-    PUT = 12
-    GET = 13
-    WAIT = 14
-    LOG = 15
-    BOUNCE = 16
-    REFS = 17
-    CANCEL = 18
-    ABANDON = 19
-    GPU_HOST = 21
-    ACTOR_CALL = 22
-    ACTOR_CREATE = 23
-    ACTOR_ASK = 24
-    ACTOR_KILL = 25
-    ACTOR_EXITING = 26
-    GEN_ITEM = 27
-    GEN_NEXT = 28
-    GEN_PAUSE = 29
-    PG_ASK = 30
-    MAPS = 31
-    # either way: the real message is in a temporary segment (too big for a ring)
-    LARGE = 20
-
-
-# Plain ints for the tuples on the wire (an enum member would pickle as its class).
+# The kinds: the first item of every message, a plain int (an enum member would pickle
+# as its class, and the enums cost more to create than the rest of this module).
+# driver -> worker
 FUNC, TASKS, REPLY, EXIT, GPU_FREE, BECOME = 1, 2, 3, 4, 5, 6
+# worker -> driver
 DONE, SUBMIT, PUT, GET, WAIT, LOG, BOUNCE, REFS, CANCEL, ABANDON = range(10, 20)
-LARGE, GPU_HOST = 20, 21
+GPU_HOST = 21
 ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
 GEN_ITEM, GEN_NEXT, GEN_PAUSE, PG_ASK, MAPS = range(27, 32)
+# either way: the real message is in a temporary segment (too big for a ring)
+LARGE = 20
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").
 STREAMING, DYNAMIC = -1, -2
 
 
-class Stored(enum.IntEnum):
-    """The first item of a stored form (see _serialization, _spill)."""
-    INLINE = 0      # (INLINE, pickle, out-of-band buffers): small, travels in the ring
-    SHM = 1         # (SHM, segment name, size, meta length, buffer layout)
-    ERROR = 2       # (ERROR, pickled exception, the cause's type name, "Type: message")
-    SPILLED = 3     # (SPILLED, file, size, the SHM form's layout): on disk, see _spill
-
-
-INLINE, SHM, ERROR, SPILLED = 0, 1, 2, 3
+# The first item of a stored form (see _serialization, _spill):
+INLINE = 0      # (INLINE, pickle, out-of-band buffers): small, travels in the ring
+SHM = 1         # (SHM, segment name, size, meta length, buffer layout)
+ERROR = 2       # (ERROR, pickled exception, the cause's type name, "Type: message")
+SPILLED = 3     # (SPILLED, file, size, the SHM form's layout): on disk, see _spill
 
 
 # ------------------------------------------------------------ driver -> worker
@@ -362,6 +327,4 @@ RECORDS = {FUNC: Func, TASKS: Tasks, REPLY: Reply, EXIT: Exit, GPU_FREE: GpuFree
            ACTOR_ASK: ActorAsk, ACTOR_KILL: ActorKill, ACTOR_EXITING: ActorExiting,
            GEN_ITEM: GenItem, GEN_NEXT: GenNext, GEN_PAUSE: GenPause, PG_ASK: PgAsk,
            MAPS: Maps}
-assert all(int(k) in RECORDS for k in Kind)
-assert all(globals()[k.name] == k for k in Kind)  # the plain ints are the enum's values
-assert all(getattr(Stored, s) == globals()[s] for s in Stored.__members__)
+assert sorted(RECORDS) == [*range(FUNC, BECOME + 1), *range(DONE, MAPS + 1)]  # each has one

@@ -11,8 +11,8 @@ length comparison when no keyword is passed.
 """
 from __future__ import annotations
 
-import inspect
 import os
+import types
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
@@ -113,7 +113,19 @@ def make(function, options: dict):
         raise TypeError(f"shmray supports tasks, not actors: cannot make class "
                         f"{function.__qualname__} remote")
     _options.validate(options)
-    if options.get("num_returns") is None and (inspect.isgeneratorfunction(function)
-                                               or inspect.isasyncgenfunction(function)):
+    if options.get("num_returns") is None and _yields(function):
         options = dict(options, num_returns="streaming")  # (Ray 2.x's default for them)
     return RemoteFunction(function, _options.merge(_options.DEFAULT, options))
+
+
+_CO_GENERATOR, _CO_ASYNC_GENERATOR = 0x20, 0x200  # (inspect's CO_ flags)
+
+
+def _yields(function) -> bool:
+    """Whether calling `function` makes a generator, sync or async (a plain function's
+    code says so: inspect, whose import start-up does not need, for the others)."""
+    if type(function) is types.FunctionType:
+        return bool(function.__code__.co_flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR))
+    import inspect
+
+    return inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)

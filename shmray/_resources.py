@@ -8,7 +8,6 @@ import importlib.util
 import math
 import os
 import shutil
-import subprocess
 import sys
 import warnings
 
@@ -46,6 +45,8 @@ def detect_gpus() -> int:
     if ids is not None:
         return len(ids)
     if shutil.which("nvidia-smi"):
+        import subprocess  # (here: most sessions never run one)
+
         try:
             out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
             return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
@@ -59,6 +60,8 @@ def cupy_gpus() -> tuple[int, str | None]:
     a child process: CUDA initialised here would keep workers from forking."""
     if importlib.util.find_spec("cupy") is None:
         return 0, "cupy is not installed (pip install shmray[gpu])"
+    import subprocess
+
     try:
         out = subprocess.run(
             [sys.executable, "-c", "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],

@@ -10,7 +10,6 @@ import warnings
 
 from . import _placement, _shm
 from ._ids import ActorID, JobID, NodeID, TaskID, WorkerID
-from .runtime_env import RuntimeEnv
 
 
 # A resource of a placement group's bundle (see _placement): "<name>_group_[<i>_]<id>".
@@ -118,8 +117,10 @@ class RuntimeContext:
         return self._rt.namespace
 
     @property
-    def runtime_env(self) -> RuntimeEnv:
+    def runtime_env(self):  # -> RuntimeEnv
         """The runtime_env the current task runs in (the job's in the driver)."""
+        from .runtime_env import RuntimeEnv  # (here: `import shmray` leaves it for later)
+
         return RuntimeEnv(_validate=False, **self._rt.runtime_env)
 
     def get_runtime_env_string(self) -> str:

@@ -18,18 +18,16 @@ that fails to import under the base's NumPy 2 gets `numpy<2` in its environment.
 from __future__ import annotations
 
 import fcntl
-import fnmatch
-import hashlib
-import json
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
+from ._records import NamedTuple
 from .exceptions import RuntimeEnvSetupError
+
+# (hashlib, json, shutil, subprocess, fnmatch: imported by the functions that set an
+# environment up; a session without one never needs them)
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
 EFFECTIVE = ("env_vars", "working_dir", "py_modules", "pip")  # what needs workers of its own
@@ -158,12 +156,14 @@ def merge(job: dict | None, task: dict | None) -> dict | None:
 
 
 def key(env: dict) -> str:
+    import hashlib
+    import json
+
     return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ preparing
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """How to start a worker for an environment."""
 
     key: str
@@ -179,6 +179,8 @@ def prepare(env: dict, session_dir: str, log, stop: "SetupStop") -> Prepared:
     """Everything `env` needs, ready to start workers; RuntimeEnvSetupError if not.
     `log(text)` reports progress (a first pip environment takes a while); `stop`, set
     by the session's shutdown, ends it at its next step."""
+    import shutil
+
     k = key(env)
     root = os.path.join(session_dir, "runtime_env", k)
     paths, cwd = [], None
@@ -207,6 +209,8 @@ def prepare(env: dict, session_dir: str, log, stop: "SetupStop") -> Prepared:
 def _excluded(rel: str, is_dir: bool, patterns) -> bool:
     """gitignore-style matching, as Ray's `excludes`: "*.log" anywhere, "/x" at the top,
     "a/b*" anchored, "dir/" directories only."""
+    import fnmatch
+
     name = rel.rsplit("/", 1)[-1]
     for p in patterns:
         if p.endswith("/"):
@@ -226,6 +230,8 @@ def _excluded(rel: str, is_dir: bool, patterns) -> bool:
 
 def _copy_tree(src: str, dst: str, excludes, stop):
     """A snapshot of `src` without the excluded files (the task cannot see them)."""
+    import shutil
+
     def ignore(directory, names):
         stop.check()
         rel_dir = os.path.relpath(directory, src)
@@ -265,6 +271,9 @@ _building_lock = threading.Lock()
 
 def pip_environment(packages: list, log, timeout, stop) -> str:
     """The python of a venv with `packages` installed (built now if not cached)."""
+    import hashlib
+    import json
+
     tag = f"{sys.implementation.cache_tag}-{sys.prefix}-{json.dumps(packages)}"
     venv = os.path.join(cache_dir(), "pip", hashlib.sha256(tag.encode()).hexdigest()[:16])
     python = os.path.join(venv, "bin", "python")
@@ -284,6 +293,9 @@ def pip_environment(packages: list, log, timeout, stop) -> str:
 
 
 def _build(venv: str, packages: list, log, timeout, stop):
+    import json
+    import shutil
+
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     log(f"runtime_env: creating a pip environment for {packages} in {venv} (first use: this "
@@ -340,6 +352,8 @@ def _run(cmd, what, log, deadline, stop, progress=True):
     """Run a setup step, its output streamed to `log` (pip's progress lines only, or
     every line with progress=False); RuntimeEnvSetupError with the output's tail if it
     fails or runs past the deadline."""
+    import subprocess
+
     lines = []
     stop.check()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -39,10 +39,10 @@ import pickle
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from . import _mappings, _shm
 from ._protocol import LARGE, SHM
+from ._records import NamedTuple
 from ._segment_writer import SegmentWriter, fits
 from ._warm_reserve import Reserve
 
@@ -53,8 +53,7 @@ CHECK_EVERY = 1.0        # seconds between checks of the driver's kept mappings
 VALIDATE_EVERY = 0.01    # seconds between looks at whether workers took free segments
 
 
-@dataclass(frozen=True)
-class SegmentPoolStats:
+class SegmentPoolStats(NamedTuple):
     free_segments: int      # warm free segments, the reserve's included
     free_bytes: int
     reserve_segments: int   # of them, made by the reserve and not written yet
@@ -68,8 +67,7 @@ class SegmentPoolStats:
     budget: int             # the most free segments may hold now
 
 
-@dataclass
-class FreeSegment:
+class FreeSegment(NamedTuple):
     name: str               # its free name
     capacity: int
     since: float            # when it became free

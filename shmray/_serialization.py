@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import traceback
-
-import cloudpickle
 
 from . import _mappings, _segment_writer, _shm
 from ._object_ref import ObjectRef, collect_refs
@@ -47,9 +44,18 @@ class ArgRef:
         return (ArgRef, (self.i,))
 
 
+def cloudpickle_dumps(value, protocol=None, buffer_callback=None) -> bytes:
+    """cloudpickle.dumps. cloudpickle is imported by the first value that needs it (a
+    lambda, a class of ``__main__``...): about a third of what ``import shmray`` took,
+    which a program of plain values never pays (see bench/README.md, W7)."""
+    import cloudpickle
+
+    return cloudpickle.dumps(value, protocol=protocol, buffer_callback=buffer_callback)
+
+
 # The picklers dumps uses: pickle's and cloudpickle's, or, while the user has
 # serializers registered, ones that consult them (set by _custom_serializers).
-_plain_dumps, _cloud_dumps = pickle.dumps, cloudpickle.dumps
+_plain_dumps, _cloud_dumps = pickle.dumps, cloudpickle_dumps
 
 
 def use_picklers(plain_dumps, cloud_dumps):
@@ -147,7 +153,7 @@ def error_stored(exc: BaseException):
     # the user's code.
     message = _message_line(cause)
     try:
-        return (ERROR, cloudpickle.dumps(exc, protocol=5), type(cause).__name__, message)
+        return (ERROR, cloudpickle_dumps(exc, protocol=5), type(cause).__name__, message)
     except Exception as e:
         return (ERROR, pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (unpicklable: {e})")),
                 type(cause).__name__, message)
@@ -172,6 +178,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def task_error_stored(function_name: str, exc: BaseException, skip_frames: int = 0):
     """Stored form of an exception raised by the user's task code; the first
     `skip_frames` frames (the worker's own) are left out of the traceback."""
+    import traceback  # (here: imported by the first error, not by every start-up)
+
     if isinstance(exc, RayActorError):  # an actor's death (its __init__ raised): the
         return error_stored(exc)       # error itself, as Ray raises it
     tb_obj = exc.__traceback__
@@ -188,7 +196,7 @@ def task_error_stored(function_name: str, exc: BaseException, skip_frames: int =
     # RayTaskErrors as deep as the recursion would not even pickle).
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
     try:
-        cloudpickle.dumps(cause, protocol=5)
+        cloudpickle_dumps(cause, protocol=5)
     except Exception as e:
         cause = RayError(f"Exception {type(exc).__module__}.{type(exc).__name__} isn't "
                          f"serializable: {e}.\nOriginal exception details:\n{tb}")

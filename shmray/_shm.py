@@ -304,12 +304,13 @@ def process_state(pid: int) -> str | None:
         return None
 
 
-def reclaim_dead_sessions() -> list[str]:
+def reclaim_dead_sessions(workers: bool = True) -> list[str]:
     """Remove what sessions whose driver process no longer exists left behind: worker
-    processes still running (they exit on their own within a second, unless stuck),
-    segments, session directories. Returns what was removed: "pid N" for a process,
-    a segment's name, or a directory's path."""
-    removed = [f"pid {pid}" for pid in _kill_orphaned_workers()]
+    processes still running (they exit on their own within a second, unless stuck;
+    unless `workers` is False: see kill_orphaned_workers), segments, session
+    directories. Returns what was removed: "pid N" for a process, a segment's name, or
+    a directory's path."""
+    removed = [f"pid {pid}" for pid in kill_orphaned_workers()] if workers else []
     for name in list_names():
         if _orphaned(name, PREFIX) and unlink(name):
             removed.append(name)
@@ -363,8 +364,10 @@ def worker_processes() -> list[tuple[int, int]]:
     return found
 
 
-def _kill_orphaned_workers() -> list[int]:
-    """SIGKILL the workers whose driver is gone; returns their pids."""
+def kill_orphaned_workers() -> list[int]:
+    """SIGKILL the workers whose driver is gone; returns their pids. It reads every
+    process's /proc/PID/comm: a few ms on a machine of a hundred processes, which
+    init leaves to a thread of its own (see _driver.session)."""
     killed = []
     for pid, driver in worker_processes():
         if not pid_alive(driver):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
 
 from . import _store_info
 from ._object_ref import task_id_of
+from ._records import NamedTuple
 
 # 2: "actors", task rows' "type", workers' "actor"; 3: "generators"; 4: "job_id", task rows'
 # "error_message", "actor_id", "parent_task_id", "required_resources", "placement_group_id",

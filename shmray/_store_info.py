@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 from . import _serialization as ser
 from ._protocol import ERROR, INLINE, SHM, SPILLED
-from ._segment_pool import SegmentPoolStats
 
 
 ACTOR_TOKEN = "an actor's token"  # (what every handle of an actor holds a ref to)
@@ -21,7 +20,7 @@ class StoreStats:
     kept_until_shutdown: int
     spilled: int
     spilled_bytes: int
-    warm: SegmentPoolStats      # segments kept for reuse: free ones, the reserve
+    warm: dict                  # segments kept for reuse (SegmentPoolStats' fields)
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def statistics(store) -> StoreStats:
             inline += ser.stored_size(s)
     return StoreStats(len(store.values), len(store.pending), inline, shm, segs,
                       len(store.escaped), store.spilled, spilled_bytes,
-                      store.segments.statistics())
+                      store.segments.statistics()._asdict())
 
 
 def _size(stored) -> int:

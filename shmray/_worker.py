@@ -23,7 +23,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 
 from . import _context, _proctree, _shm, _worker_actor, _worker_tasks
 from ._object_ref import _hooks
@@ -194,6 +193,8 @@ def run_forked(config: dict):
     except SystemExit as e:  # sys.exit() in a task: the exit code the driver reports
         os._exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
     except BaseException:
+        import traceback
+
         traceback.print_exc(file=sys.__stderr__)
     finally:
         os._exit(1)  # never return into the driver's code
@@ -264,7 +265,10 @@ def run(config: dict):
     else:
         sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
-        rt.serve()
+        try:
+            rt.serve()
+        except _worker_actor.RingHandedOver as handover:  # an async actor's loop reads it
+            handover.standby()  # until an Exit
     except SystemExit as e:  # sys.exit() in a call of an actor: it ends on purpose
         if rt.actor_host is not None:
             rt.send(ActorExiting(ACTOR_EXITING, f"sys.exit({e.code!r}) was called"))

@@ -5,8 +5,9 @@
     the creation Task ─► construct(), on the main thread (the first thing it runs)
     calls (Task records, in order) ─► max_concurrency 1: run_task on the main thread,
         one at a time, as tasks run
-      └► threaded or async: _worker_concurrent (the main thread reads the ring, the
-         calls run on threads or on an event loop)
+      └► threaded or async: _worker_concurrent (the calls run on threads, the main
+         thread reading the ring; or on an event loop, whose thread reads the ring
+         once the creation has run: RingHandedOver)
     exit_actor(), __ray_terminate__, sys.exit() ─► ActorExiting, then the process ends
 """
 from __future__ import annotations
@@ -14,13 +15,22 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
 
 from ._object_ref import ObjectRef
 from ._protocol import ACTOR_EXITING, ActorExiting
 from ._worker_tasks import run_task
 from .actor import READY, TERMINATE, ActorHandle, HandleState
 from .exceptions import ActorDiedError, RayTaskError
+
+
+class RingHandedOver(Exception):
+    """Ends an async actor's serve() on its main thread once the creation has run: the
+    actor's event loop thread reads the ring from then on, and the main thread calls
+    `standby` (see _worker_concurrent.AsyncCalls), which returns when the actor ends."""
+
+    def __init__(self, standby):
+        super().__init__("the ring is read by the actor's event loop thread")
+        self.standby = standby
 
 
 class ActorHost:
@@ -50,6 +60,8 @@ class ActorHost:
         try:
             self.instance = self.cls(*args, **kwargs)
         except Exception as e:
+            import traceback  # (here: a program's errors are rare, its start-up is not)
+
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
             cause = RayTaskError(f"{self.handle.class_name}.__init__", tb, e)
             raise ActorDiedError(cause, f"{self.actor_id:032x}") from None
@@ -76,9 +88,11 @@ class ActorHost:
 
     def run_concurrent(self, rt, *task):
         """The main thread's runner of a concurrent actor: the creation runs here,
-        calls go to the threads."""
+        calls go to the threads (or the event loop, which then reads the ring itself:
+        RingHandedOver)."""
         if task[1] == self.class_id:
             run_task(rt, *task)
+            self.executor.created()
         else:
             self.executor.submit(task)
 

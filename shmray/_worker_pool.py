@@ -16,7 +16,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -75,6 +74,8 @@ class WorkerProcess:
             finally:
                 os.close(fd)
             if self.poll() is None:
+                import subprocess  # (Popen's exception; imported here, as in _spawn)
+
                 raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
         return self.returncode
 
@@ -175,6 +176,7 @@ class WorkerPool:
         self.snapshot = ((), ())        # (all workers, result rings), replaced on change
         self.task_rings = ()
         self.gone_history = deque(maxlen=GONE_HISTORY)  # task records of workers gone
+        self.created = time.monotonic()
         self._next_index = 0
         self.method = method            # "fork" or "spawn": see start_method()
 
@@ -196,6 +198,10 @@ class WorkerPool:
             proc = self._spawn(config)
         w = WorkerHandle(index, proc, channel, core, extra, tuple(gpus),
                          None if env is None else env.key)
+        if not extra:  # The scheduler's pick is the warmest idle worker (the latest to
+            # finish a task). The base workers count as idle since the pool began, all
+            # alike: the first tasks go to the first started, the likeliest to be up.
+            w.idle_since = self.created
         (self.actor_workers if actor else self.workers).append(w)
         self._refresh()
         return w
@@ -214,6 +220,8 @@ class WorkerPool:
 
     @staticmethod
     def _spawn(config) -> WorkerProcess:
+        import subprocess  # (here: forked workers never need it)
+
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
@@ -228,6 +236,8 @@ class WorkerPool:
     def _spawn_in(env, config) -> WorkerProcess:
         """A worker for a runtime environment: its interpreter (a pip venv's), its
         env_vars, its working_dir copy as the directory, its paths first on sys.path."""
+        import subprocess
+
         config = dict(config, cwd=env.cwd or config["cwd"], runtime_env=env.env)
         # Its PYTHONPATH (env_vars) comes right after the working_dir and py_modules.
         user_path = [p for p in env.env_vars.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -264,6 +274,8 @@ class WorkerPool:
 
     def stop_all(self, grace: float):
         """Ask every worker to exit, kill those still running after `grace` seconds."""
+        import subprocess  # (its TimeoutExpired: a session starts without subprocess)
+
         self.workers += self.actor_workers
         self.actor_workers = []
         exit_msg = _ring.encode(Exit(EXIT), self.workers[0].ring, "") if self.workers else b""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 
 from . import _gpu, _ring, _serialization as ser, _shm
 from ._object_ref import _collector, collect_refs
@@ -138,6 +137,8 @@ def _end_fork_child(code: int):
     raised: 1, the traceback printed): it ends here, never sending a Done nor reading
     the task ring, which have one writer and one reader, the worker."""
     if code:
+        import traceback  # (here: imported when first needed, as in _serialization)
+
         traceback.print_exc()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -12,18 +12,15 @@ by `method_id(class id, name)`, computed the same way in every process.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import pickle
 import zlib
-from typing import NamedTuple
-
-import cloudpickle
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
 from ._function_pickle import pickle_function
 from ._object_ref import ObjectRef
+from ._records import NamedTuple
 
 _MASK64 = (1 << 64) - 1
 # Methods every actor has: queued like the others (see _worker_actor).
@@ -99,6 +96,8 @@ def method(*args, **options):
 
 
 def _methods_of(cls, class_id: int) -> tuple:
+    import inspect  # (here, as in _method_arity: a program without actors never needs it)
+
     infos = []
     for name, member in inspect.getmembers(cls):
         if name in _NOT_METHODS or not (inspect.isfunction(member) or inspect.ismethod(member)):
@@ -123,11 +122,15 @@ def _portable(retry_exceptions):
     is cloudpickled (they may be local classes; the driver's pickle could not send them)."""
     if isinstance(retry_exceptions, bool):
         return retry_exceptions
+    import cloudpickle  # (here: cloudpickle is imported when first needed)
+
     return cloudpickle.dumps(tuple(retry_exceptions))
 
 
 def _method_arity(cls, name):
     """What `name`'s calls accept, without self (None: unknown, any call goes)."""
+    import inspect
+
     static = inspect.getattr_static(cls, name, None)
     try:
         sig = inspect.signature(getattr(cls, name))

@@ -4,14 +4,29 @@ serializers registered with ``shmray.util.register_serializer``.
 """
 from __future__ import annotations
 
+import io
 from pickle import HIGHEST_PROTOCOL, PickleError, PicklingError, UnpicklingError
 
+import cloudpickle
 from cloudpickle import (DEFAULT_PROTOCOL, __version__, list_registry_pickle_by_value, load,
                          loads, register_pickle_by_value, unregister_pickle_by_value)
 
-from ._custom_serializers import CloudPickler, cloud_dumps as dumps
+from ._custom_serializers import cloud_table
+
+
+class CloudPickler(cloudpickle.Pickler):
+    """cloudpickle's Pickler, with the registered serializers."""
+    dispatch_table = cloud_table()
+
 
 Pickler = CloudPickler
+
+
+def dumps(obj, protocol=None, buffer_callback=None) -> bytes:
+    """cloudpickle.dumps, with the registered serializers."""
+    with io.BytesIO() as file:
+        CloudPickler(file, protocol, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
 
 
 def dump(obj, file, protocol=None, buffer_callback=None):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 
 class RayError(Exception):
@@ -80,6 +79,8 @@ def _rebuild_task_error(*args):
 
 
 def _node_ip():
+    import socket  # (here: an error's message only)
+
     try:
         return socket.gethostbyname(socket.gethostname())
     except OSError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import _serialization as ser, _snapshot, _status_area
+from .. import _serialization as ser, _status_area
 from .actors import ALIVE, PENDING, RESTARTING
 from .tasks import HISTORY
 
@@ -50,6 +50,8 @@ def counters(session) -> tuple:
 
 def snapshot(session) -> dict:
     """The session as plain data (what `shmray status/memory/list` print)."""
+    from .. import _snapshot  # (here: housekeeping's counters never need it)
+
     session.store.process_refs()
     workers = session.pool.snapshot[0]
     snap = _snapshot.snapshot(
@@ -103,6 +105,8 @@ def actor_rows(session) -> list:
 def actor_functions(session) -> dict:
     """fn id -> _snapshot.ACTOR_CREATION_TASK or ACTOR_TASK, for the classes of the
     live actors and of those kept dead (their task rows say what they were)."""
+    from .. import _snapshot
+
     kinds = {}
     table = session.actors
     for actor in list(table.by_id.values()) + list(table.graveyard.values()):

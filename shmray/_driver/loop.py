@@ -20,7 +20,6 @@ it has let go of both.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
 from collections import deque
@@ -204,6 +203,8 @@ class MessageLoop(Background):
         """A concurrent.futures.Future of `ref`'s value (ObjectRef.future). Its
         callbacks are user code: the value is read and the future resolved by a
         deferred callable, outside every internal lock and section."""
+        import concurrent.futures  # (here: it imports logging, which a session never needs)
+
         fut = concurrent.futures.Future()
         session = self.session
 

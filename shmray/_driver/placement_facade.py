@@ -7,8 +7,6 @@ actors are killed. The resources come back, so waiting groups and tasks are plac
 """
 from __future__ import annotations
 
-import dataclasses
-
 from .. import _serialization as ser
 from ..exceptions import TaskPlacementGroupRemoved
 from ..util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -103,8 +101,8 @@ class PlacementGroupFacade:
         if made is None or made[0] is not options:
             if len(self._captured) >= CAPTURED_MAX:
                 self._captured.clear()
-            made = self._captured[key] = (options, dataclasses.replace(
-                options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            made = self._captured[key] = (options, options.replace(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
                     strategy.placement_group, -1, True)))
         return made[1]
 

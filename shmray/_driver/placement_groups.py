@@ -14,7 +14,6 @@ Every method runs under the session's lock.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from .._placement import GroupSpec, group_name, group_resources
 from .._resources import infeasible
@@ -22,14 +21,19 @@ from .._resources import infeasible
 PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
 
 
-@dataclass
 class Group:
-    spec: GroupSpec
-    namespace: str              # where its name lives
-    state: str = PENDING
-    resources: dict | None = None   # what it added to the node while CREATED
-    created_at: float | None = None
-    asked_at: float = 0.0
+    __slots__ = ("spec", "namespace", "state", "resources", "created_at", "asked_at")
+
+    def __init__(self, spec: GroupSpec, namespace: str, asked_at: float = 0.0):
+        self.spec = spec
+        self.namespace = namespace      # where its name lives
+        self.state = PENDING
+        self.resources = None           # what it added to the node while CREATED
+        self.created_at = None
+        self.asked_at = asked_at
+
+    def __repr__(self):
+        return f"<placement group {self.spec.group_id} {self.state}>"
 
     @property
     def reserved(self) -> tuple:

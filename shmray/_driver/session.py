@@ -16,14 +16,13 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import secrets
 import sys
 import threading
 import time
 import warnings
 from threading import get_ident
 
-from .. import _context, _ring, _serialization as ser, _shm, _snapshot, _status_area
+from .. import _context, _ring, _serialization as ser, _shm, _status_area
 from . import introspect
 from .._generator import returned as returned_generator
 from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
@@ -59,6 +58,9 @@ MAX_EXTRA_WORKERS = 256
 # Workers started by init: one per CPU asked for, up to this many (or one per core,
 # if more); beyond it (init(num_cpus=100000)) they start as tasks need them.
 PRESTART_MAX = 64
+# The scan for dead sessions' stuck workers (reading every process's name: a few ms of
+# Python, which would hold the GIL from the first task) starts this long after init.
+ORPHAN_SCAN_DELAY = 0.1
 
 
 class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
@@ -68,11 +70,11 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                  log_to_driver=True, resolve_nested_refs=True, max_workers=None,
                  runtime_env=None, namespace=None):
         method = start_method()  # checked before anything is created
-        _shm.reclaim_dead_sessions()
+        _shm.reclaim_dead_sessions(workers=False)  # (orphaned workers: at the end)
         self.pid = os.getpid()
-        self.tag = secrets.token_hex(4)
+        self.tag = os.urandom(4).hex()
         self.prefix = _shm.session_prefix(self.pid, self.tag)
-        self.node_id = secrets.token_hex(28)
+        self.node_id = os.urandom(28).hex()
         self.namespace = namespace or f"anonymous-{self.tag}"  # the job's
         self.started = time.time()
         self.session_root = _shm.session_root(self.prefix)
@@ -152,7 +154,18 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         _hooks.future = self.loop.future_of
         self.envs.start_eager()
         self.loop.thread.start()
+        # Workers of dead sessions, still running (stuck): found by reading every
+        # process's name, a few ms that the first tasks need not wait for. (A session
+        # shut down sooner leaves them to the next init.)
+        self._ending = threading.Event()
+        self._reclaim = threading.Thread(target=self._reclaim_orphans, daemon=True,
+                                         name="shmray-reclaim")
+        self._reclaim.start()
         atexit.register(self.shutdown)
+
+    def _reclaim_orphans(self):
+        if not self._ending.wait(ORPHAN_SCAN_DELAY):
+            _shm.kill_orphaned_workers()
 
     def _object_location(self, capacity: int) -> str:
         """Where objects' segments go: /dev/shm, or, when /dev/shm cannot hold the store
@@ -289,6 +302,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         introspect.write_snapshot(self, request)
 
     def timeline(self) -> list:
+        from .. import _snapshot  # (here: a session starts without it)
+
         return _snapshot.chrome_trace(self.snapshot())
 
     def cluster_resources(self):
@@ -318,6 +333,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         atexit.unregister(self.shutdown)
         if self.loop.thread.is_alive() and threading.current_thread() is not self.loop.thread:
             self.loop.thread.join(timeout=1.0)
+        self._ending.set()
+        self._reclaim.join(timeout=1.0)  # (a next init forks its workers: one thread only)
         with self.lock:
             self.pool.stop_all(grace=0.2)
             self.workers.reap()

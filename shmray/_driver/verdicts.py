@@ -4,9 +4,8 @@ whether tasks with them can ever run on this node, their runtime_env's key, and 
 retry_exceptions list pickled for the workers."""
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from .. import _serialization as ser
+from .._records import NamedTuple
 from .._resources import infeasible
 from .._options import plain_request
 from ..exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError

@@ -18,7 +18,6 @@ ref counts first). Every method runs under the session's lock.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 
 from .. import _ring
@@ -141,6 +140,8 @@ class Workers:
 
     def reap(self):
         """Shutdown: wait for the workers told to exit (kill the slow ones)."""
+        import subprocess  # (its TimeoutExpired: here, a session starts without subprocess)
+
         for p in self._exited:
             try:
                 p.wait(0.5)

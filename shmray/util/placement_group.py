@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import secrets
+import os
 
 from .. import _context
 from .._placement import STRATEGIES, GroupSpec, group_of
@@ -113,7 +113,7 @@ def placement_group(bundles, strategy: str = "PACK", name: str = "", lifetime=No
                    _soft_target_node_id=_soft_target_node_id,
                    bundle_label_selector=bundle_label_selector)
     global _ready_check
-    spec = GroupSpec(secrets.token_hex(16), _checked_bundles(bundles),
+    spec = GroupSpec(os.urandom(16).hex(), _checked_bundles(bundles),
                      _checked_strategy(strategy), _checked_name(name), None,
                      _checked_lifetime(lifetime))
     if _ready_check is None:
