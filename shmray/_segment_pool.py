@@ -334,17 +334,8 @@ def dead_worker_names(w, object_prefix: str) -> list:
     {object_prefix}w{pid}_{n} by _worker_runtime, in /dev/shm or in the session's
     objects directory) and its large messages ({channel}_m{pid}_{n}, see _ring.encode;
     those it pushed were received, and unlinked, before it was removed)."""
-    mine = f"{object_prefix}w{w.pid}_"
-    if mine.startswith("/"):
-        directory, start = os.path.split(mine)
-        try:
-            names = [os.path.join(directory, n) for n in os.listdir(directory)
-                     if n.startswith(start)]
-        except FileNotFoundError:
-            names = []
-    else:
-        names = _shm.list_names(mine)
-    return names + _shm.list_names(f"{w.channel.name}_m{w.pid}_")
+    return (_shm.object_names(f"{object_prefix}w{w.pid}_")
+            + _shm.list_names(f"{w.channel.name}_m{w.pid}_"))
 
 
 def drop_unread_large_messages(w) -> list:

@@ -160,20 +160,24 @@ def free_name(name: str, capacity: int) -> str:
     return f"{name}{FREE_MARK}{capacity}"
 
 
+def object_names(prefix: str) -> list[str]:
+    """The objects' names that start with `prefix`: segments in /dev/shm, or files for
+    a prefix that is a directory's path (file-backed objects, see Session)."""
+    if not prefix.startswith("/"):
+        return list_names(prefix)
+    directory, start = os.path.split(prefix)
+    try:
+        return [os.path.join(directory, n) for n in os.listdir(directory)
+                if n.startswith(start)]
+    except FileNotFoundError:
+        return []
+
+
 def free_segments(object_prefix: str) -> list[tuple[str, int]]:
     """(free name, capacity) of the session's free segments (objects' prefix
     `object_prefix`: in /dev/shm, or a directory's path for file-backed objects)."""
-    if object_prefix.startswith("/"):
-        directory, start = os.path.split(object_prefix)
-        try:
-            names = [os.path.join(directory, n) for n in os.listdir(directory)
-                     if n.startswith(start)]
-        except FileNotFoundError:
-            return []
-    else:
-        names = list_names(object_prefix)
     found = []
-    for name in names:
+    for name in object_names(object_prefix):
         _, mark, capacity = name.rpartition(FREE_MARK)
         if mark and capacity.isdigit():
             found.append((name, int(capacity)))
