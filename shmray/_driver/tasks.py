@@ -102,7 +102,7 @@ class TaskTable(Cancelling):
             spec.env = env
             spec.queue = (spec.request, env)
         if never is None and not spec.deps:  # the common case: runnable now
-            if spec.simple and env is None and submitter is None:
+            if spec.simple and env is None:  # (simple: submitted by the driver)
                 self.dispatch.place_or_queue(spec, burst)  # (what ready() comes to for it)
             else:
                 self.ready(spec, burst)
