@@ -11,23 +11,8 @@
  * documents them and adds the methods). The type is garbage-collected: a spec and
  * its worker handle refer to each other while it runs.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "lane.h"
 #include <structmember.h>
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *task_id, *fn_id, *name, *options, *request, *args_stored, *deps, *unresolved,
-        *attempt, *worker, *num_returns, *owned, *helping, *queued, *lent, *held, *parent,
-        *cancelled, *pinned, *pipelinable, *env, *queue, *retry_exceptions, *simple;
-} SpecObject;
-
-/* Every field, in order: traverse, clear and the member table walk this one list. */
-#define SPEC_FIELDS(X)                                                                       \
-    X(task_id) X(fn_id) X(name) X(options) X(request) X(args_stored) X(deps) X(unresolved)   \
-    X(attempt) X(worker) X(num_returns) X(owned) X(helping) X(queued) X(lent) X(held)       \
-    X(parent) X(cancelled) X(pinned) X(pipelinable) X(env) X(queue) X(retry_exceptions)      \
-    X(simple)
 
 static PyObject *str_request, *str_num_returns, *zero;
 
@@ -110,7 +95,7 @@ static PyMemberDef Spec_members[] = {
     {NULL}
 };
 
-static PyTypeObject SpecType = {
+PyTypeObject SpecType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmray._crecords.TaskSpecBase",
     .tp_basicsize = sizeof(SpecObject),
@@ -132,12 +117,6 @@ static PyTypeObject SpecType = {
  * an __init__ frame and dropping one a __del__ frame; here neither runs bytecode, so
  * a Ctrl-C can never land inside a drop (the hook, a deque's append, is C as well).
  * Never garbage-collected: it holds an int only (see Ref_new). */
-typedef struct {
-    PyObject_HEAD
-    PyObject *id;
-    PyObject *weakrefs;
-} RefObject;
-
 static PyObject *hooks, *str_created, *str_dropped;
 
 static int call_hook(PyObject *name, PyObject *oid) {
@@ -206,7 +185,7 @@ static PyMemberDef Ref_members[] = {
     {NULL}
 };
 
-static PyTypeObject RefType = {
+PyTypeObject RefType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmray._crecords.RefBase",
     .tp_basicsize = sizeof(RefObject),
@@ -219,6 +198,37 @@ static PyTypeObject RefType = {
     .tp_members = Ref_members,
 };
 
+/* ---------------------------------------------------------------- ids
+ *
+ * A task or put id: a counter from bit 61, this process's random prefix in bits
+ * 16-60, the return index in the low 16 bits (shmray/_object_ref.py says why). Made
+ * here so the lane (lane.c) needs no call into Python for one; _object_ref sets the
+ * prefix at import and after a fork (reset_ids), under the GIL as every call here. */
+static unsigned __int128 id_prefix;
+static unsigned long long id_counter;
+
+PyObject *records_new_base_id(void) {
+    unsigned __int128 id = id_prefix | ((unsigned __int128)++id_counter << 61);
+    unsigned char bytes[16];
+    for (int i = 0; i < 16; i++, id >>= 8) bytes[i] = (unsigned char)id;
+    return _PyLong_FromByteArray(bytes, 16, 1, 0);
+}
+
+static PyObject *new_base_id(PyObject *mod, PyObject *unused) {
+    return records_new_base_id();
+}
+
+static PyObject *reset_ids(PyObject *mod, PyObject *prefix) {
+    unsigned char bytes[16];
+    if (!PyLong_Check(prefix) || _PyLong_AsByteArray((PyLongObject *)prefix, bytes, 16, 1, 0) < 0)
+        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_TypeError, "an int"), NULL);
+    unsigned __int128 p = 0;
+    for (int i = 15; i >= 0; i--) p = p << 8 | bytes[i];
+    id_prefix = p;
+    id_counter = 0;
+    Py_RETURN_NONE;
+}
+
 static PyObject *set_hooks(PyObject *mod, PyObject *obj) {
     Py_INCREF(obj);
     Py_XSETREF(hooks, obj);
@@ -228,6 +238,16 @@ static PyObject *set_hooks(PyObject *mod, PyObject *obj) {
 static PyMethodDef module_methods[] = {
     {"set_hooks", set_hooks, METH_O,
      "set_hooks(hooks): the object whose `created` and `dropped` attributes RefBase calls"},
+    {"new_base_id", new_base_id, METH_NOARGS, "new_base_id(): a fresh task or put id"},
+    {"pack_done", (PyCFunction)(void (*)(void))pack_done, METH_FASTCALL,
+     "pack_done(task_id, outcome, start, end, inner, gpu, retryable, limit) -> a Done's "
+     "compact form (csrc/lane_done.c), or None if it has none"},
+    {"unpack_done", unpack_done, METH_O,
+     "unpack_done(data) -> the Done record's tuple of a compact Done, or None"},
+    {"set_none_stored", set_none_stored, METH_O,
+     "set_none_stored(stored): the one stored form of None (unpack_done gives it)"},
+    {"reset_ids", reset_ids, METH_O,
+     "reset_ids(prefix): this process's id prefix (bits 16-60); the counter starts again"},
     {NULL}
 };
 
@@ -253,10 +273,13 @@ PyMODINIT_FUNC PyInit__crecords(void) {
     str_dropped = PyUnicode_InternFromString("dropped");
     zero = PyLong_FromLong(0);
     if (!str_request || !str_num_returns || !str_created || !str_dropped || !zero) return NULL;
-    if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0) return NULL;
+    if (lane_init_strings() < 0) return NULL;
+    if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
-    if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0) {
+    if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0 ||
+        add_type(m, "Lane", &LaneType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

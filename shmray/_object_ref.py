@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
-from itertools import count
 
-from ._crecords import RefBase, set_hooks
+from ._crecords import RefBase, new_base_id, reset_ids, set_hooks
 
 
 class _Hooks:
@@ -60,18 +59,13 @@ def collect_refs(serialize, *args):
 _ID_SHIFT = 16
 _PREFIX_BITS = 45
 _COUNTER_SHIFT = 61
-_prefix_lock = threading.Lock()
-_prefix = None
-_counter = count(1)
 
 
 def _reset_ids():
-    """Give this process a fresh id prefix (at start and after fork)."""
-    global _prefix, _counter
-    with _prefix_lock:
-        random = int.from_bytes(os.urandom(8), "little") & ((1 << _PREFIX_BITS) - 1)
-        _prefix = random << _ID_SHIFT
-        _counter = count(1)
+    """Give this process a fresh id prefix (at start and after fork); the counter
+    starts again. Ids are made in C (_crecords.new_base_id)."""
+    random = int.from_bytes(os.urandom(8), "little") & ((1 << _PREFIX_BITS) - 1)
+    reset_ids(random << _ID_SHIFT)
 
 
 _reset_ids()
@@ -97,11 +91,6 @@ def stream_item_id(task_id: int, index: int) -> int:
     low = mixed & ((1 << _PREFIX_BITS) - 1)
     return ((mixed >> _PREFIX_BITS) << 101 | index << _COUNTER_SHIFT | low << _ID_SHIFT
             | _ITEM_MARK)
-
-
-def new_base_id() -> int:
-    """A fresh task or put id; return i of a task is ``base + i``."""
-    return _prefix | (next(_counter) << _COUNTER_SHIFT)
 
 
 class ObjectRef(RefBase):

@@ -35,6 +35,10 @@ ACTOR_CALL, ACTOR_CREATE, ACTOR_ASK, ACTOR_KILL, ACTOR_EXITING = range(22, 27)
 GEN_ITEM, GEN_NEXT, GEN_PAUSE, PG_ASK, MAPS = range(27, 32)
 # either way: the real message is in a temporary segment (too big for a ring)
 LARGE = 20
+# A message whose first byte is this (a pickle's is 0x80) is a Done in its compact form:
+# a task's one small inline result, nothing else to say (csrc/lane_done.c has its
+# layout; _crecords.pack_done makes it, _ring.decode reads it back as a Done record).
+DONE_MARK = 1
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").

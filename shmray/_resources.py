@@ -14,7 +14,7 @@ import warnings
 from ._placement import is_gpu
 from ._stack import user_stacklevel
 
-_EPS = 1e-9
+EPS = 1e-9
 
 
 def affinity_cpus() -> list[int]:
@@ -143,7 +143,7 @@ def infeasible(totals: dict, request: tuple) -> str | None:
     """Why `request` can never run on this node, or None if it can."""
     for name, amount in request:
         have = totals.get(name, 0.0)
-        if amount > have + _EPS:
+        if amount > have + EPS:
             shown = {k: v for k, v in totals.items()
                      if k not in ("memory", "object_store_memory") and k not in NODE_RESOURCES}
             return (f"the task requires {{{name}: {amount:g}}} but this node has "
@@ -154,7 +154,7 @@ def infeasible(totals: dict, request: tuple) -> str | None:
 def gpu_device_ids(total_gpus: float) -> list[str]:
     """The ids of the node's GPUs: the driver's CUDA_VISIBLE_DEVICES when set (Ray
     does the same), else 0..n-1 (real or not: init(num_gpus=2) works anywhere)."""
-    n = math.ceil(total_gpus - _EPS)
+    n = math.ceil(total_gpus - EPS)
     visible = visible_gpu_ids()
     if visible is None:
         return [str(i) for i in range(n)]
@@ -176,16 +176,16 @@ class GpuSlots:
     def assign(self, amount: float) -> tuple | None:
         """Device ids for `amount` GPUs now, or None if no device has the room."""
         free = self.free
-        if amount < 1 - _EPS:
-            fits = [i for i in range(len(free)) if free[i] + _EPS >= amount]
+        if amount < 1 - EPS:
+            fits = [i for i in range(len(free)) if free[i] + EPS >= amount]
             if not fits:
                 return None
             return (self.ids[min(fits, key=lambda i: (free[i], i))],)
-        whole = [i for i in range(len(free)) if free[i] >= 1 - _EPS][:round(amount)]
+        whole = [i for i in range(len(free)) if free[i] >= 1 - EPS][:round(amount)]
         return tuple(self.ids[i] for i in whole) if len(whole) == round(amount) else None
 
     def take(self, devices: tuple, amount: float, sign: float = 1.0):
-        share = amount if amount < 1 - _EPS else 1.0
+        share = amount if amount < 1 - EPS else 1.0
         for d in devices:
             self.free[self.ids.index(d)] -= sign * share
 
@@ -203,7 +203,7 @@ class ResourceLedger:
     def fits(self, request: tuple) -> bool:
         avail = self.available
         for name, amount in request:
-            if avail.get(name, 0.0) + _EPS < amount:
+            if avail.get(name, 0.0) + EPS < amount:
                 return False
         return True
 

@@ -16,7 +16,8 @@ import os
 import pickle
 
 from . import _shm
-from ._protocol import LARGE, Large
+from ._crecords import unpack_done
+from ._protocol import DONE_MARK, LARGE, Large
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 
@@ -112,6 +113,8 @@ def encode(msg: tuple, ring: Ring, spill_prefix: str) -> bytes:
 
 def decode(data: bytes) -> tuple:
     """The message a message's bytes hold: a record's plain tuple (see _protocol)."""
+    if data[0] == DONE_MARK:  # a Done in its compact form (csrc/lane_done.c)
+        return unpack_done(data)
     msg = _loads(data)
     if msg[0] == LARGE:
         large = Large(*msg)

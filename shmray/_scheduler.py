@@ -26,6 +26,8 @@ from .exceptions import ObjectStoreFullError
 # Queue behind a busy worker only while the queued work stays under this much time.
 PIPELINE_SECONDS = 0.002
 PIPELINE_MAX = 64
+# Durations are smoothed exponentially: each new one weighs this much.
+SMOOTHING = 0.2
 
 
 class Scheduler:
@@ -74,8 +76,8 @@ class Scheduler:
 
     def record_duration(self, fn_id, seconds):
         m = self.fn_mean.get(fn_id)
-        self.fn_mean[fn_id] = seconds if m is None else 0.8 * m + 0.2 * seconds
-        self.recent_mean = 0.8 * self.recent_mean + 0.2 * seconds
+        self.fn_mean[fn_id] = seconds if m is None else (1 - SMOOTHING) * m + SMOOTHING * seconds
+        self.recent_mean = (1 - SMOOTHING) * self.recent_mean + SMOOTHING * seconds
 
     def place(self, spec) -> WorkerHandle | None:
         """A worker to run `spec` now, charging its resources; None if none can.

@@ -20,6 +20,7 @@ import os
 import pickle
 
 from . import _mappings, _segment_writer, _shm
+from ._crecords import set_none_stored
 from ._object_ref import ObjectRef, collect_refs
 from ._protocol import ERROR, INLINE, SHM, SPILLED
 from .exceptions import RayActorError, RayError, RayTaskError
@@ -29,6 +30,7 @@ INLINE_MAX = 100 * 1024
 
 NO_ARGS = (INLINE, pickle.dumps(((), {}), protocol=5), ())  # f.remote(): stored once
 NONE = (INLINE, pickle.dumps(None, protocol=5), ())         # a task that returns None
+set_none_stored(NONE)  # (a compact Done of a None result reads back as this one form)
 _MAIN_MARK = b"__main__"
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import _gpu, _ring, _serialization as ser, _shm
+from ._crecords import pack_done
 from ._object_ref import _collector, collect_refs
 from ._protocol import ERROR, SHM, done_record
 from .exceptions import ObjectStoreFullError, RayTaskError, TaskCancelledError
@@ -50,16 +51,20 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
             status.restore(under, task_id, fn_id, start, end, attempt, error)
     # The arguments and the result are gone by now: the refs among them that
     # nothing here holds any more are released right after the Done.
-    done = done_record(task_id, outcome, start, end, inner, gpu, retryable)
-    try:
-        data = _ring.encode(done, rt.results, rt.spill_prefix)
-    except ObjectStoreFullError as e:  # too large for the ring, and /dev/shm is full
-        if outcome and outcome[0] != ERROR:  # results nobody will be told of
-            for stored in outcome:
-                if stored[0] == SHM:
-                    _shm.unlink(stored[1])
-        data = _ring.encode(done_record(task_id, ser.task_error_stored(name, e), start, end,
-                                        None, None, False), rt.results, rt.spill_prefix)
+    # A small inline result, nothing else to say: the compact form, unpickled (_protocol)
+    data = pack_done(task_id, outcome, start, end, inner, gpu, retryable,
+                     rt.results.max_message)
+    if data is None:
+        done = done_record(task_id, outcome, start, end, inner, gpu, retryable)
+        try:
+            data = _ring.encode(done, rt.results, rt.spill_prefix)
+        except ObjectStoreFullError as e:  # too large for the ring, and /dev/shm is full
+            if outcome and outcome[0] != ERROR:  # results nobody will be told of
+                for stored in outcome:
+                    if stored[0] == SHM:
+                        _shm.unlink(stored[1])
+            data = _ring.encode(done_record(task_id, ser.task_error_stored(name, e), start,
+                                            end, None, None, False), rt.results, rt.spill_prefix)
     if outer[1] is not None:  # a help task: the task under it may be cancelled
         rt.send(data)
         return

@@ -8,6 +8,7 @@ import gc
 import os
 import pathlib
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -217,6 +218,8 @@ def test_a_failing_created_hook_fails_the_construction(counted):
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_done.c")  # (setup.py's list)
+LANE_TESTS = str(ROOT / "tests" / "test_lane.py")  # the lane's, run in the same build
 
 
 def _libasan():
@@ -230,8 +233,9 @@ def _libasan():
 
 @pytest.mark.timeout(180)
 def test_the_c_types_under_address_sanitizer(tmp_path):
-    """This file's tests, on csrc/recordsmodule.c built with -fsanitize=address: any
-    out-of-bounds access, use after free or double free in the types aborts the run."""
+    """This file's tests and test_lane's (a session: its workers too), on _crecords built
+    with -fsanitize=address: any out-of-bounds access, use after free or double free in
+    the types, the ids or the lane aborts the run."""
     if _ASAN_BUILD:
         pytest.skip("(this is the run under AddressSanitizer)")
     libasan = _libasan()
@@ -241,7 +245,8 @@ def test_the_c_types_under_address_sanitizer(tmp_path):
     include = sysconfig.get_paths()["include"]
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address",
                     "-fno-omit-frame-pointer", "-std=gnu11", f"-I{include}",
-                    str(ROOT / "csrc" / "recordsmodule.c"), "-o", str(so)], check=True)
+                    *(str(ROOT / "csrc" / c) for c in CRECORDS_SOURCES), "-o", str(so)],
+                   check=True)
     env = dict(os.environ, SHMRAY_CRECORDS_BUILD=str(so), LD_PRELOAD=libasan,
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")  # (Python's own leaks)
     preload_then_test = (
@@ -249,9 +254,10 @@ def test_the_c_types_under_address_sanitizer(tmp_path):
         f"spec = importlib.util.spec_from_file_location('shmray._crecords', {str(so)!r})\n"
         "module = sys.modules['shmray._crecords'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
-        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}]))\n")
+        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}, {LANE_TESTS!r}]))\n")
     run = subprocess.run([sys.executable, "-c", preload_then_test], env=env,
                          capture_output=True, text=True, cwd=ROOT, timeout=170)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "AddressSanitizer" not in run.stderr
-    assert " passed" in run.stdout and "1 skipped" in run.stdout
+    passed = re.search(r"(\d+) passed", run.stdout)
+    assert passed and int(passed.group(1)) > 20 and "1 skipped" in run.stdout  # (both files)

@@ -91,36 +91,8 @@ class MessageLoop(Background):
     def on_done(self, w, kind, task_id, outcome, start, end, inner, gpu, retryable):
         inflight = w.inflight
         spec = inflight[0]
-        # The common case the short way, its steps inlined: a simple task (spec.simple),
-        # not cancelled, first in line on a task worker that waits for nothing, with a
-        # small result its ref is still there for. What the long way below, then
-        # TaskTable.on_done, TaskTable.finish and ObjectStore.put do for it, no more.
-        if (spec.task_id == task_id and spec.simple and inner is None and gpu is None
-                and not spec.cancelled and outcome[0] != ERROR and outcome[0][0] == INLINE
-                and not w.rpcs and w.actor is None and not w.retiring):
-            store = self.store
-            if task_id in store._local:
-                inflight.popleft()
-                w.tasks_done += 1
-                if not inflight:  # (rpcs.resume)
-                    self.ledger.uncharge(w)
-                    w.idle_since = time.monotonic()
-                self.scheduler.record_duration(spec.fn_id, (end - start) * 1e-9)
-                tasks = self.tasks
-                del tasks.tasks[task_id]
-                spec.worker = None
-                tasks.finished += 1
-                stored = outcome[0]
-                if stored == NONE:  # one stored form for every None (a W1 result: 101 B)
-                    stored = NONE
-                store.values[task_id] = stored  # the value first, then out of pending
-                store.pending.discard(task_id)
-                if store._callbacks:
-                    cbs = store._callbacks.pop(task_id, None)
-                    if cbs:
-                        for cb in cbs:
-                            cb(task_id)
-                return
+        # (A simple task's Done, first in line on a plain worker, with a small inline
+        # result, never comes here: the lane (csrc/lane_done.c) handled it in C.)
         if spec.task_id == task_id:
             spec = inflight.popleft()
         else:  # a help task, run on top of a waiting one
@@ -233,6 +205,7 @@ class MessageLoop(Background):
         """Handle up to `limit` messages already waiting (the caller holds pump_lock,
         inside a Ctrl-C-safe section or in the background thread: the plain lock)."""
         workers, rings = self.pool.snapshot
+        done_in_c = self.session.lane.done
         n = 0
         with self.lock.raw:
             while rings and n < limit:
@@ -241,7 +214,8 @@ class MessageLoop(Background):
                     break
                 i, data = got
                 self.rr = i + 1
-                self.handle(workers[i], _ring.decode(data))
+                if not done_in_c(workers[i], data):  # (a simple task's Done, in C)
+                    self.handle(workers[i], _ring.decode(data))
                 n += 1
             self.settle(n, burst)
         return n
@@ -305,7 +279,8 @@ class MessageLoop(Background):
                 i, data = got
                 self.rr = i + 1
                 with self.lock.raw:  # (in pump's section)
-                    self.handle(workers[i], _ring.decode(data))
+                    if not self.session.lane.done(workers[i], data):
+                        self.handle(workers[i], _ring.decode(data))
                     self.dispatch.dispatch_queued()
             self.drain(DRAIN_BATCH)
         finally:

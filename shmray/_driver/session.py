@@ -22,22 +22,23 @@ import time
 import warnings
 from threading import get_ident
 
-from .. import _context, _ring, _serialization as ser, _shm, _status_area
+from .. import _context, _custom_serializers, _ring, _serialization as ser, _shm, _status_area
 from . import introspect
 from .._generator import returned as returned_generator
 from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import SHM
-from .._resources import ResourceLedger, affinity_cpus, node_totals, user_stacklevel
+from .._crecords import Lane
+from .._resources import EPS, ResourceLedger, affinity_cpus, node_totals, user_stacklevel
 from .._runtime import Runtime
-from .._scheduler import Scheduler
+from .._scheduler import PIPELINE_MAX, PIPELINE_SECONDS, SMOOTHING, Scheduler
 from .._segment_pool import SegmentPool
 from .._worker_pool import WorkerPool, start_method, worker_sys_path
 from ..exceptions import RaySystemError
 from .actor_facade import ActorFacade
 from .actor_life import ActorLife
 from .actors import ActorCallSpec, ActorTable
-from .dispatch import BURST_GAP, Dispatcher
+from .dispatch import BURST_GAP, TASK_BATCH, Dispatcher
 from .envs import Environments
 from .generators import GeneratorTable
 from .gpu_objects import GpuObjects, driver_cannot_copy
@@ -123,6 +124,13 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         self.generators = GeneratorTable(self.store, self.prefix)
         self.tasks = TaskTable(self.store, self.ledger, self.scheduler, self.dispatch,
                                self.envs, self.actors, self.generators, self.node_id)
+        # The common task's submission and ending, in C (csrc/lane.c; what it stands for
+        # is the Python of _submit, TaskTable.add, the Dispatcher and MessageLoop.on_done)
+        self.lane = Lane(store=self.store, task_table=self.tasks, scheduler=self.scheduler,
+                         pool=self.pool, ledger=self.ledger, batched=self.dispatch.batched,
+                         common=self.tasks.verdicts.common, spec_type=TaskSpec,
+                         none_stored=ser.NONE, pipeline_seconds=PIPELINE_SECONDS,
+                         pipeline_max=PIPELINE_MAX, smoothing=SMOOTHING, eps=EPS)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
@@ -220,32 +228,31 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
                 args_stored, deps, held = ser.NO_ARGS, None, None
                 simple = True
-            task_id = new_base_id()
-            if actor_id is None:
-                spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, True)
-                if simple and spec.num_returns == 1:
-                    spec.simple = True
-            else:
-                spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, True,
-                                     None)
             loop = self.loop
             with self.lock.raw:  # (in submit's section)
                 if self.closed:
                     if args_stored[0] == SHM:
                         _shm.unlink(args_stored[1])
                     self.check_open()
-                if actor_id is not None:
-                    self.admit_call(spec, actor_id)
-                if held:  # refs inside the arguments: the task holds their objects until it ends
-                    spec.held = held
-                    spec.lent = self.tasks.lend(held)
                 # Inside a burst, what this call dispatches (its own task, or queued ones
                 # that results free up in the drain below) is pushed without a wake.
                 now = time.monotonic()
                 burst = now - self.last_submit < BURST_GAP and not self.waited
                 self.last_submit = now
                 self.waited = False
-                self.tasks.add(spec, None, burst)
+                spec = None
+                if simple and actor_id is None and _custom_serializers.shipment is None:
+                    spec = self.lane.submit(fn_id, name, options, args_stored)  # (in C)
+                    if spec is not None:  # entered; batched for a busy worker, or:
+                        w = spec.worker
+                        if w is None:
+                            self.dispatch.place_or_queue(spec, burst)
+                        elif not burst or len(w.batch) >= TASK_BATCH:
+                            self.dispatch.send_batch(w, wake=not burst)
+                if spec is None:
+                    spec = self._new_spec(fn_id, name, options, args_stored, deps, held,
+                                          simple, actor_id, burst)
+            task_id = spec.task_id
             self._submits += 1
             # In a burst, results are collected every 16th call: workers hold up to 64
             # queued tasks each, and an empty drain costs as much as a submit's scheduling.
@@ -269,6 +276,24 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         if self.loop.deferred:  # (user code: outside the section)
             self.loop.run_deferred()
         return ref
+
+    def _new_spec(self, fn_id, name, options, args_stored, deps, held, simple, actor_id,
+                  burst):
+        """_submit's task, in Python: every case (the lane takes only the common one).
+        Under the lock."""
+        if actor_id is None:
+            spec = TaskSpec(new_base_id(), fn_id, name, options, args_stored, deps, True)
+            if simple and spec.num_returns == 1:
+                spec.simple = True
+        else:
+            spec = ActorCallSpec(new_base_id(), fn_id, name, options, args_stored, deps, True,
+                                 None)
+            self.admit_call(spec, actor_id)
+        if held:  # refs inside the arguments: the task holds their objects until it ends
+            spec.held = held
+            spec.lent = self.tasks.lend(held)
+        self.tasks.add(spec, None, burst)
+        return spec
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:

@@ -28,17 +28,26 @@ class Verdicts:
         self.envs = envs
         self.node_id = node_id
         self._by_id = {}            # id(TaskOptions) -> Verdict
+        # id(TaskOptions) -> TaskOptions, for the options whose tasks may take the C lane
+        # (csrc/lane.c: runnable, plain workers, no retried exception types, one return,
+        # the default strategy, no GPU, no max_calls). Cleared, never replaced: the lane
+        # holds it.
+        self.common = {}
         self.groups = None          # the session's PlacementGroupTable (set once made)
 
     def of(self, options) -> Verdict:
         verdict = self._by_id.get(id(options))
         if verdict is None or verdict.options is not options:
             if len(self._by_id) >= VERDICTS_MAX:  # (options made per call: .options())
-                self._by_id.clear()
+                self.clear()
             retry = options.retry_exceptions
             verdict = self._by_id[id(options)] = Verdict(
                 options, self._never_runs(options), self.envs.key_for(options),
                 ser.dumps(retry) if type(retry) is tuple else None)
+            if (verdict.never is None and verdict.env is None and verdict.retry_types is None
+                    and options.num_returns == 1 and options.scheduling_strategy == "DEFAULT"
+                    and not options.num_gpus and not options.max_calls):
+                self.common[id(options)] = options
         return verdict
 
     def __len__(self):
@@ -47,6 +56,7 @@ class Verdicts:
     def clear(self):
         """Forget every verdict (a placement group was removed: its tasks never run)."""
         self._by_id.clear()
+        self.common.clear()
 
     def _never_runs(self, options):
         """The error every task with these options gets at once, or None if they can run."""

@@ -1,0 +1,37 @@
+/* records.h - the C records of shmray._crecords, shared by its two files:
+ * recordsmodule.c (the types: TaskSpecBase, RefBase; ids) and lane.c (the common
+ * task's submission and ending, which fill and read those records directly). */
+#ifndef SHMRAY_RECORDS_H
+#define SHMRAY_RECORDS_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *task_id, *fn_id, *name, *options, *request, *args_stored, *deps, *unresolved,
+        *attempt, *worker, *num_returns, *owned, *helping, *queued, *lent, *held, *parent,
+        *cancelled, *pinned, *pipelinable, *env, *queue, *retry_exceptions, *simple;
+} SpecObject;
+
+/* Every field, in order: traverse, clear and the member table walk this one list. */
+#define SPEC_FIELDS(X)                                                                       \
+    X(task_id) X(fn_id) X(name) X(options) X(request) X(args_stored) X(deps) X(unresolved)   \
+    X(attempt) X(worker) X(num_returns) X(owned) X(helping) X(queued) X(lent) X(held)       \
+    X(parent) X(cancelled) X(pinned) X(pipelinable) X(env) X(queue) X(retry_exceptions)      \
+    X(simple)
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *id;
+    PyObject *weakrefs;
+} RefObject;
+
+extern PyTypeObject SpecType, RefType, LaneType;
+
+/* The next task or put id, as _object_ref documents them (recordsmodule.c). */
+PyObject *records_new_base_id(void);
+
+/* lane.c's names, made once at import. */
+int lane_init_strings(void);
+
+#endif

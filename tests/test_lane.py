@@ -1,0 +1,247 @@
+"""The lane (csrc/lane.c, lane_done.c): the common task's submission and Done in C.
+
+It must do what the Python it stands for does (Session._new_spec, TaskTable.add, the
+Dispatcher, Scheduler._pipeline, MessageLoop.on_done), take only the common case, and
+hand everything else to that Python. Its compact Done must read back as the record.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+
+import shmray
+from shmray import _crecords, _protocol, _ring, _serialization as ser
+from shmray._object_ref import _COUNTER_SHIFT, _ID_SHIFT, new_base_id
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def session():
+    shmray.init(num_cpus=2)
+    yield shmray._context.get_runtime()
+    shmray.shutdown()
+
+
+@shmray.remote
+def ident(x):
+    return x
+
+
+@shmray.remote
+def nothing():
+    return None
+
+
+@shmray.remote(max_calls=1)
+def once(x):
+    return x
+
+
+@shmray.remote
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def python_way(session, monkeypatch):
+    """The specs that TaskTable.add saw (the Python way), as a list kept up to date."""
+    seen = []
+    add = session.tasks.add
+    monkeypatch.setattr(session.tasks, "add",
+                        lambda spec, *a, **k: (seen.append(spec), add(spec, *a, **k))[1])
+    return seen
+
+
+# ------------------------------------------------------------------ the compact Done
+def test_the_c_constants_are_the_protocols():
+    data = _crecords.pack_done(new_base_id(), (ser.NONE,), 1, 2, None, None, False, 1 << 20)
+    assert data[0] == _protocol.DONE_MARK != pickle.dumps(None, protocol=5)[0]
+    msg = _ring.decode(data)
+    assert msg[0] == _protocol.DONE and msg[2][0][0] == _protocol.INLINE
+
+
+def test_a_compact_done_reads_back_as_the_record():
+    oid = new_base_id()
+    for value in (None, 0, -1, 2**70, "é" * 100, b"\x80\x05", (1, [2, {3: None}])):
+        stored = ser.to_stored(value, None)
+        data = _crecords.pack_done(oid, (stored,), -5, 2**62, None, None, False, 1 << 20)
+        msg = _ring.decode(data)
+        assert msg == (_protocol.DONE, oid, (stored,), -5, 2**62, None, None, False)
+        assert ser.from_stored(msg[2][0]) == value
+    none_done = _ring.decode(_crecords.pack_done(oid, (ser.NONE,), 0, 0, None, None, False, 99))
+    assert none_done[2][0] is ser.NONE  # one stored form for every None
+    assert _crecords.unpack_done(pickle.dumps((1, 2))) is None
+
+
+def test_what_has_no_compact_form():
+    oid, small = new_base_id(), ser.to_stored(7, None)
+    error = ser.error_stored(ValueError("no"))
+    cases = [
+        (oid, error, 0, 0, None, None, False, 1 << 20),             # an error
+        (oid, (small, small), 0, 0, None, None, False, 1 << 20),     # two results
+        (oid, (small,), 0, 0, ((5,),), None, False, 1 << 20),        # refs inside it
+        (oid, (small,), 0, 0, None, (0,), False, 1 << 20),           # GPU arrays kept
+        (oid, (small,), 0, 0, None, None, True, 1 << 20),            # retryable
+        (oid, (small,), 0, 0, None, None, False, 20),                # over the limit
+        (-1, (small,), 0, 0, None, None, False, 1 << 20),            # not an id
+        (1 << 200, (small,), 0, 0, None, None, False, 1 << 20),      # nor this
+        (oid, ((_protocol.INLINE, b"x", (b"buf",)),), 0, 0, None, None, False, 1 << 20),
+        (oid, ((_protocol.SHM, "name", 10),), 0, 0, None, None, False, 1 << 20),
+        (oid, [small], 0, 0, None, None, False, 1 << 20),            # not a tuple
+    ]
+    for args in cases:
+        assert _crecords.pack_done(*args) is None, args
+    with pytest.raises(TypeError):
+        _crecords.pack_done(oid, (small,))
+    with pytest.raises(OverflowError):
+        _crecords.pack_done(oid, (small,), 2**70, 0, None, None, False, 1 << 20)
+
+
+def test_ids_from_c():
+    ids = [new_base_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(i & 0xFFFF == 0 for i in ids)
+    counters = [i >> _COUNTER_SHIFT for i in ids]
+    assert counters == list(range(counters[0], counters[0] + 1000))
+    prefixes = {(i >> _ID_SHIFT) & ((1 << (_COUNTER_SHIFT - _ID_SHIFT)) - 1) for i in ids}
+    assert len(prefixes) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child gets a prefix of its own
+        os.write(write, new_base_id().to_bytes(16, "little"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = int.from_bytes(os.read(read, 16), "little")
+    os.close(read), os.close(write)
+    assert (child >> _ID_SHIFT) & ((1 << 45) - 1) not in prefixes
+    with pytest.raises(TypeError):
+        _crecords.reset_ids("x")
+
+
+# ------------------------------------------------------------------ the lane in a session
+def test_the_lane_takes_the_common_task(session, monkeypatch):
+    shmray.get([ident.remote(i) for i in range(200)])  # verdict known, function shipped
+    seen = python_way(session, monkeypatch)
+    refs = [ident.remote(i) for i in range(3000)]
+    assert shmray.get(refs) == list(range(3000))
+    assert seen == []
+    assert not session.tasks.tasks and not session.store.pending
+
+
+def test_every_other_case_goes_the_python_way(session, monkeypatch):
+    seen = python_way(session, monkeypatch)
+    with pytest.warns(UserWarning, match="can never run"):
+        never = ident.options(resources={"nowhere": 1}).remote(7)
+    other = [
+        ident.options(num_returns=2).remote([1, 2]),
+        once.remote(3),
+        ident.options(scheduling_strategy="SPREAD").remote(4),
+        ident.options(retry_exceptions=[KeyError]).remote(5),
+        ident.options(runtime_env={"env_vars": {"A": "1"}}).remote(6),
+        never,
+        ident.remote(shmray.put(8)),  # a ref among the arguments
+        ident.remote([shmray.put(9)]),  # a ref inside them
+    ]
+    assert len(seen) == len(other)
+    assert shmray.get(other[0]) == [1, 2]
+    assert shmray.get(other[1:5]) == [3, 4, 5, 6]
+    with pytest.raises(shmray.exceptions.TaskUnschedulableError):
+        shmray.get(other[5], timeout=10)
+    assert shmray.get(other[6]) == 8
+    assert shmray.get(other[7]) == [9]  # (nested refs resolved: DESIGN.md)
+
+
+def test_a_user_serializer_in_force_goes_the_python_way(session, monkeypatch):
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    shmray.util.register_serializer(Point, serializer=lambda p: p.x,
+                                     deserializer=lambda x: ("point", x))
+    try:
+        seen = python_way(session, monkeypatch)
+        assert shmray.get(ident.remote(Point(3))) == ("point", 3)
+        assert len(seen) == 1  # (the serializers' table is shipped first: Python's)
+    finally:
+        shmray.util.deregister_serializer(Point)
+
+
+def test_the_lane_pipelines_as_the_scheduler_does(session):
+    shmray.get([ident.remote(i) for i in range(100)])  # ident's duration measured
+    blockers = [nap.remote(0.5) for _ in range(2)]     # every worker busy
+    deadline = time.monotonic() + 10
+    while session.ledger.available["CPU"] > 0.5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with session.lock:
+        spec = session.lane.submit(ident._fn_id, "ident", ident._options,
+                                   ser.to_stored(((41,), {}), None))
+        if spec.worker is None:  # (so that a failure here leaves no task behind)
+            session.dispatch.place_or_queue(spec, False)
+            pytest.fail("the lane did not place a task behind a busy worker")
+        # the worker Scheduler._pipeline picks now, the lane's next one: the other
+        workers = [w for w in session.pool.workers if w.env is None]  # (plain ones)
+        picked = session.scheduler._pipeline(spec, workers)
+        assert picked is not spec.worker
+        session.dispatch.send_batch(spec.worker, wake=True)  # (as _submit would)
+    refs = [ident.remote(i) for i in range(40)]
+    loads = sorted(len(w.inflight) for w in workers)
+    assert loads[-1] - loads[0] <= 1  # the least loaded first, as _pipeline does
+    assert shmray.get(refs) == list(range(40))
+    assert shmray.get(blockers) == [0.5, 0.5]
+    assert shmray.get(shmray.ObjectRef(spec.task_id, True)) == 41  # (counted by the lane)
+
+
+def test_nothing_is_left_behind_and_counters_agree(session):
+    def settled(predicate):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with session.lock:
+                session.store.process_refs()
+                if predicate():
+                    return True
+            time.sleep(0.01)
+        return False
+
+    finished = session.tasks.finished
+    done = sum(w.tasks_done for w in session.pool.workers)
+    shmray.get([nothing.remote() for _ in range(5000)])
+    assert session.tasks.finished - finished == 5000
+    assert sum(w.tasks_done for w in session.pool.workers) - done == 5000
+    for _ in range(5000):
+        nothing.remote()  # dropped at once
+    assert settled(lambda: not session.store.values and not session.tasks.tasks
+                   and not session.store.pending and not session.store._local)
+    assert settled(lambda: session.ledger.available.get("CPU") == 2.0)
+    assert all(not w.inflight and w.charge is None and not w.batch
+               for w in session.pool.workers)
+    assert session.scheduler.fn_mean[nothing._fn_id] >= 0
+
+
+def test_the_lane_survives_the_stores_compaction(session):
+    refs = [nothing.remote() for _ in range(60_000)]
+    shmray.get(refs)
+    del refs
+    with session.lock:
+        session.store.process_refs()
+        session.store.compact()
+    assert shmray.get([ident.remote(i) for i in range(1000)]) == list(range(1000))
+
+
+def test_the_lanes_arguments_are_checked(session):
+    with pytest.raises(TypeError):
+        _crecords.Lane()
+    with pytest.raises(TypeError):
+        _crecords.Lane(store=1, task_table=2, scheduler=3, pool=4, ledger=5, batched=set(),
+                       common={}, spec_type=int, none_stored=ser.NONE,
+                       pipeline_seconds=0.002, pipeline_max=64, smoothing=0.2, eps=1e-9)
+    lane = session.lane
+    with pytest.raises(TypeError):
+        lane.submit(1, 2)
+    with pytest.raises(TypeError):
+        lane.done(None)
+    assert lane.submit(ident._fn_id, "ident", object(), ser.NO_ARGS) is None  # not common
+    assert lane.done(session.pool.workers[0], pickle.dumps((1,))) is False
