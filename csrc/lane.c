@@ -25,25 +25,26 @@
  * user code (a store callback is the driver's own). */
 #include "lane.h"
 #include <math.h>
+#include <structmember.h>
 
 PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_inflight, *s_charge, *s_rpcs, *s_retiring, *s_env, *s_fns, *s_batch, *s_append,
     *s_popleft, *s_gone, *s_actor, *s_tasks_done, *s_idle_since, *s_uncharge, *s_recent_mean,
-    *s_finished, *s_backpressure, *one;
+    *s_finished, *s_backpressure, *one, *zero_seconds;
 
 static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "batched",
                              "common", "spec_type", "none_stored", "pipeline_seconds",
-                             "pipeline_max", "smoothing", "eps", NULL};
+                             "pipeline_max", "smoothing", "eps", "pop_any", NULL};
     PyObject *store, *task_table, *scheduler, *pool, *ledger, *batched, *common, *spec_type,
-        *none_stored;
+        *none_stored, *pop_any;
     double pipeline_seconds, smoothing, eps;
     long pipeline_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOO!O!O!Odldd", kwlist, &store,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOO!O!O!OdlddO", kwlist, &store,
                                      &task_table, &scheduler, &pool, &ledger, &PySet_Type,
                                      &batched, &PyDict_Type, &common, &PyType_Type, &spec_type,
                                      &none_stored, &pipeline_seconds, &pipeline_max,
-                                     &smoothing, &eps))
+                                     &smoothing, &eps, &pop_any))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType)) {
         PyErr_SetString(PyExc_TypeError, "spec_type must be a TaskSpecBase subclass");
@@ -53,7 +54,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (!self) return NULL;
 #define KEEP(f) Py_INCREF(f); self->f = f;
     KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(batched)
-    KEEP(common) KEEP(spec_type) KEEP(none_stored)
+    KEEP(common) KEEP(spec_type) KEEP(none_stored) KEEP(pop_any)
 #undef KEEP
     self->pipeline_seconds = pipeline_seconds;
     self->pipeline_max = pipeline_max;
@@ -267,8 +268,16 @@ static PyMethodDef Lane_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))Lane_submit, METH_FASTCALL,
      "submit(fn_id, name, options, args_stored) -> TaskSpec or None: a common task made, "
      "entered, and batched for a busy worker when one can queue it (spec.worker)"},
+    {"drain", (PyCFunction)(void (*)(void))Lane_drain, METH_FASTCALL,
+     "drain(rings, doorbell, workers, limit) -> handled, or (handled, i, data): waiting "
+     "messages popped while they are compact Dones handled here; the first other one"},
     {"done", (PyCFunction)(void (*)(void))Lane_done, METH_FASTCALL,
      "done(w, msg) -> bool: a simple task's Done handled the short way; False: not one"},
+    {NULL}
+};
+
+static PyMemberDef Lane_members[] = {
+    {"rr", T_LONG, offsetof(LaneObject, rr), 0, "the result ring to look at first"},
     {NULL}
 };
 
@@ -283,6 +292,7 @@ PyTypeObject LaneType = {
     .tp_clear = (inquiry)Lane_clear,
     .tp_dealloc = (destructor)Lane_dealloc,
     .tp_methods = Lane_methods,
+    .tp_members = Lane_members,
 };
 
 int lane_init_strings(void) {
@@ -296,5 +306,7 @@ int lane_init_strings(void) {
     S(s_recent_mean, "recent_mean") S(s_finished, "finished")
     S(s_backpressure, "_generator_backpressure_num_objects")
 #undef S
-    return (one = PyLong_FromLong(1)) ? 0 : -1;
+    one = PyLong_FromLong(1);
+    zero_seconds = PyFloat_FromDouble(0.0);
+    return one && zero_seconds ? 0 : -1;
 }

@@ -9,28 +9,36 @@ typedef struct {
     /* The components, and the tables of theirs that are never replaced (the store's
      * are: ObjectStore.compact rebuilds them, so they are read at each call). */
     PyObject *store, *task_table, *tasks, *scheduler, *ready, *fn_mean, *pool, *ledger,
-        *available, *batched, *common, *callbacks, *spec_type, *none_stored;
+        *available, *batched, *common, *callbacks, *spec_type, *none_stored, *pop_any;
     double pipeline_seconds, smoothing, eps;
     long pipeline_max;
+    long rr;  /* the result ring drain looks at first (round robin): `rr` in Python */
 } LaneObject;
 
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
-    X(available) X(batched) X(common) X(callbacks) X(spec_type) X(none_stored)
+    X(available) X(batched) X(common) X(callbacks) X(spec_type) X(none_stored) X(pop_any)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_inflight, *s_charge, *s_rpcs, *s_retiring, *s_env, *s_fns, *s_batch, *s_append,
     *s_popleft, *s_gone, *s_actor, *s_tasks_done, *s_idle_since, *s_uncharge, *s_recent_mean,
-    *s_finished, *s_backpressure, *one;
+    *s_finished, *s_backpressure, *one, *zero_seconds;
 
+
+#define DONE_KIND 10   /* _protocol.DONE (tests/test_lane.py checks both) */
+#define INLINE_KIND 0  /* _protocol.INLINE */
 
 /* helpers of lane.c's */
 int attr_true(PyObject *obj, PyObject *name);
 
 /* lane_done.c: Lane.done, and the module's pack_done / unpack_done */
 PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pack_done(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *unpack_done(PyObject *mod, PyObject *data);
 PyObject *set_none_stored(PyObject *mod, PyObject *stored);
+
+/* inline_values.c */
+PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -19,8 +19,6 @@
 
 #define DONE_MARK 0x01
 #define HEAD 33
-#define DONE_KIND 10   /* _protocol.DONE (tests/test_lane.py checks both) */
-#define INLINE_KIND 0  /* _protocol.INLINE */
 
 static void put_le(unsigned char *p, unsigned long long v) {
     for (int i = 0; i < 8; i++, v >>= 8) p[i] = (unsigned char)v;
@@ -118,7 +116,7 @@ static PyObject *stored_form(const DoneForm *form, PyObject *none_stored) {
     return stored;
 }
 
-static PyObject *none_stored_form;  /* unpack_done's: set by set_none_stored */
+PyObject *none_stored_form;  /* unpack_done's and inline_values': set_none_stored */
 
 /* unpack_done(data) -> the Done record's tuple, or None when `data` is not one */
 PyObject *unpack_done(PyObject *mod, PyObject *data) {
@@ -184,32 +182,27 @@ static int record_duration(LaneObject *self, PyObject *fn_id, double seconds) {
     return e;
 }
 
-/* Lane.done(w, data) -> bool: `data`, a message popped from w's result ring, handled
- * if it is a compact Done that MessageLoop.on_done would take the short way; False:
- * nothing was done (decode it and handle it in Python). */
-PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "done(w, data)");
-        return NULL;
-    }
-    PyObject *w = args[0];
+/* A message popped from w's result ring: 1 if it was a compact Done that
+ * MessageLoop.on_done would take the short way, handled here; 0 if not (nothing was
+ * done: decode it and handle it in Python); -1 on an error. */
+static int done_here(LaneObject *self, PyObject *w, PyObject *data) {
     DoneForm form;
-    if (!read_done(args[1], &form)) Py_RETURN_FALSE;
+    if (!read_done(data, &form)) return 0;
     /* the worker: in the pool, waiting for nothing, a task worker, not retiring */
     int gone = attr_true(w, s_gone), blocked = attr_true(w, s_rpcs);
     int retiring = attr_true(w, s_retiring);
-    if (gone < 0 || blocked < 0 || retiring < 0) return NULL;
+    if (gone < 0 || blocked < 0 || retiring < 0) return -1;
     PyObject *actor = PyObject_GetAttr(w, s_actor);
-    if (!actor) return NULL;
+    if (!actor) return -1;
     Py_DECREF(actor);
-    if (gone || blocked || retiring || actor != Py_None) Py_RETURN_FALSE;
+    if (gone || blocked || retiring || actor != Py_None) return 0;
     /* the task: first in line, simple, not cancelled, its ref still there */
     PyObject *inflight = PyObject_GetAttr(w, s_inflight);
-    if (!inflight) return NULL;
+    if (!inflight) return -1;
     PyObject *first = PyObject_Size(inflight) > 0 ? PySequence_GetItem(inflight, 0) : NULL;
     PyObject *local = NULL, *values = NULL, *pending = NULL, *res = NULL, *stored = NULL;
-    PyObject *task_id = task_id_of(args[1]);
-    if (!task_id) { Py_XDECREF(first); Py_DECREF(inflight); return NULL; }
+    PyObject *task_id = task_id_of(data);
+    if (!task_id) { Py_XDECREF(first); Py_DECREF(inflight); return -1; }
     SpecObject *spec = (SpecObject *)first;
     int ours = spec && PyObject_TypeCheck(first, &SpecType) && spec->simple == Py_True
                && spec->cancelled == Py_False;
@@ -219,8 +212,7 @@ PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     if (ours <= 0) {
         Py_XDECREF(first); Py_XDECREF(local); Py_DECREF(inflight); Py_DECREF(task_id);
-        if (ours < 0 || PyErr_Occurred()) return NULL;
-        Py_RETURN_FALSE;
+        return ours < 0 || PyErr_Occurred() ? -1 : 0;
     }
     /* MessageLoop.on_done's short way, in its order */
     if (!(res = PyObject_CallMethodNoArgs(inflight, s_popleft))) goto fail;
@@ -267,10 +259,62 @@ PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     Py_DECREF(first); Py_DECREF(local); Py_DECREF(values); Py_DECREF(pending);
     Py_DECREF(inflight); Py_DECREF(task_id); Py_DECREF(stored);
-    Py_RETURN_TRUE;
+    return 1;
 fail:
     Py_XDECREF(first); Py_XDECREF(local); Py_XDECREF(values); Py_XDECREF(pending);
     Py_DECREF(inflight); Py_DECREF(task_id); Py_XDECREF(stored);
-    return NULL;
+    return -1;
+}
+
+/* Lane.done(w, data) -> bool: done_here's 1 or 0 */
+PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "done(w, data)");
+        return NULL;
+    }
+    int r = done_here(self, args[0], args[1]);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+/* Lane.drain(rings, doorbell, workers, limit) -> int, or (handled, i, data)
+ * MessageLoop.drain's loop: messages already waiting, popped round robin from `rings`
+ * (pop_any, from lane.rr on) while compact Dones handled here, up to `limit`. Returns
+ * how many it handled; or, at the first other message, that count with the message's
+ * ring index and bytes (popped: the caller handles it, then calls again). */
+PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "drain(rings: tuple, doorbell, workers: tuple, limit)");
+        return NULL;
+    }
+    PyObject *rings = args[0], *workers = args[2];
+    long limit = PyLong_AsLong(args[3]), handled = 0;
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    while (handled < limit && PyTuple_GET_SIZE(rings)) {
+        PyObject *rr = PyLong_FromLong(self->rr);
+        if (!rr) return NULL;
+        PyObject *call[5] = {rings, args[1], zero_seconds, zero_seconds, rr};
+        PyObject *got = PyObject_Vectorcall(self->pop_any, call, 5, NULL);
+        Py_DECREF(rr);
+        if (!got) return NULL;
+        if (got == Py_None) { Py_DECREF(got); break; }
+        Py_ssize_t i = PyTuple_Check(got) && PyTuple_GET_SIZE(got) == 2
+                       ? PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0)) : -1;
+        if (i < 0 || i >= PyTuple_GET_SIZE(workers)) {
+            Py_DECREF(got);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "pop_any: a bad ring index");
+            return NULL;
+        }
+        self->rr = (long)i + 1;
+        PyObject *data = PyTuple_GET_ITEM(got, 1);
+        int r = done_here(self, PyTuple_GET_ITEM(workers, i), data);
+        if (r <= 0) {
+            PyObject *out = r < 0 ? NULL : Py_BuildValue("(lnO)", handled, i, data);
+            Py_DECREF(got);
+            return out;
+        }
+        Py_DECREF(got);
+        handled++;
+    }
+    return PyLong_FromLong(handled);
 }
 

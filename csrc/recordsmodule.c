@@ -244,6 +244,9 @@ static PyMethodDef module_methods[] = {
      "compact form (csrc/lane_done.c), or None if it has none"},
     {"unpack_done", unpack_done, METH_O,
      "unpack_done(data) -> the Done record's tuple of a compact Done, or None"},
+    {"inline_values", (PyCFunction)(void (*)(void))inline_values, METH_FASTCALL,
+     "inline_values(refs, stored, ref_type, loads) -> the values, if every ref's stored "
+     "form is small and inline (else None)"},
     {"set_none_stored", set_none_stored, METH_O,
      "set_none_stored(stored): the one stored form of None (unpack_done gives it)"},
     {"reset_ids", reset_ids, METH_O,

@@ -20,7 +20,7 @@ import os
 import pickle
 
 from . import _mappings, _segment_writer, _shm
-from ._crecords import set_none_stored
+from ._crecords import inline_values, set_none_stored
 from ._object_ref import ObjectRef, collect_refs
 from ._protocol import ERROR, INLINE, SHM, SPILLED
 from .exceptions import RayActorError, RayError, RayTaskError
@@ -353,6 +353,10 @@ def _map_args(args, kwargs, f, nested):
 def values_of(refs: list, stored: dict) -> list:
     """What ``get`` returns: each ref's value from its stored form (the first error
     raises); items that are not refs are already values and pass through."""
+    if type(refs) is list and type(stored) is dict:  # every one small and inline: in C
+        out = inline_values(refs, stored, ObjectRef, pickle.loads)
+        if out is not None:
+            return out
     out = []
     loads = pickle.loads
     for r in refs:

@@ -245,3 +245,53 @@ def test_the_lanes_arguments_are_checked(session):
         lane.done(None)
     assert lane.submit(ident._fn_id, "ident", object(), ser.NO_ARGS) is None  # not common
     assert lane.done(session.pool.workers[0], pickle.dumps((1,))) is False
+
+
+# ------------------------------------------------------------------ get's values in C
+class Eraser:
+    """Unpickled, it empties the dict that a get reads (nothing in shmray does that;
+    user code in an unpickle can)."""
+
+    table = None
+
+    def __reduce__(self):
+        return (Eraser._erase, ())
+
+    @staticmethod
+    def _erase():
+        Eraser.table.clear()
+        return "erased"
+
+
+def test_inline_values():
+    ObjectRef = shmray.ObjectRef
+    ids = [new_base_id() for _ in range(4)]
+    table = {ids[0]: ser.NONE, ids[1]: ser.to_stored(5, None), ids[2]: ser.to_stored("x", None)}
+    refs = [ObjectRef(i, True) for i in ids[:3]]
+    assert _crecords.inline_values(refs, table, ObjectRef, pickle.loads) == [None, 5, "x"]
+    assert ser.values_of(refs, table) == [None, 5, "x"]
+    assert _crecords.inline_values([], table, ObjectRef, pickle.loads) == []
+    # anything else: None, and values_of's Python does it all
+    table[ids[3]] = ser.error_stored(ValueError("no"))
+    for other in ([refs[0], 7], [refs[0], ObjectRef(ids[3], True)],
+                  [ObjectRef(new_base_id(), True)]):
+        assert _crecords.inline_values(other, table, ObjectRef, pickle.loads) is None
+    assert ser.values_of([refs[1], 7], table) == [5, 7]
+    with pytest.raises(ValueError, match="no"):
+        ser.values_of([ObjectRef(ids[3], True)], table)
+    for bad in ((refs, table, ObjectRef), (tuple(refs), table, ObjectRef, pickle.loads),
+                (refs, table, int, pickle.loads)):
+        with pytest.raises(TypeError):
+            _crecords.inline_values(*bad)
+    Eraser.table = table
+    table[ids[0]] = (_protocol.INLINE, pickle.dumps(Eraser()), ())
+    with pytest.raises(RuntimeError, match="changed"):
+        _crecords.inline_values(refs, table, ObjectRef, pickle.loads)
+
+
+def test_drain_checks_its_arguments(session):
+    with pytest.raises(TypeError):
+        session.lane.drain([], None, (), 1)
+    with session.lock:
+        workers, rings = session.pool.snapshot
+        assert session.lane.drain(rings, session.control.doorbell, workers, 0) == 0

@@ -62,7 +62,8 @@ class MessageLoop(Background):
         self.generators = s.generators
         self.deferred = deque()      # callables with user code, run outside the locks
         self.next_housekeep = 0.0
-        self.rr = 0                  # the ring to look at first (round robin)
+        self.lane = session.lane     # (the common task's Done in C; lane.rr: the result
+                                     # ring to look at first, round robin)
         self.pumpers = 0             # user threads inside wait_until (they pump)
         self.user_pumped = 0.0       # when one of them last began a pump
         self._pumpers_lock = threading.Lock()
@@ -205,18 +206,17 @@ class MessageLoop(Background):
         """Handle up to `limit` messages already waiting (the caller holds pump_lock,
         inside a Ctrl-C-safe section or in the background thread: the plain lock)."""
         workers, rings = self.pool.snapshot
-        done_in_c = self.session.lane.done
+        drain_in_c = self.lane.drain  # (pop_any's loop; a simple task's Done handled in C)
         n = 0
         with self.lock.raw:
-            while rings and n < limit:
-                got = pop_any(rings, self.control.doorbell, 0.0, 0.0, self.rr)
-                if got is None:
+            while n < limit:
+                got = drain_in_c(rings, self.control.doorbell, workers, limit - n)
+                if type(got) is int:  # the rings are empty, or the limit is reached
+                    n += got
                     break
-                i, data = got
-                self.rr = i + 1
-                if not done_in_c(workers[i], data):  # (a simple task's Done, in C)
-                    self.handle(workers[i], _ring.decode(data))
-                n += 1
+                handled, i, data = got  # then a message for Python
+                self.handle(workers[i], _ring.decode(data))
+                n += handled + 1
             self.settle(n, burst)
         return n
 
@@ -274,12 +274,12 @@ class MessageLoop(Background):
             # streaming generator's next item)
             spin = spin and (fast or self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER)
             got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
-                          DRIVER_SPIN if spin else 0.0, self.rr)
+                          DRIVER_SPIN if spin else 0.0, self.lane.rr)
             if got is not None:
                 i, data = got
-                self.rr = i + 1
+                self.lane.rr = i + 1
                 with self.lock.raw:  # (in pump's section)
-                    if not self.session.lane.done(workers[i], data):
+                    if not self.lane.done(workers[i], data):
                         self.handle(workers[i], _ring.decode(data))
                     self.dispatch.dispatch_queued()
             self.drain(DRAIN_BATCH)

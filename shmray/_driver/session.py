@@ -29,6 +29,7 @@ from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import SHM
 from .._crecords import Lane
+from .._cring import pop_any
 from .._resources import EPS, ResourceLedger, affinity_cpus, node_totals, user_stacklevel
 from .._runtime import Runtime
 from .._scheduler import PIPELINE_MAX, PIPELINE_SECONDS, SMOOTHING, Scheduler
@@ -130,7 +131,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                          pool=self.pool, ledger=self.ledger, batched=self.dispatch.batched,
                          common=self.tasks.verdicts.common, spec_type=TaskSpec,
                          none_stored=ser.NONE, pipeline_seconds=PIPELINE_SECONDS,
-                         pipeline_max=PIPELINE_MAX, smoothing=SMOOTHING, eps=EPS)
+                         pipeline_max=PIPELINE_MAX, smoothing=SMOOTHING, eps=EPS,
+                         pop_any=pop_any)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)

@@ -1,0 +1,74 @@
+/* inline_values.c - what `get` returns for refs whose values are small and inline,
+ * in C (shmray._crecords.inline_values): _serialization.values_of's first case.
+ *
+ * A get of many small results read each one in a loop of bytecode. Here: one pass to
+ * check that every item is an ObjectRef whose stored form is inline without
+ * out-of-band buffers (else None: values_of does it all, errors included, and no
+ * value has been unpickled twice), one pass to unpickle them. None's one stored
+ * form (set_none_stored) is None without unpickling. */
+#include "lane.h"
+
+extern PyObject *none_stored_form;
+
+static int is_inline(PyObject *stored) {
+    if (stored == none_stored_form) return 1;
+    return PyTuple_CheckExact(stored) && PyTuple_GET_SIZE(stored) == 3 &&
+           PyLong_CheckExact(PyTuple_GET_ITEM(stored, 0)) &&
+           PyLong_AsLong(PyTuple_GET_ITEM(stored, 0)) == INLINE_KIND &&
+           PyBytes_CheckExact(PyTuple_GET_ITEM(stored, 1)) &&
+           PyTuple_CheckExact(PyTuple_GET_ITEM(stored, 2)) &&
+           PyTuple_GET_SIZE(PyTuple_GET_ITEM(stored, 2)) == 0;
+}
+
+/* inline_values(refs: list, stored: dict, ref_type, loads) -> list, or None */
+PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyDict_Check(args[1]) ||
+        !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "inline_values(refs: list, stored: dict, ref_type, loads)");
+        return NULL;
+    }
+    PyObject *refs = args[0], *stored = args[1], *loads = args[3];
+    PyTypeObject *ref_type = (PyTypeObject *)args[2];
+    Py_ssize_t n = PyList_GET_SIZE(refs);
+    if (!PyType_IsSubtype(ref_type, &RefType)) {
+        PyErr_SetString(PyExc_TypeError, "ref_type must be a RefBase subclass");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(refs, i);
+        if (Py_TYPE(r) != ref_type || !((RefObject *)r)->id) Py_RETURN_NONE;
+        PyObject *s = PyDict_GetItemWithError(stored, ((RefObject *)r)->id);
+        if (!s || !is_inline(s)) {
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;  /* (not stored: values_of raises its KeyError) */
+        }
+    }
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* (the list and the dict may have changed while a value was unpickled) */
+        PyObject *r = i < PyList_GET_SIZE(refs) ? PyList_GET_ITEM(refs, i) : NULL;
+        PyObject *s = r && Py_TYPE(r) == ref_type
+                      ? PyDict_GetItemWithError(stored, ((RefObject *)r)->id) : NULL;
+        PyObject *value;
+        if (!s || !is_inline(s)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "get: the refs changed while read");
+            value = NULL;
+        } else if (s == none_stored_form) {
+            Py_INCREF(Py_None);
+            value = Py_None;
+        } else {
+            Py_INCREF(s);  /* (the dict's entry may go while its pickle is read) */
+            value = PyObject_CallOneArg(loads, PyTuple_GET_ITEM(s, 1));
+            Py_DECREF(s);
+        }
+        if (!value) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, value);
+    }
+    return out;
+}
