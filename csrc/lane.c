@@ -28,34 +28,39 @@
 #include <structmember.h>
 
 PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
-    *s_inflight, *s_charge, *s_rpcs, *s_retiring, *s_env, *s_fns, *s_batch, *s_append,
-    *s_popleft, *s_gone, *s_actor, *s_tasks_done, *s_idle_since, *s_uncharge, *s_recent_mean,
-    *s_finished, *s_backpressure, *one, *zero_seconds;
+    *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
+    *s_send_batch, *one, *zero_seconds, *deque_append, *deque_popleft;
 
 static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "batched",
-                             "common", "spec_type", "none_stored", "pipeline_seconds",
-                             "pipeline_max", "smoothing", "eps", "pop_any", NULL};
-    PyObject *store, *task_table, *scheduler, *pool, *ledger, *batched, *common, *spec_type,
-        *none_stored, *pop_any;
-    double pipeline_seconds, smoothing, eps;
-    long pipeline_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOO!O!O!OdlddO", kwlist, &store,
-                                     &task_table, &scheduler, &pool, &ledger, &PySet_Type,
-                                     &batched, &PyDict_Type, &common, &PyType_Type, &spec_type,
-                                     &none_stored, &pipeline_seconds, &pipeline_max,
-                                     &smoothing, &eps, &pop_any))
+    static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "dispatch",
+                             "common", "spec_type", "ref_type", "none_stored",
+                             "pipeline_seconds", "pipeline_max", "smoothing", "eps", "pop_any",
+                             "burst_gap", "task_batch", NULL};
+    PyObject *store, *task_table, *scheduler, *pool, *ledger, *dispatch, *common, *spec_type,
+        *ref_type, *none_stored, *pop_any;
+    double pipeline_seconds, smoothing, eps, burst_gap;
+    long pipeline_max, task_batch;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdl", kwlist, &store,
+                                     &task_table, &scheduler, &pool, &ledger, &dispatch,
+                                     &PyDict_Type, &common, &PyType_Type, &spec_type,
+                                     &PyType_Type, &ref_type, &none_stored, &pipeline_seconds,
+                                     &pipeline_max, &smoothing, &eps, &pop_any, &burst_gap,
+                                     &task_batch))
         return NULL;
-    if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType)) {
-        PyErr_SetString(PyExc_TypeError, "spec_type must be a TaskSpecBase subclass");
+    if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType) ||
+        !PyType_IsSubtype((PyTypeObject *)ref_type, &RefType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "spec_type and ref_type must subclass TaskSpecBase and RefBase");
         return NULL;
     }
     LaneObject *self = (LaneObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
 #define KEEP(f) Py_INCREF(f); self->f = f;
-    KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(batched)
-    KEEP(common) KEEP(spec_type) KEEP(none_stored) KEEP(pop_any)
+    KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(dispatch)
+    KEEP(common) KEEP(spec_type) KEEP(ref_type) KEEP(none_stored) KEEP(pop_any)
 #undef KEEP
+    self->burst_gap = burst_gap;
+    self->task_batch = task_batch;
     self->pipeline_seconds = pipeline_seconds;
     self->pipeline_max = pipeline_max;
     self->smoothing = smoothing;
@@ -64,8 +69,13 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->ready = PyObject_GetAttrString(scheduler, "ready")) ||
         !(self->fn_mean = PyObject_GetAttrString(scheduler, "fn_mean")) ||
         !(self->available = PyObject_GetAttrString(ledger, "available")) ||
-        !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")))
+        !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")) ||
+        !(self->batched = PyObject_GetAttrString(dispatch, "batched")))
         goto fail;
+    if (!PySet_CheckExact(self->batched)) {
+        PyErr_SetString(PyExc_TypeError, "dispatch.batched must be a set");
+        goto fail;
+    }
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
         !PyDict_CheckExact(self->fn_mean) || !PyDict_CheckExact(self->available) ||
         !PyDict_CheckExact(self->callbacks)) {
@@ -96,15 +106,6 @@ static void Lane_dealloc(LaneObject *self) {
     PyObject_GC_UnTrack(self);
     Lane_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* An attribute that must be a truth value: 1, 0, or -1 (an error set). */
-int attr_true(PyObject *obj, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (!v) return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
 }
 
 /* ResourceLedger.fits: every (name, amount) of the request is free. */
@@ -139,25 +140,17 @@ static PyObject *pipeline_worker(LaneObject *self, PyObject *fn_id, PyObject *re
     if (!workers) { *error = 1; return NULL; }
     PyObject *best = NULL;
     for (Py_ssize_t i = 0; PyList_Check(workers) && i < PyList_GET_SIZE(workers); i++) {
-        PyObject *w = PyList_GET_ITEM(workers, i);
-        PyObject *inflight = PyObject_GetAttr(w, s_inflight);
-        if (!inflight) goto fail;
-        Py_ssize_t n = PyObject_Size(inflight);
-        Py_DECREF(inflight);
+        WorkerObject *w = (WorkerObject *)PyList_GET_ITEM(workers, i);
+        if (!PyObject_TypeCheck(w, &WorkerType)) continue;  /* (never: WorkerHandles) */
+        Py_ssize_t n = PyObject_Size(w->inflight);
         if (n < 0) goto fail;
         if (n >= depth) continue;
-        PyObject *charge = PyObject_GetAttr(w, s_charge);
-        if (!charge) goto fail;
-        int same = PyObject_RichCompareBool(charge, request, Py_EQ);
-        Py_DECREF(charge);
+        int same = PyObject_RichCompareBool(w->charge, request, Py_EQ);
         if (same <= 0) { if (same < 0) goto fail; continue; }
-        int blocked = attr_true(w, s_rpcs), retiring = attr_true(w, s_retiring);
+        int blocked = PyObject_IsTrue(w->rpcs), retiring = PyObject_IsTrue(w->retiring);
         if (blocked < 0 || retiring < 0) goto fail;
-        PyObject *env = PyObject_GetAttr(w, s_env);
-        if (!env) goto fail;
-        Py_DECREF(env);
-        if (blocked || retiring || env != Py_None) continue;
-        best = w;
+        if (blocked || retiring || w->env != Py_None) continue;
+        best = (PyObject *)w;
         depth = (long)n;
     }
     Py_DECREF(workers);
@@ -179,15 +172,15 @@ static int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
                                     Py_False, spec->attempt, Py_None, backpressure);
     Py_DECREF(backpressure);
     if (!record) return -1;
-    PyObject *batch = PyObject_GetAttr(w, s_batch);
-    int r = batch ? PyList_Append(batch, record) : -1;
-    Py_XDECREF(batch);
+    WorkerObject *x = (WorkerObject *)w;
+    int r = PyList_Check(x->batch) ? PyList_Append(x->batch, record) : -1;
     Py_DECREF(record);
-    if (r < 0) return -1;
-    PyObject *inflight = PyObject_GetAttr(w, s_inflight);
-    PyObject *res = inflight ? PyObject_CallMethodOneArg(inflight, s_append, (PyObject *)spec)
-                             : NULL;
-    Py_XDECREF(inflight);
+    if (r < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "w.batch must be a list");
+        return -1;
+    }
+    PyObject *call[2] = {x->inflight, (PyObject *)spec};
+    PyObject *res = PyObject_Vectorcall(deque_append, call, 2, NULL);
     if (!res) return -1;
     Py_DECREF(res);
     Py_INCREF(w);
@@ -195,7 +188,25 @@ static int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
     return PySet_Add(self->batched, w);
 }
 
-/* Lane.submit(fn_id, name, options, args_stored) -> spec or None */
+/* A .remote() call: is it inside a burst (less than burst_gap after the last one, no
+ * get or wait between)? Then results are drained every 16th call only; else at once. */
+static int note_submit(LaneObject *self) {
+    double now = monotonic_seconds();
+    int burst = now - self->last_submit < self->burst_gap && !self->waited;
+    self->last_submit = now;
+    self->waited = 0;
+    self->burst = (char)burst;
+    self->submits++;
+    self->drain_due = !burst || !(self->submits & 15);
+    return burst;
+}
+
+static PyObject *Lane_note_submit(LaneObject *self, PyObject *unused) {
+    return PyBool_FromLong(note_submit(self));
+}
+
+/* Lane.submit(fn_id, name, options, args_stored) -> ObjectRef, or None (not the common
+ * case: nothing was done) */
 static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "submit(fn_id, name, options, args_stored)");
@@ -243,31 +254,54 @@ static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t
     Py_XDECREF(pending);
     Py_XDECREF(local);
     if (bad) goto fail;
+    int burst = note_submit(self);
     /* Dispatcher.place_or_queue → Scheduler.place: nothing queued ahead of it, the
-     * request does not fit (every worker busy), a worker under the pipeline depth */
+     * request does not fit (every worker busy), a worker under the pipeline depth
+     * that has its function: batched for it here; else placed by that Python */
     int queued = PyDict_Contains(self->ready, spec->request);
     int fit = queued ? 1 : fits(self, spec->request);
     if (queued < 0 || fit < 0) goto fail;
-    if (queued || fit) return (PyObject *)spec;
-    int error = 0;
-    PyObject *w = pipeline_worker(self, fn_id, spec->request, &error);
-    if (error) goto fail;
-    if (!w) return (PyObject *)spec;
-    PyObject *fns = PyObject_GetAttr(w, s_fns);
-    int shipped = fns ? PySet_Contains(fns, fn_id) : -1;
-    Py_XDECREF(fns);
-    if (shipped < 0) goto fail;
-    if (shipped && batch_task(self, w, spec) < 0) goto fail;
-    return (PyObject *)spec;
+    PyObject *w = NULL;
+    if (!queued && !fit) {
+        int error = 0;
+        w = pipeline_worker(self, fn_id, spec->request, &error);
+        if (error) goto fail;
+        int shipped = w ? PySet_Contains(((WorkerObject *)w)->fns, fn_id) : 0;
+        if (shipped < 0 || (shipped && batch_task(self, w, spec) < 0)) goto fail;
+        if (!shipped) w = NULL;
+    }
+    PyObject *res, *flag = burst ? Py_True : Py_False;
+    if (!w) {
+        res = PyObject_CallMethodObjArgs(self->dispatch, s_place_or_queue, spec, flag, NULL);
+    } else if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch) {
+        res = PyObject_CallMethodObjArgs(self->dispatch, s_send_batch, w,
+                                         burst ? Py_False : Py_True, NULL);
+    } else {
+        res = Py_None;
+        Py_INCREF(res);
+    }
+    if (!res) goto fail;
+    Py_DECREF(res);
+    /* what .remote() returns: an ObjectRef, counted already (ObjectRef(task_id, True)) */
+    PyTypeObject *ref_type = (PyTypeObject *)self->ref_type;
+    RefObject *ref = (RefObject *)ref_type->tp_new(ref_type, NULL, NULL);
+    if (ref) {
+        Py_INCREF(spec->task_id);
+        ref->id = spec->task_id;
+    }
+    Py_DECREF(spec);
+    return (PyObject *)ref;
 fail:
     Py_DECREF(spec);
     return NULL;
 }
 
 static PyMethodDef Lane_methods[] = {
+    {"note_submit", (PyCFunction)Lane_note_submit, METH_NOARGS,
+     "note_submit() -> burst: a .remote() that submit() did not take (Session._submit)"},
     {"submit", (PyCFunction)(void (*)(void))Lane_submit, METH_FASTCALL,
-     "submit(fn_id, name, options, args_stored) -> TaskSpec or None: a common task made, "
-     "entered, and batched for a busy worker when one can queue it (spec.worker)"},
+     "submit(fn_id, name, options, args_stored) -> ObjectRef or None: a common task "
+     "submitted (None: not one, nothing done)"},
     {"drain", (PyCFunction)(void (*)(void))Lane_drain, METH_FASTCALL,
      "drain(rings, doorbell, workers, limit) -> handled, or (handled, i, data): waiting "
      "messages popped while they are compact Dones handled here; the first other one"},
@@ -278,6 +312,14 @@ static PyMethodDef Lane_methods[] = {
 
 static PyMemberDef Lane_members[] = {
     {"rr", T_LONG, offsetof(LaneObject, rr), 0, "the result ring to look at first"},
+    {"last_submit", T_DOUBLE, offsetof(LaneObject, last_submit), 0,
+     "when the latest .remote() ran (time.monotonic())"},
+    {"waited", T_BOOL, offsetof(LaneObject, waited), 0,
+     "a get or wait ran since then (the next .remote() is not in a burst)"},
+    {"burst", T_BOOL, offsetof(LaneObject, burst), READONLY,
+     "the latest .remote() was inside a burst"},
+    {"drain_due", T_BOOL, offsetof(LaneObject, drain_due), READONLY,
+     "its caller drains the result rings (not in a burst, or every 16th call of one)"},
     {NULL}
 };
 
@@ -299,13 +341,18 @@ int lane_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
     S(s_values, "values") S(s_pending, "pending") S(s_local, "_local")
     S(s_request, "request") S(s_num_returns, "num_returns") S(s_workers, "workers")
-    S(s_inflight, "inflight") S(s_charge, "charge") S(s_rpcs, "rpcs")
-    S(s_retiring, "retiring") S(s_env, "env") S(s_fns, "fns") S(s_batch, "batch")
-    S(s_append, "append") S(s_popleft, "popleft") S(s_gone, "gone") S(s_actor, "actor")
-    S(s_tasks_done, "tasks_done") S(s_idle_since, "idle_since") S(s_uncharge, "uncharge")
-    S(s_recent_mean, "recent_mean") S(s_finished, "finished")
+    S(s_uncharge, "uncharge") S(s_recent_mean, "recent_mean") S(s_finished, "finished")
     S(s_backpressure, "_generator_backpressure_num_objects")
+    S(s_place_or_queue, "place_or_queue") S(s_send_batch, "send_batch")
 #undef S
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *deque = collections ? PyObject_GetAttrString(collections, "deque") : NULL;
+    Py_XDECREF(collections);
+    if (!deque) return -1;
+    deque_append = PyObject_GetAttrString(deque, "append");    /* (unbound: a descriptor */
+    deque_popleft = PyObject_GetAttrString(deque, "popleft");  /* called without binding) */
+    Py_DECREF(deque);
+    if (!deque_append || !deque_popleft) return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);
     return one && zero_seconds ? 0 : -1;

@@ -9,27 +9,32 @@ typedef struct {
     /* The components, and the tables of theirs that are never replaced (the store's
      * are: ObjectStore.compact rebuilds them, so they are read at each call). */
     PyObject *store, *task_table, *tasks, *scheduler, *ready, *fn_mean, *pool, *ledger,
-        *available, *batched, *common, *callbacks, *spec_type, *none_stored, *pop_any;
-    double pipeline_seconds, smoothing, eps;
-    long pipeline_max;
+        *dispatch, *available, *batched, *common, *callbacks, *spec_type, *ref_type,
+        *none_stored, *pop_any;
+    double pipeline_seconds, smoothing, eps, burst_gap;
+    long pipeline_max, task_batch;
     long rr;  /* the result ring drain looks at first (round robin): `rr` in Python */
+    /* bursts of .remote() calls (see _driver/dispatch.py), as Python reads them */
+    double last_submit;
+    long submits;
+    char waited, burst, drain_due;
 } LaneObject;
 
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
-    X(available) X(batched) X(common) X(callbacks) X(spec_type) X(none_stored) X(pop_any)
+    X(dispatch) X(available) X(batched) X(common) X(callbacks) X(spec_type) X(ref_type)    \
+    X(none_stored) X(pop_any)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
-    *s_inflight, *s_charge, *s_rpcs, *s_retiring, *s_env, *s_fns, *s_batch, *s_append,
-    *s_popleft, *s_gone, *s_actor, *s_tasks_done, *s_idle_since, *s_uncharge, *s_recent_mean,
-    *s_finished, *s_backpressure, *one, *zero_seconds;
+    *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
+    *s_send_batch, *one, *zero_seconds, *deque_append, *deque_popleft;
+
+/* CLOCK_MONOTONIC in seconds: what time.monotonic() returns */
+double monotonic_seconds(void);
 
 
 #define DONE_KIND 10   /* _protocol.DONE (tests/test_lane.py checks both) */
 #define INLINE_KIND 0  /* _protocol.INLINE */
-
-/* helpers of lane.c's */
-int attr_true(PyObject *obj, PyObject *name);
 
 /* lane_done.c: Lane.done, and the module's pack_done / unpack_done */
 PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);

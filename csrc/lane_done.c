@@ -157,7 +157,7 @@ static int add_to_int_attr(PyObject *obj, PyObject *name) {
     return r;
 }
 
-static double monotonic(void) {
+double monotonic_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -189,16 +189,15 @@ static int done_here(LaneObject *self, PyObject *w, PyObject *data) {
     DoneForm form;
     if (!read_done(data, &form)) return 0;
     /* the worker: in the pool, waiting for nothing, a task worker, not retiring */
-    int gone = attr_true(w, s_gone), blocked = attr_true(w, s_rpcs);
-    int retiring = attr_true(w, s_retiring);
+    if (!PyObject_TypeCheck(w, &WorkerType)) return 0;
+    WorkerObject *x = (WorkerObject *)w;
+    int gone = PyObject_IsTrue(x->gone), blocked = PyObject_IsTrue(x->rpcs);
+    int retiring = PyObject_IsTrue(x->retiring);
     if (gone < 0 || blocked < 0 || retiring < 0) return -1;
-    PyObject *actor = PyObject_GetAttr(w, s_actor);
-    if (!actor) return -1;
-    Py_DECREF(actor);
-    if (gone || blocked || retiring || actor != Py_None) return 0;
+    if (gone || blocked || retiring || x->actor != Py_None) return 0;
     /* the task: first in line, simple, not cancelled, its ref still there */
-    PyObject *inflight = PyObject_GetAttr(w, s_inflight);
-    if (!inflight) return -1;
+    PyObject *inflight = x->inflight;
+    Py_INCREF(inflight);
     PyObject *first = PyObject_Size(inflight) > 0 ? PySequence_GetItem(inflight, 0) : NULL;
     PyObject *local = NULL, *values = NULL, *pending = NULL, *res = NULL, *stored = NULL;
     PyObject *task_id = task_id_of(data);
@@ -215,16 +214,14 @@ static int done_here(LaneObject *self, PyObject *w, PyObject *data) {
         return ours < 0 || PyErr_Occurred() ? -1 : 0;
     }
     /* MessageLoop.on_done's short way, in its order */
-    if (!(res = PyObject_CallMethodNoArgs(inflight, s_popleft))) goto fail;
+    if (!(res = PyObject_Vectorcall(deque_popleft, &inflight, 1, NULL))) goto fail;
     Py_DECREF(res);
-    if (add_to_int_attr(w, s_tasks_done) < 0) goto fail;
+    if (!(res = PyNumber_Add(x->tasks_done, one))) goto fail;
+    Py_SETREF(x->tasks_done, res);
     if (PyObject_Size(inflight) == 0) {  /* (rpcs.resume) */
         if (!(res = PyObject_CallMethodOneArg(self->ledger, s_uncharge, w))) goto fail;
         Py_DECREF(res);
-        PyObject *now = PyFloat_FromDouble(monotonic());
-        int e = now ? PyObject_SetAttr(w, s_idle_since, now) : -1;
-        Py_XDECREF(now);
-        if (e < 0) goto fail;
+        x->idle_since = monotonic_seconds();
     }
     if (record_duration(self, spec->fn_id, (form.end - form.start) * 1e-9) < 0) goto fail;
     if (PyDict_DelItem(self->tasks, task_id) < 0) goto fail;

@@ -26,7 +26,20 @@ typedef struct {
     PyObject *weakrefs;
 } RefObject;
 
-extern PyTypeObject SpecType, RefType, LaneType;
+/* The fields of the driver's WorkerHandle (shmray/_worker_pool.py documents them)
+ * that a task's way through the lane reads and writes. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *inflight, *charge, *fns, *rpcs, *batch, *retiring, *gone, *env, *actor,
+        *tasks_done;
+    double idle_since;
+} WorkerObject;
+
+#define WORKER_FIELDS(X)                                                                     \
+    X(inflight) X(charge) X(fns) X(rpcs) X(batch) X(retiring) X(gone) X(env) X(actor)        \
+    X(tasks_done)
+
+extern PyTypeObject SpecType, RefType, LaneType, WorkerType;
 
 /* The next task or put id, as _object_ref documents them (recordsmodule.c). */
 PyObject *records_new_base_id(void);

@@ -198,6 +198,65 @@ PyTypeObject RefType = {
     .tp_members = Ref_members,
 };
 
+/* ---------------------------------------------------------------- WorkerBase
+ *
+ * shmray._worker_pool.WorkerHandle's base: the fields the lane (lane.c, lane_done.c)
+ * reads and writes for every task, as a struct it reaches without an attribute
+ * lookup. From Python they read and write as __slots__ would; None by default
+ * (tasks_done 0, idle_since 0.0: WorkerHandle.__init__ sets them all). */
+static PyObject *Worker_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    WorkerObject *self = (WorkerObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+#define NONE(f) Py_INCREF(Py_None); self->f = Py_None;
+    WORKER_FIELDS(NONE)
+#undef NONE
+    Py_INCREF(zero);
+    Py_SETREF(self->tasks_done, zero);
+    return (PyObject *)self;
+}
+
+static int Worker_traverse(WorkerObject *self, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(self->f);
+    WORKER_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int Worker_clear(WorkerObject *self) {
+#define CLEAR(f) Py_CLEAR(self->f);
+    WORKER_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void Worker_dealloc(WorkerObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Worker_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Worker_members[] = {
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(WorkerObject, f), 0, NULL},
+    WORKER_FIELDS(MEMBER)
+#undef MEMBER
+    {"idle_since", T_DOUBLE, offsetof(WorkerObject, idle_since), 0, NULL},
+    {NULL}
+};
+
+PyTypeObject WorkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmray._crecords.WorkerBase",
+    .tp_basicsize = sizeof(WorkerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of a WorkerHandle the lane reads (see shmray/_worker_pool.py).",
+    .tp_new = Worker_new,
+    .tp_traverse = (traverseproc)Worker_traverse,
+    .tp_clear = (inquiry)Worker_clear,
+    .tp_dealloc = (destructor)Worker_dealloc,
+    .tp_members = Worker_members,
+};
+
 /* ---------------------------------------------------------------- ids
  *
  * A task or put id: a counter from bit 61, this process's random prefix in bits
@@ -277,12 +336,13 @@ PyMODINIT_FUNC PyInit__crecords(void) {
     zero = PyLong_FromLong(0);
     if (!str_request || !str_num_returns || !str_created || !str_dropped || !zero) return NULL;
     if (lane_init_strings() < 0) return NULL;
-    if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0)
+    if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0 ||
+        PyType_Ready(&WorkerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
     if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0 ||
-        add_type(m, "Lane", &LaneType) < 0) {
+        add_type(m, "Lane", &LaneType) < 0 || add_type(m, "WorkerBase", &WorkerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

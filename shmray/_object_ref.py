@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import threading
 
-from ._crecords import RefBase, new_base_id, reset_ids, set_hooks
+from . import _crecords
+from ._crecords import RefBase, reset_ids, set_hooks
 
 
 class _Hooks:
@@ -71,6 +72,9 @@ def _reset_ids():
 _reset_ids()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_ids)
+
+
+new_base_id = _crecords.new_base_id  # () -> a fresh task or put id; return i is base + i
 
 
 def task_id_of(oid: int) -> int:

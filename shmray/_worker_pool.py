@@ -22,6 +22,7 @@ import time
 from collections import deque
 
 from . import _gpu, _proctree, _ring, _runtime_env, _shm, _status_area, _worker
+from ._crecords import WorkerBase
 from ._protocol import EXIT, Exit
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,10 +107,11 @@ def start_method() -> str:
     return method
 
 
-class WorkerHandle:
-    __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "inflight", "charge",
-                 "fns", "rpcs", "outbox", "batch", "extra", "gpus", "idle_since", "tasks_done",
-                 "started", "calls", "retiring", "grants", "gone", "env", "exports", "actor")
+class WorkerHandle(WorkerBase):
+    # (inflight, charge, fns, rpcs, batch, retiring, gone, env, actor, tasks_done and
+    # idle_since are the C base's fields: the lane reads them for every task)
+    __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "outbox", "extra", "gpus",
+                 "started", "calls", "grants", "exports")
 
     def __init__(self, index, proc, channel, core, extra, gpus=(), env=None):
         self.index = index

@@ -81,6 +81,7 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
         self.current_task_id = None
         self.lent = None          # the running task's lent stored forms (oid -> stored)
         self._backlog = deque()    # tasks of the current TASKS message not started yet
+        self._helps = deque()      # help tasks received inside an rpc, not run yet
         self._cancel_words = self.channel.cancels
         self._cancels_seen = 0     # the channel's cancel counter when last read
         self._cancelled = set()    # the ids it listed then
@@ -130,16 +131,37 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
         if not blocked or self.actor_host is not None:  # (an actor's calls wait their turn)
             self._backlog.extend(tasks)
             return False
-        for task in tasks:
-            record = Task(*task)
-            if not record.helping:
-                self.send(Bounce(BOUNCE, record.task_id))
-            elif _stack_room():
-                run_task(self, *task)
-            else:  # a recursion of nested tasks as deep as Python allows: it ends here
-                self.send(done_record(record.task_id, _too_deep(self.fns[record.fn_id][1]),
-                                      0, 0, None, None, False))
+        for task in tasks:  # (the help tasks run once the message is taken: see _rpc)
+            if Task(*task).helping:
+                self._helps.append(task)
+            else:
+                self.send(Bounce(BOUNCE, Task(*task).task_id))
         return False
+
+    def _run_help(self, task):
+        """A help task, on top of the rpc that waits (see _driver.dispatch)."""
+        if _stack_room():
+            run_task(self, *task)
+        else:  # a recursion of nested tasks as deep as Python allows: it ends here
+            record = Task(*task)
+            self.send(done_record(record.task_id, _too_deep(self.fns[record.fn_id][1]),
+                                  0, 0, None, None, False))
+
+    def _receive_blocked(self):
+        """Inside an rpc: wait for one message and take it. A cancel's interrupt waits
+        until the message is taken (a Tasks message torn halfway would lose its tasks:
+        neither bounced nor run); on_sigint ends the wait itself (Ring.interrupt)."""
+        held = self._hold_interrupts()
+        try:
+            seen = self._tasks.wake_count
+            if not (held and self._interrupt_pending):
+                data = self._tasks.pop(timeout=None, spin=self.spin,
+                                       since=seen if held else None)
+                if data is not None:
+                    self.receive(_ring.decode(data), blocked=True)
+        finally:
+            if held:
+                self._release_interrupts()  # (raises the cancel's KeyboardInterrupt now)
 
     def _on_reply(self, blocked, kind, req_id, payload):
         if req_id in self._waiting:  # else stale: its rpc timed out
@@ -229,10 +251,13 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
                     self.send(Bounce(BOUNCE, Task(*self._backlog.pop()).task_id))
                 self.send(request(req_id))
                 while req_id not in self._replies:
-                    self.receive(_ring.decode(self._tasks.pop(timeout=None, spin=self.spin)),
-                                 blocked=True)
+                    self._receive_blocked()
+                    while self._helps:
+                        self._run_help(self._helps.popleft())
                 return self._replies.pop(req_id)
             except BaseException:
+                while self._helps:  # (not run: back, last first, as the backlog above)
+                    self.send(Bounce(BOUNCE, Task(*self._helps.pop()).task_id))
                 if req_id not in self._replies:  # left early (a cancel): the driver forgets it
                     self.send(Abandon(ABANDON, req_id))
                 self._replies.pop(req_id, None)
@@ -290,6 +315,7 @@ class WorkerRuntime(WorkerSending, WorkerActorApi, Runtime):
         if self.is_cancelled(self.current_task_id):
             if self._critical:
                 self._interrupt_pending = True  # raised when the section ends
+                self._tasks.interrupt()  # (an rpc's wait for a message ends: _receive_blocked)
             else:
                 raise KeyboardInterrupt
 

@@ -177,22 +177,20 @@ def test_the_lane_pipelines_as_the_scheduler_does(session):
     while session.ledger.available["CPU"] > 0.5 and time.monotonic() < deadline:
         time.sleep(0.01)
     with session.lock:
-        spec = session.lane.submit(ident._fn_id, "ident", ident._options,
-                                   ser.to_stored(((41,), {}), None))
-        if spec.worker is None:  # (so that a failure here leaves no task behind)
-            session.dispatch.place_or_queue(spec, False)
-            pytest.fail("the lane did not place a task behind a busy worker")
+        ref = session.lane.submit(ident._fn_id, "ident", ident._options,
+                                  ser.to_stored(((41,), {}), None))
+        spec = session.tasks.tasks[ref._id]
+        assert spec.worker is not None, "the lane did not place a task behind a busy worker"
         # the worker Scheduler._pipeline picks now, the lane's next one: the other
         workers = [w for w in session.pool.workers if w.env is None]  # (plain ones)
         picked = session.scheduler._pipeline(spec, workers)
         assert picked is not spec.worker
-        session.dispatch.send_batch(spec.worker, wake=True)  # (as _submit would)
     refs = [ident.remote(i) for i in range(40)]
     loads = sorted(len(w.inflight) for w in workers)
     assert loads[-1] - loads[0] <= 1  # the least loaded first, as _pipeline does
     assert shmray.get(refs) == list(range(40))
     assert shmray.get(blockers) == [0.5, 0.5]
-    assert shmray.get(shmray.ObjectRef(spec.task_id, True)) == 41  # (counted by the lane)
+    assert shmray.get(ref) == 41
 
 
 def test_nothing_is_left_behind_and_counters_agree(session):
@@ -235,9 +233,10 @@ def test_the_lanes_arguments_are_checked(session):
     with pytest.raises(TypeError):
         _crecords.Lane()
     with pytest.raises(TypeError):
-        _crecords.Lane(store=1, task_table=2, scheduler=3, pool=4, ledger=5, batched=set(),
-                       common={}, spec_type=int, none_stored=ser.NONE,
-                       pipeline_seconds=0.002, pipeline_max=64, smoothing=0.2, eps=1e-9)
+        _crecords.Lane(store=1, task_table=2, scheduler=3, pool=4, ledger=5, dispatch=6,
+                       common={}, spec_type=int, ref_type=shmray.ObjectRef,
+                       none_stored=ser.NONE, pipeline_seconds=0.002, pipeline_max=64,
+                       smoothing=0.2, eps=1e-9, pop_any=len, burst_gap=1e-4, task_batch=16)
     lane = session.lane
     with pytest.raises(TypeError):
         lane.submit(1, 2)

@@ -51,7 +51,7 @@ class Background:
                 self._nobody_pumps.wait(HOUSEKEEP_EVERY)
             self._bg_parked = False
             return
-        if time.monotonic() - self.session.last_submit > QUIET:
+        if time.monotonic() - self.session.lane.last_submit > QUIET:
             self.pump(HOUSEKEEP_EVERY, spin=False)
             return
         # also delivers deferred wakes: it nudges task rings whose worker sleeps

@@ -29,9 +29,8 @@ from .._cring import pop_any
 from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXITING,
                          ACTOR_KILL, BOUNCE, CANCEL, DONE, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GET,
                          GPU_FREE, GPU_HOST, LOG, MAPS, PG_ASK, PUT, REFS, SUBMIT, WAIT,
-                         ERROR, INLINE, GpuFree)
+                         GpuFree)
 from .._object_ref import stream_item_id, task_id_of
-from .._serialization import NONE
 from .actors import DEAD
 from .interrupts import sections
 from .output import on_log
@@ -313,7 +312,7 @@ class MessageLoop(Background):
         if done():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.session.waited = True  # a get/wait ends a burst: the next .remote() goes at once
+        self.lane.waited = True  # a get/wait ends a burst: the next .remote() goes at once
         counted = False
         try:
             with sections:  # counted, and known to be, together (the finally undoes it)

@@ -128,11 +128,12 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         # The common task's submission and ending, in C (csrc/lane.c; what it stands for
         # is the Python of _submit, TaskTable.add, the Dispatcher and MessageLoop.on_done)
         self.lane = Lane(store=self.store, task_table=self.tasks, scheduler=self.scheduler,
-                         pool=self.pool, ledger=self.ledger, batched=self.dispatch.batched,
+                         pool=self.pool, ledger=self.ledger, dispatch=self.dispatch,
                          common=self.tasks.verdicts.common, spec_type=TaskSpec,
-                         none_stored=ser.NONE, pipeline_seconds=PIPELINE_SECONDS,
-                         pipeline_max=PIPELINE_MAX, smoothing=SMOOTHING, eps=EPS,
-                         pop_any=pop_any)
+                         ref_type=ObjectRef, none_stored=ser.NONE,
+                         pipeline_seconds=PIPELINE_SECONDS, pipeline_max=PIPELINE_MAX,
+                         smoothing=SMOOTHING, eps=EPS, pop_any=pop_any, burst_gap=BURST_GAP,
+                         task_batch=TASK_BATCH)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
@@ -145,9 +146,6 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                               self.namespace)
         self.life.child_options = self.child_options
         self.loop = MessageLoop(self)
-        self.last_submit = 0.0       # when the latest .remote() ran (bursts, QUIET)
-        self.waited = False          # a get/wait since then (no burst then)
-        self._submits = 0
         self.closed = False
         try:
             for i in range(min(n_base, max(PRESTART_MAX, len(cores)))):
@@ -230,46 +228,27 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
                 args_stored, deps, held = ser.NO_ARGS, None, None
                 simple = True
-            loop = self.loop
+            lane = self.lane
             with self.lock.raw:  # (in submit's section)
                 if self.closed:
                     if args_stored[0] == SHM:
                         _shm.unlink(args_stored[1])
                     self.check_open()
-                # Inside a burst, what this call dispatches (its own task, or queued ones
-                # that results free up in the drain below) is pushed without a wake.
-                now = time.monotonic()
-                burst = now - self.last_submit < BURST_GAP and not self.waited
-                self.last_submit = now
-                self.waited = False
-                spec = None
+                ref = None
                 if simple and actor_id is None and _custom_serializers.shipment is None:
-                    spec = self.lane.submit(fn_id, name, options, args_stored)  # (in C)
-                    if spec is not None:  # entered; batched for a busy worker, or:
-                        w = spec.worker
-                        if w is None:
-                            self.dispatch.place_or_queue(spec, burst)
-                        elif not burst or len(w.batch) >= TASK_BATCH:
-                            self.dispatch.send_batch(w, wake=not burst)
-                if spec is None:
-                    spec = self._new_spec(fn_id, name, options, args_stored, deps, held,
-                                          simple, actor_id, burst)
-            task_id = spec.task_id
-            self._submits += 1
-            # In a burst, results are collected every 16th call: workers hold up to 64
-            # queued tasks each, and an empty drain costs as much as a submit's scheduling.
-            if (not burst or not self._submits & 15) and loop.pump_lock.acquire(False):
+                    ref = lane.submit(fn_id, name, options, args_stored)  # the common task, in C
+                if ref is None:  # every other one (and the first of each options object)
+                    ref = self._submit_in_python(fn_id, name, options, args_stored, deps, held,
+                                                 simple, actor_id, lane.note_submit())
+                # Inside a burst (lane.burst: .remote() calls less than BURST_GAP apart),
+                # results are collected every 16th call only: workers hold up to 64 queued
+                # tasks each, and an empty drain costs as much as a submit's scheduling.
+                burst, drain = lane.burst, lane.drain_due
+            if drain and self.loop.pump_lock.acquire(False):
                 try:
-                    loop.drain(DRAIN_BATCH, burst)
+                    self.loop.drain(DRAIN_BATCH, burst)
                 finally:
-                    loop.pump_lock.release()
-            n = spec.num_returns
-            if n == 1:
-                ref = ObjectRef(task_id, True)
-            elif n >= 0:
-                ref = [ObjectRef(task_id + i, True) for i in range(n)] if n else None
-            else:
-                ref = returned_generator(ObjectRef(task_id, True), n)
+                    self.loop.pump_lock.release()
         finally:
             if in_main:
                 sections.depth -= 1
@@ -279,23 +258,28 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             self.loop.run_deferred()
         return ref
 
-    def _new_spec(self, fn_id, name, options, args_stored, deps, held, simple, actor_id,
-                  burst):
-        """_submit's task, in Python: every case (the lane takes only the common one).
-        Under the lock."""
+    def _submit_in_python(self, fn_id, name, options, args_stored, deps, held, simple,
+                          actor_id, burst):
+        """_submit's task, in Python: every case (the lane takes the common one). Under
+        the lock; returns what .remote() returns."""
+        task_id = new_base_id()
         if actor_id is None:
-            spec = TaskSpec(new_base_id(), fn_id, name, options, args_stored, deps, True)
+            spec = TaskSpec(task_id, fn_id, name, options, args_stored, deps, True)
             if simple and spec.num_returns == 1:
                 spec.simple = True
         else:
-            spec = ActorCallSpec(new_base_id(), fn_id, name, options, args_stored, deps, True,
-                                 None)
+            spec = ActorCallSpec(task_id, fn_id, name, options, args_stored, deps, True, None)
             self.admit_call(spec, actor_id)
         if held:  # refs inside the arguments: the task holds their objects until it ends
             spec.held = held
             spec.lent = self.tasks.lend(held)
         self.tasks.add(spec, None, burst)
-        return spec
+        n = spec.num_returns
+        if n == 1:
+            return ObjectRef(task_id, True)
+        if n >= 0:
+            return [ObjectRef(task_id + i, True) for i in range(n)] if n else None
+        return returned_generator(ObjectRef(task_id, True), n)
 
     def cancel(self, ref, force: bool, recursive: bool):
         with self.lock:
