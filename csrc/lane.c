@@ -108,12 +108,13 @@ static void Lane_dealloc(LaneObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* ResourceLedger.fits: every (name, amount) of the request is free. */
+/* ResourceLedger.fits: every (name, amount) of the request is free: 1, or 0; 2 when
+ * the request is not (name, amount) pairs (Python's to place); -1 on an error. */
 static int fits(LaneObject *self, PyObject *request) {
-    if (!PyTuple_Check(request)) return 1; /* (not a plain request: Python's to place) */
+    if (!PyTuple_Check(request)) return 2;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(request); i++) {
         PyObject *pair = PyTuple_GET_ITEM(request, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) return 1;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) return 2;
         PyObject *free = PyDict_GetItemWithError(self->available, PyTuple_GET_ITEM(pair, 0));
         if (!free && PyErr_Occurred()) return -1;
         double have = free ? PyFloat_AsDouble(free) : 0.0;
@@ -159,6 +160,45 @@ fail:
     Py_DECREF(workers);
     *error = 1;
     return NULL;
+}
+
+/* Scheduler.place when the request fits what is free: the warmest idle plain worker
+ * (no GPU devices, no runtime_env), borrowed from the pool's list; NULL if none (or
+ * -1 in *error): Python starts one, or pipelines. */
+static PyObject *idle_worker(LaneObject *self, int *error) {
+    PyObject *workers = PyObject_GetAttr(self->pool, s_workers);
+    if (!workers) { *error = 1; return NULL; }
+    WorkerObject *best = NULL;
+    for (Py_ssize_t i = 0; PyList_Check(workers) && i < PyList_GET_SIZE(workers); i++) {
+        WorkerObject *x = (WorkerObject *)PyList_GET_ITEM(workers, i);
+        if (!PyObject_TypeCheck(x, &WorkerType) || !PyTuple_Check(x->gpus) ||
+            PyTuple_GET_SIZE(x->gpus) || x->env != Py_None)
+            continue;
+        Py_ssize_t n = PyObject_Size(x->inflight);
+        int blocked = PyObject_IsTrue(x->rpcs), retiring = PyObject_IsTrue(x->retiring);
+        if (n < 0 || blocked < 0 || retiring < 0) { Py_DECREF(workers); *error = 1; return NULL; }
+        if (!n && !blocked && !retiring && (!best || x->idle_since > best->idle_since)) best = x;
+    }
+    Py_DECREF(workers);
+    return (PyObject *)best;
+}
+
+/* ResourceLedger.charge(w, request), for a worker with no GPU devices: w holds the
+ * request, taken from what is free. */
+static int charge(LaneObject *self, PyObject *w, PyObject *request) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(request); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(request, i), *name = PyTuple_GET_ITEM(pair, 0);
+        PyObject *free = PyDict_GetItemWithError(self->available, name);
+        if (!free && PyErr_Occurred()) return -1;
+        double left = (free ? PyFloat_AsDouble(free) : 0.0)
+                      - PyFloat_AsDouble(PyTuple_GET_ITEM(pair, 1));
+        PyObject *v = PyErr_Occurred() ? NULL : PyFloat_FromDouble(left);
+        if (!v || PyDict_SetItem(self->available, name, v) < 0) { Py_XDECREF(v); return -1; }
+        Py_DECREF(v);
+    }
+    Py_INCREF(request);
+    Py_SETREF(((WorkerObject *)w)->charge, request);
+    return 0;
 }
 
 /* Dispatcher.send_task's part for a plain task on a worker that has its function:
@@ -255,19 +295,23 @@ static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t
     Py_XDECREF(local);
     if (bad) goto fail;
     int burst = note_submit(self);
-    /* Dispatcher.place_or_queue → Scheduler.place: nothing queued ahead of it, the
-     * request does not fit (every worker busy), a worker under the pipeline depth
-     * that has its function: batched for it here; else placed by that Python */
+    /* Dispatcher.place_or_queue → Scheduler.place: nothing queued ahead of it, and
+     * the warmest idle worker (the request fits what is free) or, when every worker is
+     * busy, the least loaded one under the pipeline depth, that has its function:
+     * batched for it here; anything else (a worker to start, a function to ship, the
+     * queue) is that Python's */
     int queued = PyDict_Contains(self->ready, spec->request);
-    int fit = queued ? 1 : fits(self, spec->request);
+    int fit = queued ? 2 : fits(self, spec->request);
     if (queued < 0 || fit < 0) goto fail;
     PyObject *w = NULL;
-    if (!queued && !fit) {
+    if (fit != 2) {
         int error = 0;
-        w = pipeline_worker(self, fn_id, spec->request, &error);
+        w = fit ? idle_worker(self, &error) : pipeline_worker(self, fn_id, spec->request, &error);
         if (error) goto fail;
         int shipped = w ? PySet_Contains(((WorkerObject *)w)->fns, fn_id) : 0;
-        if (shipped < 0 || (shipped && batch_task(self, w, spec) < 0)) goto fail;
+        if (shipped < 0 || (shipped && fit && charge(self, w, spec->request) < 0) ||
+            (shipped && batch_task(self, w, spec) < 0))
+            goto fail;
         if (!shipped) w = NULL;
     }
     PyObject *res, *flag = burst ? Py_True : Py_False;

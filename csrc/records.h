@@ -31,13 +31,13 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *inflight, *charge, *fns, *rpcs, *batch, *retiring, *gone, *env, *actor,
-        *tasks_done;
+        *tasks_done, *gpus;
     double idle_since;
 } WorkerObject;
 
 #define WORKER_FIELDS(X)                                                                     \
     X(inflight) X(charge) X(fns) X(rpcs) X(batch) X(retiring) X(gone) X(env) X(actor)        \
-    X(tasks_done)
+    X(tasks_done) X(gpus)
 
 extern PyTypeObject SpecType, RefType, LaneType, WorkerType;
 

@@ -108,9 +108,9 @@ def start_method() -> str:
 
 
 class WorkerHandle(WorkerBase):
-    # (inflight, charge, fns, rpcs, batch, retiring, gone, env, actor, tasks_done and
-    # idle_since are the C base's fields: the lane reads them for every task)
-    __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "outbox", "extra", "gpus",
+    # (inflight, charge, fns, rpcs, batch, retiring, gone, env, actor, tasks_done, gpus
+    # and idle_since are the C base's fields: the lane reads them for every task)
+    __slots__ = ("index", "proc", "pid", "channel", "ring", "core", "outbox", "extra",
                  "started", "calls", "grants", "exports")
 
     def __init__(self, index, proc, channel, core, extra, gpus=(), env=None):

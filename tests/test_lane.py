@@ -193,6 +193,23 @@ def test_the_lane_pipelines_as_the_scheduler_does(session):
     assert shmray.get(ref) == 41
 
 
+def test_the_lane_places_on_the_warmest_idle_worker(session):
+    shmray.get([ident.remote(i) for i in range(50)])
+    deadline = time.monotonic() + 10
+    while session.ledger.available["CPU"] < 2.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with session.lock:
+        idle = [w for w in session.pool.workers if w.env is None and w.gpus == ()
+                and not w.inflight and not w.rpcs and not w.retiring]
+        warmest = max(idle, key=lambda w: w.idle_since)  # Scheduler.place's choice
+        ref = session.lane.submit(ident._fn_id, "ident", ident._options,
+                                  ser.to_stored(((7,), {}), None))
+        spec = session.tasks.tasks[ref._id]
+        assert spec.worker is warmest and warmest.charge == spec.request
+        assert session.ledger.available["CPU"] == 1.0  # (charged as ResourceLedger.charge)
+    assert shmray.get(ref) == 7
+
+
 def test_nothing_is_left_behind_and_counters_agree(session):
     def settled(predicate):
         deadline = time.monotonic() + 10

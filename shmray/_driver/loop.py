@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from threading import get_ident
 
 from .. import _ring
 from .._cring import pop_any
@@ -32,7 +33,7 @@ from .._protocol import (ABANDON, ACTOR_ASK, ACTOR_CALL, ACTOR_CREATE, ACTOR_EXI
                          GpuFree)
 from .._object_ref import stream_item_id, task_id_of
 from .actors import DEAD
-from .interrupts import sections
+from .interrupts import MAIN, sections
 from .output import on_log
 from .spec import TaskSpec
 from .background import HOUSEKEEP_EVERY, Background
@@ -204,40 +205,47 @@ class MessageLoop(Background):
     def drain(self, limit, burst=False):
         """Handle up to `limit` messages already waiting (the caller holds pump_lock,
         inside a Ctrl-C-safe section or in the background thread: the plain lock)."""
+        with self.lock.raw:
+            return self._drain(limit, burst)
+
+    def _drain(self, limit, burst, handled=0):
+        """drain() under the lock; `handled`: messages the caller handled just before
+        (settled with these)."""
         workers, rings = self.pool.snapshot
         drain_in_c = self.lane.drain  # (pop_any's loop; a simple task's Done handled in C)
         n = 0
-        with self.lock.raw:
-            while n < limit:
-                got = drain_in_c(rings, self.control.doorbell, workers, limit - n)
-                if type(got) is int:  # the rings are empty, or the limit is reached
-                    n += got
-                    break
-                handled, i, data = got  # then a message for Python
-                self.handle(workers[i], _ring.decode(data))
-                n += handled + 1
-            self.settle(n, burst)
+        while n < limit:
+            got = drain_in_c(rings, self.control.doorbell, workers, limit - n)
+            if type(got) is int:  # the rings are empty, or the limit is reached
+                n += got
+                break
+            done_in_c, i, data = got  # then a message for Python
+            self.handle(workers[i], _ring.decode(data))
+            n += done_in_c + 1
+        self.settle(n + handled, burst)
         return n
 
     def settle(self, handled, burst=False):
         """After messages: place what results freed room for, push batches, count
         refs, tell GPU producers, keep house when due (under the lock)."""
+        store = self.store
         if handled:
             if self.session.groups.pending:  # (before tasks: asked for before them)
                 self.session.groups.place_pending()
             self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
+            if self.actors.unplaced:
+                self.actors.place_unplaced()
         if self.dispatch.batched:
             self.dispatch.push_batches(burst)
-        self.store.process_refs()
-        if self.store.generator_taken:  # (after the refs' creations: counted first)
+        if store.drop_queue or store.created_queue:
+            store.process_refs()
+        if store.generator_taken:  # (after the refs' creations: counted first)
             self.generators.take_handed_out()
-        if self.store.tokens_freed:
+        if store.tokens_freed:
             self.life.end_unreferenced()
-        if self.store.generators_freed:
+        if store.generators_freed:
             self.tasks.generators_dropped()
-        if self.actors.unplaced and handled:
-            self.actors.place_unplaced()
-        if self.store.gpu_freed:
+        if store.gpu_freed:
             for w in self.gpu.tell_freed(self.workers.stopping):
                 self.workers.remove_worker(w, RETIRED)
         if time.monotonic() >= self.next_housekeep:
@@ -253,8 +261,16 @@ class MessageLoop(Background):
         if done() already holds (another thread may have handled what we wait for).
         A Ctrl-C-safe section: a message popped is a message handled, and the pump
         lock is let go (a Ctrl-C waits for this pump's end, HOUSEKEEP_EVERY at most)."""
-        with sections:
+        in_main = get_ident() == MAIN  # (`with sections:`, inlined: once per get)
+        if in_main:
+            sections.depth += 1
+        try:
             self._pump(timeout, done, spin, fast)
+        finally:
+            if in_main:
+                sections.depth -= 1
+                if sections.pending and not sections.depth:
+                    sections.raise_pending()
         if self.deferred:
             self.run_deferred()
 
@@ -263,25 +279,28 @@ class MessageLoop(Background):
         if not self.pump_lock.acquire(timeout=min(timeout, 0.05) if timeout >= 0 else 0.05):
             return
         try:
-            if self.drain(DRAIN_BATCH) or (done is not None and done()):
-                return
             workers, rings = self.pool.snapshot
             if not rings:
+                self.drain(DRAIN_BATCH)
                 time.sleep(min(max(timeout, 0), 0.01))
                 return
-            # (`fast`: what is awaited comes quickly, whatever the tasks' durations: a
-            # streaming generator's next item)
+            if done is not None and done():  # (another thread handled it)
+                return
+            # pop_any returns at once if a message waits; else spins, then sleeps on
+            # the doorbell. (`fast`: what is awaited comes quickly, whatever the tasks'
+            # durations: a streaming generator's next item)
             spin = spin and (fast or self.scheduler.recent_mean < SPIN_IF_TASKS_UNDER)
             got = pop_any(rings, self.control.doorbell, min(max(timeout, 0.0), HOUSEKEEP_EVERY),
                           DRIVER_SPIN if spin else 0.0, self.lane.rr)
-            if got is not None:
-                i, data = got
-                self.lane.rr = i + 1
-                with self.lock.raw:  # (in pump's section)
+            with self.lock.raw:  # (in pump's section)
+                handled = 0
+                if got is not None:  # then those waiting behind it, settled together
+                    i, data = got
+                    self.lane.rr = i + 1
                     if not self.lane.done(workers[i], data):
                         self.handle(workers[i], _ring.decode(data))
-                    self.dispatch.dispatch_queued()
-            self.drain(DRAIN_BATCH)
+                    handled = 1
+                self._drain(DRAIN_BATCH, False, handled)
         finally:
             self.pump_lock.release()
 
@@ -311,8 +330,14 @@ class MessageLoop(Background):
         it is expected within microseconds (spin before sleeping, see _pump)."""
         if done():
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
         self.lane.waited = True  # a get/wait ends a burst: the next .remote() goes at once
+        # Most waits end within one pump's spin (a short task's result): one pump first,
+        # without the pumpers' count (the background thread is not parked for it).
+        if timeout is None or timeout > DRIVER_SPIN:
+            self.pump(DRIVER_SPIN, done, fast=fast)
+            if done():
+                return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         counted = False
         try:
             with sections:  # counted, and known to be, together (the finally undoes it)
