@@ -1,5 +1,6 @@
-/* inline_values.c - what `get` returns for refs whose values are small and inline,
- * in C (shmray._crecords.inline_values): _serialization.values_of's first case.
+/* inline_values.c - a driver's `get` of many refs, in C: which are not stored yet
+ * (not_stored), and what it returns when their values are small and inline
+ * (inline_values: _serialization.values_of's first case).
  *
  * A get of many small results read each one in a loop of bytecode. Here: one pass to
  * check that every item is an ObjectRef whose stored form is inline without
@@ -71,4 +72,37 @@ PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) 
         PyList_SET_ITEM(out, i, value);
     }
     return out;
+}
+
+/* not_stored(refs: list, ref_type, pending: set, values: dict) -> list, or None
+ * The ids of the refs (items of ref_type; others are skipped) whose values are not
+ * stored yet, in order; None if one is neither stored nor pending (lost: the caller
+ * finds it and raises). `pending` is read before `values` (ObjectStore.put stores a
+ * value before its id leaves pending: see coming_or_there). */
+PyObject *not_stored(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyType_Check(args[1]) ||
+        !PyAnySet_Check(args[2]) || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "not_stored(refs: list, ref_type, pending, values)");
+        return NULL;
+    }
+    PyObject *refs = args[0], *pending = args[2], *values = args[3];
+    PyTypeObject *ref_type = (PyTypeObject *)args[1];
+    if (!PyType_IsSubtype(ref_type, &RefType)) {
+        PyErr_SetString(PyExc_TypeError, "ref_type must be a RefBase subclass");
+        return NULL;
+    }
+    PyObject *missing = PyList_New(0);
+    if (!missing) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        PyObject *r = PyList_GET_ITEM(refs, i);
+        if (Py_TYPE(r) != ref_type || !((RefObject *)r)->id) continue;
+        PyObject *oid = ((RefObject *)r)->id;
+        int coming = PySet_Contains(pending, oid);
+        int there = coming < 0 ? -1 : PyDict_Contains(values, oid);
+        if (there < 0) { Py_DECREF(missing); return NULL; }
+        if (there) continue;
+        if (!coming) { Py_DECREF(missing); Py_RETURN_NONE; }
+        if (PyList_Append(missing, oid) < 0) { Py_DECREF(missing); return NULL; }
+    }
+    return missing;
 }

@@ -70,10 +70,21 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->fn_mean = PyObject_GetAttrString(scheduler, "fn_mean")) ||
         !(self->available = PyObject_GetAttrString(ledger, "available")) ||
         !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")) ||
-        !(self->batched = PyObject_GetAttrString(dispatch, "batched")))
+        !(self->batched = PyObject_GetAttrString(dispatch, "batched")) ||
+        !(self->created_queue = PyObject_GetAttrString(store, "created_queue")) ||
+        !(self->drop_queue = PyObject_GetAttrString(store, "drop_queue")) ||
+        !(self->needed = PyObject_GetAttrString(store, "_needed")) ||
+        !(self->borrowed = PyObject_GetAttrString(store, "_borrowed")) ||
+        !(self->contained = PyObject_GetAttrString(store, "_contained")) ||
+        !(self->escaped = PyObject_GetAttrString(store, "escaped")) ||
+        !(self->inner = PyObject_GetAttrString(store, "_inner")) ||
+        !(self->tokens = PyObject_GetAttrString(store, "tokens")) ||
+        !(self->generators = PyObject_GetAttrString(store, "generators")) ||
+        !(self->gpu_producers = PyObject_GetAttrString(store, "gpu_producers")))
         goto fail;
-    if (!PySet_CheckExact(self->batched)) {
-        PyErr_SetString(PyExc_TypeError, "dispatch.batched must be a set");
+    if (!PySet_CheckExact(self->batched) || !PySet_CheckExact(self->generators) ||
+        !PyDict_CheckExact(self->inner)) {
+        PyErr_SetString(PyExc_TypeError, "the components' tables are not of their types");
         goto fail;
     }
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
@@ -346,6 +357,8 @@ static PyMethodDef Lane_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))Lane_submit, METH_FASTCALL,
      "submit(fn_id, name, options, args_stored) -> ObjectRef or None: a common task "
      "submitted (None: not one, nothing done)"},
+    {"process_refs", (PyCFunction)Lane_process_refs, METH_NOARGS,
+     "process_refs(): ObjectStore.process_refs, the common drops here"},
     {"drain", (PyCFunction)(void (*)(void))Lane_drain, METH_FASTCALL,
      "drain(rings, doorbell, workers, limit) -> handled, or (handled, i, data): waiting "
      "messages popped while they are compact Dones handled here; the first other one"},
@@ -397,6 +410,7 @@ int lane_init_strings(void) {
     deque_popleft = PyObject_GetAttrString(deque, "popleft");  /* called without binding) */
     Py_DECREF(deque);
     if (!deque_append || !deque_popleft) return -1;
+    if (lane_refs_init_strings() < 0) return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);
     return one && zero_seconds ? 0 : -1;

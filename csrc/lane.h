@@ -11,6 +11,9 @@ typedef struct {
     PyObject *store, *task_table, *tasks, *scheduler, *ready, *fn_mean, *pool, *ledger,
         *dispatch, *available, *batched, *common, *callbacks, *spec_type, *ref_type,
         *none_stored, *pop_any;
+    /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
+    PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
+        *tokens, *generators, *gpu_producers;
     double pipeline_seconds, smoothing, eps, burst_gap;
     long pipeline_max, task_batch;
     long rr;  /* the result ring drain looks at first (round robin): `rr` in Python */
@@ -23,7 +26,8 @@ typedef struct {
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
     X(dispatch) X(available) X(batched) X(common) X(callbacks) X(spec_type) X(ref_type)    \
-    X(none_stored) X(pop_any)
+    X(none_stored) X(pop_any) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
+    X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
@@ -43,7 +47,12 @@ PyObject *pack_done(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *unpack_done(PyObject *mod, PyObject *data);
 PyObject *set_none_stored(PyObject *mod, PyObject *stored);
 
+/* lane_refs.c */
+int lane_refs_init_strings(void);
+PyObject *Lane_process_refs(LaneObject *self, PyObject *unused);
+
 /* inline_values.c */
 PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *not_stored(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -306,6 +306,9 @@ static PyMethodDef module_methods[] = {
     {"inline_values", (PyCFunction)(void (*)(void))inline_values, METH_FASTCALL,
      "inline_values(refs, stored, ref_type, loads) -> the values, if every ref's stored "
      "form is small and inline (else None)"},
+    {"not_stored", (PyCFunction)(void (*)(void))not_stored, METH_FASTCALL,
+     "not_stored(refs, ref_type, pending, values) -> the ids of the refs not stored yet "
+     "(None: one is lost)"},
     {"set_none_stored", set_none_stored, METH_O,
      "set_none_stored(stored): the one stored form of None (unpack_done gives it)"},
     {"reset_ids", reset_ids, METH_O,

@@ -311,3 +311,52 @@ def test_drain_checks_its_arguments(session):
     with session.lock:
         workers, rings = session.pool.snapshot
         assert session.lane.drain(rings, session.control.doorbell, workers, 0) == 0
+
+
+def test_drops_the_lane_counts_and_those_it_hands_to_the_store(session, monkeypatch):
+    calls = []
+    for name in ("_release", "_free", "_generator_unheld"):
+        method = getattr(session.store, name)
+        monkeypatch.setattr(session.store, name,
+                            lambda *a, _m=method, _n=name: (calls.append(_n), _m(*a))[1])
+
+    def dropped(make):
+        calls.clear()
+        ref = make()
+        shmray.get(ref)
+        with session.lock:  # (a drop is processed at the next settle: do it now)
+            session.lane.process_refs()
+        oid = ref._id if not isinstance(ref, list) else None
+        del ref
+        with session.lock:
+            session.lane.process_refs()
+            assert oid is None or oid not in session.store.values
+        return list(calls)
+
+    assert dropped(lambda: ident.remote(5)) == []             # inline: all in C
+    assert dropped(lambda: shmray.put(bytes(1 << 20))) == ["_release"]  # a segment
+    inner = shmray.put(1)
+    assert dropped(lambda: ident.remote([inner])) == []       # (resolved: DESIGN.md)
+    assert dropped(lambda: shmray.put([inner]))[0] == "_free"  # refs inside the value
+    twice = ident.remote(3)
+    alias = shmray.ObjectRef(twice._id)  # two refs: the first drop only counts down
+    del twice
+    with session.lock:
+        session.lane.process_refs()
+        assert session.store._local[alias._id] == 1
+    assert shmray.get(alias) == 3
+
+
+def test_not_stored():
+    ObjectRef = shmray.ObjectRef
+    ids = [new_base_id() for _ in range(4)]
+    values, pending = {ids[0]: ser.NONE}, {ids[1], ids[2]}
+    refs = [ObjectRef(i, True) for i in ids[:3]]
+    assert _crecords.not_stored(refs, ObjectRef, pending, values) == ids[1:3]
+    assert _crecords.not_stored([refs[0], 5, "x"], ObjectRef, pending, values) == []
+    lost = refs + [ObjectRef(ids[3], True)]
+    assert _crecords.not_stored(lost, ObjectRef, pending, values) is None
+    for bad in ((tuple(refs), ObjectRef, pending, values), (refs, int, pending, values),
+                (refs, ObjectRef, [], values), (refs, ObjectRef, pending)):
+        with pytest.raises(TypeError):
+            _crecords.not_stored(*bad)

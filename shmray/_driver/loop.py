@@ -185,7 +185,7 @@ class MessageLoop(Background):
             if fut.done():  # resolved already (run again after a Ctrl-C), or cancelled
                 return
             try:
-                value, error = session.values([ref], [ref._id])[0], None
+                value, error = session.values([ref])[0], None
             except Exception as e:
                 value, error = None, e
             try:
@@ -238,7 +238,7 @@ class MessageLoop(Background):
         if self.dispatch.batched:
             self.dispatch.push_batches(burst)
         if store.drop_queue or store.created_queue:
-            store.process_refs()
+            self.lane.process_refs()  # (ObjectStore.process_refs, its common case in C)
         if store.generator_taken:  # (after the refs' creations: counted first)
             self.generators.take_handed_out()
         if store.tokens_freed:

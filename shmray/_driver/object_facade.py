@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from .. import _gpu, _serialization as ser, _shm
+from .._crecords import not_stored
 from .._object_ref import ObjectRef, collect_refs, new_base_id, stream_item_id
 from .._protocol import SHM
 from .._segment_writer import segment_layout
@@ -63,14 +64,12 @@ class ObjectFacade:
 
     def get(self, refs: list, timeout):
         store = self.store
-        values = store.values
-        oids = [r._id for r in refs if type(r) is ObjectRef]
-        pending = store.pending
-        for oid in oids:  # store.coming_or_there(oid), inlined: pending read first
-            if oid not in pending and oid not in values:
-                self.check_open()
-                raise lost_error(oid)
-        missing = [o for o in oids if o not in values]
+        # the ids not stored yet (store.coming_or_there, in C: pending read first)
+        missing = not_stored(refs, ObjectRef, store.pending, store.values)
+        if missing is None:  # one is lost
+            self.check_open()
+            raise lost_error(next(r._id for r in refs if type(r) is ObjectRef
+                                  and not store.coming_or_there(r._id)))
         first = 0
 
         def all_ready():  # results arrive roughly in order: resume at the first missing one
@@ -80,16 +79,17 @@ class ObjectFacade:
                 first += 1
             return first == len(missing)
 
-        if not self.loop.wait_until(all_ready, timeout):
+        if missing and not self.loop.wait_until(all_ready, timeout):
             raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        return self.values(refs, oids)
+        return self.values(refs)
 
-    def values(self, refs: list, oids: list) -> list:
-        """The values of `refs` (their ids `oids`), all stored; the first error raises.
-        Spilled ones come back or are read from their files (read ones spill last)."""
+    def values(self, refs: list) -> list:
+        """The values of `refs`, all stored; the first error raises. Spilled ones come
+        back or are read from their files (read ones spill last)."""
         store = self.store
         if not store.holds_large():  # nothing can be spilled: no lock needed
             return ser.values_of(refs, store.values)
+        oids = [r._id for r in refs if type(r) is ObjectRef]
         for _ in range(3):
             with self.lock:
                 readable = {oid: self.readable(oid) for oid in oids}
