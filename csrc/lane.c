@@ -35,17 +35,17 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "dispatch",
                              "common", "spec_type", "ref_type", "none_stored",
                              "pipeline_seconds", "pipeline_max", "smoothing", "eps", "pop_any",
-                             "burst_gap", "task_batch", NULL};
+                             "burst_gap", "task_batch", "serializers", NULL};
     PyObject *store, *task_table, *scheduler, *pool, *ledger, *dispatch, *common, *spec_type,
-        *ref_type, *none_stored, *pop_any;
+        *ref_type, *none_stored, *pop_any, *serializers;
     double pipeline_seconds, smoothing, eps, burst_gap;
     long pipeline_max, task_batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdl", kwlist, &store,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlO", kwlist, &store,
                                      &task_table, &scheduler, &pool, &ledger, &dispatch,
                                      &PyDict_Type, &common, &PyType_Type, &spec_type,
                                      &PyType_Type, &ref_type, &none_stored, &pipeline_seconds,
                                      &pipeline_max, &smoothing, &eps, &pop_any, &burst_gap,
-                                     &task_batch))
+                                     &task_batch, &serializers))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType) ||
         !PyType_IsSubtype((PyTypeObject *)ref_type, &RefType)) {
@@ -58,6 +58,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #define KEEP(f) Py_INCREF(f); self->f = f;
     KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(dispatch)
     KEEP(common) KEEP(spec_type) KEEP(ref_type) KEEP(none_stored) KEEP(pop_any)
+    KEEP(serializers)
 #undef KEEP
     self->burst_gap = burst_gap;
     self->task_batch = task_batch;
@@ -121,7 +122,7 @@ static void Lane_dealloc(LaneObject *self) {
 
 /* ResourceLedger.fits: every (name, amount) of the request is free: 1, or 0; 2 when
  * the request is not (name, amount) pairs (Python's to place); -1 on an error. */
-static int fits(LaneObject *self, PyObject *request) {
+int fits(LaneObject *self, PyObject *request) {
     if (!PyTuple_Check(request)) return 2;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(request); i++) {
         PyObject *pair = PyTuple_GET_ITEM(request, i);
@@ -138,7 +139,7 @@ static int fits(LaneObject *self, PyObject *request) {
 
 /* Scheduler._pipeline for a plain task: the least loaded worker below the depth that
  * holds this request (borrowed from the pool's list), or NULL (none; -1 on error). */
-static PyObject *pipeline_worker(LaneObject *self, PyObject *fn_id, PyObject *request,
+PyObject *pipeline_worker(LaneObject *self, PyObject *fn_id, PyObject *request,
                                  int *error) {
     PyObject *mean = PyDict_GetItemWithError(self->fn_mean, fn_id);
     if (!mean) { *error = PyErr_Occurred() != NULL; return NULL; }
@@ -176,7 +177,7 @@ fail:
 /* Scheduler.place when the request fits what is free: the warmest idle plain worker
  * (no GPU devices, no runtime_env), borrowed from the pool's list; NULL if none (or
  * -1 in *error): Python starts one, or pipelines. */
-static PyObject *idle_worker(LaneObject *self, int *error) {
+PyObject *idle_worker(LaneObject *self, int *error) {
     PyObject *workers = PyObject_GetAttr(self->pool, s_workers);
     if (!workers) { *error = 1; return NULL; }
     WorkerObject *best = NULL;
@@ -196,7 +197,7 @@ static PyObject *idle_worker(LaneObject *self, int *error) {
 
 /* ResourceLedger.charge(w, request), for a worker with no GPU devices: w holds the
  * request, taken from what is free. */
-static int charge(LaneObject *self, PyObject *w, PyObject *request) {
+int charge(LaneObject *self, PyObject *w, PyObject *request) {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(request); i++) {
         PyObject *pair = PyTuple_GET_ITEM(request, i), *name = PyTuple_GET_ITEM(pair, 0);
         PyObject *free = PyDict_GetItemWithError(self->available, name);
@@ -214,7 +215,7 @@ static int charge(LaneObject *self, PyObject *w, PyObject *request) {
 
 /* Dispatcher.send_task's part for a plain task on a worker that has its function:
  * the task record into w.batch, the spec into w.inflight, w among the batched. */
-static int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
+int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
     PyObject *backpressure = PyObject_GetAttr(spec->options, s_backpressure);
     if (!backpressure) return -1;
     /* a _protocol.Task as the plain tuple the wire carries (task_record) */
@@ -237,6 +238,25 @@ static int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
     Py_INCREF(w);
     Py_SETREF(spec->worker, w);
     return PySet_Add(self->batched, w);
+}
+
+/* Scheduler.place and Dispatcher.send_task for a plain task, nothing queued ahead of
+ * it: 1, batched for *w (the warmest idle worker, charged, or, every worker busy, the
+ * least loaded one under the pipeline depth); 0, no worker now (it waits in the
+ * queue); 2, the Python's to place (a worker to start, a function to ship, a request
+ * that is not (name, amount) pairs); -1 on an error. */
+int place_here(LaneObject *self, SpecObject *spec, PyObject **w) {
+    int fit = fits(self, spec->request), error = 0;
+    if (fit < 0 || fit == 2) return fit;
+    *w = fit ? idle_worker(self, &error) : pipeline_worker(self, spec->fn_id, spec->request,
+                                                           &error);
+    if (error) return -1;
+    if (!*w) return fit ? 2 : 0;
+    int shipped = PySet_Contains(((WorkerObject *)*w)->fns, spec->fn_id);
+    if (shipped <= 0) return shipped < 0 ? -1 : 2;
+    if ((fit && charge(self, *w, spec->request) < 0) || batch_task(self, *w, spec) < 0)
+        return -1;
+    return 1;
 }
 
 /* A .remote() call: is it inside a burst (less than burst_gap after the last one, no
@@ -306,34 +326,24 @@ static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t
     Py_XDECREF(local);
     if (bad) goto fail;
     int burst = note_submit(self);
-    /* Dispatcher.place_or_queue → Scheduler.place: nothing queued ahead of it, and
-     * the warmest idle worker (the request fits what is free) or, when every worker is
-     * busy, the least loaded one under the pipeline depth, that has its function:
-     * batched for it here; anything else (a worker to start, a function to ship, the
-     * queue) is that Python's */
+    /* Dispatcher.place_or_queue: placed here (place_here) if nothing is queued ahead
+     * of it, else queued; a worker to start or a function to ship: that Python's */
     int queued = PyDict_Contains(self->ready, spec->request);
-    int fit = queued ? 2 : fits(self, spec->request);
-    if (queued < 0 || fit < 0) goto fail;
-    PyObject *w = NULL;
-    if (fit != 2) {
-        int error = 0;
-        w = fit ? idle_worker(self, &error) : pipeline_worker(self, fn_id, spec->request, &error);
-        if (error) goto fail;
-        int shipped = w ? PySet_Contains(((WorkerObject *)w)->fns, fn_id) : 0;
-        if (shipped < 0 || (shipped && fit && charge(self, w, spec->request) < 0) ||
-            (shipped && batch_task(self, w, spec) < 0))
-            goto fail;
-        if (!shipped) w = NULL;
-    }
-    PyObject *res, *flag = burst ? Py_True : Py_False;
-    if (!w) {
-        res = PyObject_CallMethodObjArgs(self->dispatch, s_place_or_queue, spec, flag, NULL);
-    } else if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch) {
-        res = PyObject_CallMethodObjArgs(self->dispatch, s_send_batch, w,
-                                         burst ? Py_False : Py_True, NULL);
+    PyObject *w = NULL, *res = NULL;
+    int placed = queued ? (queued < 0 ? -1 : 0) : place_here(self, spec, &w);
+    if (placed < 0) goto fail;
+    if (placed == 1) {
+        if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch)
+            res = PyObject_CallMethodObjArgs(self->dispatch, s_send_batch, w,
+                                             burst ? Py_False : Py_True, NULL);
+        else
+            res = Py_NewRef(Py_None);
+    } else if (placed == 0) {  /* the queue; then the queued ones, if resources came free */
+        int done = queue_spec(self, spec) < 0 ? -1 : dispatch_queued_if_freed(self, burst);
+        res = done < 0 ? NULL : Py_NewRef(Py_None);
     } else {
-        res = Py_None;
-        Py_INCREF(res);
+        res = PyObject_CallMethodObjArgs(self->dispatch, s_place_or_queue, spec,
+                                         burst ? Py_True : Py_False, NULL);
     }
     if (!res) goto fail;
     Py_DECREF(res);
@@ -359,6 +369,9 @@ static PyMethodDef Lane_methods[] = {
      "submitted (None: not one, nothing done)"},
     {"process_refs", (PyCFunction)Lane_process_refs, METH_NOARGS,
      "process_refs(): ObjectStore.process_refs, the common drops here"},
+    {"dispatch_queued", (PyCFunction)Lane_dispatch_queued, METH_O,
+     "dispatch_queued(burst) -> bool: Dispatcher.dispatch_queued while the queues' heads "
+     "are plain tasks; False: the Python's to go on"},
     {"drain", (PyCFunction)(void (*)(void))Lane_drain, METH_FASTCALL,
      "drain(rings, doorbell, workers, limit) -> handled, or (handled, i, data): waiting "
      "messages popped while they are compact Dones handled here; the first other one"},
@@ -410,7 +423,7 @@ int lane_init_strings(void) {
     deque_popleft = PyObject_GetAttrString(deque, "popleft");  /* called without binding) */
     Py_DECREF(deque);
     if (!deque_append || !deque_popleft) return -1;
-    if (lane_refs_init_strings() < 0) return -1;
+    if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0) return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);
     return one && zero_seconds ? 0 : -1;

@@ -10,7 +10,7 @@ typedef struct {
      * are: ObjectStore.compact rebuilds them, so they are read at each call). */
     PyObject *store, *task_table, *tasks, *scheduler, *ready, *fn_mean, *pool, *ledger,
         *dispatch, *available, *batched, *common, *callbacks, *spec_type, *ref_type,
-        *none_stored, *pop_any;
+        *none_stored, *pop_any, *serializers;
     /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
     PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
         *tokens, *generators, *gpu_producers;
@@ -26,7 +26,7 @@ typedef struct {
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
     X(dispatch) X(available) X(batched) X(common) X(callbacks) X(spec_type) X(ref_type)    \
-    X(none_stored) X(pop_any) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
+    X(none_stored) X(pop_any) X(serializers) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
@@ -46,6 +46,20 @@ PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pack_done(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *unpack_done(PyObject *mod, PyObject *data);
 PyObject *set_none_stored(PyObject *mod, PyObject *stored);
+
+/* lane.c: placement, as Scheduler.place and Dispatcher.send_task do it for a plain task */
+int fits(LaneObject *self, PyObject *request);
+PyObject *pipeline_worker(LaneObject *self, PyObject *fn_id, PyObject *request, int *error);
+PyObject *idle_worker(LaneObject *self, int *error);
+int charge(LaneObject *self, PyObject *w, PyObject *request);
+int batch_task(LaneObject *self, PyObject *w, SpecObject *spec);
+int place_here(LaneObject *self, SpecObject *spec, PyObject **w);
+
+/* lane_queue.c: the scheduler's queues */
+int lane_queue_init_strings(void);
+int queue_spec(LaneObject *self, SpecObject *spec);
+int dispatch_queued_if_freed(LaneObject *self, int burst);
+PyObject *Lane_dispatch_queued(LaneObject *self, PyObject *burst);
 
 /* lane_refs.c */
 int lane_refs_init_strings(void);

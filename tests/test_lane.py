@@ -360,3 +360,31 @@ def test_not_stored():
                 (refs, ObjectRef, [], values), (refs, ObjectRef, pending)):
         with pytest.raises(TypeError):
             _crecords.not_stored(*bad)
+
+
+def test_the_queue_in_c_and_where_the_python_goes_on(session, monkeypatch):
+    shmray.get([ident.remote(i) for i in range(100)])  # ident's duration measured
+    python_dispatch = []
+    dispatch_queued = session.dispatch.dispatch_queued
+    monkeypatch.setattr(session.dispatch, "dispatch_queued",
+                        lambda *a: (python_dispatch.append(a), dispatch_queued(*a))[1])
+    blockers = [nap.remote(0.3) for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while session.ledger.available["CPU"] > 0.5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refs = [ident.remote(i) for i in range(400)]  # 2 pipelines of 64, the rest queued
+    with session.lock:
+        queued = sum(len(q) for q in session.scheduler.ready.values())
+        assert queued >= 400 - 2 * 64
+        stale = session.scheduler.stale
+    shmray.cancel(refs[-1])  # taken out of the queue: a stale entry, dropped in C
+    odd = ident.options(retry_exceptions=[KeyError]).remote("odd")  # not the lane's
+    more = [ident.remote(i) for i in range(400, 450)]
+    assert shmray.get(refs[:-1]) == list(range(399))
+    with pytest.raises(shmray.exceptions.TaskCancelledError):
+        shmray.get(refs[-1])
+    assert shmray.get(more) == list(range(400, 450)) and shmray.get(odd) == "odd"
+    assert shmray.get(blockers) == [0.3, 0.3]
+    assert python_dispatch, "the Python goes on at a task that is not the lane's"
+    with session.lock:
+        assert session.scheduler.stale == stale and not session.scheduler.ready

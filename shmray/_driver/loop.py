@@ -232,7 +232,8 @@ class MessageLoop(Background):
         if handled:
             if self.session.groups.pending:  # (before tasks: asked for before them)
                 self.session.groups.place_pending()
-            self.dispatch.dispatch_queued(burst)  # once per batch: results free workers
+            if not self.lane.dispatch_queued(burst):  # once per batch: results free
+                self.dispatch.dispatch_queued(burst)  # workers (plain tasks placed in C)
             if self.actors.unplaced:
                 self.actors.place_unplaced()
         if self.dispatch.batched:
@@ -284,6 +285,9 @@ class MessageLoop(Background):
                 self.drain(DRAIN_BATCH)
                 time.sleep(min(max(timeout, 0), 0.01))
                 return
+            store = self.store
+            if store.drop_queue or store.created_queue:  # refs dropped: their memory goes
+                self.drain(DRAIN_BATCH)                  # now, not after the wait
             if done is not None and done():  # (another thread handled it)
                 return
             # pop_any returns at once if a message waits; else spins, then sleeps on

@@ -133,7 +133,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                          ref_type=ObjectRef, none_stored=ser.NONE,
                          pipeline_seconds=PIPELINE_SECONDS, pipeline_max=PIPELINE_MAX,
                          smoothing=SMOOTHING, eps=EPS, pop_any=pop_any, burst_gap=BURST_GAP,
-                         task_batch=TASK_BATCH)
+                         task_batch=TASK_BATCH, serializers=_custom_serializers)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
