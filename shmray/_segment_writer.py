@@ -35,11 +35,18 @@ from collections import OrderedDict
 
 from . import _shm
 from ._protocol import SHM
+from .exceptions import ObjectStoreFullError
 
 MAX_SLACK = 2             # a free segment serves sizes down to 1/MAX_SLACK of its own
 FOREIGN_MIN = 1 << 20     # smaller writes look only at the segments this process keeps
 WORKER_MAX_KEPT = 16      # mappings a worker keeps (each is one VMA and an inode's pages)
 WORKER_CHECK_EVERY = 1.0  # seconds between a worker's check() of its kept mappings
+# A worker's write into a full /dev/shm waits this long for room before it fails: the
+# results written before it take room until the driver, told of them, spills the
+# store's excess (Ray's plasma retries a full store's creations too). Not for what
+# could not fit in half of /dev/shm anyway.
+WORKER_ROOM_WAIT = 2.0
+ROOM_POLL = 0.005
 _ALIGN = 64
 
 installed = None          # this process's writer of objects (a worker's), or None
@@ -65,8 +72,9 @@ class SegmentWriter:
     `is_free(free name)`: whether a kept segment is free (None: try to claim it);
     `on_claimed(free name)`: told of each free segment this writer took."""
 
-    def __init__(self, candidates, max_kept, is_free=None, on_claimed=None):
+    def __init__(self, candidates, max_kept, is_free=None, on_claimed=None, room_wait=0.0):
         self._candidates = candidates
+        self.room_wait = room_wait   # seconds a new segment waits for room (see _create)
         self._is_free = is_free
         self._on_claimed = on_claimed
         self.max_kept = max_kept
@@ -127,10 +135,24 @@ class SegmentWriter:
         return None
 
     def _new(self, name, size):
-        mm = _shm.create(name, size)
+        mm = self._create(name, size)
         with self._lock:
             self.created += 1
         return self._keep(name, max(size, 1), mm)
+
+    def _create(self, name, size):
+        """A new segment; in a full /dev/shm, tried again for up to room_wait seconds."""
+        deadline = None
+        while True:
+            try:
+                return _shm.create(name, size)
+            except ObjectStoreFullError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.room_wait
+                if now >= deadline or 2 * size > _shm.shm_size():
+                    raise
+                time.sleep(ROOM_POLL)
 
     def _keep(self, name, capacity, mm):
         kept = _Kept(name, capacity, mm, _ino(name))
@@ -244,7 +266,8 @@ def install_in_worker(object_prefix: str) -> SegmentWriter:
     (_serialization.to_stored); its arguments of tasks do not (their segments are
     unlinked by the driver when the task ends: a kept mapping would hold them)."""
     global installed
-    installed = SegmentWriter(lambda: _shm.free_segments(object_prefix), WORKER_MAX_KEPT)
+    installed = SegmentWriter(lambda: _shm.free_segments(object_prefix), WORKER_MAX_KEPT,
+                              room_wait=WORKER_ROOM_WAIT)
     installed.start_checking()
     return installed
 

@@ -127,6 +127,34 @@ def test_a_nearly_full_dev_shm_refuses_every_segment_clearly():
     assert found["after"] == 500 * 1024 // 8  # room again: it works
 
 
+ROOM_COMES = """
+    import json, os, threading, time, numpy as np, shmray as ray
+    ray.init(num_cpus=1, object_store_memory=4 << 20)
+
+    @ray.remote
+    def make(n):
+        return np.ones(n // 8)
+
+    ray.get(make.remote(8))
+    with open("/dev/shm/filler", "wb") as f:  # 200 KB left
+        st = os.statvfs("/dev/shm")
+        f.write(b"x" * (st.f_bavail * st.f_frsize - 200 * 1024))
+    threading.Timer(0.5, os.unlink, ("/dev/shm/filler",)).start()  # room in 0.5 s
+    start = time.monotonic()
+    value = ray.get(make.remote(2 << 20))
+    print(json.dumps({"sum": float(value.sum()), "waited": time.monotonic() - start}))
+    ray.shutdown()
+"""
+
+
+def test_a_result_waits_for_room_in_a_full_dev_shm():
+    """A worker's result finds /dev/shm full: it waits for room (the driver spills, or
+    something is freed) instead of failing at once (_segment_writer.WORKER_ROOM_WAIT)."""
+    found = _run_with_small_shm("16m", ROOM_COMES)
+    assert found["sum"] == (2 << 20) // 8
+    assert 0.4 < found["waited"] < 2.0
+
+
 # ------------------------------------- item 15: more spilled objects than the store
 
 def test_reading_more_spilled_objects_than_the_store_holds(fresh):
