@@ -14,7 +14,7 @@ setup(
             "shmray._crecords",
             sources=["csrc/recordsmodule.c", "csrc/lane.c", "csrc/lane_done.c", "csrc/lane_refs.c",
                      "csrc/lane_queue.c",
-                     "csrc/inline_values.c"],
+                     "csrc/inline_values.c", "csrc/task_form.c"],
             depends=["csrc/records.h", "csrc/lane.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],

@@ -65,6 +65,10 @@ PyObject *Lane_dispatch_queued(LaneObject *self, PyObject *burst);
 int lane_refs_init_strings(void);
 PyObject *Lane_process_refs(LaneObject *self, PyObject *unused);
 
+/* task_form.c */
+PyObject *pack_tasks(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *unpack_tasks(PyObject *mod, PyObject *data);
+
 /* inline_values.c */
 PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *not_stored(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);

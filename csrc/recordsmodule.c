@@ -309,6 +309,11 @@ static PyMethodDef module_methods[] = {
     {"not_stored", (PyCFunction)(void (*)(void))not_stored, METH_FASTCALL,
      "not_stored(refs, ref_type, pending, values) -> the ids of the refs not stored yet "
      "(None: one is lost)"},
+    {"pack_tasks", (PyCFunction)(void (*)(void))pack_tasks, METH_FASTCALL,
+     "pack_tasks(batch, limit) -> a batch of plain task records in the compact form "
+     "(csrc/task_form.c), or None"},
+    {"unpack_tasks", unpack_tasks, METH_O,
+     "unpack_tasks(data) -> the Tasks record's tuple of a compact Tasks message, or None"},
     {"set_none_stored", set_none_stored, METH_O,
      "set_none_stored(stored): the one stored form of None (unpack_done gives it)"},
     {"reset_ids", reset_ids, METH_O,

@@ -39,6 +39,9 @@ LARGE = 20
 # a task's one small inline result, nothing else to say (csrc/lane_done.c has its
 # layout; _crecords.pack_done makes it, _ring.decode reads it back as a Done record).
 DONE_MARK = 1
+# ... a Tasks message of plain tasks in their compact form (csrc/task_form.c has its
+# layout; _crecords.pack_tasks makes it, _ring.decode reads it back as a Tasks record).
+TASKS_MARK = 3
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").

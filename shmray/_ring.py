@@ -16,8 +16,8 @@ import os
 import pickle
 
 from . import _shm
-from ._crecords import unpack_done
-from ._protocol import DONE_MARK, LARGE, Large
+from ._crecords import unpack_done, unpack_tasks
+from ._protocol import DONE_MARK, LARGE, TASKS_MARK, Large
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 
@@ -115,6 +115,8 @@ def decode(data: bytes) -> tuple:
     """The message a message's bytes hold: a record's plain tuple (see _protocol)."""
     if data[0] == DONE_MARK:  # a Done in its compact form (csrc/lane_done.c)
         return unpack_done(data)
+    if data[0] == TASKS_MARK:  # plain tasks in their compact form (csrc/task_form.c)
+        return unpack_tasks(data)
     msg = _loads(data)
     if msg[0] == LARGE:
         large = Large(*msg)

@@ -219,7 +219,7 @@ def test_a_failing_created_hook_fails_the_construction(counted):
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_done.c", "lane_refs.c",
-                    "lane_queue.c", "inline_values.c")  # (setup.py's list)
+                    "lane_queue.c", "inline_values.c", "task_form.c")  # (setup.py's list)
 LANE_TESTS = str(ROOT / "tests" / "test_lane.py")  # the lane's, run in the same build
 
 

@@ -388,3 +388,46 @@ def test_the_queue_in_c_and_where_the_python_goes_on(session, monkeypatch):
     assert python_dispatch, "the Python goes on at a task that is not the lane's"
     with session.lock:
         assert session.scheduler.stale == stale and not session.scheduler.ready
+
+
+# ------------------------------------------------------------------ the compact Tasks
+def _record(task_id, args=ser.NO_ARGS, request=(("CPU", 1.0),), **changes):
+    fields = dict(task_id=task_id, fn_id=(1 << 64) - 5, num_returns=1, args_stored=args,
+                  dep_values=None, lent=None, request=request, helping=False, attempt=0,
+                  retry_exceptions=None, backpressure=-1)
+    fields.update(changes)
+    return _protocol.task_record(**fields)
+
+
+def test_a_compact_tasks_message_reads_back_as_the_record():
+    cpu, other = (("CPU", 1.0),), (("CPU", 0.5), ("ü-custom", 2.0))
+    batch = [_record(new_base_id()),
+             _record(new_base_id(), ser.to_stored((("x" * 5000,), {"k": 1}), None), other),
+             _record(new_base_id(), num_returns=-1, helping=True, attempt=3,
+                     backpressure=2**40, fn_id=0),
+             _record(new_base_id(), request=cpu)]
+    data = _crecords.pack_tasks(batch, 1 << 20)
+    assert data[0] == _protocol.TASKS_MARK and len(data) > 4096  # (past the stack buffer)
+    kind, records = _ring.decode(data)
+    assert kind == _protocol.TASKS and records == batch
+    assert records[0][6] is not records[1][6] and records[0][6] is records[3][6] or \
+        records[0][6] == records[3][6]
+    assert _crecords.unpack_tasks(pickle.dumps((1,))) is None
+    with pytest.raises(ValueError, match="truncated"):
+        _crecords.unpack_tasks(data[:-3])
+
+
+def test_what_has_no_compact_tasks_form():
+    oid = new_base_id()
+    for record in (_record(oid, dep_values=((0, b"", ()),)), _record(oid, lent={1: 2}),
+                   _record(oid, retry_exceptions=b"x"),
+                   _record(oid, args=(_protocol.SHM, "name", 10, 0, ())),
+                   _record(oid, args=(_protocol.INLINE, b"x", (b"buf",))),
+                   _record(oid, request=(("CPU", 1),)),  # (an int amount: not the driver's)
+                   _record(-1), _record(oid, fn_id=1 << 64), _record(oid, num_returns=1 << 40),
+                   (1, 2, 3)):
+        assert _crecords.pack_tasks([record], 1 << 20) is None, record
+    assert _crecords.pack_tasks([], 1 << 20) is None
+    assert _crecords.pack_tasks([_record(oid)] * 10, 100) is None  # over the limit
+    with pytest.raises(TypeError):
+        _crecords.pack_tasks((_record(oid),), 100)

@@ -16,6 +16,7 @@ Every method runs under the session's lock.
 from __future__ import annotations
 
 from .. import _custom_serializers, _ring
+from .._crecords import pack_tasks
 from .._protocol import TASKS, Func, FUNC, task_record
 
 BURST_GAP = 200e-6
@@ -122,7 +123,9 @@ class Dispatcher:
         self.batched.discard(w)
         if not batch:
             return
-        data = _ring.encode((TASKS, batch), w.ring, self.prefix)  # a Tasks record's tuple
+        # plain tasks in the compact form (csrc/task_form.c), else a Tasks record's tuple
+        data = pack_tasks(batch, w.ring.max_message) or _ring.encode((TASKS, batch), w.ring,
+                                                                     self.prefix)
         n = self.unwoken.get(w, 0) + len(batch)
         if wake or n >= WAKE_BATCH:
             self.unwoken.pop(w, None)
