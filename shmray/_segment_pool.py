@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict
 
 from . import _mappings, _shm
-from ._protocol import LARGE, SHM
+from ._protocol import DONE_MARK, LARGE, SHM, TASKS_MARK
 from ._records import NamedTuple
 from ._segment_writer import SegmentWriter, fits
 from ._warm_reserve import Reserve
@@ -351,7 +351,8 @@ def drop_unread_large_messages(w) -> list:
             break
         unread.append(data)
     for data in unread:
-        if len(data) < _LARGE_RECORD_MAX:  # a Large record is a few dozen bytes
+        # a Large record: a pickle of a few dozen bytes (not a message in a compact form)
+        if len(data) < _LARGE_RECORD_MAX and data[0] not in (DONE_MARK, TASKS_MARK):
             msg = pickle.loads(data)
             if msg[0] == LARGE and _shm.unlink(msg[1]):
                 removed.append(msg[1])
