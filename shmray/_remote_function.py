@@ -57,7 +57,8 @@ class RemoteFunction:
                     self._check_arguments(args, kwargs)
             elif not self._min_args <= len(args) <= self._max_args:
                 self._check_arguments(args, kwargs)
-        return _context.get_runtime().submit(self, args, kwargs, self._options)
+        rt = _context.runtime or _context.get_runtime()  # (get_runtime: the first call's)
+        return rt.submit(self, args, kwargs, self._options)
 
     def _check_arguments(self, args, kwargs):
         """TypeError, with Python's words, if the function cannot take these arguments."""

@@ -20,6 +20,12 @@ def ray():
     shmray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def session(ray):
+    """The driver's Session of the module's `ray` session: its components."""
+    return shmray._context.get_runtime()
+
+
 def wait_gone(pids, seconds=5.0) -> bool:
     """Wait until none of `pids` runs (a zombie counts as gone); whether that happened."""
     deadline = time.monotonic() + seconds

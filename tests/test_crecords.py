@@ -218,9 +218,10 @@ def test_a_failing_created_hook_fails_the_construction(counted):
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_done.c", "lane_refs.c",
-                    "lane_queue.c", "inline_values.c", "task_form.c")  # (setup.py's list)
-LANE_TESTS = str(ROOT / "tests" / "test_lane.py")  # the lane's, run in the same build
+CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_place.c", "lane_done.c",  # (setup.py's)
+                    "lane_refs.c", "lane_queue.c", "inline_values.c", "task_form.c")
+# the lane's, run in the same build
+LANE_TESTS = [str(ROOT / "tests" / name) for name in ("test_lane.py", "test_lane_forms.py")]
 
 
 def _libasan():
@@ -255,7 +256,7 @@ def test_the_c_types_under_address_sanitizer(tmp_path):
         f"spec = importlib.util.spec_from_file_location('shmray._crecords', {str(so)!r})\n"
         "module = sys.modules['shmray._crecords'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
-        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}, {LANE_TESTS!r}]))\n")
+        f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}, *{LANE_TESTS!r}]))\n")
     run = subprocess.run([sys.executable, "-c", preload_then_test], env=env,
                          capture_output=True, text=True, cwd=ROOT, timeout=170)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

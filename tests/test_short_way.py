@@ -12,13 +12,6 @@ import shmray
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def session():
-    shmray.init(num_cpus=2)
-    yield shmray._context.get_runtime()
-    shmray.shutdown()
-
-
 @shmray.remote
 def ident(x):
     return x

@@ -28,6 +28,7 @@ from .._generator import returned as returned_generator
 from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import SHM
+from .._serialization import NO_ARGS
 from .._crecords import Lane
 from .._cring import pop_any
 from .._resources import EPS, ResourceLedger, affinity_cpus, node_totals, user_stacklevel
@@ -226,7 +227,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                                                         self.resolve_nested, self.new_segment_name)
                 simple = not deps and not held and args_stored[0] != SHM
             else:  # f.remote(): pack_args' first case, without the call (the per-task path)
-                args_stored, deps, held = ser.NO_ARGS, None, None
+                args_stored = NO_ARGS
+                deps = held = None
                 simple = True
             lane = self.lane
             with self.lock.raw:  # (in submit's section)

@@ -1,0 +1,181 @@
+"""What the lane's C reads and writes without a session: the compact Done and Tasks
+messages (they must read back as the records), ids, and get's reads (not_stored,
+inline_values). The lane in a session: test_lane.py."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+
+import shmray
+from shmray import _crecords, _protocol, _ring, _serialization as ser
+from shmray._object_ref import _COUNTER_SHIFT, _ID_SHIFT, new_base_id
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ------------------------------------------------------------------ the compact Done
+def test_the_c_constants_are_the_protocols():
+    data = _crecords.pack_done(new_base_id(), (ser.NONE,), 1, 2, None, None, False, 1 << 20)
+    assert data[0] == _protocol.DONE_MARK != pickle.dumps(None, protocol=5)[0]
+    msg = _ring.decode(data)
+    assert msg[0] == _protocol.DONE and msg[2][0][0] == _protocol.INLINE
+
+
+def test_a_compact_done_reads_back_as_the_record():
+    oid = new_base_id()
+    for value in (None, 0, -1, 2**70, "é" * 100, b"\x80\x05", (1, [2, {3: None}])):
+        stored = ser.to_stored(value, None)
+        data = _crecords.pack_done(oid, (stored,), -5, 2**62, None, None, False, 1 << 20)
+        msg = _ring.decode(data)
+        assert msg == (_protocol.DONE, oid, (stored,), -5, 2**62, None, None, False)
+        assert ser.from_stored(msg[2][0]) == value
+    none_done = _ring.decode(_crecords.pack_done(oid, (ser.NONE,), 0, 0, None, None, False, 99))
+    assert none_done[2][0] is ser.NONE  # one stored form for every None
+    assert _crecords.unpack_done(pickle.dumps((1, 2))) is None
+
+
+def test_what_has_no_compact_form():
+    oid, small = new_base_id(), ser.to_stored(7, None)
+    error = ser.error_stored(ValueError("no"))
+    cases = [
+        (oid, error, 0, 0, None, None, False, 1 << 20),             # an error
+        (oid, (small, small), 0, 0, None, None, False, 1 << 20),     # two results
+        (oid, (small,), 0, 0, ((5,),), None, False, 1 << 20),        # refs inside it
+        (oid, (small,), 0, 0, None, (0,), False, 1 << 20),           # GPU arrays kept
+        (oid, (small,), 0, 0, None, None, True, 1 << 20),            # retryable
+        (oid, (small,), 0, 0, None, None, False, 20),                # over the limit
+        (-1, (small,), 0, 0, None, None, False, 1 << 20),            # not an id
+        (1 << 200, (small,), 0, 0, None, None, False, 1 << 20),      # nor this
+        (oid, ((_protocol.INLINE, b"x", (b"buf",)),), 0, 0, None, None, False, 1 << 20),
+        (oid, ((_protocol.SHM, "name", 10),), 0, 0, None, None, False, 1 << 20),
+        (oid, [small], 0, 0, None, None, False, 1 << 20),            # not a tuple
+    ]
+    for args in cases:
+        assert _crecords.pack_done(*args) is None, args
+    with pytest.raises(TypeError):
+        _crecords.pack_done(oid, (small,))
+    with pytest.raises(OverflowError):
+        _crecords.pack_done(oid, (small,), 2**70, 0, None, None, False, 1 << 20)
+
+
+def test_ids_from_c():
+    ids = [new_base_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(i & 0xFFFF == 0 for i in ids)
+    counters = [i >> _COUNTER_SHIFT for i in ids]
+    assert counters == list(range(counters[0], counters[0] + 1000))
+    prefixes = {(i >> _ID_SHIFT) & ((1 << (_COUNTER_SHIFT - _ID_SHIFT)) - 1) for i in ids}
+    assert len(prefixes) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child gets a prefix of its own
+        os.write(write, new_base_id().to_bytes(16, "little"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = int.from_bytes(os.read(read, 16), "little")
+    os.close(read), os.close(write)
+    assert (child >> _ID_SHIFT) & ((1 << 45) - 1) not in prefixes
+    with pytest.raises(TypeError):
+        _crecords.reset_ids("x")
+
+
+# ------------------------------------------------------------------ get's values in C
+class Eraser:
+    """Unpickled, it empties the dict that a get reads (nothing in shmray does that;
+    user code in an unpickle can)."""
+
+    table = None
+
+    def __reduce__(self):
+        return (Eraser._erase, ())
+
+    @staticmethod
+    def _erase():
+        Eraser.table.clear()
+        return "erased"
+
+
+def test_inline_values():
+    ObjectRef = shmray.ObjectRef
+    ids = [new_base_id() for _ in range(4)]
+    table = {ids[0]: ser.NONE, ids[1]: ser.to_stored(5, None), ids[2]: ser.to_stored("x", None)}
+    refs = [ObjectRef(i, True) for i in ids[:3]]
+    assert _crecords.inline_values(refs, table, ObjectRef, pickle.loads) == [None, 5, "x"]
+    assert ser.values_of(refs, table) == [None, 5, "x"]
+    assert _crecords.inline_values([], table, ObjectRef, pickle.loads) == []
+    # anything else: None, and values_of's Python does it all
+    table[ids[3]] = ser.error_stored(ValueError("no"))
+    for other in ([refs[0], 7], [refs[0], ObjectRef(ids[3], True)],
+                  [ObjectRef(new_base_id(), True)]):
+        assert _crecords.inline_values(other, table, ObjectRef, pickle.loads) is None
+    assert ser.values_of([refs[1], 7], table) == [5, 7]
+    with pytest.raises(ValueError, match="no"):
+        ser.values_of([ObjectRef(ids[3], True)], table)
+    for bad in ((refs, table, ObjectRef), (tuple(refs), table, ObjectRef, pickle.loads),
+                (refs, table, int, pickle.loads)):
+        with pytest.raises(TypeError):
+            _crecords.inline_values(*bad)
+    Eraser.table = table
+    table[ids[0]] = (_protocol.INLINE, pickle.dumps(Eraser()), ())
+    with pytest.raises(RuntimeError, match="changed"):
+        _crecords.inline_values(refs, table, ObjectRef, pickle.loads)
+
+
+def test_not_stored():
+    ObjectRef = shmray.ObjectRef
+    ids = [new_base_id() for _ in range(4)]
+    values, pending = {ids[0]: ser.NONE}, {ids[1], ids[2]}
+    refs = [ObjectRef(i, True) for i in ids[:3]]
+    assert _crecords.not_stored(refs, ObjectRef, pending, values) == ids[1:3]
+    assert _crecords.not_stored([refs[0], 5, "x"], ObjectRef, pending, values) == []
+    lost = refs + [ObjectRef(ids[3], True)]
+    assert _crecords.not_stored(lost, ObjectRef, pending, values) is None
+    for bad in ((tuple(refs), ObjectRef, pending, values), (refs, int, pending, values),
+                (refs, ObjectRef, [], values), (refs, ObjectRef, pending)):
+        with pytest.raises(TypeError):
+            _crecords.not_stored(*bad)
+
+
+# ------------------------------------------------------------------ the compact Tasks
+def _record(task_id, args=ser.NO_ARGS, request=(("CPU", 1.0),), **changes):
+    fields = dict(task_id=task_id, fn_id=(1 << 64) - 5, num_returns=1, args_stored=args,
+                  dep_values=None, lent=None, request=request, helping=False, attempt=0,
+                  retry_exceptions=None, backpressure=-1)
+    fields.update(changes)
+    return _protocol.task_record(**fields)
+
+
+def test_a_compact_tasks_message_reads_back_as_the_record():
+    cpu, other = (("CPU", 1.0),), (("CPU", 0.5), ("ü-custom", 2.0))
+    batch = [_record(new_base_id()),
+             _record(new_base_id(), ser.to_stored((("x" * 5000,), {"k": 1}), None), other),
+             _record(new_base_id(), num_returns=-1, helping=True, attempt=3,
+                     backpressure=2**40, fn_id=0),
+             _record(new_base_id(), request=cpu)]
+    data = _crecords.pack_tasks(batch, 1 << 20)
+    assert data[0] == _protocol.TASKS_MARK and len(data) > 4096  # (past the stack buffer)
+    kind, records = _ring.decode(data)
+    assert kind == _protocol.TASKS and records == batch
+    assert records[0][6] is not records[1][6] and records[0][6] is records[3][6] or \
+        records[0][6] == records[3][6]
+    assert _crecords.unpack_tasks(pickle.dumps((1,))) is None
+    with pytest.raises(ValueError, match="truncated"):
+        _crecords.unpack_tasks(data[:-3])
+
+
+def test_what_has_no_compact_tasks_form():
+    oid = new_base_id()
+    for record in (_record(oid, dep_values=((0, b"", ()),)), _record(oid, lent={1: 2}),
+                   _record(oid, retry_exceptions=b"x"),
+                   _record(oid, args=(_protocol.SHM, "name", 10, 0, ())),
+                   _record(oid, args=(_protocol.INLINE, b"x", (b"buf",))),
+                   _record(oid, request=(("CPU", 1),)),  # (an int amount: not the driver's)
+                   _record(-1), _record(oid, fn_id=1 << 64), _record(oid, num_returns=1 << 40),
+                   (1, 2, 3)):
+        assert _crecords.pack_tasks([record], 1 << 20) is None, record
+    assert _crecords.pack_tasks([], 1 << 20) is None
+    assert _crecords.pack_tasks([_record(oid)] * 10, 100) is None  # over the limit
+    with pytest.raises(TypeError):
+        _crecords.pack_tasks((_record(oid),), 100)
