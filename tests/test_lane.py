@@ -48,7 +48,17 @@ def python_way(session, monkeypatch):
     return seen
 
 
-# ------------------------------------------------------------------ the lane in a session
+def settled(session, predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session.lock:
+            session.store.process_refs()
+            if predicate():
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def test_the_lane_takes_the_common_task(session, monkeypatch):
     shmray.get([ident.remote(i) for i in range(200)])  # verdict known, function shipped
     seen = python_way(session, monkeypatch)
@@ -137,16 +147,6 @@ def test_the_lane_places_on_the_warmest_idle_worker(session):
 
 
 def test_nothing_is_left_behind_and_counters_agree(session):
-    def settled(predicate):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with session.lock:
-                session.store.process_refs()
-                if predicate():
-                    return True
-            time.sleep(0.01)
-        return False
-
     finished = session.tasks.finished
     done = sum(w.tasks_done for w in session.pool.workers)
     shmray.get([nothing.remote() for _ in range(5000)])
@@ -154,9 +154,9 @@ def test_nothing_is_left_behind_and_counters_agree(session):
     assert sum(w.tasks_done for w in session.pool.workers) - done == 5000
     for _ in range(5000):
         nothing.remote()  # dropped at once
-    assert settled(lambda: not session.store.values and not session.tasks.tasks
+    assert settled(session, lambda: not session.store.values and not session.tasks.tasks
                    and not session.store.pending and not session.store._local)
-    assert settled(lambda: session.ledger.available.get("CPU") == 2.0)
+    assert settled(session, lambda: session.ledger.available.get("CPU") == 2.0)
     assert all(not w.inflight and w.charge is None and not w.batch
                for w in session.pool.workers)
     assert session.scheduler.fn_mean[nothing._fn_id] >= 0
@@ -266,17 +266,6 @@ def test_the_queue_in_c_and_where_the_python_goes_on(session, monkeypatch):
 @shmray.remote
 def plus_one(x):
     return x + 1
-
-
-def settled(session, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with session.lock:
-            session.store.process_refs()
-            if predicate():
-                return True
-        time.sleep(0.01)
-    return False
 
 
 def test_results_and_the_tasks_waiting_on_them(session):
