@@ -34,17 +34,21 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "dispatch",
                              "common", "spec_type", "ref_type", "none_stored",
                              "pipeline_seconds", "pipeline_max", "smoothing", "eps", "pop_any",
-                             "burst_gap", "task_batch", "serializers", NULL};
+                             "burst_gap", "task_batch", "serializers", "session", "sections",
+                             "main_thread", "no_args", "drain_batch", NULL};
     PyObject *store, *task_table, *scheduler, *pool, *ledger, *dispatch, *common, *spec_type,
-        *ref_type, *none_stored, *pop_any, *serializers;
+        *ref_type, *none_stored, *pop_any, *serializers, *session, *sections, *no_args,
+        *drain_batch;
+    unsigned long main_thread;
     double pipeline_seconds, smoothing, eps, burst_gap;
     long pipeline_max, task_batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlO", kwlist, &store,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlOOOkOO", kwlist, &store,
                                      &task_table, &scheduler, &pool, &ledger, &dispatch,
                                      &PyDict_Type, &common, &PyType_Type, &spec_type,
                                      &PyType_Type, &ref_type, &none_stored, &pipeline_seconds,
                                      &pipeline_max, &smoothing, &eps, &pop_any, &burst_gap,
-                                     &task_batch, &serializers))
+                                     &task_batch, &serializers, &session, &sections,
+                                     &main_thread, &no_args, &drain_batch))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType) ||
         !PyType_IsSubtype((PyTypeObject *)ref_type, &RefType)) {
@@ -54,11 +58,13 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     LaneObject *self = (LaneObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
+    PyObject *lock = NULL, *raw = NULL;
 #define KEEP(f) Py_INCREF(f); self->f = f;
     KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(dispatch)
     KEEP(common) KEEP(spec_type) KEEP(ref_type) KEEP(none_stored) KEEP(pop_any)
-    KEEP(serializers)
+    KEEP(serializers) KEEP(session) KEEP(sections) KEEP(no_args) KEEP(drain_batch)
 #undef KEEP
+    self->main_thread = main_thread;
     self->burst_gap = burst_gap;
     self->task_batch = task_batch;
     self->pipeline_seconds = pipeline_seconds;
@@ -71,6 +77,10 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->available = PyObject_GetAttrString(ledger, "available")) ||
         !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")) ||
         !(self->batched = PyObject_GetAttrString(dispatch, "batched")) ||
+        !(lock = PyObject_GetAttrString(session, "lock")) ||
+        !(raw = PyObject_GetAttrString(lock, "raw")) ||
+        !(self->lock_acquire = PyObject_GetAttrString(raw, "acquire")) ||
+        !(self->lock_release = PyObject_GetAttrString(raw, "release")) ||
         !(self->created_queue = PyObject_GetAttrString(store, "created_queue")) ||
         !(self->drop_queue = PyObject_GetAttrString(store, "drop_queue")) ||
         !(self->needed = PyObject_GetAttrString(store, "_needed")) ||
@@ -93,8 +103,12 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "the components' tables must be dicts");
         goto fail;
     }
+    Py_DECREF(lock);
+    Py_DECREF(raw);
     return (PyObject *)self;
 fail:
+    Py_XDECREF(lock);
+    Py_XDECREF(raw);
     Py_DECREF(self);
     return NULL;
 }
@@ -138,12 +152,8 @@ static PyObject *Lane_note_submit(LaneObject *self, PyObject *unused) {
 
 /* Lane.submit(fn_id, name, options, args_stored) -> ObjectRef, or None (not the common
  * case: nothing was done) */
-static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "submit(fn_id, name, options, args_stored)");
-        return NULL;
-    }
-    PyObject *fn_id = args[0], *options = args[2];
+PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
+                      PyObject *args_stored) {
     PyObject *key = PyLong_FromVoidPtr(options);
     if (!key) return NULL;
     PyObject *known = PyDict_GetItemWithError(self->common, key);  /* Verdicts.common */
@@ -167,12 +177,12 @@ static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t
 #define SHARE(field, value) do { Py_INCREF(value); Py_SETREF(spec->field, value); } while (0)
     TAKE(task_id, task_id);
     SHARE(fn_id, fn_id);
-    SHARE(name, args[1]);
+    SHARE(name, name);
     SHARE(options, options);
     SHARE(queue, request);
     TAKE(request, request);
     TAKE(num_returns, num_returns);
-    SHARE(args_stored, args[3]);
+    SHARE(args_stored, args_stored);
     SHARE(owned, Py_True);
     SHARE(simple, Py_True);
 #undef TAKE
@@ -221,7 +231,18 @@ fail:
     return NULL;
 }
 
+static PyObject *Lane_submit(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "submit(fn_id, name, options, args_stored)");
+        return NULL;
+    }
+    return lane_submit(self, args[0], args[1], args[2], args[3]);
+}
+
 static PyMethodDef Lane_methods[] = {
+    {"remote", (PyCFunction)(void (*)(void))Lane_remote, METH_FASTCALL,
+     "remote(fn_id, name, options) -> ObjectRef or None: f.remote() without arguments, "
+     "the common task, whole (Session._submit's part too; None: nothing done)"},
     {"note_submit", (PyCFunction)Lane_note_submit, METH_NOARGS,
      "note_submit() -> burst: a .remote() that submit() did not take (Session._submit)"},
     {"submit", (PyCFunction)(void (*)(void))Lane_submit, METH_FASTCALL,
@@ -283,7 +304,9 @@ int lane_init_strings(void) {
     deque_popleft = PyObject_GetAttrString(deque, "popleft");  /* called without binding) */
     Py_DECREF(deque);
     if (!deque_append || !deque_popleft) return -1;
-    if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0) return -1;
+    if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
+        lane_remote_init_strings() < 0)
+        return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);
     return one && zero_seconds ? 0 : -1;

@@ -11,6 +11,11 @@ typedef struct {
     PyObject *store, *task_table, *tasks, *scheduler, *ready, *fn_mean, *pool, *ledger,
         *dispatch, *available, *batched, *common, *callbacks, *spec_type, *ref_type,
         *none_stored, *pop_any, *serializers;
+    /* for Lane.remote (lane_remote.c): the session, its lock's methods, interrupts'
+     * sections, NO_ARGS, DRAIN_BATCH; the loop's parts, taken at the first call */
+    PyObject *session, *lock_acquire, *lock_release, *sections, *no_args, *drain_batch,
+        *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
+    unsigned long main_thread;
     /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
     PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
         *tokens, *generators, *gpu_producers;
@@ -26,7 +31,9 @@ typedef struct {
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
     X(dispatch) X(available) X(batched) X(common) X(callbacks) X(spec_type) X(ref_type)    \
-    X(none_stored) X(pop_any) X(serializers) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
+    X(none_stored) X(pop_any) X(serializers) X(session) X(lock_acquire) X(lock_release)      \
+    X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
+    X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
@@ -54,6 +61,13 @@ PyObject *idle_worker(LaneObject *self, int *error);
 int charge(LaneObject *self, PyObject *w, PyObject *request);
 int batch_task(LaneObject *self, PyObject *w, SpecObject *spec);
 int place_here(LaneObject *self, SpecObject *spec, PyObject **w);
+
+PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
+                      PyObject *args_stored);
+
+/* lane_remote.c */
+int lane_remote_init_strings(void);
+PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* lane_queue.c: the scheduler's queues */
 int lane_queue_init_strings(void);

@@ -219,7 +219,8 @@ def test_a_failing_created_hook_fails_the_construction(counted):
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_place.c", "lane_done.c",  # (setup.py's)
-                    "lane_refs.c", "lane_queue.c", "inline_values.c", "task_form.c")
+                    "lane_refs.c", "lane_queue.c", "lane_remote.c", "inline_values.c",
+                    "task_form.c")
 # the lane's, run in the same build
 LANE_TESTS = [str(ROOT / "tests" / name) for name in ("test_lane.py", "test_lane_forms.py")]
 

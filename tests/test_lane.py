@@ -333,3 +333,24 @@ def test_simple_tasks_do_take_the_short_way(session, monkeypatch):
 @shmray.remote
 def fails():
     raise ValueError("no")
+
+
+def test_remote_in_c_holds_a_ctrl_c_to_its_end_and_works_from_threads(session):
+    from shmray._driver.interrupts import sections
+
+    shmray.get(nothing.remote())  # (the options' verdict known: the next call is C's)
+    sections.pending = True  # a Ctrl-C that came while the call was in its section
+    with pytest.raises(KeyboardInterrupt):
+        nothing.remote()
+    assert not sections.pending and sections.depth == 0
+    # the task was submitted whole, and ends: nothing of it is left
+    assert settled(session, lambda: not session.tasks.tasks and not session.store.pending)
+    import threading
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(shmray.get(nothing.remote())))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert out == [None] * 4

@@ -1,6 +1,7 @@
-"""What the lane's C reads and writes without a session: the compact Done and Tasks
-messages (they must read back as the records), ids, and get's reads (not_stored,
-inline_values). The lane in a session: test_lane.py."""
+"""What the lane's C reads and writes without a session of the module's: the compact
+Done and Tasks messages (they must read back as the records), ids, get's reads
+(not_stored, inline_values), Lane.remote after shutdown. The lane in a session:
+test_lane.py."""
 from __future__ import annotations
 
 import os
@@ -179,3 +180,18 @@ def test_what_has_no_compact_tasks_form():
     assert _crecords.pack_tasks([_record(oid)] * 10, 100) is None  # over the limit
     with pytest.raises(TypeError):
         _crecords.pack_tasks((_record(oid),), 100)
+
+
+def test_remote_in_c_leaves_a_closed_session_to_the_python(fresh):
+    @shmray.remote
+    def nothing():
+        return None
+
+    fresh.init(num_cpus=1)
+    rt = shmray._context.get_runtime()
+    shmray.get(nothing.remote())
+    lane, fn_id, options = rt.lane, nothing._fn_id, nothing._options
+    fresh.shutdown()
+    assert lane.remote(fn_id, "nothing", options) is None  # (Session._submit raises)
+    with pytest.raises(TypeError):
+        lane.remote(fn_id)

@@ -134,7 +134,9 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                          ref_type=ObjectRef, none_stored=ser.NONE,
                          pipeline_seconds=PIPELINE_SECONDS, pipeline_max=PIPELINE_MAX,
                          smoothing=SMOOTHING, eps=EPS, pop_any=pop_any, burst_gap=BURST_GAP,
-                         task_batch=TASK_BATCH, serializers=_custom_serializers)
+                         task_batch=TASK_BATCH, serializers=_custom_serializers,
+                         session=self, sections=sections, main_thread=MAIN, no_args=NO_ARGS,
+                         drain_batch=DRAIN_BATCH)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
@@ -208,6 +210,10 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             except Exception as e:
                 raise TypeError(f"Could not serialize the remote function {rf._function_name}: "
                                 f"{type(e).__name__}: {e}") from e
+        if not args and not kwargs:  # f.remote() of the common task: _submit's work, in C
+            ref = self.lane.remote(fn_id, rf._name, options)
+            if ref is not None:
+                return ref
         return self._submit(fn_id, rf._name, args, kwargs, options, None)
 
     def submit_call(self, handle, fn_id, args, kwargs, options):
