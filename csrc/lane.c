@@ -305,7 +305,7 @@ int lane_init_strings(void) {
     Py_DECREF(deque);
     if (!deque_append || !deque_popleft) return -1;
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
-        lane_remote_init_strings() < 0)
+        lane_remote_init_strings() < 0 || lane_place_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

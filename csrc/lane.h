@@ -61,6 +61,7 @@ PyObject *idle_worker(LaneObject *self, int *error);
 int charge(LaneObject *self, PyObject *w, PyObject *request);
 int batch_task(LaneObject *self, PyObject *w, SpecObject *spec);
 int place_here(LaneObject *self, SpecObject *spec, PyObject **w);
+int lane_place_init_strings(void);
 
 PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
                       PyObject *args_stored);

@@ -4,9 +4,33 @@
  * The warmest idle worker when the request fits what is free (charged, as
  * ResourceLedger.charge does), else, every worker busy, the least loaded one under the
  * pipeline depth (Scheduler._pipeline); its task record batched for it. Anything
- * else (a worker to start, a function to ship, GPUs, a runtime_env) is the Python's. */
+ * else (a worker to start, a function or the user's serializers to ship, GPUs, a
+ * runtime_env) is the Python's. */
 #include "lane.h"
 #include <math.h>
+
+static PyObject *s_shipment, *s_key;
+
+int lane_place_init_strings(void) {
+    s_shipment = PyUnicode_InternFromString("shipment");
+    s_key = PyUnicode_InternFromString("key");
+    return s_shipment && s_key ? 0 : -1;
+}
+
+/* Has `w` the user's serializers in force now (_custom_serializers.shipment), if any?
+ * (Dispatcher.send_task ships them first to a worker that lacks them: the Python's.) */
+static int has_serializers(LaneObject *self, PyObject *w) {
+    PyObject *shipment = PyObject_GetAttr(self->serializers, s_shipment);
+    if (!shipment) return -1;
+    int r = 1;
+    if (shipment != Py_None) {
+        PyObject *key = PyObject_GetAttr(shipment, s_key);
+        r = key ? PySet_Contains(((WorkerObject *)w)->fns, key) : -1;
+        Py_XDECREF(key);
+    }
+    Py_DECREF(shipment);
+    return r;
+}
 
 /* ResourceLedger.fits: every (name, amount) of the request is free: 1, or 0; 2 when
  * the request is not (name, amount) pairs (Python's to place); -1 on an error. */
@@ -141,6 +165,7 @@ int place_here(LaneObject *self, SpecObject *spec, PyObject **w) {
     if (error) return -1;
     if (!*w) return fit ? 2 : 0;
     int shipped = PySet_Contains(((WorkerObject *)*w)->fns, spec->fn_id);
+    if (shipped > 0) shipped = has_serializers(self, *w);
     if (shipped <= 0) return shipped < 0 ? -1 : 2;
     if ((fit && charge(self, *w, spec->request) < 0) || batch_task(self, *w, spec) < 0)
         return -1;

@@ -8,13 +8,13 @@
  * again from the heads: what was placed here is gone from them). */
 #include "lane.h"
 
-static PyObject *s_queued, *s_stale, *s_releases, *s_tried_at, *s_shipment, *s_push_batches,
+static PyObject *s_queued, *s_stale, *s_releases, *s_tried_at, *s_push_batches,
     *s_dispatch_queued, *deque_type;
 
 int lane_queue_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
     S(s_queued, "queued") S(s_stale, "stale") S(s_releases, "releases")
-    S(s_tried_at, "tried_at") S(s_shipment, "shipment") S(s_push_batches, "push_batches")
+    S(s_tried_at, "tried_at") S(s_push_batches, "push_batches")
     S(s_dispatch_queued, "dispatch_queued")
 #undef S
     PyObject *collections = PyImport_ImportModule("collections");
@@ -58,10 +58,7 @@ static int dispatch_queued(LaneObject *self, int burst) {
     PyObject *releases = PyObject_GetAttr(self->ledger, s_releases);
     int r = releases ? PyObject_SetAttr(self->dispatch, s_tried_at, releases) : -1;
     Py_XDECREF(releases);
-    PyObject *shipment = r < 0 ? NULL : PyObject_GetAttr(self->serializers, s_shipment);
-    if (!shipment) return -1;
-    Py_DECREF(shipment);
-    if (shipment != Py_None) return 0;  /* (the serializers go first: send_task's) */
+    if (r < 0) return -1;
     PyObject *requests = PyDict_Keys(self->ready);
     if (!requests) return -1;
     r = 1;

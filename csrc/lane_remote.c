@@ -6,20 +6,20 @@
  * Here, in its order: a Ctrl-C-safe section in the main thread (interrupts.sections:
  * a SIGINT that comes meanwhile is held, and raised at the end), the session's lock
  * held around Lane.submit, then the drain and the deferred callables outside it.
- * None, with nothing done: not this case (a closed session, the user's serializers,
- * options not plain): Session._submit does it all. */
+ * None, with nothing done: not this case (a closed session, options not plain):
+ * Session._submit does it all. */
 #include "lane.h"
 #include "pythread.h"
 
 static PyObject *s_depth, *s_section_pending, *s_raise_pending, *s_closed, *s_loop, *s_pump_lock,
-    *s_drain, *s_deferred, *s_run_deferred, *s_acquire, *s_release, *s_shipment2;
+    *s_drain, *s_deferred, *s_run_deferred, *s_acquire, *s_release;
 
 int lane_remote_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
     S(s_depth, "depth") S(s_section_pending, "pending") S(s_raise_pending, "raise_pending")
     S(s_closed, "closed") S(s_loop, "loop") S(s_pump_lock, "pump_lock") S(s_drain, "drain")
     S(s_deferred, "deferred") S(s_run_deferred, "run_deferred") S(s_acquire, "acquire")
-    S(s_release, "release") S(s_shipment2, "shipment")
+    S(s_release, "release")
 #undef S
     return 0;
 }
@@ -47,6 +47,18 @@ static int call0(PyObject *callable) {
     PyObject *res = PyObject_CallNoArgs(callable);
     Py_XDECREF(res);
     return res ? 0 : -1;
+}
+
+/* call0, with the error in flight (if any) kept: it is the one that tells */
+static int call0_keeping_error(PyObject *callable) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int r = call0(callable);
+    if (type) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+    return r;
 }
 
 /* The loop's parts this needs, taken once (the loop is made after the lane) */
@@ -83,16 +95,14 @@ PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *ref = NULL;
     if (call0(self->lock_acquire) < 0) goto out;
     PyObject *closed = PyObject_GetAttr(self->session, s_closed);
-    PyObject *shipment = closed ? PyObject_GetAttr(self->serializers, s_shipment2) : NULL;
-    int plain = shipment && shipment == Py_None && closed == Py_False;
+    int open = closed == Py_False;
     Py_XDECREF(closed);
-    Py_XDECREF(shipment);
-    if (plain)
+    if (open)
         ref = lane_submit(self, args[0], args[1], args[2], self->no_args);
     else if (!PyErr_Occurred())
         ref = Py_NewRef(Py_None);
     int burst = self->burst, due = self->drain_due;
-    if (call0(self->lock_release) < 0) Py_CLEAR(ref);
+    if (call0_keeping_error(self->lock_release) < 0) Py_CLEAR(ref);
     if (!ref || ref == Py_None) goto out;
     /* Inside a burst, results are collected every 16th call only (see Session._submit) */
     if (due) {
@@ -103,12 +113,8 @@ PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *call[2] = {self->drain_batch, burst ? Py_True : Py_False};
             PyObject *res = PyObject_Vectorcall(self->drain, call, 2, NULL);
             Py_XDECREF(res);
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);  /* (released whatever happened) */
-            if (call0(self->pump_release) < 0) { Py_XDECREF(type); Py_XDECREF(value);
-                                                 Py_XDECREF(tb); Py_CLEAR(ref); goto out; }
-            PyErr_Restore(type, value, tb);
-            if (!res) Py_CLEAR(ref);
+            if (call0_keeping_error(self->pump_release) < 0 || !res)  /* (released anyway) */
+                Py_CLEAR(ref);
         } else if (mine < 0) {
             Py_CLEAR(ref);
         }
@@ -119,7 +125,7 @@ out:
         PyErr_Fetch(&type, &value, &tb);
         int r = section(self, -1);  /* (a held Ctrl-C is raised here) */
         if (type) {
-            if (r < 0) PyErr_Clear();  /* (the first error is the one that tells) */
+            PyErr_Clear();  /* (the first error is the one that tells) */
             PyErr_Restore(type, value, tb);
         } else if (r < 0) {
             Py_CLEAR(ref);

@@ -91,19 +91,26 @@ def test_every_other_case_goes_the_python_way(session, monkeypatch):
     assert shmray.get(other[7]) == [9]  # (nested refs resolved: DESIGN.md)
 
 
-def test_a_user_serializer_in_force_goes_the_python_way(session, monkeypatch):
+def test_a_user_serializer_in_force_reaches_each_worker_before_the_lanes_tasks(session):
     class Point:
         def __init__(self, x):
             self.x = x
 
     shmray.util.register_serializer(Point, serializer=lambda p: p.x,
-                                     deserializer=lambda x: ("point", x))
+                                    deserializer=lambda x: ("point", x))
     try:
-        seen = python_way(session, monkeypatch)
-        assert shmray.get(ident.remote(Point(3))) == ("point", 3)
-        assert len(seen) == 1  # (the serializers' table is shipped first: Python's)
+        from shmray import _custom_serializers
+
+        key = _custom_serializers.shipment.key
+        done = {w: w.tasks_done for w in session.pool.workers}
+        assert shmray.get([ident.remote(Point(i)) for i in range(200)]) == \
+            [("point", i) for i in range(200)]
+        # a worker that lacked the table got it from the Python (send_task), first
+        ran = [w for w in session.pool.workers if w.tasks_done > done.get(w, 0)]
+        assert ran and all(key in w.fns for w in ran)
     finally:
         shmray.util.deregister_serializer(Point)
+    assert shmray.get([ident.remote(i) for i in range(100)]) == list(range(100))
 
 
 def test_the_lane_pipelines_as_the_scheduler_does(session):

@@ -195,3 +195,29 @@ def test_remote_in_c_leaves_a_closed_session_to_the_python(fresh):
     assert lane.remote(fn_id, "nothing", options) is None  # (Session._submit raises)
     with pytest.raises(TypeError):
         lane.remote(fn_id)
+
+
+def test_an_error_inside_remote_in_c_lets_go_of_the_lock(fresh):
+    """An error inside (options without what a TaskSpec needs) reaches the caller as
+    itself, and the session's lock and the Ctrl-C section are let go."""
+    from shmray._driver.interrupts import sections
+
+    @shmray.remote
+    def nothing():
+        return None
+
+    class Odd:  # taken for plain options, but without their request
+        num_returns = 1
+
+    fresh.init(num_cpus=2)
+    rt = shmray._context.get_runtime()
+    shmray.get(nothing.remote())
+    odd = Odd()
+    rt.tasks.verdicts.common[id(odd)] = odd
+    try:
+        with pytest.raises(AttributeError, match="request"):
+            rt.lane.remote(nothing._fn_id, "nothing", odd)
+    finally:
+        del rt.tasks.verdicts.common[id(odd)]
+    assert not rt.lock.raw.locked() and sections.depth == 0
+    assert shmray.get(nothing.remote()) is None

@@ -243,7 +243,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                         _shm.unlink(args_stored[1])
                     self.check_open()
                 ref = None
-                if simple and actor_id is None and _custom_serializers.shipment is None:
+                if simple and actor_id is None:
                     ref = lane.submit(fn_id, name, options, args_stored)  # the common task, in C
                 if ref is None:  # every other one (and the first of each options object)
                     ref = self._submit_in_python(fn_id, name, options, args_stored, deps, held,
