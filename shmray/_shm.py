@@ -289,14 +289,26 @@ def unlink_prefix(prefix: str) -> list[str]:
 
 def pid_alive(pid: int) -> bool:
     """Does process `pid` run? A zombie (exited, not reaped by its parent yet) does not:
-    a driver that died under a parent that does not wait for it stays one."""
+    a driver that died under a parent that does not wait for it stays one. Nor does
+    one being reaped: its /proc entry goes a moment before kill() stops finding it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return process_state(pid) != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:  # reaped between open and read
+        return False
+    except FileNotFoundError:  # reaped before the open (where /proc is there to tell)
+        return not _HAS_PROC
+    except (OSError, IndexError):  # unreadable here: it runs
+        return True
+
+
+_HAS_PROC = os.path.isdir("/proc/self")
 
 
 def process_state(pid: int) -> str | None:
