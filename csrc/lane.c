@@ -165,6 +165,10 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     PyTypeObject *type = (PyTypeObject *)self->spec_type;
     SpecObject *spec = (SpecObject *)type->tp_new(type, NULL, NULL);  /* the defaults */
     if (!spec) return NULL;
+    /* Never visited by the garbage collector: a million queued specs would make every
+     * full collection walk them all. Its one cycle, with its worker's inflight or
+     * batch, ends when its task does, or when the worker is removed or stopped. */
+    PyObject_GC_UnTrack(spec);
     PyObject *task_id = records_new_base_id();
     PyObject *request = PyObject_GetAttr(options, s_request);
     PyObject *num_returns = PyObject_GetAttr(options, s_num_returns);

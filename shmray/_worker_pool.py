@@ -297,6 +297,10 @@ class WorkerPool:
         for w in self.workers:
             w.proc.wait()  # (its process group killed, see WorkerProcess)
             w.gone = True
+            # its specs and it refer to each other, and the lane's specs are not
+            # garbage-collected (see csrc/lane.c): the cycle ends here
+            w.inflight.clear()
+            w.batch.clear()
             _shm.unlink(w.channel.name)
         self.workers = []
         self._refresh()

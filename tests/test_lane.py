@@ -361,3 +361,25 @@ def test_remote_in_c_holds_a_ctrl_c_to_its_end_and_works_from_threads(session):
     for t in threads:
         t.join(30)
     assert out == [None] * 4
+
+
+def test_the_lanes_specs_are_untracked_and_shutdown_ends_their_cycles(fresh):
+    # A million queued specs must not make every full collection walk them all, so the
+    # lane's are never garbage-collected: their cycle with their worker (spec.worker,
+    # worker.inflight) must end by itself, here at a shutdown with tasks still running.
+    import gc
+
+    from shmray._worker_pool import WorkerHandle
+
+    fresh.init(num_cpus=2)
+    session = shmray._context.get_runtime()
+    fresh.get([nap.remote(0) for _ in range(10)])  # verdict known, function shipped
+    refs = [nap.remote(0.5) for _ in range(20)]   # some running, some queued
+    specs = [session.tasks.tasks[ref._id] for ref in refs]
+    assert not any(gc.is_tracked(s) for s in specs)
+    assert any(s.worker is not None for s in specs)
+    pids = {w.pid for w in session.pool.workers}
+    del specs, refs, session
+    fresh.shutdown()
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is WorkerHandle and o.pid in pids]
