@@ -5,8 +5,8 @@ setup(
     ext_modules=[
         Extension(
             "shmray._cring",
-            sources=["csrc/cringmodule.c", "csrc/ring.c"],
-            depends=["csrc/ring.h"],
+            sources=["csrc/cringmodule.c", "csrc/ring_any.c", "csrc/ring.c"],
+            depends=["csrc/ring.h", "csrc/cring.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
         ),

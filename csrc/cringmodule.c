@@ -1,35 +1,15 @@
-/* cringmodule.c - the only file that knows Python: wraps ring.c as shmray._cring.
+/* cringmodule.c - wraps ring.c as shmray._cring: Doorbell, Ring, the module (and
+ * ring_any.c, its waits on many rings; cring.h, what the two share).
  *
  * Ring and Doorbell objects hold a Py_buffer on the memory Python gave them, so
  * the mapping cannot be closed while a ring object (or a wait on it in another
  * thread) still uses it. Every wait releases the GIL and sleeps in slices of at
  * most SLICE_NS so that Ctrl-C reaches Python's handlers promptly.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "cring.h"
 
-#include "ring.h"
-
-#define SLICE_NS 50000000LL /* 50 ms */
-
-typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    shmray_doorbell *bell;
-} DoorbellObject;
-
-typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    shmray_ring ring;
-    PyObject *doorbell; /* DoorbellObject or NULL, kept alive with the ring */
-} RingObject;
-
-static PyTypeObject RingType;
-static PyTypeObject DoorbellType;
-
-/* timeout in seconds (None: forever) -> ns, -1 for forever */
-static int timeout_arg(PyObject *obj, int64_t *out) {
+/* (see cring.h) */
+int timeout_arg(PyObject *obj, int64_t *out) {
     if (obj == NULL || obj == Py_None) { *out = -1; return 0; }
     double t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred()) return -1;
@@ -42,11 +22,7 @@ static int timeout_arg(PyObject *obj, int64_t *out) {
     return 0;
 }
 
-/* Run a wait function in GIL-free slices, checking signals between slices.
- * Returns SHMRAY_READY, SHMRAY_TIMEOUT, or -2 with a Python error set. */
-typedef int (*slice_fn)(void *arg, int64_t timeout_ns, int64_t spin_ns);
-
-static int wait_sliced(slice_fn fn, void *arg, int64_t timeout_ns, int64_t spin_ns) {
+int wait_sliced(slice_fn fn, void *arg, int64_t timeout_ns, int64_t spin_ns) {
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : shmray_now_ns() + timeout_ns;
     for (;;) {
         int64_t now = shmray_now_ns();
@@ -89,7 +65,7 @@ static void Doorbell_dealloc(DoorbellObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyTypeObject DoorbellType = {
+PyTypeObject DoorbellType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmray._cring.Doorbell",
     .tp_basicsize = sizeof(DoorbellObject),
@@ -188,7 +164,7 @@ fail:
     return NULL;
 }
 
-static PyObject *pop_now(shmray_ring *ring) {
+PyObject *pop_now(shmray_ring *ring) {
     const uint8_t *p;
     int64_t n = shmray_ring_peek(ring, &p);
     if (n == -2) {
@@ -298,7 +274,7 @@ static PyGetSetDef Ring_getset[] = {
     {"max_message", (getter)Ring_max_message, NULL, "largest message accepted", NULL},
     {NULL}};
 
-static PyTypeObject RingType = {
+PyTypeObject RingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmray._cring.Ring",
     .tp_basicsize = sizeof(RingObject),
@@ -311,121 +287,10 @@ static PyTypeObject RingType = {
     .tp_getset = Ring_getset,
 };
 
-/* ------------------------------------------------------- many-ring waits */
-
-/* Borrow the C rings of a tuple of Ring objects (the tuple keeps them alive), into an
- * array the caller frees with PyMem_Free: any number of rings (a session may run more
- * than 256 workers). Returns the count, or -1 with an exception set. */
-static int collect_rings(PyObject *tuple, shmray_ring ***out) {
-    *out = NULL;
-    if (!PyTuple_Check(tuple)) { PyErr_SetString(PyExc_TypeError, "rings must be a tuple"); return -1; }
-    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
-    if (n > INT_MAX) { PyErr_SetString(PyExc_ValueError, "too many rings"); return -1; }
-    shmray_ring **rings = PyMem_Malloc((n ? n : 1) * sizeof *rings);
-    if (!rings) { PyErr_NoMemory(); return -1; }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyTuple_GET_ITEM(tuple, i);
-        if (!PyObject_TypeCheck(o, &RingType) || !((RingObject *)o)->ring.hdr) {
-            PyErr_SetString(PyExc_TypeError, "rings must hold initialised Ring objects");
-            PyMem_Free(rings);
-            return -1;
-        }
-        rings[i] = &((RingObject *)o)->ring;
-    }
-    *out = rings;
-    return (int)n;
-}
-
-typedef struct { shmray_ring **rings; int n; int start; shmray_doorbell *bell; int index; } any_wait_arg;
-
-static int any_wait_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
-    any_wait_arg *a = (any_wait_arg *)arg;
-    return shmray_wait_any(a->rings, a->n, a->start, a->bell, timeout_ns, spin_ns, &a->index);
-}
-
-static PyObject *pop_any(PyObject *mod, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"rings", "doorbell", "timeout", "spin", "start", NULL};
-    PyObject *tuple, *bell, *timeout_obj = NULL;
-    double spin = 0.0;
-    int start = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!|Odi", kwlist, &tuple, &DoorbellType, &bell,
-                                     &timeout_obj, &spin, &start))
-        return NULL;
-    int64_t timeout_ns = 0;
-    if (timeout_obj && timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
-    shmray_ring **rings;
-    int n = collect_rings(tuple, &rings);
-    if (n < 0) return NULL;
-    any_wait_arg a = {rings, n, start < 0 ? 0 : start, ((DoorbellObject *)bell)->bell, -1};
-    int r;
-    if (timeout_ns == 0) {
-        r = any_wait_slice(&a, 0, 0);
-    } else {
-        r = wait_sliced(any_wait_slice, &a, timeout_ns, (int64_t)(spin * 1e9));
-    }
-    PyObject *msg = (r == SHMRAY_READY && a.index >= 0) ? pop_now(rings[a.index]) : NULL;
-    PyMem_Free(rings);
-    if (r == -2) return NULL;
-    if (r != SHMRAY_READY || a.index < 0) Py_RETURN_NONE;
-    if (!msg) return NULL;
-    if (msg == Py_None) return msg;
-    PyObject *res = Py_BuildValue("(iN)", a.index, msg);
-    return res;
-}
-
-typedef struct { shmray_ring **rings; int n; shmray_ring **nudge; int m; int64_t poll_ns; } stalled_arg;
-
-static int stalled_slice(void *arg, int64_t timeout_ns, int64_t spin_ns) {
-    stalled_arg *a = (stalled_arg *)arg;
-    (void)spin_ns;
-    return shmray_wait_stalled(a->rings, a->n, a->nudge, a->m, a->poll_ns, timeout_ns);
-}
-
-static PyObject *wait_stalled(PyObject *mod, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"rings", "poll", "timeout", "nudge", NULL};
-    PyObject *tuple, *timeout_obj = NULL, *nudge_tuple = NULL;
-    double poll;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|OO", kwlist, &tuple, &poll, &timeout_obj,
-                                     &nudge_tuple))
-        return NULL;
-    int64_t timeout_ns = -1;
-    if (timeout_arg(timeout_obj, &timeout_ns) < 0) return NULL;
-    if (poll != poll || poll <= 0) {
-        PyErr_SetString(PyExc_ValueError, "poll must be a positive number of seconds");
-        return NULL;
-    }
-    shmray_ring **rings, **nudge = NULL;
-    int n = collect_rings(tuple, &rings);
-    if (n < 0) return NULL;
-    int m = 0;
-    if (nudge_tuple && (m = collect_rings(nudge_tuple, &nudge)) < 0) {
-        PyMem_Free(rings);
-        return NULL;
-    }
-    stalled_arg a = {rings, n, nudge, m, (int64_t)(poll * 1e9)};
-    if (a.poll_ns < 1000) a.poll_ns = 1000;
-    int r = wait_sliced(stalled_slice, &a, timeout_ns, 0);
-    PyMem_Free(rings);
-    PyMem_Free(nudge);
-    if (r == -2) return NULL;
-    return PyBool_FromLong(r == SHMRAY_READY);
-}
-
-static PyMethodDef module_methods[] = {
-    {"pop_any", (PyCFunction)(void (*)(void))pop_any, METH_VARARGS | METH_KEYWORDS,
-     "pop_any(rings, doorbell, timeout=0.0, spin=0.0, start=0) -> (index, bytes) | None: "
-     "take one message from the first nonempty ring, scanning from start; sleep on the "
-     "doorbell the rings ring when all are empty."},
-    {"wait_stalled", (PyCFunction)(void (*)(void))wait_stalled, METH_VARARGS | METH_KEYWORDS,
-     "wait_stalled(rings, poll, timeout=None, nudge=()) -> bool: poll every poll seconds until "
-     "some ring holds data nobody popped for a whole interval. Costs producers nothing. Each "
-     "poll also wakes the sleeping consumer of any nudge ring that holds data."},
-    {NULL}};
-
 static struct PyModuleDef cring_module = {
     PyModuleDef_HEAD_INIT, "shmray._cring",
     "Lock-free shared-memory message rings with futex sleep/wake (see csrc/ring.h).", -1,
-    module_methods};
+    ring_any_methods};
 
 PyMODINIT_FUNC PyInit__cring(void) {
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&DoorbellType) < 0) return NULL;
