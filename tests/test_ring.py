@@ -518,6 +518,32 @@ def test_pop_any_single_process():
     assert pop_any((), bell) is None
 
 
+def test_pop_any_and_wait_stalled_check_their_arguments():
+    # (their arguments are taken as a vector, by hand: every mistake still names itself)
+    from shmray._cring import wait_stalled
+    bell = Doorbell(bytearray(64), create=True)
+    _, r0 = small_ring(doorbell=bell)
+    assert r0.push(b"x")
+    assert pop_any(rings=(r0,), doorbell=bell, timeout=0.0, spin=0.0, start=0) == (0, b"x")
+    for call, message in [
+        (lambda: pop_any((r0,)), "missing required argument 'doorbell'"),
+        (lambda: pop_any((r0,), bell, stat=1), "unexpected keyword argument 'stat'"),
+        (lambda: pop_any((r0,), bell, 0.0, rings=(r0,)), "multiple values for argument 'rings'"),
+        (lambda: pop_any((r0,), bell, 0, 0, 0, 0), "at most 5 arguments"),
+        (lambda: pop_any((r0,), b"bell"), "doorbell must be"),
+        (lambda: pop_any((r0,), bell, start="0"), "integer"),
+        (lambda: pop_any((r0,), bell, spin="0"), "must be real number"),
+        (lambda: wait_stalled((r0,)), "missing required argument 'poll'"),
+        (lambda: wait_stalled((r0,), 0.01, nudge=[r0]), "rings must be a tuple"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            call()
+    with pytest.raises(ValueError, match="timeout must be"):
+        pop_any((r0,), bell, float("nan"))
+    with pytest.raises(ValueError, match="poll must be"):
+        wait_stalled((r0,), 0.0)
+
+
 def test_pop_any_and_wait_stalled_take_more_than_256_rings():
     # A session may run more than 256 workers (init(num_cpus=300)); each has a ring.
     from shmray._cring import wait_stalled
