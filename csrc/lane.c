@@ -77,6 +77,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->available = PyObject_GetAttrString(ledger, "available")) ||
         !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")) ||
         !(self->batched = PyObject_GetAttrString(dispatch, "batched")) ||
+        !(self->functions = PyObject_GetAttrString(session, "functions")) ||
         !(lock = PyObject_GetAttrString(session, "lock")) ||
         !(raw = PyObject_GetAttrString(lock, "raw")) ||
         !(self->lock_acquire = PyObject_GetAttrString(raw, "acquire")) ||
@@ -99,7 +100,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
         !PyDict_CheckExact(self->fn_mean) || !PyDict_CheckExact(self->available) ||
-        !PyDict_CheckExact(self->callbacks)) {
+        !PyDict_CheckExact(self->callbacks) || !PyDict_CheckExact(self->functions)) {
         PyErr_SetString(PyExc_TypeError, "the components' tables must be dicts");
         goto fail;
     }
@@ -309,7 +310,8 @@ int lane_init_strings(void) {
     Py_DECREF(deque);
     if (!deque_append || !deque_popleft) return -1;
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
-        lane_remote_init_strings() < 0 || lane_place_init_strings() < 0)
+        lane_remote_init_strings() < 0 || lane_place_init_strings() < 0 ||
+        remote_call_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

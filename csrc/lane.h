@@ -15,6 +15,7 @@ typedef struct {
      * sections, NO_ARGS, DRAIN_BATCH; the loop's parts, taken at the first call */
     PyObject *session, *lock_acquire, *lock_release, *sections, *no_args, *drain_batch,
         *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
+    PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
     unsigned long main_thread;
     /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
     PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
@@ -34,7 +35,7 @@ typedef struct {
     X(none_stored) X(pop_any) X(serializers) X(session) X(lock_acquire) X(lock_release)      \
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
-    X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers)
+    X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
@@ -69,6 +70,12 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
 /* lane_remote.c */
 int lane_remote_init_strings(void);
 PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options);
+
+/* remote_call.c: RemoteFunction's base, and the lane its .remote() takes */
+extern PyTypeObject RemoteType;
+int remote_call_init_strings(void);
+PyObject *set_lane(PyObject *mod, PyObject *lane);
 
 /* lane_queue.c: the scheduler's queues */
 int lane_queue_init_strings(void);

@@ -83,12 +83,8 @@ static int loop_parts(LaneObject *self) {
     return -1;
 }
 
-/* Lane.remote(fn_id, name, options) -> ObjectRef, or None (nothing done) */
-PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "remote(fn_id, name, options)");
-        return NULL;
-    }
+/* f.remote() of function `fn_id`: its ObjectRef, or None (nothing done) */
+PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options) {
     if (loop_parts(self) < 0) return NULL;
     int in_main = PyThread_get_thread_ident() == self->main_thread;
     if (in_main && section(self, 1) < 0) return NULL;
@@ -98,7 +94,7 @@ PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
     int open = closed == Py_False;
     Py_XDECREF(closed);
     if (open)
-        ref = lane_submit(self, args[0], args[1], args[2], self->no_args);
+        ref = lane_submit(self, fn_id, name, options, self->no_args);
     else if (!PyErr_Occurred())
         ref = Py_NewRef(Py_None);
     int burst = self->burst, due = self->drain_due;
@@ -135,4 +131,13 @@ out:
         call0(self->run_deferred) < 0)  /* (user code: outside the section) */
         Py_CLEAR(ref);
     return ref;
+}
+
+/* Lane.remote(fn_id, name, options) -> ObjectRef, or None (nothing done) */
+PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "remote(fn_id, name, options)");
+        return NULL;
+    }
+    return lane_remote(self, args[0], args[1], args[2]);
 }

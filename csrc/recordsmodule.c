@@ -316,6 +316,9 @@ static PyMethodDef module_methods[] = {
      "unpack_tasks(data) -> the Tasks record's tuple of a compact Tasks message, or None"},
     {"set_none_stored", set_none_stored, METH_O,
      "set_none_stored(stored): the one stored form of None (unpack_done gives it)"},
+    {"set_lane", set_lane, METH_O,
+     "set_lane(lane or None): the lane RemoteBase.remote takes f.remote() to (see "
+     "csrc/remote_call.c)"},
     {"reset_ids", reset_ids, METH_O,
      "reset_ids(prefix): this process's id prefix (bits 16-60); the counter starts again"},
     {NULL}
@@ -345,12 +348,13 @@ PyMODINIT_FUNC PyInit__crecords(void) {
     if (!str_request || !str_num_returns || !str_created || !str_dropped || !zero) return NULL;
     if (lane_init_strings() < 0) return NULL;
     if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0 ||
-        PyType_Ready(&WorkerType) < 0)
+        PyType_Ready(&WorkerType) < 0 || PyType_Ready(&RemoteType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
     if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0 ||
-        add_type(m, "Lane", &LaneType) < 0 || add_type(m, "WorkerBase", &WorkerType) < 0) {
+        add_type(m, "Lane", &LaneType) < 0 || add_type(m, "WorkerBase", &WorkerType) < 0 ||
+        add_type(m, "RemoteBase", &RemoteType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

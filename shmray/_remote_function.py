@@ -5,9 +5,12 @@ and identified by a random id from then on; workers cache it by that id. Its cod
 keeps its file name, and source lines that only the driver's linecache holds (a
 notebook cell's) travel with it (`_function_pickle`).
 
-``.remote()`` checks the arguments against the function's signature, as Ray does,
-with a checker computed once per function (`_arity.Arity`): the per-call cost is a
-length comparison when no keyword is passed.
+``.remote()`` is RemoteBase's (csrc/remote_call.c): a call without arguments of a
+function that takes none goes from there to the session's lane in C, with no Python
+frame on the way; every other call is ``_remote``'s, here. It checks the arguments
+against the function's signature, as Ray does, with a checker computed once per
+function (`_arity.Arity`): the per-call cost is a length comparison when no keyword
+is passed.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ import types
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
+from ._crecords import RemoteBase
 from ._function_pickle import pickle_function
 
 
-class RemoteFunction:
+class RemoteFunction(RemoteBase):
     def __init__(self, function, options: _options.TaskOptions, _fn_id=None, _shared=None):
         self._function = function
         self._options = options
@@ -46,7 +50,8 @@ class RemoteFunction:
                         f"of running '{self._function_name}()', "
                         f"try '{self._function_name}.remote()'.")
 
-    def remote(self, *args, **kwargs):
+    def _remote(self, *args, **kwargs):
+        # (RemoteBase.remote's, for every call it does not take to the lane)
         # The arguments are checked at the call, as Ray does, not left to fail in the
         # task. The cheap cases: no arguments, for a function that takes none (the
         # per-task path of W1); positional arguments only, as many as the function

@@ -218,9 +218,9 @@ def test_a_failing_created_hook_fails_the_construction(counted):
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRECORDS_SOURCES = ("recordsmodule.c", "lane.c", "lane_place.c", "lane_done.c",  # (setup.py's)
-                    "lane_refs.c", "lane_queue.c", "lane_remote.c", "inline_values.c",
-                    "task_form.c")
+# setup.py's sources of _crecords (csrc/recordsmodule.c and the rest of its list)
+CRECORDS_SOURCES = re.findall(r'"csrc/([a-z_]+\.c)"', re.search(
+    r'"shmray\._crecords",\s*sources=\[([^\]]*)\]', (ROOT / "setup.py").read_text()).group(1))
 # the lane's, run in the same build
 LANE_TESTS = [str(ROOT / "tests" / name) for name in ("test_lane.py", "test_lane_forms.py")]
 

@@ -363,6 +363,63 @@ def test_remote_in_c_holds_a_ctrl_c_to_its_end_and_works_from_threads(session):
     assert out == [None] * 4
 
 
+def test_remote_in_c_takes_the_common_call_and_leaves_every_other_to_python(session,
+                                                                             monkeypatch):
+    # RemoteBase.remote (csrc/remote_call.c) takes f.remote() straight to the lane;
+    # whatever it does not take, RemoteFunction._remote (the Python) does, whole.
+    from shmray import _context
+    from shmray._remote_function import RemoteFunction
+
+    python = []
+    remote = RemoteFunction._remote
+    monkeypatch.setattr(RemoteFunction, "_remote",
+                        lambda rf, *a, **k: (python.append((rf._name, a, k)), remote(rf, *a, **k))[1])
+
+    @shmray.remote
+    def seven():
+        return 7
+
+    assert shmray.get(seven.remote()) == 7  # the first call ships the function: Python
+    assert len(python) == 1
+    assert shmray.get([seven.remote() for _ in range(300)]) == [7] * 300
+    assert len(python) == 1  # the rest: C, no Python frame
+    assert shmray.get(ident.remote(3)) == 3  # arguments
+    assert shmray.get(seven.options(scheduling_strategy="SPREAD").remote()) == 7  # not plain
+    assert len(python) == 3
+    with pytest.raises(TypeError, match="missing a required argument"):
+        ident.remote()  # a function that takes arguments, called without
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        seven.remote(1)
+    assert [p[0] for p in python[3:]] == [ident._name, seven._name]
+
+    class Runtime:  # another runtime than the lane's session (a forked process's, say)
+        def submit(self, rf, args, kwargs, options):
+            submitted.append(rf._name)
+            return session.submit(rf, args, kwargs, options)
+
+    submitted = []
+    monkeypatch.setattr(_context, "runtime", Runtime())
+    ref = seven.remote()
+    monkeypatch.undo()
+    assert shmray.get(ref) == 7
+    assert submitted == [seven._name] and len(python) == 6
+    with pytest.raises(TypeError, match="set_lane"):
+        _crecords.set_lane(object())
+
+
+def test_remote_in_c_after_shutdown_starts_a_session_as_the_python_does(fresh):
+    @shmray.remote
+    def one():
+        return 1
+
+    fresh.init(num_cpus=1)
+    assert fresh.get([one.remote() for _ in range(20)]) == [1] * 20
+    old = shmray._context.get_runtime()
+    fresh.shutdown()
+    assert fresh.get(one.remote()) == 1  # auto-init, as in Ray: a new session
+    assert fresh.is_initialized() and shmray._context.get_runtime() is not old
+
+
 def test_the_lanes_specs_are_untracked_and_shutdown_ends_their_cycles(fresh):
     # A million queued specs must not make every full collection walk them all, so the
     # lane's are never garbage-collected: their cycle with their worker (spec.worker,

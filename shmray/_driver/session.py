@@ -29,7 +29,7 @@ from .._object_ref import ObjectRef, _hooks, new_base_id, task_id_of
 from .._object_store import ObjectStore
 from .._protocol import SHM
 from .._serialization import NO_ARGS
-from .._crecords import Lane
+from .._crecords import Lane, set_lane
 from .._cring import pop_any
 from .._resources import EPS, ResourceLedger, affinity_cpus, node_totals, user_stacklevel
 from .._runtime import Runtime
@@ -163,6 +163,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
         _hooks.dropped = self.store.drop_queue.append
         _hooks.escaped = self.store.keep_until_shutdown
         _hooks.future = self.loop.future_of
+        set_lane(self.lane)  # f.remote() of the common task: from the call to it in C
         self.envs.start_eager()
         self.loop.thread.start()
         # Workers of dead sessions, still running (stuck): found by reading every
@@ -367,5 +368,6 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             _hooks.created = _hooks.dropped = _hooks.escaped = _hooks.future = None
         if _context.runtime is self:
             _context.runtime = None
+        set_lane(None)  # (it holds the lane, and so the session)
         self.loop.deferred.clear()
 
