@@ -105,10 +105,11 @@ def test_ctrl_c_during_remote_bursts_and_gets_leaves_the_session_whole():
         def f(i):
             return i
 
-        def burst_then_get():
-            refs = [f.remote(i) for i in range(300)]
-            assert ray.get(refs) == list(range(300))
+        def burst_then_get():  # (long enough, against the signal's own latency)
+            refs = [f.remote(i) for i in range(1000)]
+            assert ray.get(refs) == list(range(1000))
 
+        ray.get(f.remote(0))  # (the function shipped: not in interrupted's timing)
         hits = interrupted(burst_then_get, 400)
         assert ray.get(f.remote(7), timeout=30) == 7
         print("hits", hits, "settled", settled(rt))
