@@ -35,20 +35,20 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                              "common", "spec_type", "ref_type", "none_stored",
                              "pipeline_seconds", "pipeline_max", "smoothing", "eps", "pop_any",
                              "burst_gap", "task_batch", "serializers", "session", "sections",
-                             "main_thread", "no_args", "drain_batch", NULL};
+                             "main_thread", "no_args", "drain_batch", "wake_batch", NULL};
     PyObject *store, *task_table, *scheduler, *pool, *ledger, *dispatch, *common, *spec_type,
         *ref_type, *none_stored, *pop_any, *serializers, *session, *sections, *no_args,
         *drain_batch;
     unsigned long main_thread;
     double pipeline_seconds, smoothing, eps, burst_gap;
-    long pipeline_max, task_batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlOOOkOO", kwlist, &store,
+    long pipeline_max, task_batch, wake_batch;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlOOOkOOl", kwlist, &store,
                                      &task_table, &scheduler, &pool, &ledger, &dispatch,
                                      &PyDict_Type, &common, &PyType_Type, &spec_type,
                                      &PyType_Type, &ref_type, &none_stored, &pipeline_seconds,
                                      &pipeline_max, &smoothing, &eps, &pop_any, &burst_gap,
                                      &task_batch, &serializers, &session, &sections,
-                                     &main_thread, &no_args, &drain_batch))
+                                     &main_thread, &no_args, &drain_batch, &wake_batch))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType) ||
         !PyType_IsSubtype((PyTypeObject *)ref_type, &RefType)) {
@@ -67,6 +67,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->main_thread = main_thread;
     self->burst_gap = burst_gap;
     self->task_batch = task_batch;
+    self->wake_batch = wake_batch;
     self->pipeline_seconds = pipeline_seconds;
     self->pipeline_max = pipeline_max;
     self->smoothing = smoothing;
@@ -77,6 +78,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->available = PyObject_GetAttrString(ledger, "available")) ||
         !(self->callbacks = PyObject_GetAttrString(store, "_callbacks")) ||
         !(self->batched = PyObject_GetAttrString(dispatch, "batched")) ||
+        !(self->unwoken = PyObject_GetAttrString(dispatch, "unwoken")) ||
         !(self->functions = PyObject_GetAttrString(session, "functions")) ||
         !(lock = PyObject_GetAttrString(session, "lock")) ||
         !(raw = PyObject_GetAttrString(lock, "raw")) ||
@@ -100,7 +102,8 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
         !PyDict_CheckExact(self->fn_mean) || !PyDict_CheckExact(self->available) ||
-        !PyDict_CheckExact(self->callbacks) || !PyDict_CheckExact(self->functions)) {
+        !PyDict_CheckExact(self->callbacks) || !PyDict_CheckExact(self->functions) ||
+        !PyDict_CheckExact(self->unwoken)) {
         PyErr_SetString(PyExc_TypeError, "the components' tables must be dicts");
         goto fail;
     }
@@ -209,8 +212,7 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     if (placed < 0) goto fail;
     if (placed == 1) {
         if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch)
-            res = PyObject_CallMethodObjArgs(self->dispatch, s_send_batch, w,
-                                             burst ? Py_False : Py_True, NULL);
+            res = lane_send_batch(self, w, !burst) < 0 ? NULL : Py_NewRef(Py_None);
         else
             res = Py_NewRef(Py_None);
     } else if (placed == 0) {  /* the queue; then the queued ones, if resources came free */
@@ -258,6 +260,8 @@ static PyMethodDef Lane_methods[] = {
     {"dispatch_queued", (PyCFunction)Lane_dispatch_queued, METH_O,
      "dispatch_queued(burst) -> bool: Dispatcher.dispatch_queued while the queues' heads "
      "are plain tasks; False: the Python's to go on"},
+    {"push_batches", (PyCFunction)Lane_push_batches, METH_O,
+     "push_batches(burst): Dispatcher.push_batches, each compact batch sent here"},
     {"drain", (PyCFunction)(void (*)(void))Lane_drain, METH_FASTCALL,
      "drain(rings, doorbell, workers, limit) -> handled, or (handled, i, data): waiting "
      "messages popped while they are compact Dones handled here; the first other one"},
@@ -311,7 +315,7 @@ int lane_init_strings(void) {
     if (!deque_append || !deque_popleft) return -1;
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
         lane_remote_init_strings() < 0 || lane_place_init_strings() < 0 ||
-        remote_call_init_strings() < 0)
+        remote_call_init_strings() < 0 || lane_send_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

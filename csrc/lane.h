@@ -16,12 +16,13 @@ typedef struct {
     PyObject *session, *lock_acquire, *lock_release, *sections, *no_args, *drain_batch,
         *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
     PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
+    PyObject *unwoken;    /* the Dispatcher's: worker -> tasks pushed to it without a wake */
     unsigned long main_thread;
     /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
     PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
         *tokens, *generators, *gpu_producers;
     double pipeline_seconds, smoothing, eps, burst_gap;
-    long pipeline_max, task_batch;
+    long pipeline_max, task_batch, wake_batch;
     long rr;  /* the result ring drain looks at first (round robin): `rr` in Python */
     /* bursts of .remote() calls (see _driver/dispatch.py), as Python reads them */
     double last_submit;
@@ -35,7 +36,8 @@ typedef struct {
     X(none_stored) X(pop_any) X(serializers) X(session) X(lock_acquire) X(lock_release)      \
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
-    X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions)
+    X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \
+    X(unwoken)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
@@ -82,6 +84,12 @@ int lane_queue_init_strings(void);
 int queue_spec(LaneObject *self, SpecObject *spec);
 int dispatch_queued_if_freed(LaneObject *self, int burst);
 PyObject *Lane_dispatch_queued(LaneObject *self, PyObject *burst);
+
+/* lane_send.c: Dispatcher.send_batch and push_batches, for compact Tasks messages */
+int lane_send_init_strings(void);
+int lane_send_batch(LaneObject *self, PyObject *w, int wake);
+int lane_push_batches(LaneObject *self, int burst);
+PyObject *Lane_push_batches(LaneObject *self, PyObject *burst);
 
 /* lane_refs.c */
 int lane_refs_init_strings(void);

@@ -8,14 +8,12 @@
  * again from the heads: what was placed here is gone from them). */
 #include "lane.h"
 
-static PyObject *s_queued, *s_stale, *s_releases, *s_tried_at, *s_push_batches,
-    *s_dispatch_queued, *deque_type;
+static PyObject *s_queued, *s_stale, *s_releases, *s_tried_at, *s_dispatch_queued, *deque_type;
 
 int lane_queue_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
     S(s_queued, "queued") S(s_stale, "stale") S(s_releases, "releases")
-    S(s_tried_at, "tried_at") S(s_push_batches, "push_batches")
-    S(s_dispatch_queued, "dispatch_queued")
+    S(s_tried_at, "tried_at") S(s_dispatch_queued, "dispatch_queued")
 #undef S
     PyObject *collections = PyImport_ImportModule("collections");
     deque_type = collections ? PyObject_GetAttrString(collections, "deque") : NULL;
@@ -92,11 +90,9 @@ static int dispatch_queued(LaneObject *self, int burst) {
                 Py_XDECREF(res);
                 if (w) {
                     Py_SETREF(spec->queued, Py_NewRef(Py_False));
-                    if (PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch) {
-                        res = PyObject_CallMethodOneArg(self->dispatch, s_send_batch, w);
-                        if (!res) r = -1;
-                        Py_XDECREF(res);
-                    }
+                    if (PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch &&
+                        lane_send_batch(self, w, 0) < 0)
+                        r = -1;
                 }
             }
             Py_DECREF(spec);
@@ -107,11 +103,8 @@ static int dispatch_queued(LaneObject *self, int burst) {
         Py_DECREF(q);
     }
     Py_DECREF(requests);
-    if (r == 1 && !burst && PySet_GET_SIZE(self->batched)) {
-        PyObject *res = PyObject_CallMethodNoArgs(self->dispatch, s_push_batches);
-        if (!res) r = -1;
-        Py_XDECREF(res);
-    }
+    if (r == 1 && !burst && PySet_GET_SIZE(self->batched) && lane_push_batches(self, 0) < 0)
+        r = -1;
     return r;
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import time
 
+import numpy as np
 import pytest
 
 import shmray
@@ -134,6 +135,41 @@ def test_the_lane_pipelines_as_the_scheduler_does(session):
     assert shmray.get(refs) == list(range(40))
     assert shmray.get(blockers) == [0.5, 0.5]
     assert shmray.get(ref) == 41
+
+
+def test_batches_are_sent_in_c_as_the_dispatcher_sends_them(session):
+    # lane_send.c: Dispatcher.send_batch and push_batches for compact batches: the
+    # same messages, the same unwoken counts; a batch with another kind of task in it
+    # is the Python's (no compact form).
+    from shmray._driver.dispatch import TASK_BATCH, WAKE_BATCH
+
+    shmray.get([ident.remote(i) for i in range(100)])
+    blockers = [nap.remote(0.5) for _ in range(2)]  # every worker busy, its ring unread
+    deadline = time.monotonic() + 10
+    while session.ledger.available["CPU"] > 0.5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = [w for w in session.pool.workers if w.env is None]
+
+    def submit(value):  # (.remote() takes the session's lock: here it is held)
+        return session.lane.submit(ident._fn_id, "ident", ident._options,
+                                   ser.to_stored(((value,), {}), None))
+
+    with session.lock:
+        refs = [submit(i) for i in range(5 * TASK_BATCH)]  # a burst: batched
+        assert sum(len(w.inflight) - 1 for w in workers) == 5 * TASK_BATCH
+        assert any(session.dispatch.unwoken.values())  # (pushed without a wake)
+        assert all(n < WAKE_BATCH for n in session.dispatch.unwoken.values())
+        # an array's pickle has an out-of-band buffer: its record is not compact, and
+        # its batch is the Python's to send
+        refs += [submit(np.arange(3)) for _ in range(len(workers))]
+        assert all(w.batch for w in workers)
+        session.lane.push_batches(False)
+        assert not session.dispatch.batched and not any(w.batch for w in workers)
+        assert not session.dispatch.unwoken  # all woken
+    values = shmray.get(refs)
+    assert values[:5 * TASK_BATCH] == list(range(5 * TASK_BATCH))
+    assert all(list(v) == [0, 1, 2] for v in values[5 * TASK_BATCH:])
+    assert shmray.get(blockers) == [0.5, 0.5]
 
 
 def test_the_lane_places_on_the_warmest_idle_worker(session):

@@ -237,7 +237,7 @@ class MessageLoop(Background):
             if self.actors.unplaced:
                 self.actors.place_unplaced()
         if self.dispatch.batched:
-            self.dispatch.push_batches(burst)
+            self.lane.push_batches(burst)  # (Dispatcher.push_batches, in C)
         if store.drop_queue or store.created_queue:
             self.lane.process_refs()  # (ObjectStore.process_refs, its common case in C)
         if store.generator_taken:  # (after the refs' creations: counted first)

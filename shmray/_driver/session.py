@@ -40,7 +40,7 @@ from ..exceptions import RaySystemError
 from .actor_facade import ActorFacade
 from .actor_life import ActorLife
 from .actors import ActorCallSpec, ActorTable
-from .dispatch import BURST_GAP, TASK_BATCH, Dispatcher
+from .dispatch import BURST_GAP, TASK_BATCH, WAKE_BATCH, Dispatcher
 from .envs import Environments
 from .generators import GeneratorTable
 from .gpu_objects import GpuObjects, driver_cannot_copy
@@ -136,7 +136,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                          smoothing=SMOOTHING, eps=EPS, pop_any=pop_any, burst_gap=BURST_GAP,
                          task_batch=TASK_BATCH, serializers=_custom_serializers,
                          session=self, sections=sections, main_thread=MAIN, no_args=NO_ARGS,
-                         drain_batch=DRAIN_BATCH)
+                         drain_batch=DRAIN_BATCH, wake_batch=WAKE_BATCH)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
