@@ -106,3 +106,16 @@ PyObject *not_stored(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     }
     return missing;
 }
+
+/* first_other(items: list, type) -> the index of the first item not exactly of `type`,
+ * or -1: get's check that it was given ObjectRefs, without a bytecode per ref */
+PyObject *first_other(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "first_other(items: list, type)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++)
+        if ((PyObject *)Py_TYPE(PyList_GET_ITEM(items, i)) != args[1]) return PyLong_FromSsize_t(i);
+    return PyLong_FromLong(-1);
+}

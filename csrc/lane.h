@@ -102,5 +102,6 @@ PyObject *unpack_tasks(PyObject *mod, PyObject *data);
 /* inline_values.c */
 PyObject *inline_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *not_stored(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *first_other(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

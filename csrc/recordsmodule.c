@@ -306,6 +306,9 @@ static PyMethodDef module_methods[] = {
     {"inline_values", (PyCFunction)(void (*)(void))inline_values, METH_FASTCALL,
      "inline_values(refs, stored, ref_type, loads) -> the values, if every ref's stored "
      "form is small and inline (else None)"},
+    {"first_other", (PyCFunction)(void (*)(void))first_other, METH_FASTCALL,
+     "first_other(items: list, type) -> the index of the first item not exactly of type, "
+     "or -1"},
     {"not_stored", (PyCFunction)(void (*)(void))not_stored, METH_FASTCALL,
      "not_stored(refs, ref_type, pending, values) -> the ids of the refs not stored yet "
      "(None: one is lost)"},

@@ -14,6 +14,7 @@ import warnings
 
 from . import _context, _options, _remote_function, _runtime_env, _shm, actor as _actor
 from ._generator import ObjectRefGenerator
+from ._crecords import first_other
 from ._object_ref import ObjectRef
 from ._init_context import context_of
 from ._runtime_context import RuntimeContext
@@ -250,10 +251,10 @@ def get(object_refs, *, timeout=None):
     passes_values = rt.resolve_nested and not rt.is_driver
     if isinstance(object_refs, list):
         if not passes_values:
-            for r in object_refs:
-                if type(r) is not ObjectRef:
-                    raise TypeError(f"Attempting to call `get` on the value {r!r}, which is "
-                                    "not an ray.ObjectRef.")
+            other = first_other(object_refs, ObjectRef)  # (in C: no bytecode per ref)
+            if other >= 0:
+                raise TypeError(f"Attempting to call `get` on the value "
+                                f"{object_refs[other]!r}, which is not an ray.ObjectRef.")
         return rt.get(object_refs, timeout)
     if not passes_values:
         raise ValueError(f"Invalid type of object refs, {type(object_refs)}, is given. "

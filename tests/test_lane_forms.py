@@ -148,6 +148,23 @@ def _record(task_id, args=ser.NO_ARGS, request=(("CPU", 1.0),), **changes):
     return _protocol.task_record(**fields)
 
 
+def test_first_other():
+    from shmray._object_ref import ObjectRef
+
+    class Sub(ObjectRef):
+        pass
+
+    refs = [ObjectRef(new_base_id()) for _ in range(3)]
+    assert _crecords.first_other([], ObjectRef) == -1
+    assert _crecords.first_other(refs, ObjectRef) == -1
+    assert _crecords.first_other(refs + [5], ObjectRef) == 3
+    assert _crecords.first_other([refs[0], Sub(new_base_id())], ObjectRef) == 1  # exactly
+    with pytest.raises(TypeError, match="first_other"):
+        _crecords.first_other(tuple(refs), ObjectRef)
+    with pytest.raises(TypeError, match="first_other"):
+        _crecords.first_other(refs, "ObjectRef")
+
+
 def test_a_compact_tasks_message_reads_back_as_the_record():
     cpu, other = (("CPU", 1.0),), (("CPU", 0.5), ("ü-custom", 2.0))
     batch = [_record(new_base_id()),
