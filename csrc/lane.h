@@ -50,12 +50,23 @@ double monotonic_seconds(void);
 #define DONE_KIND 10   /* _protocol.DONE (tests/test_lane.py checks both) */
 #define INLINE_KIND 0  /* _protocol.INLINE */
 
-/* lane_done.c: Lane.done, and the module's pack_done / unpack_done */
-PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
-PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* done_form.c: the compact Done, and the module's pack_done / unpack_done */
+typedef struct {
+    const unsigned char *pickle;
+    Py_ssize_t pickle_size;
+    long long start, end;
+} DoneForm;
+int read_done(PyObject *data, DoneForm *form);  /* its fields; 0 if `data` is not one */
+PyObject *task_id_of(PyObject *data);
+/* the result's INLINE stored form: `none_stored` itself when it is None's */
+PyObject *stored_form(const DoneForm *form, PyObject *none_stored);
 PyObject *pack_done(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *unpack_done(PyObject *mod, PyObject *data);
 PyObject *set_none_stored(PyObject *mod, PyObject *stored);
+
+/* lane_done.c: Lane.done, Lane.drain */
+PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* lane.c: placement, as Scheduler.place and Dispatcher.send_task do it for a plain task */
 int fits(LaneObject *self, PyObject *request);

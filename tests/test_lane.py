@@ -202,7 +202,10 @@ def test_nothing_is_left_behind_and_counters_agree(session):
     assert settled(session, lambda: session.ledger.available.get("CPU") == 2.0)
     assert all(not w.inflight and w.charge is None and not w.batch
                for w in session.pool.workers)
-    assert session.scheduler.fn_mean[nothing._fn_id] >= 0
+    # (the lane keeps these within a call, and writes them back at its end)
+    assert 0 <= session.scheduler.fn_mean[nothing._fn_id] < 0.05
+    assert 0 <= session.scheduler.recent_mean < 0.05
+    assert type(session.tasks.finished) is int
 
 
 def test_the_lane_survives_the_stores_compaction(session):
