@@ -82,8 +82,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->functions = PyObject_GetAttrString(session, "functions")) ||
         !(lock = PyObject_GetAttrString(session, "lock")) ||
         !(raw = PyObject_GetAttrString(lock, "raw")) ||
-        !(self->lock_acquire = PyObject_GetAttrString(raw, "acquire")) ||
-        !(self->lock_release = PyObject_GetAttrString(raw, "release")) ||
+        !(self->raw_lock = Py_NewRef(raw)) ||
         !(self->created_queue = PyObject_GetAttrString(store, "created_queue")) ||
         !(self->drop_queue = PyObject_GetAttrString(store, "drop_queue")) ||
         !(self->needed = PyObject_GetAttrString(store, "_needed")) ||
@@ -95,6 +94,12 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->generators = PyObject_GetAttrString(store, "generators")) ||
         !(self->gpu_producers = PyObject_GetAttrString(store, "gpu_producers")))
         goto fail;
+    if (!PyObject_TypeCheck(self->raw_lock, &LockType) ||
+        !PyObject_TypeCheck(self->sections, &SectionsType)) {
+        PyErr_SetString(PyExc_TypeError, "session.lock.raw must be a _crecords.Lock and "
+                        "sections a SectionsBase");
+        goto fail;
+    }
     if (!PySet_CheckExact(self->batched) || !PySet_CheckExact(self->generators) ||
         !PyDict_CheckExact(self->inner)) {
         PyErr_SetString(PyExc_TypeError, "the components' tables are not of their types");

@@ -1,8 +1,26 @@
-/* lane.h - the Lane's record and names, shared by lane.c (the type, submit) and
- * lane_done.c (a simple task's Done: its compact form, and done). */
+/* lane.h - the Lane's record and names, shared by the files of the lane (lane*.c and
+ * the rest of _crecords: see setup.py). */
 #ifndef SHMRAY_LANE_H
 #define SHMRAY_LANE_H
 #include "records.h"
+#include "pythread.h"
+
+/* section_lock.c: interrupts.Sections' fields, and the session's lock */
+typedef struct {
+    PyObject_HEAD
+    long depth;
+    char pending;
+} SectionsObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    char locked;
+} LockObject;
+
+extern PyTypeObject SectionsType, LockType;
+int lock_take(LockObject *self, PY_TIMEOUT_T timeout_us);  /* 1, 0 (timed out), -1 */
+int lock_give(LockObject *self);
 
 typedef struct {
     PyObject_HEAD
@@ -13,7 +31,7 @@ typedef struct {
         *none_stored, *pop_any, *serializers;
     /* for Lane.remote (lane_remote.c): the session, its lock's methods, interrupts'
      * sections, NO_ARGS, DRAIN_BATCH; the loop's parts, taken at the first call */
-    PyObject *session, *lock_acquire, *lock_release, *sections, *no_args, *drain_batch,
+    PyObject *session, *raw_lock, *sections, *no_args, *drain_batch,
         *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
     PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
     PyObject *unwoken;    /* the Dispatcher's: worker -> tasks pushed to it without a wake */
@@ -33,7 +51,7 @@ typedef struct {
 #define LANE_FIELDS(X)                                                                     \
     X(store) X(task_table) X(tasks) X(scheduler) X(ready) X(fn_mean) X(pool) X(ledger)     \
     X(dispatch) X(available) X(batched) X(common) X(callbacks) X(spec_type) X(ref_type)    \
-    X(none_stored) X(pop_any) X(serializers) X(session) X(lock_acquire) X(lock_release)      \
+    X(none_stored) X(pop_any) X(serializers) X(session) X(raw_lock)      \
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \

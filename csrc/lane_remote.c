@@ -11,12 +11,12 @@
 #include "lane.h"
 #include "pythread.h"
 
-static PyObject *s_depth, *s_section_pending, *s_raise_pending, *s_closed, *s_loop, *s_pump_lock,
+static PyObject *s_raise_pending, *s_closed, *s_loop, *s_pump_lock,
     *s_drain, *s_deferred, *s_run_deferred, *s_acquire, *s_release;
 
 int lane_remote_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
-    S(s_depth, "depth") S(s_section_pending, "pending") S(s_raise_pending, "raise_pending")
+    S(s_raise_pending, "raise_pending")
     S(s_closed, "closed") S(s_loop, "loop") S(s_pump_lock, "pump_lock") S(s_drain, "drain")
     S(s_deferred, "deferred") S(s_run_deferred, "run_deferred") S(s_acquire, "acquire")
     S(s_release, "release")
@@ -26,18 +26,9 @@ int lane_remote_init_strings(void) {
 
 /* sections.depth += delta; on the way out, the held Ctrl-C raised (-1) */
 static int section(LaneObject *self, long delta) {
-    PyObject *depth = PyObject_GetAttr(self->sections, s_depth);
-    long d = depth ? PyLong_AsLong(depth) + delta : -1;
-    Py_XDECREF(depth);
-    if (d < 0 && PyErr_Occurred()) return -1;
-    PyObject *v = PyLong_FromLong(d);
-    int r = v ? PyObject_SetAttr(self->sections, s_depth, v) : -1;
-    Py_XDECREF(v);
-    if (r < 0 || delta > 0 || d) return r;
-    PyObject *pending = PyObject_GetAttr(self->sections, s_section_pending);
-    int held = pending ? PyObject_IsTrue(pending) : -1;
-    Py_XDECREF(pending);
-    if (held <= 0) return held;
+    SectionsObject *sections = (SectionsObject *)self->sections;
+    sections->depth += delta;
+    if (delta > 0 || sections->depth || !sections->pending) return 0;
     PyObject *res = PyObject_CallMethodNoArgs(self->sections, s_raise_pending);
     Py_XDECREF(res);
     return res ? 0 : -1;
@@ -89,7 +80,7 @@ PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     int in_main = PyThread_get_thread_ident() == self->main_thread;
     if (in_main && section(self, 1) < 0) return NULL;
     PyObject *ref = NULL;
-    if (call0(self->lock_acquire) < 0) goto out;
+    if (lock_take((LockObject *)self->raw_lock, -1) < 0) goto out;
     PyObject *closed = PyObject_GetAttr(self->session, s_closed);
     int open = closed == Py_False;
     Py_XDECREF(closed);
@@ -98,7 +89,7 @@ PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     else if (!PyErr_Occurred())
         ref = Py_NewRef(Py_None);
     int burst = self->burst, due = self->drain_due;
-    if (call0_keeping_error(self->lock_release) < 0) Py_CLEAR(ref);
+    lock_give((LockObject *)self->raw_lock);  /* (held: it cannot fail) */
     if (!ref || ref == Py_None) goto out;
     /* Inside a burst, results are collected every 16th call only (see Session._submit) */
     if (due) {

@@ -217,6 +217,91 @@ def test_a_failing_created_hook_fails_the_construction(counted):
         _hooks.created = saved
 
 
+def test_the_lock_behaves_as_threading_lock():
+    import threading
+    import time
+
+    from shmray._crecords import Lock
+
+    lock = Lock()
+    assert not lock.locked() and lock.acquire() is True and lock.locked()
+    assert lock.acquire(False) is False and lock.acquire(blocking=False) is False
+    start = time.monotonic()
+    assert lock.acquire(timeout=0.05) is False and time.monotonic() - start >= 0.04
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    waiter.start()
+    time.sleep(0.05)
+    lock.release()  # the waiter takes it
+    waiter.join(5)
+    assert got == [True] and lock.locked()
+    threading.Thread(target=lock.release).start()  # any thread may release it
+    deadline = time.monotonic() + 5
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with lock:
+        assert lock.locked()
+    assert not lock.locked()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    for args, kwargs, error in [((False, 1.0), {}, ValueError), ((), {"timeout": -2}, ValueError),
+                                ((1, 2, 3), {}, TypeError), ((), {"block": True}, TypeError),
+                                ((True,), {"blocking": True}, TypeError)]:
+        with pytest.raises(error):
+            lock.acquire(*args, **kwargs)
+    with pytest.raises(TypeError):
+        Lock(1)
+    held = Lock()
+    held.acquire()
+    del held  # freed while held: nothing is left behind
+
+
+def test_a_signal_handler_runs_while_the_lock_waits_and_may_raise():
+    import signal
+    import threading
+
+    from shmray._crecords import Lock
+
+    lock = Lock()
+    lock.acquire()
+    ran = []
+
+    def handler(signum, frame):
+        ran.append(signum)
+        if len(ran) == 2:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+        timer.start()
+        assert lock.acquire(timeout=0.3) is False  # a handler that returns: it waits on
+        timer.join()
+        assert ran == [signal.SIGUSR1]
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()  # one that raises: the wait ends with it
+        timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert lock.locked()
+    lock.release()
+
+
+def test_sections_base_holds_the_fields():
+    from shmray._crecords import SectionsBase
+    from shmray._driver.interrupts import Sections
+
+    s = Sections()
+    assert isinstance(s, SectionsBase) and s.depth == 0 and s.pending is False
+    s.depth += 2
+    s.pending = True
+    assert s.depth == 2 and s.pending is True
+    with pytest.raises(TypeError):
+        s.depth = "1"
+
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # setup.py's sources of _crecords (csrc/recordsmodule.c and the rest of its list)
 CRECORDS_SOURCES = re.findall(r'"csrc/([a-z_]+\.c)"', re.search(

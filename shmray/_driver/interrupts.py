@@ -27,12 +27,15 @@ import threading
 import time
 from threading import get_ident
 
+from .._crecords import Lock, SectionsBase
+
 MAIN = threading.main_thread().ident
 STUCK_SECTION = 2.0  # seconds: a Ctrl-C pressed again after this is not held any more
 
 
-class Sections:
-    """The main thread's section depth and the Ctrl-C held until it is back to 0."""
+class Sections(SectionsBase):
+    """The main thread's section depth and the Ctrl-C held until it is back to 0 (the
+    two fields are C's, SectionsBase: the lane counts its sections without Python)."""
 
     def __init__(self):
         self.depth = 0
@@ -92,8 +95,9 @@ class SafeLock:
 
     def __init__(self):
         # The plain lock, for code that is inside a section already (or never in the
-        # main thread): it saves the section's bookkeeping on the per-task path.
-        self.raw = threading.Lock()
+        # main thread): it saves the section's bookkeeping on the per-task path. A
+        # threading.Lock in C that the lane takes without a call (csrc/section_lock.c).
+        self.raw = Lock()
         self._acquire = self.raw.acquire
         self._release = self.raw.release
 
