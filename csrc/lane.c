@@ -179,13 +179,13 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
      * batch, ends when its task does, or when the worker is removed or stopped. */
     PyObject_GC_UnTrack(spec);
     PyObject *task_id = records_new_base_id();
-    PyObject *request = PyObject_GetAttr(options, s_request);
-    PyObject *num_returns = PyObject_GetAttr(options, s_num_returns);
-    if (!task_id || !request || !num_returns) {
-        Py_XDECREF(task_id); Py_XDECREF(request); Py_XDECREF(num_returns);
+    if (!task_id || read_options(self, options) < 0) {
+        Py_XDECREF(task_id);
         Py_DECREF(spec);
         return NULL;
     }
+    PyObject *request = Py_NewRef(self->last_request);
+    PyObject *num_returns = Py_NewRef(self->last_num_returns);
 #define TAKE(field, value) Py_SETREF(spec->field, value)
 #define SHARE(field, value) do { Py_INCREF(value); Py_SETREF(spec->field, value); } while (0)
     TAKE(task_id, task_id);

@@ -35,6 +35,9 @@ typedef struct {
         *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
     PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
     PyObject *unwoken;    /* the Dispatcher's: worker -> tasks pushed to it without a wake */
+    /* the options object last submitted, and what its tasks read of it (options are
+     * frozen: read once per object, not per task) */
+    PyObject *last_options, *last_request, *last_num_returns, *last_backpressure;
     unsigned long main_thread;
     /* the store's tables that are never replaced, for process_refs (lane_refs.c) */
     PyObject *created_queue, *drop_queue, *needed, *borrowed, *contained, *escaped, *inner,
@@ -55,7 +58,7 @@ typedef struct {
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \
-    X(unwoken)
+    X(unwoken) X(last_options) X(last_request) X(last_num_returns) X(last_backpressure)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
@@ -94,6 +97,7 @@ int charge(LaneObject *self, PyObject *w, PyObject *request);
 int batch_task(LaneObject *self, PyObject *w, SpecObject *spec);
 int place_here(LaneObject *self, SpecObject *spec, PyObject **w);
 int lane_place_init_strings(void);
+int read_options(LaneObject *self, PyObject *options);  /* the last_* fields: 0, or -1 */
 
 PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
                       PyObject *args_stored);

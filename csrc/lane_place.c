@@ -127,14 +127,29 @@ int charge(LaneObject *self, PyObject *w, PyObject *request) {
 
 /* Dispatcher.send_task's part for a plain task on a worker that has its function:
  * the task record into w.batch, the spec into w.inflight, w among the batched. */
+/* (see lane.h) */
+int read_options(LaneObject *self, PyObject *options) {
+    if (options == self->last_options) return 0;
+    PyObject *request = PyObject_GetAttr(options, s_request);
+    PyObject *num_returns = request ? PyObject_GetAttr(options, s_num_returns) : NULL;
+    PyObject *backpressure = num_returns ? PyObject_GetAttr(options, s_backpressure) : NULL;
+    if (!backpressure) {
+        Py_XDECREF(request); Py_XDECREF(num_returns);
+        return -1;
+    }
+    Py_XSETREF(self->last_request, request);
+    Py_XSETREF(self->last_num_returns, num_returns);
+    Py_XSETREF(self->last_backpressure, backpressure);
+    Py_XSETREF(self->last_options, Py_NewRef(options));
+    return 0;
+}
+
 int batch_task(LaneObject *self, PyObject *w, SpecObject *spec) {
-    PyObject *backpressure = PyObject_GetAttr(spec->options, s_backpressure);
-    if (!backpressure) return -1;
+    if (read_options(self, spec->options) < 0) return -1;
     /* a _protocol.Task as the plain tuple the wire carries (task_record) */
     PyObject *record = PyTuple_Pack(11, spec->task_id, spec->fn_id, spec->num_returns,
                                     spec->args_stored, Py_None, Py_None, spec->request,
-                                    Py_False, spec->attempt, Py_None, backpressure);
-    Py_DECREF(backpressure);
+                                    Py_False, spec->attempt, Py_None, self->last_backpressure);
     if (!record) return -1;
     WorkerObject *x = (WorkerObject *)w;
     int r = PyList_Check(x->batch) ? PyList_Append(x->batch, record) : -1;
