@@ -23,8 +23,7 @@ from shmray._worker_tasks import pack_results, run_task
 CPUS = 2                          # W1's shmray.init(num_cpus=CPUS): one stand-in per worker
 PIPELINED = CPUS * PIPELINE_MAX   # tasks per cycle that lane.submit batches,
 QUEUED = PIPELINED // 2           # and that it queues (the pipelines full)
-STEP_TASKS = {"lane": PIPELINED, "queued": QUEUED, "dispatch": QUEUED}
-KINDS = ("remote", "lane", "parts")  # how a cycle times the submissions, in turn
+KINDS = ("remote", "lane")  # how a cycle times the submissions, in turn
 CYCLES = 20 * len(KINDS)          # after one warm-up cycle of each kind
 CONTROL, CHANNEL = "hotpath_ctl", "hotpath_ch"   # the stand-ins' segment names
 
@@ -35,11 +34,9 @@ CONTROL, CHANNEL = "hotpath_ctl", "hotpath_ch"   # the stand-ins' segment names
 ROWS = (
     ("driver", "remote_lane", "f.remote(): lane.submit batches it", False, "lane"),
     ("driver", "submit_lane", "lane.submit()", True, "lane"),
-    ("driver", "send_batch_lane", "Dispatcher.send_batch(), per task", True, "lane"),
     ("driver", "remote_queued", "f.remote(): every pipeline full, queued", False, "queued"),
     ("driver", "submit_queued", "lane.submit(): queued in C", True, "queued"),
     ("driver", "dispatch", "lane.dispatch_queued(), per task placed", False, "queued"),
-    ("driver", "send_batch_dispatch", "Dispatcher.send_batch(), per task", True, "queued"),
     ("driver", "drain", "lane.drain(): compact Dones, handled in C", False, None),
     ("driver", "pop_any", "pop_any(), per Done", True, None),
     ("driver", "get", "shmray.get(refs), every value stored", False, None),
@@ -59,7 +56,8 @@ ROWS = (
 # of one in a cycle fails the run, so that no row leaves out what a task went through.
 NOT_CALLED = (("dispatch", "place_or_queue"), ("dispatch", "dispatch_queued"),
               ("dispatch", "send_task"), ("scheduler", "place"), ("scheduler", "push"),
-              ("session", "_submit_in_python"))
+              ("session", "_submit_in_python"), ("dispatch", "send_batch"),
+              ("dispatch", "push_batches"))
 
 
 def queued_share(f, session, tasks) -> float:
@@ -97,7 +95,7 @@ class TaskPath:
             session.scheduler.fn_mean[f._fn_id], PIPELINE_SECONDS / PIPELINE_MAX / 2)
         self.times = collections.defaultdict(list)  # key -> µs per task, one per cycle
         self.ns, self.count = collections.Counter(), collections.Counter()  # this cycle's
-        self.step, self.handles, self.runtimes = None, [], []
+        self.handles, self.runtimes = [], []
         self.not_called = collections.Counter()  # NOT_CALLED's calls
         func = _protocol.Func(_protocol.FUNC, f._fn_id, *session.functions[f._fn_id])
         for i in range(CPUS):
@@ -133,7 +131,8 @@ class TaskPath:
         QUEUED more; the workers run QUEUED of them, the driver handles their Dones and
         places the queued tasks; the workers run the rest, the driver handles their Dones,
         gets the values and drops the refs. `kind`, what of the submissions is timed:
-        "remote" (f.remote()), "lane" (lane.submit()), "parts" (the methods it calls)."""
+        "remote" (f.remote()), "lane" (lane.submit()). (The batches are sent in C too,
+        lane_send.c: no Python is left under lane.submit to time apart.)"""
         s, sched = self.s, self.s.scheduler
         sched.fn_mean[self.f._fn_id] = self.fn_mean
         with s.lock:
@@ -144,7 +143,7 @@ class TaskPath:
         assert s.dispatch.tried_at == s.ledger.releases  # (lane.submit tries not the queues)
         refs += self.submit(kind, "queued", QUEUED)
         assert sum(map(len, sched.ready.values())) == QUEUED
-        self.settle(self.work(QUEUED // CPUS), None if kind == "parts" else "dispatch")
+        self.settle(self.work(QUEUED // CPUS), "dispatch")
         self.settle(self.work())
         ids = [r._id for r in refs]
         self.parts(ids)
@@ -158,7 +157,7 @@ class TaskPath:
     def submit(self, kind, way, n):
         """n tasks submitted as W1's loop does, inside its burst; their refs."""
         s, f = self.s, self.f
-        self.step, s.lane.last_submit, s.lane.waited = way, time.monotonic(), False
+        s.lane.last_submit, s.lane.waited = time.monotonic(), False
         if kind == "remote":  # (_submit's drain, every 16th call, finds the pump lock taken)
             with self.clock(f"remote_{way}", n):
                 return [f.remote() for _ in range(n)]
@@ -169,9 +168,9 @@ class TaskPath:
     def work(self, n=None):
         """Each worker pops Tasks messages and runs their tasks, whole messages, until it
         has run n or more (None: all there are); returns how many they ran."""
-        self.step = None  # (what a burst left batched: pushed, as get's pump does; untimed)
+        # (what a burst left batched: pushed, as get's pump does; untimed)
         with self.s.lock:
-            self.s.dispatch.flush()
+            self.s.dispatch.flush(self.s.lane.push_batches)
         clock, ran = time.perf_counter_ns, 0
         for rt in self.runtimes:
             mine = 0
@@ -202,7 +201,7 @@ class TaskPath:
         with s.lock, self.clock("drain", n):
             got = s.lane.drain(self.rings, self.doorbell, tuple(self.handles), n)
         assert got == n, f"lane.drain: {got!r}, not {n} compact Dones handled"
-        self.step, sched.fn_mean[self.f._fn_id] = "dispatch", self.fn_mean
+        sched.fn_mean[self.f._fn_id] = self.fn_mean
         queued = sum(map(len, sched.ready.values()))
         with s.lock, self.clock(key if queued else None, queued):
             in_c = s.lane.dispatch_queued(True)
@@ -249,31 +248,6 @@ class TaskPath:
         assert not store.drop_queue
 
     @contextlib.contextmanager
-    def wrapped(self):
-        """Each call of Dispatcher.send_batch (the Python that lane.submit and
-        lane.dispatch_queued call) timed into the figure of the step under way (per task of
-        the step; none: untimed), less what the clock itself adds to one call's time (the
-        least of back-to-back readings)."""
-        clock, dispatch = time.perf_counter_ns, self.s.dispatch
-        own = min(-clock() + clock() for _ in range(1000))
-        send_batch = dispatch.send_batch
-
-        def timed(*args):
-            start = clock()
-            try:
-                return send_batch(*args)
-            finally:
-                if self.step is not None:
-                    key = f"send_batch_{self.step}"
-                    self.ns[key] += clock() - start - own
-                    self.count[key] = STEP_TASKS[self.step]
-        dispatch.send_batch = timed
-        try:
-            yield
-        finally:
-            del dispatch.send_batch
-
-    @contextlib.contextmanager
     def watched(self):
         """NOT_CALLED's methods, counting their calls into self.not_called."""
         owners = {"dispatch": self.s.dispatch, "scheduler": self.s.scheduler, "session": self.s}
@@ -305,9 +279,7 @@ def stages(f, session) -> dict:
                 pool.workers = list(path.handles)
             with path.watched():
                 for i in range(len(KINDS) + CYCLES):
-                    kind = KINDS[i % len(KINDS)]
-                    with path.wrapped() if kind == "parts" else contextlib.nullcontext():
-                        path.cycle(kind)
+                    path.cycle(KINDS[i % len(KINDS)])
                     if i == len(KINDS) - 1:
                         path.times.clear()
     finally:

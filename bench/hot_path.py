@@ -13,23 +13,23 @@ and then calls ``shmray.get(refs)``. This script measures it twice and prints bo
    with ``time.perf_counter_ns`` in this process: the live (idle) Session's driver side, its
    task workers swapped for CPUS stand-ins (WorkerHandles on private channels) that
    ``WorkerRuntime``s here read. A cycle is W1's steady state: tasks submitted while every
-   worker is busy, which ``lane.submit`` batches under the pipeline depth
-   (``Dispatcher.send_batch`` pushes each Tasks message), then more, which it queues in C
+   worker is busy, which ``lane.submit`` batches under the pipeline depth (each batch
+   pushed as one Tasks message, in C: csrc/lane_send.c), then more, which it queues in C
    (every pipeline full); the workers pop, decode and run them (``run_task``, its Done
    compact: ``pack_done``); the driver handles the Dones in C (``lane.drain``), places the
-   queued tasks in C as settle does (``lane.dispatch_queued``, which calls ``send_batch``),
+   queued tasks in C as settle does (``lane.dispatch_queued``),
    gets the values (``not_stored``, ``values_of`` -> ``inline_values``) and counts the refs
-   dropped (``lane.process_refs``). Submissions are timed whole (``f.remote()``), as
-   ``lane.submit``, and by the Python method it calls (``send_batch``), in turn. A way that
+   dropped (``lane.process_refs``). Submissions are timed whole (``f.remote()``, which
+   RemoteBase takes to the lane in C) and as ``lane.submit``, in turn. A way that
    only some of W1's tasks take weighs in the sums by their share, counted in one more
    round: most are queued, as once one task is, every next one finds the queue ahead of it
    until the workers empty it. A cycle that calls the Python the lane stands for
-   (``Dispatcher.place_or_queue``, ``dispatch_queued``, ``send_task``, ``Scheduler.place``,
-   ``push``) fails the run; in W1, ``dispatch_queued`` (and ``place`` in it) runs only in
+   (``Dispatcher.place_or_queue``, ``dispatch_queued``, ``send_task``, ``send_batch``,
+   ``push_batches``, ``Scheduler.place``, ``push``) fails the run; in W1, ``dispatch_queued`` (and ``place`` in it) runs only in
    settle's housekeeping, every 20 ms, the others not at all. "of which" rows break a
    stage down and are not added again. These loops run hot-cache and uncontended, so a
-   side's sum falls short of its measured CPU: the rest is the glue (``Session._submit``'s
-   and ``MessageLoop``'s Python: drain, settle, and get's pump, which spins while it waits),
+   side's sum falls short of its measured CPU: the rest is the glue (``MessageLoop``'s
+   Python: drain, settle, and get's pump, which spins while it waits),
    garbage collection, cache misses on rings the other core writes, and, for workers, the
    serve loop and mostly spin-waiting.
 
@@ -132,7 +132,7 @@ def print_stages(costs, weights, e2e) -> dict:
           f"task that takes it, and their share)\n")
     print(f"  {'stage':<52} {'µs/task':>8}  {'share':>7}")
     measured = {"driver": ("driver CPU per task, end to end", e2e["driver"],
-                           "glue: _submit, drain, settle, get's spin"),
+                           "glue: drain, settle, get's spin"),
                 "worker": ("worker CPU per task, end to end", e2e["workers"],
                            "serve loop, mostly spin-waiting")}
     sums = {}

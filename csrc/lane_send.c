@@ -48,12 +48,12 @@ static int worker_send(PyObject *w, PyObject *ring, PyObject *data, int wake) {
 /* Dispatcher.send_batch(w, wake): 0 sent (or nothing to send), -1 on an error */
 int lane_send_batch(LaneObject *self, PyObject *w, int wake) {
     WorkerObject *x = (WorkerObject *)w;
-    if (!PyList_CheckExact(x->batch) || PyList_GET_SIZE(x->batch) == 0) {
-        PyObject *res = PyObject_CallMethodObjArgs(self->dispatch, s_send_batch, w,
-                                                   wake ? Py_True : Py_False, NULL);
-        Py_XDECREF(res);
-        return res ? 0 : -1;
+    if (!PyList_CheckExact(x->batch)) {
+        PyErr_SetString(PyExc_TypeError, "w.batch must be a list");
+        return -1;
     }
+    if (PyList_GET_SIZE(x->batch) == 0)  /* (its tasks taken back: Dispatcher.unbatch) */
+        return PySet_Discard(self->batched, w) < 0 ? -1 : 0;
     PyObject *ring = PyObject_GetAttr(w, s_ring);
     PyObject *limit = ring ? PyObject_GetAttr(ring, s_max_message) : NULL;
     PyObject *args[2] = {x->batch, limit};

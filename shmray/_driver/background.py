@@ -75,7 +75,7 @@ class Background:
             s.write_snapshot(request)
         s.segments.trim(now)
         s.store.compact()
-        self.dispatch.flush()
+        self.dispatch.flush(self.lane.push_batches)
         for w in self.workers.dead():
             self.on_death(w)
         self.rpcs.expire(now)

@@ -142,8 +142,12 @@ class Dispatcher:
             if not burst or len(w.inflight) - len(w.batch) < TASK_BATCH:
                 self.send_batch(w, wake=not burst)
 
-    def flush(self):
-        """Push every batch and wake every worker left asleep (the driver waits now)."""
+    def flush(self, push_batches=None):
+        """Push every batch and wake every worker left asleep (the driver waits now).
+        push_batches: the lane's (csrc/lane_send.c), to send the compact batches in C
+        first (each worker woken)."""
+        if push_batches is not None:
+            push_batches(False)
         for w in list(self.batched):
             self.send_batch(w)
         for w in self.unwoken:

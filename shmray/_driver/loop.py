@@ -255,7 +255,7 @@ class MessageLoop(Background):
     def wake_deferred(self):
         if self.dispatch.unwoken or self.dispatch.batched:
             with self.lock:
-                self.dispatch.flush()
+                self.dispatch.flush(self.lane.push_batches)
 
     def pump(self, timeout, done=None, spin=True, fast=False):
         """Wait up to `timeout` seconds for messages and handle them; return early
