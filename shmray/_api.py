@@ -6,7 +6,6 @@ Arguments are validated here, once, with Ray's messages; the runtime behind
 from __future__ import annotations
 
 import functools
-import json
 import numbers
 import os
 import sys
@@ -362,6 +361,8 @@ def timeline(filename=None):
     events = rt.timeline()
     if filename is None:
         return events
+    import json  # (here: start-up does not need it)
+
     with open(os.fspath(filename), "w") as f:
         json.dump(events, f)
     return None

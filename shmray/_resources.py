@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import shutil
 import sys
 import warnings
 
@@ -44,7 +43,7 @@ def detect_gpus() -> int:
     ids = visible_gpu_ids()
     if ids is not None:
         return len(ids)
-    if shutil.which("nvidia-smi"):
+    if any(os.access(os.path.join(d, "nvidia-smi"), os.X_OK) for d in os.get_exec_path()):
         import subprocess  # (here: most sessions never run one)
 
         try:

@@ -3,7 +3,6 @@ process's runtime knows them, in Ray's forms (hex strings; None where Ray has no
 such as the task id in the driver)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -124,6 +123,8 @@ class RuntimeContext:
         return RuntimeEnv(_validate=False, **self._rt.runtime_env)
 
     def get_runtime_env_string(self) -> str:
+        import json  # (here: start-up does not need it)
+
         return json.dumps(self._rt.runtime_env, sort_keys=True)
 
     def _held(self) -> tuple:

@@ -14,7 +14,6 @@ and the object, spilled again, needs no second copy (objects never change).
 from __future__ import annotations
 
 import os
-import shutil
 
 from . import _shm
 from ._protocol import SHM, SPILLED
@@ -68,4 +67,6 @@ def discard(spilled):
 
 
 def remove_dir(directory: str):
+    import shutil  # (here: start-up does not need it, nor what it imports)
+
     shutil.rmtree(directory, ignore_errors=True)

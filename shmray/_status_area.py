@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
 import sys
 import time
@@ -201,6 +200,8 @@ def write_session_file(directory: str, info: dict):
 
 def remove_session_directory(directory: str):
     """At shutdown: the directory, and session_latest if it points there."""
+    import shutil  # (here: start-up does not need it, nor what it imports)
+
     shutil.rmtree(directory, ignore_errors=True)
     latest = os.path.join(os.path.dirname(directory), LATEST)
     try:

@@ -12,7 +12,6 @@ the session's lock.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 from collections import deque
@@ -58,6 +57,8 @@ class Environments:
         try:
             state.prepared = _runtime_env.prepare(state.env, self.session_root, log, self.stop)
         except BaseException as e:
+            import shutil  # (here: start-up does not need it)
+
             shutil.rmtree(self.session_root, ignore_errors=True)
             if isinstance(e, RuntimeEnvSetupError) or not isinstance(e, Exception):
                 raise
