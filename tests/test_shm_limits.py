@@ -334,3 +334,23 @@ def test_an_interrupted_write_leaves_no_segment(fresh, monkeypatch, way):
     with rt.lock:
         assert _object_segments(rt.prefix) <= _owned(rt)
     assert fresh.get(length.remote(np.ones(MB)), timeout=60) == MB  # it goes on
+
+
+def test_temp_dir_answers_as_tempfile_does(tmp_path, monkeypatch):
+    # (_shm.temp_dir stands for tempfile.gettempdir, whose import init spares)
+    import tempfile
+
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert _shm.temp_dir() == str(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("TMP", str(tmp_path))
+    assert _shm.temp_dir() == str(tmp_path)  # the next one that is a directory
+    monkeypatch.delenv("TMP")
+    assert _shm.temp_dir() == "/tmp"
+    tempfile.tempdir = None  # (its cache)
+    try:
+        assert tempfile.gettempdir() == "/tmp"
+    finally:
+        tempfile.tempdir = None
