@@ -6,6 +6,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#if PY_VERSION_HEX < 0x030A0000  /* (Python 3.9: Py_NewRef came in 3.10) */
+static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
+#endif
+
 typedef struct {
     PyObject_HEAD
     PyObject *task_id, *fn_id, *name, *options, *request, *args_stored, *deps, *unresolved,
