@@ -1,4 +1,5 @@
-"""Process trees: every descendant of a process, ended together.
+"""Processes: whether one still runs (`pid_alive`), and process trees: every
+descendant of a process, ended together.
 
 A worker's tasks may start processes (subprocess, multiprocessing, os.fork), and
 those may start more or leave the worker's process group (setsid). When a worker
@@ -10,6 +11,36 @@ from __future__ import annotations
 
 import os
 import signal
+
+
+def pid_alive(pid: int) -> bool:
+    """Does process `pid` run? A zombie (exited, not reaped by its parent yet) does not:
+    a driver that died under a parent that does not wait for it stays one. Nor does
+    one being reaped: its /proc entry goes a moment before kill() stops finding it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:  # reaped between open and read
+        return False
+    except FileNotFoundError:  # reaped before the open (where /proc is there to tell)
+        return not os.path.isdir("/proc/self")
+    except (OSError, IndexError):  # unreadable here: it runs
+        return True
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, Z, ...), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _children(pid: int) -> list:

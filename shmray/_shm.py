@@ -21,6 +21,7 @@ import signal
 import posix_ipc
 
 from . import _proctree
+from ._proctree import pid_alive, process_state  # (callers know them as _shm's)
 from .exceptions import ObjectStoreFullError
 
 PREFIX = "shmray_"
@@ -262,9 +263,8 @@ def sessions_root() -> str:
 
 
 def temp_dir() -> str:
-    """tempfile.gettempdir()'s answer where it matters here ($TMPDIR, $TEMP or $TMP if
-    one is a writable directory, else /tmp), without importing tempfile at start-up
-    (with what it imports, a millisecond of every init)."""
+    """tempfile.gettempdir()'s answer ($TMPDIR, $TEMP or $TMP if a writable directory,
+    else /tmp), without tempfile's import (a millisecond of every init)."""
     for var in ("TMPDIR", "TEMP", "TMP"):
         path = os.environ.get(var)
         if path and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK):
@@ -294,39 +294,6 @@ def list_names(prefix: str = PREFIX) -> list[str]:
 def unlink_prefix(prefix: str) -> list[str]:
     """Unlink every segment whose name starts with `prefix`; return the names removed."""
     return [n for n in list_names(prefix) if unlink(n)]
-
-
-def pid_alive(pid: int) -> bool:
-    """Does process `pid` run? A zombie (exited, not reaped by its parent yet) does not:
-    a driver that died under a parent that does not wait for it stays one. Nor does
-    one being reaped: its /proc entry goes a moment before kill() stops finding it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except ProcessLookupError:  # reaped between open and read
-        return False
-    except FileNotFoundError:  # reaped before the open (where /proc is there to tell)
-        return not _HAS_PROC
-    except (OSError, IndexError):  # unreadable here: it runs
-        return True
-
-
-_HAS_PROC = os.path.isdir("/proc/self")
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of /proc/PID/stat (R, S, Z, ...), or None if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def reclaim_dead_sessions(workers: bool = True) -> list[str]:
