@@ -27,33 +27,44 @@
 #include <structmember.h>
 
 PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
-    *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
+    *s_uncharge, *s_charge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
     *s_send_batch, *one, *zero_seconds, *deque_append, *deque_popleft;
 
+/* obj.a.b (a new reference), or NULL */
+static PyObject *get_path(PyObject *obj, const char *a, const char *b) {
+    PyObject *mid = PyObject_GetAttrString(obj, a);
+    PyObject *end = mid ? PyObject_GetAttrString(mid, b) : NULL;
+    Py_XDECREF(mid);
+    return end;
+}
 static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"store", "task_table", "scheduler", "pool", "ledger", "dispatch",
                              "common", "spec_type", "ref_type", "none_stored",
                              "pipeline_seconds", "pipeline_max", "smoothing", "eps", "pop_any",
                              "burst_gap", "task_batch", "serializers", "session", "sections",
-                             "main_thread", "no_args", "drain_batch", "wake_batch", NULL};
+                             "main_thread", "no_args", "drain_batch", "wake_batch",
+                             "actor_spec_type", "alive", NULL};
     PyObject *store, *task_table, *scheduler, *pool, *ledger, *dispatch, *common, *spec_type,
         *ref_type, *none_stored, *pop_any, *serializers, *session, *sections, *no_args,
-        *drain_batch;
+        *drain_batch, *actor_spec_type, *alive;
     unsigned long main_thread;
     double pipeline_seconds, smoothing, eps, burst_gap;
     long pipeline_max, task_batch, wake_batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlOOOkOOl", kwlist, &store,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "$OOOOOOO!O!O!OdlddOdlOOOkOOlO!O", kwlist, &store,
                                      &task_table, &scheduler, &pool, &ledger, &dispatch,
                                      &PyDict_Type, &common, &PyType_Type, &spec_type,
                                      &PyType_Type, &ref_type, &none_stored, &pipeline_seconds,
                                      &pipeline_max, &smoothing, &eps, &pop_any, &burst_gap,
                                      &task_batch, &serializers, &session, &sections,
-                                     &main_thread, &no_args, &drain_batch, &wake_batch))
+                                     &main_thread, &no_args, &drain_batch, &wake_batch,
+                                     &PyType_Type, &actor_spec_type, &alive))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)spec_type, &SpecType) ||
+        !PyType_IsSubtype((PyTypeObject *)actor_spec_type, &ActorSpecType) ||
         !PyType_IsSubtype((PyTypeObject *)ref_type, &RefType)) {
         PyErr_SetString(PyExc_TypeError,
-                        "spec_type and ref_type must subclass TaskSpecBase and RefBase");
+                        "spec_type, actor_spec_type and ref_type must subclass TaskSpecBase, "
+                        "ActorSpecBase and RefBase");
         return NULL;
     }
     LaneObject *self = (LaneObject *)type->tp_alloc(type, 0);
@@ -63,6 +74,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     KEEP(store) KEEP(task_table) KEEP(scheduler) KEEP(pool) KEEP(ledger) KEEP(dispatch)
     KEEP(common) KEEP(spec_type) KEEP(ref_type) KEEP(none_stored) KEEP(pop_any)
     KEEP(serializers) KEEP(session) KEEP(sections) KEEP(no_args) KEEP(drain_batch)
+    KEEP(actor_spec_type) KEEP(alive)
 #undef KEEP
     self->main_thread = main_thread;
     self->burst_gap = burst_gap;
@@ -80,6 +92,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->batched = PyObject_GetAttrString(dispatch, "batched")) ||
         !(self->unwoken = PyObject_GetAttrString(dispatch, "unwoken")) ||
         !(self->functions = PyObject_GetAttrString(session, "functions")) ||
+        !(self->actors_by_id = get_path(session, "actors", "by_id")) ||
         !(lock = PyObject_GetAttrString(session, "lock")) ||
         !(raw = PyObject_GetAttrString(lock, "raw")) ||
         !(self->raw_lock = Py_NewRef(raw)) ||
@@ -108,7 +121,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
         !PyDict_CheckExact(self->fn_mean) || !PyDict_CheckExact(self->available) ||
         !PyDict_CheckExact(self->callbacks) || !PyDict_CheckExact(self->functions) ||
-        !PyDict_CheckExact(self->unwoken)) {
+        !PyDict_CheckExact(self->unwoken) || !PyDict_CheckExact(self->actors_by_id)) {
         PyErr_SetString(PyExc_TypeError, "the components' tables must be dicts");
         goto fail;
     }
@@ -144,7 +157,7 @@ static void Lane_dealloc(LaneObject *self) {
 
 /* A .remote() call: is it inside a burst (less than burst_gap after the last one, no
  * get or wait between)? Then results are drained every 16th call only; else at once. */
-static int note_submit(LaneObject *self) {
+int note_submit(LaneObject *self) {
     double now = monotonic_seconds();
     int burst = now - self->last_submit < self->burst_gap && !self->waited;
     self->last_submit = now;
@@ -159,55 +172,90 @@ static PyObject *Lane_note_submit(LaneObject *self, PyObject *unused) {
     return PyBool_FromLong(note_submit(self));
 }
 
-/* Lane.submit(fn_id, name, options, args_stored) -> ObjectRef, or None (not the common
- * case: nothing was done) */
-PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
-                      PyObject *args_stored) {
+/* Verdicts.common: are `options` plain (the lane takes their tasks)? 1, 0, or -1 */
+int plain_options(LaneObject *self, PyObject *options) {
     PyObject *key = PyLong_FromVoidPtr(options);
-    if (!key) return NULL;
-    PyObject *known = PyDict_GetItemWithError(self->common, key);  /* Verdicts.common */
+    if (!key) return -1;
+    PyObject *known = PyDict_GetItemWithError(self->common, key);
     Py_DECREF(key);
-    if (known != options) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
-    }
-    PyTypeObject *type = (PyTypeObject *)self->spec_type;
-    SpecObject *spec = (SpecObject *)type->tp_new(type, NULL, NULL);  /* the defaults */
-    if (!spec) return NULL;
-    /* Never visited by the garbage collector: a million queued specs would make every
-     * full collection walk them all. Its one cycle, with its worker's inflight or
-     * batch, ends when its task does, or when the worker is removed or stopped. */
-    PyObject_GC_UnTrack(spec);
+    return known == options ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+
+/* A new spec of `type` (the defaults: see recordsmodule.c), never visited by the
+ * garbage collector: a million queued specs would make every full collection walk
+ * them all. Its one cycle, with its worker's inflight or batch, ends when its task
+ * does, or when the worker is removed or stopped. */
+SpecObject *new_spec(PyTypeObject *type) {
+    SpecObject *spec = (SpecObject *)type->tp_new(type, NULL, NULL);
+    if (spec) PyObject_GC_UnTrack(spec);
+    return spec;
+}
+
+/* The fields of a new task with no dependencies whose options read_options read:
+ * a fresh id, (fn_id, name, options, args_stored) given, submitted by the driver */
+int fill_spec(LaneObject *self, SpecObject *spec, PyObject *fn_id, PyObject *name,
+              PyObject *options, PyObject *args_stored) {
     PyObject *task_id = records_new_base_id();
-    if (!task_id || read_options(self, options) < 0) {
-        Py_XDECREF(task_id);
-        Py_DECREF(spec);
-        return NULL;
-    }
-    PyObject *request = Py_NewRef(self->last_request);
-    PyObject *num_returns = Py_NewRef(self->last_num_returns);
+    if (!task_id) return -1;
 #define TAKE(field, value) Py_SETREF(spec->field, value)
-#define SHARE(field, value) do { Py_INCREF(value); Py_SETREF(spec->field, value); } while (0)
+#define SHARE(field, value) Py_SETREF(spec->field, Py_NewRef(value))
     TAKE(task_id, task_id);
     SHARE(fn_id, fn_id);
     SHARE(name, name);
     SHARE(options, options);
-    SHARE(queue, request);
-    TAKE(request, request);
-    TAKE(num_returns, num_returns);
+    SHARE(queue, self->last_request);
+    SHARE(request, self->last_request);
+    SHARE(num_returns, self->last_num_returns);
     SHARE(args_stored, args_stored);
     SHARE(owned, Py_True);
-    SHARE(simple, Py_True);
 #undef TAKE
 #undef SHARE
-    /* TaskTable.add: the task, its return expected, the driver's ref to it counted */
+    return 0;
+}
+
+/* TaskTable.add's part for a task of the driver with one return: the task, its
+ * return expected, the driver's ref to it counted */
+int enter_task(LaneObject *self, SpecObject *spec) {
     PyObject *pending = PyObject_GetAttr(self->store, s_pending);
     PyObject *local = PyObject_GetAttr(self->store, s_local);
-    int bad = !pending || !local || PyDict_SetItem(self->tasks, task_id, (PyObject *)spec) < 0
-              || PySet_Add(pending, task_id) < 0 || PyDict_SetItem(local, task_id, one) < 0;
+    int bad = !pending || !local ||
+              PyDict_SetItem(self->tasks, spec->task_id, (PyObject *)spec) < 0 ||
+              PySet_Add(pending, spec->task_id) < 0 ||
+              PyDict_SetItem(local, spec->task_id, one) < 0;
     Py_XDECREF(pending);
     Py_XDECREF(local);
-    if (bad) goto fail;
+    return bad ? -1 : 0;
+}
+
+/* What .remote() returns: an ObjectRef, counted already (ObjectRef(task_id, True)) */
+PyObject *new_ref(LaneObject *self, SpecObject *spec) {
+    PyTypeObject *ref_type = (PyTypeObject *)self->ref_type;
+    RefObject *ref = (RefObject *)ref_type->tp_new(ref_type, NULL, NULL);
+    if (ref) ref->id = Py_NewRef(spec->task_id);
+    return (PyObject *)ref;
+}
+
+/* Dispatcher.send_task's end, `spec` batched for `w`: the batch sent now out of a
+ * burst (the worker woken), or in one once it holds TASK_BATCH tasks */
+int send_if_due(LaneObject *self, PyObject *w, int burst) {
+    if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch)
+        return lane_send_batch(self, w, !burst);
+    return 0;
+}
+
+/* Lane.submit(fn_id, name, options, args_stored) -> ObjectRef, or None (not the common
+ * case: nothing was done) */
+PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
+                      PyObject *args_stored) {
+    int plain = plain_options(self, options);
+    if (plain <= 0) return plain < 0 ? NULL : Py_NewRef(Py_None);
+    SpecObject *spec = new_spec((PyTypeObject *)self->spec_type);
+    if (!spec) return NULL;
+    if (read_options(self, options) < 0 ||
+        fill_spec(self, spec, fn_id, name, options, args_stored) < 0)
+        goto fail;
+    Py_SETREF(spec->simple, Py_NewRef(Py_True));
+    if (enter_task(self, spec) < 0) goto fail;
     int burst = note_submit(self);
     /* Dispatcher.place_or_queue: placed here (place_here) if nothing is queued ahead
      * of it, else queued; a worker to start or a function to ship: that Python's */
@@ -216,10 +264,7 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     int placed = queued ? (queued < 0 ? -1 : 0) : place_here(self, spec, &w);
     if (placed < 0) goto fail;
     if (placed == 1) {
-        if (!burst || PyList_GET_SIZE(((WorkerObject *)w)->batch) >= self->task_batch)
-            res = lane_send_batch(self, w, !burst) < 0 ? NULL : Py_NewRef(Py_None);
-        else
-            res = Py_NewRef(Py_None);
+        res = send_if_due(self, w, burst) < 0 ? NULL : Py_NewRef(Py_None);
     } else if (placed == 0) {  /* the queue; then the queued ones, if resources came free */
         int done = queue_spec(self, spec) < 0 ? -1 : dispatch_queued_if_freed(self, burst);
         res = done < 0 ? NULL : Py_NewRef(Py_None);
@@ -229,15 +274,9 @@ PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     }
     if (!res) goto fail;
     Py_DECREF(res);
-    /* what .remote() returns: an ObjectRef, counted already (ObjectRef(task_id, True)) */
-    PyTypeObject *ref_type = (PyTypeObject *)self->ref_type;
-    RefObject *ref = (RefObject *)ref_type->tp_new(ref_type, NULL, NULL);
-    if (ref) {
-        Py_INCREF(spec->task_id);
-        ref->id = spec->task_id;
-    }
+    PyObject *ref = new_ref(self, spec);
     Py_DECREF(spec);
-    return (PyObject *)ref;
+    return ref;
 fail:
     Py_DECREF(spec);
     return NULL;
@@ -255,6 +294,9 @@ static PyMethodDef Lane_methods[] = {
     {"remote", (PyCFunction)(void (*)(void))Lane_remote, METH_FASTCALL,
      "remote(fn_id, name, options) -> ObjectRef or None: f.remote() without arguments, "
      "the common task, whole (Session._submit's part too; None: nothing done)"},
+    {"call", (PyCFunction)(void (*)(void))Lane_call, METH_FASTCALL,
+     "call(actor_id, fn_id, name, options) -> ObjectRef or None: an actor's method called "
+     "with no arguments, the common call, whole (None: nothing done)"},
     {"note_submit", (PyCFunction)Lane_note_submit, METH_NOARGS,
      "note_submit() -> burst: a .remote() that submit() did not take (Session._submit)"},
     {"submit", (PyCFunction)(void (*)(void))Lane_submit, METH_FASTCALL,
@@ -306,7 +348,7 @@ int lane_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
     S(s_values, "values") S(s_pending, "pending") S(s_local, "_local")
     S(s_request, "request") S(s_num_returns, "num_returns") S(s_workers, "workers")
-    S(s_uncharge, "uncharge") S(s_recent_mean, "recent_mean") S(s_finished, "finished")
+    S(s_uncharge, "uncharge") S(s_charge, "charge") S(s_recent_mean, "recent_mean") S(s_finished, "finished")
     S(s_backpressure, "_generator_backpressure_num_objects")
     S(s_place_or_queue, "place_or_queue") S(s_send_batch, "send_batch")
 #undef S
@@ -320,7 +362,8 @@ int lane_init_strings(void) {
     if (!deque_append || !deque_popleft) return -1;
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
         lane_remote_init_strings() < 0 || lane_place_init_strings() < 0 ||
-        remote_call_init_strings() < 0 || lane_send_init_strings() < 0)
+        remote_call_init_strings() < 0 || lane_send_init_strings() < 0 ||
+        actor_call_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

@@ -34,6 +34,8 @@ typedef struct {
     PyObject *session, *raw_lock, *sections, *no_args, *drain_batch,
         *pump_acquire, *pump_release, *drain, *deferred, *run_deferred;
     PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
+    PyObject *actors_by_id, *actor_spec_type, *alive;  /* ActorTable.by_id, ActorCallSpec,
+                                                         * the ALIVE state */
     PyObject *unwoken;    /* the Dispatcher's: worker -> tasks pushed to it without a wake */
     /* the options object last submitted, and what its tasks read of it (options are
      * frozen: read once per object, not per task) */
@@ -58,10 +60,10 @@ typedef struct {
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \
-    X(unwoken) X(last_options) X(last_request) X(last_num_returns) X(last_backpressure)
+    X(unwoken) X(actors_by_id) X(actor_spec_type) X(alive) X(last_options) X(last_request) X(last_num_returns) X(last_backpressure)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
-    *s_uncharge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
+    *s_uncharge, *s_charge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
     *s_send_batch, *one, *zero_seconds, *deque_append, *deque_popleft;
 
 /* CLOCK_MONOTONIC in seconds: what time.monotonic() returns */
@@ -97,15 +99,42 @@ int charge(LaneObject *self, PyObject *w, PyObject *request);
 int batch_task(LaneObject *self, PyObject *w, SpecObject *spec);
 int place_here(LaneObject *self, SpecObject *spec, PyObject **w);
 int lane_place_init_strings(void);
+int has_serializers(LaneObject *self, PyObject *w);  /* 1, 0, or -1 */
 int read_options(LaneObject *self, PyObject *options);  /* the last_* fields: 0, or -1 */
 
 PyObject *lane_submit(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options,
                       PyObject *args_stored);
+/* lane.c: the parts of a submission that Lane.submit and Lane.call share */
+int note_submit(LaneObject *self);                           /* the call's burst: 1 or 0 */
+int plain_options(LaneObject *self, PyObject *options);      /* Verdicts.common: 1, 0, -1 */
+SpecObject *new_spec(PyTypeObject *type);                    /* untracked by the GC */
+int fill_spec(LaneObject *self, SpecObject *spec, PyObject *fn_id, PyObject *name,
+              PyObject *options, PyObject *args_stored);     /* after read_options */
+int enter_task(LaneObject *self, SpecObject *spec);          /* TaskTable.add's part */
+PyObject *new_ref(LaneObject *self, SpecObject *spec);       /* ObjectRef(task_id, True) */
+int send_if_due(LaneObject *self, PyObject *w, int burst);   /* send_task's end */
+
+/* actor_call.c: an actor's common call (ActorSpecBase, Lane.call, its Done) */
+typedef struct {
+    SpecObject base;
+    PyObject *actor, *creates, *runnable, *caller, *sent;
+} ActorSpecObject;
+#define ACTOR_SPEC_FIELDS(X) X(actor) X(creates) X(runnable) X(caller) X(sent)
+extern PyTypeObject ActorSpecType;
+int actor_call_init_strings(void);
+PyObject *lane_call(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObject *name,
+                    PyObject *options);
+PyObject *Lane_call(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+int actor_done_ok(LaneObject *self, PyObject *actor);         /* 1, 0, or -1 */
+int call_done_ok(LaneObject *self, SpecObject *spec);         /* 1, 0, or -1 */
+int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec);
 
 /* lane_remote.c */
 int lane_remote_init_strings(void);
 PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
-PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options);
+/* f.remote() (actor_id NULL) or an actor's method's .remote() (see lane_call) */
+PyObject *lane_remote(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObject *name,
+                      PyObject *options);
 
 /* remote_call.c: RemoteFunction's base, and the lane its .remote() takes */
 extern PyTypeObject RemoteType;

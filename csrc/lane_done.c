@@ -102,6 +102,26 @@ static int record_duration(LaneObject *self, Batch *b, PyObject *fn_id, double s
     return 0;
 }
 
+/* RpcTable.resume's other way: `w` still has tasks and holds nothing, so it holds the
+ * next one's request (an actor's call's is empty: nothing taken, as ledger.charge) */
+static int charge_next(LaneObject *self, WorkerObject *w) {
+    PyObject *next = PySequence_GetItem(w->inflight, 0);
+    PyObject *request = next ? PyObject_GetAttr(next, s_request) : NULL;
+    Py_XDECREF(next);
+    if (!request) return -1;
+    int r = 0;
+    if (PyTuple_CheckExact(request) && !PyTuple_GET_SIZE(request)) {
+        Py_SETREF(w->charge, request);
+        return 0;
+    }
+    PyObject *res = PyObject_CallMethodObjArgs(self->ledger, s_charge, (PyObject *)w, request,
+                                               NULL);
+    r = res ? 0 : -1;
+    Py_XDECREF(res);
+    Py_DECREF(request);
+    return r;
+}
+
 /* A message popped from w's result ring: 1 if it was a compact Done that
  * MessageLoop.on_done would take the short way, handled here; 0 if not (nothing was
  * done: decode it and handle it in Python); -1 on an error. */
@@ -114,8 +134,11 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
     int gone = PyObject_IsTrue(x->gone), blocked = PyObject_IsTrue(x->rpcs);
     int retiring = PyObject_IsTrue(x->retiring);
     if (gone < 0 || blocked < 0 || retiring < 0) return -1;
-    if (gone || blocked || retiring || x->actor != Py_None) return 0;
-    /* the task: first in line, simple, not cancelled, its ref still there */
+    if (gone || blocked || retiring) return 0;
+    int actor = x->actor != Py_None;  /* an actor's worker: the actor ALIVE, a handle left */
+    if (actor && (actor = actor_done_ok(self, x->actor)) <= 0) return actor;
+    /* the task: first in line, simple (or an actor's common call), not cancelled, its
+     * ref still there */
     PyObject *inflight = x->inflight;
     Py_INCREF(inflight);
     PyObject *first = PyObject_Size(inflight) > 0 ? PySequence_GetItem(inflight, 0) : NULL;
@@ -123,8 +146,9 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
     PyObject *task_id = task_id_of(data);
     if (!task_id) { Py_XDECREF(first); Py_DECREF(inflight); return -1; }
     SpecObject *spec = (SpecObject *)first;
-    int ours = spec && PyObject_TypeCheck(first, &SpecType) && spec->simple == Py_True
-               && spec->cancelled == Py_False;
+    int ours = !spec ? 0 : actor ? call_done_ok(self, spec)
+               : PyObject_TypeCheck(first, &SpecType) && spec->simple == Py_True
+                 && spec->cancelled == Py_False;
     if (ours && (ours = PyObject_RichCompareBool(spec->task_id, task_id, Py_EQ)) > 0) {
         if (read_tables(self, b) < 0) goto fail;
         ours = PyDict_Contains(b->local, task_id);
@@ -142,6 +166,8 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
         if (!(res = PyObject_CallMethodOneArg(self->ledger, s_uncharge, w))) goto fail;
         Py_DECREF(res);
         x->idle_since = monotonic_seconds();
+    } else if (x->charge == Py_None && charge_next(self, x) < 0) {
+        goto fail;
     }
     if (record_duration(self, b, spec->fn_id, (form.end - form.start) * 1e-9) < 0) goto fail;
     if (PyDict_DelItem(self->tasks, task_id) < 0) goto fail;
@@ -174,6 +200,7 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
         }
         if (PyErr_Occurred()) goto fail;
     }
+    if (actor && call_finished(self, x, spec) < 0) goto fail;
     Py_DECREF(first); Py_DECREF(inflight); Py_DECREF(task_id); Py_DECREF(stored);
     return 1;
 fail:

@@ -19,7 +19,7 @@ int lane_place_init_strings(void) {
 
 /* Has `w` the user's serializers in force now (_custom_serializers.shipment), if any?
  * (Dispatcher.send_task ships them first to a worker that lacks them: the Python's.) */
-static int has_serializers(LaneObject *self, PyObject *w) {
+int has_serializers(LaneObject *self, PyObject *w) {
     PyObject *shipment = PyObject_GetAttr(self->serializers, s_shipment);
     if (!shipment) return -1;
     int r = 1;

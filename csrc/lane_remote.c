@@ -1,5 +1,6 @@
 /* lane_remote.c - f.remote() of a common task with no arguments, whole, in C
- * (Lane.remote): what Session._submit does around Lane.submit for it.
+ * (Lane.remote): what Session._submit does around Lane.submit for it; and the same
+ * around an actor's common call (Lane.call: see actor_call.c).
  *
  * That Python (sections, the lock, the closed check, the drain every 16th call of a
  * burst, the deferred callables) was most of what was left of a W1 task's bytecode.
@@ -74,8 +75,10 @@ static int loop_parts(LaneObject *self) {
     return -1;
 }
 
-/* f.remote() of function `fn_id`: its ObjectRef, or None (nothing done) */
-PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObject *options) {
+/* f.remote() of function `fn_id` (actor_id NULL), or the call of actor `actor_id`'s
+ * method `fn_id` (actor_call.c): its ObjectRef, or None (nothing done) */
+PyObject *lane_remote(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObject *name,
+                      PyObject *options) {
     if (loop_parts(self) < 0) return NULL;
     int in_main = PyThread_get_thread_ident() == self->main_thread;
     if (in_main && section(self, 1) < 0) return NULL;
@@ -84,7 +87,9 @@ PyObject *lane_remote(LaneObject *self, PyObject *fn_id, PyObject *name, PyObjec
     PyObject *closed = PyObject_GetAttr(self->session, s_closed);
     int open = closed == Py_False;
     Py_XDECREF(closed);
-    if (open)
+    if (open && actor_id)
+        ref = lane_call(self, actor_id, fn_id, name, options);
+    else if (open)
         ref = lane_submit(self, fn_id, name, options, self->no_args);
     else if (!PyErr_Occurred())
         ref = Py_NewRef(Py_None);
@@ -130,5 +135,5 @@ PyObject *Lane_remote(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "remote(fn_id, name, options)");
         return NULL;
     }
-    return lane_remote(self, args[0], args[1], args[2]);
+    return lane_remote(self, NULL, args[0], args[1], args[2]);
 }

@@ -352,14 +352,15 @@ PyMODINIT_FUNC PyInit__crecords(void) {
     if (lane_init_strings() < 0) return NULL;
     if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0 ||
         PyType_Ready(&WorkerType) < 0 || PyType_Ready(&RemoteType) < 0 ||
-        PyType_Ready(&SectionsType) < 0 || PyType_Ready(&LockType) < 0)
+        PyType_Ready(&SectionsType) < 0 || PyType_Ready(&LockType) < 0 ||
+        PyType_Ready(&ActorSpecType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
     if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0 ||
         add_type(m, "Lane", &LaneType) < 0 || add_type(m, "WorkerBase", &WorkerType) < 0 ||
         add_type(m, "RemoteBase", &RemoteType) < 0 || add_type(m, "SectionsBase", &SectionsType) < 0 ||
-        add_type(m, "Lock", &LockType) < 0) {
+        add_type(m, "Lock", &LockType) < 0 || add_type(m, "ActorSpecBase", &ActorSpecType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

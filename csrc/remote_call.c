@@ -72,7 +72,7 @@ static PyObject *Remote_remote(RemoteObject *self, PyObject *const *args, Py_ssi
         if (error) return NULL;
         if (lane) {
             Py_INCREF(lane);  /* (a shutdown from another thread may unset it meanwhile) */
-            PyObject *ref = lane_remote(lane, self->fn_id, self->name, self->options);
+            PyObject *ref = lane_remote(lane, NULL, self->fn_id, self->name, self->options);
             Py_DECREF(lane);
             if (ref != Py_None) return ref;  /* (or NULL: its error) */
             Py_DECREF(ref);

@@ -26,6 +26,7 @@ from .._protocol import BECOME, ERROR, FUNC, SHM, Become, Func
 from .._options import ACTOR_DEFAULT
 from ..actor import HandleState, plain_state
 from ..exceptions import ActorDiedError, ActorUnavailableError
+from .._crecords import ActorSpecBase
 from .spec import TaskSpec
 
 PENDING, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"
@@ -33,18 +34,23 @@ ENDED_HISTORY = 1000         # dead actors kept for `shmray list actors`
 ASYNC_MAX_CONCURRENCY = 1000  # Ray's default for an actor with async methods
 
 
-class ActorCallSpec(TaskSpec):
-    """A call of an actor's method (or its creation) as the task table tracks it."""
-    __slots__ = ("actor", "creates", "runnable", "caller", "sent")
+class ActorCallSpec(ActorSpecBase, TaskSpec):
+    """A call of an actor's method (or its creation) as the task table tracks it. Its
+    own fields are in C (ActorSpecBase: csrc/actor_call.c makes the common call's):
+        actor                   its ActorState
+        creates = False         runs __init__ (the first thing its worker runs)
+        runnable = False        its inputs are there (see ActorTable.ready)
+        caller = None           who called (None: the driver; else a worker's index)
+        sent = False            pushed to the actor's worker (this attempt)
+    """
+    __slots__ = ()
 
     def __init__(self, task_id, fn_id, name, options, args_stored, deps, owned, actor,
                  caller=None, creates=False):
         super().__init__(task_id, fn_id, name, options, args_stored, deps, owned)
         self.actor = actor
-        self.creates = creates      # runs __init__ (the first thing its worker runs)
-        self.runnable = False       # its inputs are there (see ActorTable.ready)
-        self.caller = caller        # who called (None: the driver; else a worker's index)
-        self.sent = False           # pushed to the actor's worker (this attempt)
+        self.creates = creates
+        self.caller = caller
 
 
 class ActorState:

@@ -39,7 +39,7 @@ from .._worker_pool import WorkerPool, start_method, worker_sys_path
 from ..exceptions import RaySystemError
 from .actor_facade import ActorFacade
 from .actor_life import ActorLife
-from .actors import ActorCallSpec, ActorTable
+from .actors import ALIVE, ActorCallSpec, ActorTable
 from .dispatch import BURST_GAP, TASK_BATCH, WAKE_BATCH, Dispatcher
 from .envs import Environments
 from .generators import GeneratorTable
@@ -136,7 +136,8 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
                          smoothing=SMOOTHING, eps=EPS, pop_any=pop_any, burst_gap=BURST_GAP,
                          task_batch=TASK_BATCH, serializers=_custom_serializers,
                          session=self, sections=sections, main_thread=MAIN, no_args=NO_ARGS,
-                         drain_batch=DRAIN_BATCH, wake_batch=WAKE_BATCH)
+                         drain_batch=DRAIN_BATCH, wake_batch=WAKE_BATCH,
+                         actor_spec_type=ActorCallSpec, alive=ALIVE)
         self.groups = PlacementGroupTable(self.ledger, self.namespace, self.node_id)
         self.tasks.verdicts.groups = self.groups
         self._captured = {}  # (see PlacementGroupFacade.captured)
@@ -219,7 +220,12 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
 
     def submit_call(self, handle, fn_id, args, kwargs, options):
         """An actor's method called (see shmray.actor): a task spec in its actor's line."""
-        return self._submit(fn_id, options.name, args, kwargs, options, handle._state.actor_id)
+        actor_id = handle._state.actor_id
+        if not args and not kwargs:  # the common call, whole, in C (csrc/actor_call.c)
+            ref = self.lane.call(actor_id, fn_id, options.name, options)
+            if ref is not None:
+                return ref
+        return self._submit(fn_id, options.name, args, kwargs, options, actor_id)
 
     def _submit(self, fn_id, name, args, kwargs, options, actor_id):
         # A Ctrl-C-safe section from the arguments' segment to the returned ref (see
