@@ -363,7 +363,7 @@ int lane_init_strings(void) {
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
         lane_remote_init_strings() < 0 || lane_place_init_strings() < 0 ||
         remote_call_init_strings() < 0 || lane_send_init_strings() < 0 ||
-        actor_call_init_strings() < 0)
+        actor_call_init_strings() < 0 || actor_method_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

@@ -140,6 +140,14 @@ PyObject *lane_remote(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyO
 extern PyTypeObject RemoteType;
 int remote_call_init_strings(void);
 PyObject *set_lane(PyObject *mod, PyObject *lane);
+/* The lane set, if its session is the process's runtime (borrowed), or NULL (-1 in
+ * *error on an error) */
+LaneObject *driver_lane(int *error);
+
+/* actor_method.c: ActorHandleBase, ActorMethodBase, MethodCalls */
+extern PyTypeObject HandleType, MethodType, CallsType;
+int actor_method_init_strings(void);
+PyObject *set_method_type(PyObject *mod, PyObject *type);
 
 /* lane_queue.c: the scheduler's queues */
 int lane_queue_init_strings(void);

@@ -322,6 +322,9 @@ static PyMethodDef module_methods[] = {
     {"set_lane", set_lane, METH_O,
      "set_lane(lane or None): the lane RemoteBase.remote takes f.remote() to (see "
      "csrc/remote_call.c)"},
+    {"set_method_type", set_method_type, METH_O,
+     "set_method_type(ActorMethod): what an ActorHandleBase's method attribute makes (see "
+     "csrc/actor_method.c)"},
     {"reset_ids", reset_ids, METH_O,
      "reset_ids(prefix): this process's id prefix (bits 16-60); the counter starts again"},
     {NULL}
@@ -353,14 +356,18 @@ PyMODINIT_FUNC PyInit__crecords(void) {
     if (PyType_Ready(&SpecType) < 0 || PyType_Ready(&RefType) < 0 || PyType_Ready(&LaneType) < 0 ||
         PyType_Ready(&WorkerType) < 0 || PyType_Ready(&RemoteType) < 0 ||
         PyType_Ready(&SectionsType) < 0 || PyType_Ready(&LockType) < 0 ||
-        PyType_Ready(&ActorSpecType) < 0)
+        PyType_Ready(&ActorSpecType) < 0 || PyType_Ready(&HandleType) < 0 ||
+        PyType_Ready(&MethodType) < 0 || PyType_Ready(&CallsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
     if (add_type(m, "TaskSpecBase", &SpecType) < 0 || add_type(m, "RefBase", &RefType) < 0 ||
         add_type(m, "Lane", &LaneType) < 0 || add_type(m, "WorkerBase", &WorkerType) < 0 ||
         add_type(m, "RemoteBase", &RemoteType) < 0 || add_type(m, "SectionsBase", &SectionsType) < 0 ||
-        add_type(m, "Lock", &LockType) < 0 || add_type(m, "ActorSpecBase", &ActorSpecType) < 0) {
+        add_type(m, "Lock", &LockType) < 0 || add_type(m, "ActorSpecBase", &ActorSpecType) < 0 ||
+        add_type(m, "ActorHandleBase", &HandleType) < 0 ||
+        add_type(m, "ActorMethodBase", &MethodType) < 0 ||
+        add_type(m, "MethodCallsBase", &CallsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -49,16 +49,22 @@ PyObject *set_lane(PyObject *mod, PyObject *lane) {
     Py_RETURN_NONE;
 }
 
+/* (see lane.h) */
+LaneObject *driver_lane(int *error) {
+    LaneObject *lane = active_lane;
+    if (!lane) return NULL;
+    PyObject *runtime = PyDict_GetItemWithError(context_dict, s_runtime);
+    if (runtime == lane->session) return lane;
+    *error = PyErr_Occurred() != NULL;
+    return NULL;
+}
+
 /* The lane that takes this call, or NULL (borrowed; -1 in *error on an error) */
 static LaneObject *lane_for(RemoteObject *self, int *error) {
-    LaneObject *lane = active_lane;
-    if (!lane || self->takes_no_args != Py_True || !self->fn_id || !self->name || !self->options)
+    if (self->takes_no_args != Py_True || !self->fn_id || !self->name || !self->options)
         return NULL;
-    PyObject *runtime = PyDict_GetItemWithError(context_dict, s_runtime);
-    if (runtime != lane->session) {
-        *error = PyErr_Occurred() != NULL;
-        return NULL;
-    }
+    LaneObject *lane = driver_lane(error);
+    if (!lane) return NULL;
     int shipped = PyDict_Contains(lane->functions, self->fn_id);
     *error = shipped < 0;
     return shipped > 0 ? lane : NULL;

@@ -18,6 +18,7 @@ import zlib
 
 from . import _context, _options
 from ._arity import MAX_SHAPES, Arity
+from ._crecords import ActorHandleBase, ActorMethodBase, MethodCallsBase, set_method_type
 from ._function_pickle import pickle_function
 from ._object_ref import ObjectRef
 from ._records import NamedTuple
@@ -196,25 +197,34 @@ class ActorClass:
         return f"<shmray.actor.ActorClass {self.__module__}.{self.__qualname__}>"
 
 
-class _MethodCalls:
+class _MethodCalls(MethodCallsBase):
     """What every handle's calls of one method share: the call's options, and the
-    argument checker (computed at the first call with arguments)."""
+    argument checker (computed at the first call with arguments). Its fields are in C
+    (csrc/actor_method.c reads them): info, options, arity, shapes, and
+        fn_id, name     the method's id, and its calls' name (info.fn_id, options.name)
+        no_args         a call without arguments passed the check (the C may take it)
+    """
 
-    __slots__ = ("info", "options", "arity", "shapes")
+    __slots__ = ()
 
     def __init__(self, info: MethodInfo, options):
         self.info = info
         self.options = options
         self.arity = False  # not computed yet (None: unknown, any call goes)
         self.shapes = set()  # call shapes (count, *keyword names) found acceptable
+        self.fn_id = info.fn_id
+        self.name = options.name
+        self.no_args = False
 
 
-class ActorMethod:
+class ActorMethod(ActorMethodBase):
     """``handle.f``: ``.remote(...)`` calls it; ``.options(num_returns=.., name=..)``.
     Made at each attribute access: a handle never holds its methods (a cycle would keep
-    the handle, and so the actor, alive until the garbage collector ran)."""
+    the handle, and so the actor, alive until the garbage collector ran). Its fields
+    (_handle, _calls) and `.remote` are in C (csrc/actor_method.c): a call without
+    arguments goes from there to the driver's lane; every other one comes to _remote."""
 
-    __slots__ = ("_handle", "_calls")
+    __slots__ = ()
 
     def __init__(self, handle, calls: _MethodCalls):
         self._handle = handle
@@ -225,12 +235,12 @@ class ActorMethod:
         raise TypeError("Actor methods cannot be called directly. Instead of running "
                         f"'object.{name}()', try 'object.{name}.remote()'.")
 
-    def remote(self, *args, **kwargs):
+    def _remote(self, *args, **kwargs):
         calls = self._calls
         shape = (len(args), *kwargs)
         if shape not in calls.shapes:
             self._check(args, kwargs, shape)
-        return _context.get_runtime().submit_call(self._handle, calls.info.fn_id, args, kwargs,
+        return _context.get_runtime().submit_call(self._handle, calls.fn_id, args, kwargs,
                                                   calls.options)
 
     def _check(self, args, kwargs, shape):
@@ -246,6 +256,8 @@ class ActorMethod:
                 raise TypeError(f"{calls.options.name}.remote(): {e}") from None
         if len(calls.shapes) < MAX_SHAPES:
             calls.shapes.add(shape)
+        if shape == (0,):
+            calls.no_args = True
 
     def options(self, **options):
         """A variant of this call: num_returns, name, max_task_retries,
@@ -270,33 +282,36 @@ class ActorMethod:
         raise NotImplementedError("shmray does not support Ray's DAG API (bind)")
 
 
-_method_calls = {}  # (class id, method name) -> _MethodCalls
+set_method_type(ActorMethod)
+_method_calls = {}  # class id -> {method name -> _MethodCalls}
 _variants = {}      # (method's fn id, *options given) -> _MethodCalls of .options()
 MAX_VARIANTS = 4096
 
 
-class ActorHandle:
-    """A handle to an actor: its methods as attributes, ``h.f.remote(...)``."""
+class ActorHandle(ActorHandleBase):
+    """A handle to an actor: its methods as attributes, ``h.f.remote(...)``. Its fields
+    (_state, _ray_token, _methods: its class's _MethodCalls by name) and the lookup of
+    a method are in C (csrc/actor_method.c); a method not called before comes to
+    _missing."""
 
     def __init__(self, state: HandleState, token: ObjectRef):
         self._state = state
         self._ray_token = token  # holds the actor (see the module's docstring)
+        self._methods = _method_calls.setdefault(state.class_id, {})
 
-    def __getattr__(self, name):
-        state = self.__dict__.get("_state")
-        calls = _method_calls.get((state.class_id, name)) if state is not None else None
+    def _missing(self, name):
+        """`self.name`, for a name that is neither an attribute nor a method seen yet."""
+        state = self._state
+        info = next((MethodInfo(*m) for m in state.methods if m[0] == name), None)
+        if info is None:
+            raise AttributeError(f"'{state.class_name}' object has no attribute '{name}'")
+        calls = self._methods.get(name)
         if calls is None:
-            info = next((MethodInfo(*m) for m in state.methods if m[0] == name), None) \
-                if state is not None else None
-            if info is None:
-                raise AttributeError(f"'{state.class_name if state else 'ActorHandle'}' "
-                                     f"object has no attribute '{name}'")
             retry = info.retry_exceptions
-            calls = _method_calls[(state.class_id, name)] = _MethodCalls(
-                info, _options.call_options(
-                    f"{state.class_name}.{name}", info.num_returns, info.max_task_retries,
-                    pickle.loads(retry) if isinstance(retry, bytes) else retry,
-                    info.backpressure))
+            calls = self._methods[name] = _MethodCalls(info, _options.call_options(
+                f"{state.class_name}.{name}", info.num_returns, info.max_task_retries,
+                pickle.loads(retry) if isinstance(retry, bytes) else retry,
+                info.backpressure))
         return ActorMethod(self, calls)
 
     @property
