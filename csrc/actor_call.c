@@ -152,10 +152,10 @@ PyObject *lane_call(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObj
         Py_DECREF(actor);
         return now < 0 ? NULL : Py_NewRef(Py_None);
     }
-    /* made as ActorCallSpec(...) is, and garbage-collected as it is: its actor and
-     * worker refer back to it, and an actor may end with calls still in its line */
-    PyTypeObject *type = (PyTypeObject *)self->actor_spec_type;
-    ActorSpecObject *spec = (ActorSpecObject *)type->tp_new(type, NULL, NULL);
+    /* (untracked by the GC, as the lane's tasks: its cycles, through its worker's
+     * inflight and its actor's line, end when it does, when the worker is removed, when
+     * the actor dies, or at shutdown: ActorTable.drop_all) */
+    ActorSpecObject *spec = (ActorSpecObject *)new_spec((PyTypeObject *)self->actor_spec_type);
     SpecObject *base = (SpecObject *)spec;
     if (!spec || fill_spec(self, base, fn_id, name, options, self->no_args) < 0) goto end;
     Py_SETREF(spec->actor, Py_NewRef(actor));

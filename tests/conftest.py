@@ -26,6 +26,19 @@ def session(ray):
     return shmray._context.get_runtime()
 
 
+def settled(session, predicate, timeout=10.0) -> bool:
+    """Wait until `predicate()` holds under the session's lock, the refs dropped so far
+    counted; whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session.lock:
+            session.store.process_refs()
+            if predicate():
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def wait_gone(pids, seconds=5.0) -> bool:
     """Wait until none of `pids` runs (a zombie counts as gone); whether that happened."""
     deadline = time.monotonic() + seconds

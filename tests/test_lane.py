@@ -16,6 +16,8 @@ import pytest
 import shmray
 from shmray import _crecords, _serialization as ser
 
+from conftest import settled
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -47,17 +49,6 @@ def python_way(session, monkeypatch):
     monkeypatch.setattr(session.tasks, "add",
                         lambda spec, *a, **k: (seen.append(spec), add(spec, *a, **k))[1])
     return seen
-
-
-def settled(session, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with session.lock:
-            session.store.process_refs()
-            if predicate():
-                return True
-        time.sleep(0.01)
-    return False
 
 
 def test_the_lane_takes_the_common_task(session, monkeypatch):

@@ -366,6 +366,7 @@ class Session(ActorFacade, ObjectFacade, PlacementGroupFacade, Runtime):
             self.workers.reap()
             self.store.clear()
             self.tasks.drop_all()
+            self.actors.drop_all()
         _shm.unlink(self.control.name)
         _shm.unlink_prefix(self.prefix)
         # the session's directory: status files, spilled and file-backed objects
