@@ -192,15 +192,16 @@ int call_done_ok(LaneObject *self, SpecObject *spec) {
 }
 
 /* ActorTable.call_finished for a call that was sent: its actor's count of calls done.
- * Then MessageLoop.on_done's end: an actor ending (or dead) meanwhile ends once idle. */
-int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec) {
+ * Then MessageLoop.on_done's end: an actor that began to end (or died) meanwhile, in
+ * a store callback (`called`: some ran), ends once idle. */
+int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec, int called) {
     PyObject *actor = ((ActorSpecObject *)spec)->actor;
     PyObject *done = PyObject_GetAttr(actor, s_calls_done);
     PyObject *more = done ? PyNumber_Add(done, one) : NULL;
     Py_XDECREF(done);
     int r = more ? PyObject_SetAttr(actor, s_calls_done, more) : -1;
     Py_XDECREF(more);
-    if (r < 0 || w->actor != actor) return r;
+    if (r < 0 || !called || w->actor != actor) return r;
     int ok = actor_done_ok(self, actor);
     if (ok != 0) return ok < 0 ? -1 : 0;
     PyObject *life = PyObject_GetAttr(self->session, s_life);

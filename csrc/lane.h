@@ -127,7 +127,7 @@ PyObject *lane_call(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObj
 PyObject *Lane_call(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
 int actor_done_ok(LaneObject *self, PyObject *actor);         /* 1, 0, or -1 */
 int call_done_ok(LaneObject *self, SpecObject *spec);         /* 1, 0, or -1 */
-int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec);
+int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec, int called);
 
 /* lane_remote.c */
 int lane_remote_init_strings(void);

@@ -149,7 +149,7 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
     int ours = !spec ? 0 : actor ? call_done_ok(self, spec)
                : PyObject_TypeCheck(first, &SpecType) && spec->simple == Py_True
                  && spec->cancelled == Py_False;
-    if (ours && (ours = PyObject_RichCompareBool(spec->task_id, task_id, Py_EQ)) > 0) {
+    if (ours > 0 && (ours = PyObject_RichCompareBool(spec->task_id, task_id, Py_EQ)) > 0) {
         if (read_tables(self, b) < 0) goto fail;
         ours = PyDict_Contains(b->local, task_id);
     }
@@ -178,9 +178,11 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
     /* the value first, then out of pending (get reads them without the lock) */
     if (PyDict_SetItem(b->values, task_id, stored) < 0 || PySet_Discard(b->pending, task_id) < 0)
         goto fail;
+    int called = 0;  /* (a callback ran: Python that may change anything) */
     if (PyDict_GET_SIZE(self->callbacks)) {
         PyObject *cbs = PyDict_GetItemWithError(self->callbacks, task_id);
         if (cbs) {
+            called = 1;
             Py_INCREF(cbs);
             if (PyDict_DelItem(self->callbacks, task_id) < 0 || flush(self, b) < 0) {
                 Py_DECREF(cbs);  /* (Python runs next: what it may read, written back) */
@@ -200,7 +202,7 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
         }
         if (PyErr_Occurred()) goto fail;
     }
-    if (actor && call_finished(self, x, spec) < 0) goto fail;
+    if (actor && call_finished(self, x, spec, called) < 0) goto fail;
     Py_DECREF(first); Py_DECREF(inflight); Py_DECREF(task_id); Py_DECREF(stored);
     return 1;
 fail:

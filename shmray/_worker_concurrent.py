@@ -30,6 +30,7 @@ import time
 from collections import deque
 
 from . import _ring, _worker_generators
+from ._crecords import pack_done
 from ._object_ref import _hooks
 from ._protocol import REPLY, done_record
 from ._worker_runtime import WorkerRuntime
@@ -116,8 +117,13 @@ def _send_done(rt, task_id, fn_id, start, attempt, result):
     end = time.monotonic_ns()
     with rt.status_lock:
         rt.status.end(task_id, fn_id, start, end, attempt, error)
-    rt.send(_ring.encode(done_record(task_id, outcome, start, end, inner, gpu, retryable),
-                         rt.results, rt.spill_prefix))
+    # A small inline result, nothing else to say: the compact form (as run_task sends;
+    # the driver handles it in C when it is the first call in line, else in Python)
+    data = pack_done(task_id, outcome, start, end, inner, gpu, retryable,
+                     rt.results.max_message)
+    rt.send(data if data is not None else _ring.encode(
+        done_record(task_id, outcome, start, end, inner, gpu, retryable), rt.results,
+        rt.spill_prefix))
 
 
 class ThreadedCalls:
