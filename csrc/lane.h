@@ -144,6 +144,9 @@ PyObject *set_lane(PyObject *mod, PyObject *lane);
  * *error on an error) */
 LaneObject *driver_lane(int *error);
 
+/* status_words.c: a worker's status words and task records */
+extern PyTypeObject StatusWordsType;
+
 /* actor_method.c: ActorHandleBase, ActorMethodBase, MethodCalls */
 extern PyTypeObject HandleType, MethodType, CallsType;
 int actor_method_init_strings(void);

@@ -23,18 +23,19 @@ import sys
 import time
 
 from . import _ring, _shm
+from ._crecords import StatusWordsBase
 
 MAGIC = 0x53544154_53485259  # "SHRYSTAT"
 VERSION = 2  # 2: the actor counters (a CLI of one version refuses the other's words)
 
 # ---------------------------------------------------------------- worker words
-# u64 words at _ring.CHANNEL_STATUS_OFFSET of a worker's channel segment
+# u64 words at _ring.CHANNEL_STATUS_OFFSET of a worker's channel segment (a task's begin
+# writes state, task lo and hi, fn id and since; csrc/status_words.c)
 W_PID, W_CORE, W_STATE, W_TASK_LO, W_TASK_HI, W_FN, W_SINCE, W_DONE = range(8)
 STARTING, IDLE, RUNNING, BLOCKED = 0, 1, 2, 3
 STATE_NAMES = {STARTING: "starting", IDLE: "idle", RUNNING: "running", BLOCKED: "blocked in get"}
 NO_CORE = 0xFFFFFFFFFFFFFFFF
 
-_BEGIN = struct.Struct("=5Q")   # state, task lo, task hi, fn id, since (monotonic ns)
 _MASK = (1 << 64) - 1
 
 
@@ -46,29 +47,20 @@ FINISHED, FAILED = 0, 1
 assert _RECORD.size == _ring.HISTORY_RECORD
 
 
-class WorkerStatus:
+class WorkerStatus(StatusWordsBase):
     """A worker's words and task records, written by the worker itself as it works
-    (the driver, the bottleneck of small tasks, keeps no per-task history)."""
+    (the driver, the bottleneck of small tasks, keeps no per-task history). `begin`
+    and `end` (once each per task) are C: csrc/status_words.c writes this layout."""
 
     def __init__(self, mm, pid: int, core):
+        super().__init__(mm, _ring.CHANNEL_STATUS_OFFSET, _ring.CHANNEL_HISTORY_OFFSET,
+                         _ring.HISTORY_SLOTS)
         self._mm = mm
         self._at = _ring.CHANNEL_STATUS_OFFSET
         self._words = memoryview(mm)[self._at:self._at + _ring.CHANNEL_STATUS_BYTES].cast("Q")
         self._words[W_PID] = pid
         self._words[W_CORE] = NO_CORE if core is None else core
         self._words[W_STATE] = IDLE
-        self._state_at = self._at + 8 * W_STATE
-        self.done = 0
-
-    def begin(self, task_id: int, fn_id: int, now_ns: int):
-        _BEGIN.pack_into(self._mm, self._state_at, RUNNING, task_id & _MASK, task_id >> 64,
-                         fn_id, now_ns)
-
-    def end(self, task_id, fn_id, start, end, attempt, error):
-        """The task ended (`error`: its exception's type name, or None): recorded, and
-        the worker idle."""
-        self._record(task_id, fn_id, start, end, attempt, error)
-        self._words[W_STATE] = IDLE  # (the task words stay: a reader ignores them when idle)
 
     def save(self) -> bytes:
         """The words of the task running now (a help task runs on top of it)."""
@@ -76,17 +68,8 @@ class WorkerStatus:
 
     def restore(self, saved: bytes, task_id, fn_id, start, end, attempt, error):
         """A help task ended: recorded, and back to the task under it."""
-        self._record(task_id, fn_id, start, end, attempt, error)
+        self.end(task_id, fn_id, start, end, attempt, error)
         self._mm[self._at + 8 * W_STATE:self._at + 8 * (W_SINCE + 1)] = saved
-
-    def _record(self, task_id, fn_id, start, end, attempt, error):
-        slot = self.done % _ring.HISTORY_SLOTS
-        _RECORD.pack_into(self._mm, _ring.CHANNEL_HISTORY_OFFSET + slot * _ring.HISTORY_RECORD,
-                          task_id & _MASK, task_id >> 64, fn_id, start, end, attempt,
-                          FINISHED if error is None else FAILED,
-                          b"" if error is None else error.encode()[:21])
-        self.done += 1
-        self._words[W_DONE] = self.done  # last: a reader sees whole records only
 
     def blocked(self, yes: bool):
         self._words[W_STATE] = BLOCKED if yes else RUNNING

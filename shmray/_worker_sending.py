@@ -36,7 +36,7 @@ class WorkerSending:
                 if self._created or self._dropped or self._escaped or _map_events:
                     self._push_with_ref_changes(data)
                 else:
-                    self.results.push(data, timeout=None)
+                    self.results.push(data, None)  # (timeout None: until there is room)
                 granted = self._granted
                 for oid in grants:
                     granted[oid] = granted.get(oid, 0) + 1
@@ -137,7 +137,7 @@ class WorkerSending:
             if self._created or self._dropped or self._escaped or _map_events:
                 self._push_with_ref_changes(data)
             else:
-                self.results.push(data, timeout=None)
+                self.results.push(data, None)  # (timeout None: until there is room)
 
     def granted_by_reply(self, oid):
         """The driver counted a reference of this worker's to `oid` when it replied."""

@@ -19,6 +19,8 @@ from .exceptions import ObjectStoreFullError, RayTaskError, TaskCancelledError
 
 _NO_ARGS_PICKLE = ser.NO_ARGS[1]
 _NONE_RESULT = (ser.NONE,)
+_NONE_OUTCOME = (_NONE_RESULT, None, None, None, False)  # _execute's for a None result
+_monotonic_ns = time.monotonic_ns
 in_fork_child = False  # True in a process forked inside a task (see _worker._forked_in_task)
 
 
@@ -33,7 +35,7 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     rt.current_request = request
     status = rt.status
     under = status.save() if outer[1] is not None else None
-    start = time.monotonic_ns()
+    start = _monotonic_ns()
     status.begin(task_id, fn_id, start)
     error = "WorkerExit"  # what the record says if the task ends the process
     try:
@@ -43,7 +45,7 @@ def run_task(rt, task_id, fn_id, num_returns, args_stored, dep_values, lent, req
     finally:
         if in_fork_child:  # (SystemExit in a child forked by the task) no status words
             _end_fork_child(1)
-        end = time.monotonic_ns()
+        end = _monotonic_ns()
         rt.current_name, rt.current_task_id, rt.lent, rt.current_request = outer
         if under is None:
             status.end(task_id, fn_id, start, end, attempt, error)
@@ -80,16 +82,19 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
     or for an error (the stored error, the refs inside it, None, its type's name,
     whether the task's retry_exceptions name it)."""
     try:
-        if rt.cancel_posted():
+        # (rt.cancel_posted(), inlined: once per task)
+        if rt._cancel_words[0] != rt._cancels_seen or rt._cancelled:
             if rt.is_cancelled(task_id):
                 raise KeyboardInterrupt  # cancelled before it started: never runs
         if isinstance(fn, Exception):
             raise fn
         if args_stored[1] == _NO_ARGS_PICKLE:  # f.remote(): nothing to unpickle
-            args, kwargs = (), {}
+            result = fn()
+            if result is None and num_returns == 1 and not in_fork_child:
+                return _NONE_OUTCOME  # (pack_results' first case, the per-task path)
         else:
             args, kwargs = call_arguments(args_stored, dep_values)
-        result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         if num_returns < 0:  # a generator: its items streamed or listed, then one result
             from . import _worker_generators
 

@@ -302,12 +302,63 @@ def test_sections_base_holds_the_fields():
         s.depth = "1"
 
 
+def test_status_words_write_the_layout_the_readers_read():
+    from shmray import _ring, _status_area as sa
+
+    mm = bytearray(_ring.CHANNEL_BYTES)
+    status = sa.WorkerStatus(mm, 4242, 1)
+    task = (7 << 100) | (5 << 64) | 3
+    status.begin(task, 11, 1_000)
+    w = sa.read_worker(mm)
+    assert (w["pid"], w["core"], w["state"], w["task_id"], w["fn_id"], w["since_ns"]) == \
+        (4242, 1, "running", f"{task:032x}", 11, 1_000)
+    status.end(task, 11, 1_000, 2_000, 3, None)
+    status.begin(task + 1, 12, 3_000)
+    status.end(task + 1, 12, 3_000, 4_000, 0, "KeyError")
+    status.end(task + 2, 13, 5_000, 6_000, 65535, "É" * 20)  # cut at 21 bytes, as Python's
+    assert sa.read_worker(mm)["state"] == "idle" and status.done == 3
+    assert sa.read_history(mm, 4242) == [
+        (task, 11, 3, (4242, 1_000, 2_000), None),
+        (task + 1, 12, 0, (4242, 3_000, 4_000), "KeyError"),
+        (task + 2, 13, 65535, (4242, 5_000, 6_000), ("É" * 20).encode()[:21].decode(
+            errors="replace"))]
+    for i in range(_ring.HISTORY_SLOTS):  # the ring wraps: the latest records are kept
+        status.end(i, 1, i, i + 1, 0, None)
+    rows = sa.read_history(mm, 4242)
+    assert len(rows) == _ring.HISTORY_SLOTS and rows[-1][0] == _ring.HISTORY_SLOTS - 1
+    assert sa.read_worker(mm)["tasks_done"] == _ring.HISTORY_SLOTS + 3
+
+
+def test_status_words_refuse_what_does_not_fit():
+    from shmray._crecords import StatusWordsBase
+
+    with pytest.raises(ValueError, match="do not fit"):
+        StatusWordsBase(bytearray(100), 0, 64, 4)
+    with pytest.raises(BufferError, match="not writable"):
+        StatusWordsBase(b"read-only" * 100, 0, 64, 4)
+    s = StatusWordsBase(bytearray(64 + 4 * 64), 0, 64, 4)
+    with pytest.raises(TypeError, match="initialised already"):
+        s.__init__(bytearray(1000), 0, 64, 4)
+    with pytest.raises(TypeError, match=r"begin\(task_id, fn_id, now_ns\)"):
+        s.begin(1, 2)
+    with pytest.raises(TypeError, match="ints"):
+        s.begin("1", 2, 3)
+    with pytest.raises(OverflowError):
+        s.end(-1, 2, 3, 4, 0, None)
+    with pytest.raises(TypeError, match="str or None"):
+        s.end(1, 2, 3, 4, 0, b"KeyError")
+    with pytest.raises(ValueError, match="not initialised"):
+        StatusWordsBase.__new__(StatusWordsBase).begin(1, 2, 3)
+    assert s.done == 0  # nothing written by the refused calls
+
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # setup.py's sources of _crecords (csrc/recordsmodule.c and the rest of its list)
 CRECORDS_SOURCES = re.findall(r'"csrc/([a-z_]+\.c)"', re.search(
     r'"shmray\._crecords",\s*sources=\[([^\]]*)\]', (ROOT / "setup.py").read_text()).group(1))
 # the lane's, run in the same build
-LANE_TESTS = [str(ROOT / "tests" / name) for name in ("test_lane.py", "test_lane_forms.py")]
+LANE_TESTS = [str(ROOT / "tests" / name)
+              for name in ("test_lane.py", "test_lane_forms.py", "test_actor_lane.py")]
 
 
 def _libasan():
