@@ -23,14 +23,11 @@
 #include "lane.h"
 #include <structmember.h>
 
-static PyObject *s_state, *s_ending, *s_waiting, *s_worker, *s_options, *s_max_pending_calls,
-    *s_calls_done, *s_life, *s_end_if_done;
+static PyObject *s_life, *s_end_if_done;
 
 int actor_call_init_strings(void) {
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
-    S(s_state, "state") S(s_ending, "ending") S(s_waiting, "waiting") S(s_worker, "worker")
-    S(s_options, "options") S(s_max_pending_calls, "max_pending_calls")
-    S(s_calls_done, "calls_done") S(s_life, "life") S(s_end_if_done, "end_if_done")
+    S(s_life, "life") S(s_end_if_done, "end_if_done")
 #undef S
     return 0;
 }
@@ -90,20 +87,68 @@ PyTypeObject ActorSpecType = {
     .tp_members = ActorSpec_members,
 };
 
-/* ---------------------------------------------------------------- the call */
+/* ---------------------------------------------------------------- ActorStateBase */
 
-static int attr_is(PyObject *obj, PyObject *name, PyObject *value) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (!v) return -1;
-    int r = v == value ? 1 : PyObject_RichCompareBool(v, value, Py_EQ);
-    Py_DECREF(v);
-    return r;
+static PyObject *ActorState_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    ActorStateObject *self = (ActorStateObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+#define NONE(f) self->f = Py_NewRef(Py_None);
+    ACTOR_STATE_FIELDS(NONE)
+#undef NONE
+    return (PyObject *)self;
 }
+
+static int ActorState_traverse(ActorStateObject *self, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(self->f);
+    ACTOR_STATE_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int ActorState_clear(ActorStateObject *self) {
+#define CLEAR(f) Py_CLEAR(self->f);
+    ACTOR_STATE_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void ActorState_dealloc(ActorStateObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    ActorState_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+static PyMemberDef ActorState_members[] = {
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(ActorStateObject, f), 0, NULL},
+    ACTOR_STATE_FIELDS(MEMBER)
+#undef MEMBER
+    {NULL}
+};
+
+PyTypeObject ActorStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmray._crecords.ActorStateBase",
+    .tp_basicsize = sizeof(ActorStateObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of an ActorState that its calls' way reads (see "
+              "shmray/_driver/actors.py).",
+    .tp_new = ActorState_new,
+    .tp_traverse = (traverseproc)ActorState_traverse,
+    .tp_clear = (inquiry)ActorState_clear,
+    .tp_dealloc = (destructor)ActorState_dealloc,
+    .tp_members = ActorState_members,
+};
+
+/* ---------------------------------------------------------------- the call */
 
 /* actor.state == ALIVE and not actor.ending: 1, 0, or -1 */
 int actor_done_ok(LaneObject *self, PyObject *actor) {
-    int r = attr_is(actor, s_state, self->alive);
-    return r > 0 ? attr_is(actor, s_ending, Py_False) : r;
+    if (!PyObject_TypeCheck(actor, &ActorStateType)) return 0;
+    ActorStateObject *a = (ActorStateObject *)actor;
+    if (a->ending != Py_False) return 0;
+    if (a->state == self->alive) return 1;
+    return PyObject_RichCompareBool(a->state, self->alive, Py_EQ);
 }
 
 /* Does `actor` take a call at once, by ActorTable.flush's first case? Its worker
@@ -111,26 +156,21 @@ int actor_done_ok(LaneObject *self, PyObject *actor) {
 static int takes_call_now(LaneObject *self, PyObject *actor, PyObject *fn_id, PyObject **w) {
     int r = actor_done_ok(self, actor);
     if (r <= 0) return r;
-    PyObject *waiting = PyObject_GetAttr(actor, s_waiting);
-    Py_ssize_t n = waiting ? PyObject_Size(waiting) : -1;
-    Py_XDECREF(waiting);
+    ActorStateObject *a = (ActorStateObject *)actor;
+    Py_ssize_t n = PyObject_Size(a->waiting);
     if (n) return n < 0 ? -1 : 0;
-    PyObject *options = PyObject_GetAttr(actor, s_options);  /* ActorFacade.admit_call */
-    PyObject *limit = options ? PyObject_GetAttr(options, s_max_pending_calls) : NULL;
-    Py_XDECREF(options);
-    long most = limit ? PyLong_AsLong(limit) : -1;
-    Py_XDECREF(limit);
-    if (most == -1 && PyErr_Occurred()) return -1;
-    if (most > 0) return 0;
-    PyObject *worker = PyObject_GetAttr(actor, s_worker);
-    if (!worker) return -1;
-    if (!PyObject_TypeCheck(worker, &WorkerType)) { Py_DECREF(worker); return 0; }
-    WorkerObject *x = (WorkerObject *)worker;
+    if (a->max_pending_calls != Py_None) {  /* ActorFacade.admit_call's limit */
+        long most = PyLong_AsLong(a->max_pending_calls);
+        if (most == -1 && PyErr_Occurred()) return -1;
+        if (most > 0) return 0;
+    }
+    if (!PyObject_TypeCheck(a->worker, &WorkerType)) return 0;
+    WorkerObject *x = (WorkerObject *)a->worker;
     r = x->gone == Py_False && x->retiring == Py_False && PyList_CheckExact(x->batch)
         ? PySet_Contains(x->fns, fn_id) : 0;
-    if (r > 0) r = has_serializers(self, worker);
-    if (r <= 0) { Py_DECREF(worker); return r; }
-    *w = worker;
+    if (r > 0) r = has_serializers(self, a->worker);
+    if (r <= 0) return r;
+    *w = Py_NewRef(a->worker);
     return 1;
 }
 
@@ -196,12 +236,15 @@ int call_done_ok(LaneObject *self, SpecObject *spec) {
  * a store callback (`called`: some ran), ends once idle. */
 int call_finished(LaneObject *self, WorkerObject *w, SpecObject *spec, int called) {
     PyObject *actor = ((ActorSpecObject *)spec)->actor;
-    PyObject *done = PyObject_GetAttr(actor, s_calls_done);
-    PyObject *more = done ? PyNumber_Add(done, one) : NULL;
-    Py_XDECREF(done);
-    int r = more ? PyObject_SetAttr(actor, s_calls_done, more) : -1;
-    Py_XDECREF(more);
-    if (r < 0 || !called || w->actor != actor) return r;
+    if (!PyObject_TypeCheck(actor, &ActorStateType)) {  /* (never: checked by done_here) */
+        PyErr_SetString(PyExc_TypeError, "an actor's call without its ActorState");
+        return -1;
+    }
+    ActorStateObject *a = (ActorStateObject *)actor;
+    PyObject *more = PyNumber_Add(a->calls_done, one);
+    if (!more) return -1;
+    Py_SETREF(a->calls_done, more);
+    if (!called || w->actor != actor) return 0;
     int ok = actor_done_ok(self, actor);
     if (ok != 0) return ok < 0 ? -1 : 0;
     PyObject *life = PyObject_GetAttr(self->session, s_life);

@@ -60,7 +60,8 @@ typedef struct {
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \
-    X(unwoken) X(actors_by_id) X(actor_spec_type) X(alive) X(last_options) X(last_request) X(last_num_returns) X(last_backpressure)
+    X(unwoken) X(actors_by_id) X(actor_spec_type) X(alive) X(last_options) X(last_request)   \
+    X(last_num_returns) X(last_backpressure)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
     *s_uncharge, *s_charge, *s_recent_mean, *s_finished, *s_backpressure, *s_place_or_queue,
@@ -121,6 +122,14 @@ typedef struct {
 } ActorSpecObject;
 #define ACTOR_SPEC_FIELDS(X) X(actor) X(creates) X(runnable) X(caller) X(sent)
 extern PyTypeObject ActorSpecType;
+/* the fields of _driver.actors.ActorState that a call's way reads (ActorStateBase) */
+typedef struct {
+    PyObject_HEAD
+    PyObject *state, *worker, *waiting, *ending, *calls_done, *max_pending_calls;
+} ActorStateObject;
+#define ACTOR_STATE_FIELDS(X) X(state) X(worker) X(waiting) X(ending) X(calls_done)         \
+    X(max_pending_calls)
+extern PyTypeObject ActorStateType;
 int actor_call_init_strings(void);
 PyObject *lane_call(LaneObject *self, PyObject *actor_id, PyObject *fn_id, PyObject *name,
                     PyObject *options);

@@ -358,7 +358,7 @@ PyMODINIT_FUNC PyInit__crecords(void) {
         PyType_Ready(&SectionsType) < 0 || PyType_Ready(&LockType) < 0 ||
         PyType_Ready(&ActorSpecType) < 0 || PyType_Ready(&HandleType) < 0 ||
         PyType_Ready(&MethodType) < 0 || PyType_Ready(&CallsType) < 0 ||
-        PyType_Ready(&StatusWordsType) < 0)
+        PyType_Ready(&StatusWordsType) < 0 || PyType_Ready(&ActorStateType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&records_module);
     if (!m) return NULL;
@@ -369,7 +369,8 @@ PyMODINIT_FUNC PyInit__crecords(void) {
         add_type(m, "ActorHandleBase", &HandleType) < 0 ||
         add_type(m, "ActorMethodBase", &MethodType) < 0 ||
         add_type(m, "MethodCallsBase", &CallsType) < 0 ||
-        add_type(m, "StatusWordsBase", &StatusWordsType) < 0) {
+        add_type(m, "StatusWordsBase", &StatusWordsType) < 0 ||
+        add_type(m, "ActorStateBase", &ActorStateType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

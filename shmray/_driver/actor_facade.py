@@ -61,7 +61,7 @@ class ActorFacade:
         """Give the call its actor; PendingCallsLimitExceeded if max_pending_calls
         calls are pending already (in submit's section, under the lock)."""
         actor = spec.actor = self.life.find(actor_id)
-        limit = actor.options.max_pending_calls
+        limit = actor.max_pending_calls
         if limit > 0 and actor.pending_calls() >= limit:
             if spec.args_stored[0] == SHM:
                 _shm.unlink(spec.args_stored[1])

@@ -26,7 +26,7 @@ from .._protocol import BECOME, ERROR, FUNC, SHM, Become, Func
 from .._options import ACTOR_DEFAULT
 from ..actor import HandleState, plain_state
 from ..exceptions import ActorDiedError, ActorUnavailableError
-from .._crecords import ActorSpecBase
+from .._crecords import ActorSpecBase, ActorStateBase
 from .spec import TaskSpec
 
 PENDING, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"
@@ -53,11 +53,14 @@ class ActorCallSpec(ActorSpecBase, TaskSpec):
         self.caller = caller
 
 
-class ActorState:
+class ActorState(ActorStateBase):
+    """An actor, as the driver tracks it. The fields its calls' way reads are in C
+    (ActorStateBase, read by csrc/actor_call.c): state, worker, waiting, ending,
+    calls_done, max_pending_calls."""
     __slots__ = ("actor_id", "handle", "class_name", "name", "namespace", "options",
-                 "state", "worker", "waiting", "creation_args", "restarts", "calls_done",
-                 "death", "held", "gpus", "ending", "exit_reason", "killed", "pid", "creation_options",
-                 "started", "max_concurrency", "detached", "placed")
+                 "creation_args", "restarts", "death", "held", "gpus", "exit_reason",
+                 "killed", "pid", "creation_options", "started", "max_concurrency",
+                 "detached", "placed")
 
     def __init__(self, handle, options, creation_args):
         self.actor_id = handle.actor_id
@@ -84,6 +87,7 @@ class ActorState:
             ASYNC_MAX_CONCURRENCY if handle.is_async else 1)
         self.detached = options.lifetime == "detached"
         self.placed = False                   # its resources are held
+        self.max_pending_calls = options.max_pending_calls
 
     def pending_calls(self) -> int:
         """Calls made and not finished (its creation, first in line, is not one)."""
