@@ -82,8 +82,7 @@ def _execute(rt, fn, name, task_id, num_returns, args_stored, dep_values, retry_
     or for an error (the stored error, the refs inside it, None, its type's name,
     whether the task's retry_exceptions name it)."""
     try:
-        # (rt.cancel_posted(), inlined: once per task)
-        if rt._cancel_words[0] != rt._cancels_seen or rt._cancelled:
+        if rt.cancel_posted():
             if rt.is_cancelled(task_id):
                 raise KeyboardInterrupt  # cancelled before it started: never runs
         if isinstance(fn, Exception):
