@@ -86,15 +86,20 @@ _MASK64 = (1 << 64) - 1
 _ITEM_MARK = 0xFFFF  # no task returns that many values: these low bits mark an item
 
 
-def stream_item_id(task_id: int, index: int) -> int:
+def stream_item_id_reference(task_id: int, index: int) -> int:
     """The id of item `index` of the streaming generator task `task_id`, the same in
     every process: a 64-bit mix of the task id, the index, and the item mark. The
     index sits at bit 61 (40 bits), as a task id's counter does, so that one
-    generator's items hash to consecutive values; the mix fills the bits around it."""
+    generator's items hash to consecutive values; the mix fills the bits around it.
+    (The reference: `stream_item_id`, what every caller uses, is this formula in C,
+    tests/test_lane_forms.py holds the two equal.)"""
     mixed = ((task_id * 0x9E3779B97F4A7C15) >> 64 ^ task_id) & _MASK64
     low = mixed & ((1 << _PREFIX_BITS) - 1)
     return ((mixed >> _PREFIX_BITS) << 101 | index << _COUNTER_SHIFT | low << _ID_SHIFT
             | _ITEM_MARK)
+
+
+stream_item_id = _crecords.stream_item_id
 
 
 class ObjectRef(RefBase):

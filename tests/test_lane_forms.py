@@ -98,6 +98,26 @@ class Eraser:
         return "erased"
 
 
+def test_stream_item_ids_from_c_are_the_formulas():
+    import random
+
+    from shmray._crecords import new_base_id
+    from shmray._object_ref import stream_item_id, stream_item_id_reference
+
+    rng = random.Random(7)
+    cases = [(0, 0), (1, 1), ((1 << 101) - 1, (1 << 40) - 1), (new_base_id(), 0)]
+    cases += [(rng.getrandbits(rng.choice([16, 61, 101, 127])), rng.getrandbits(40))
+              for _ in range(2000)]
+    for task_id, index in cases:
+        assert stream_item_id(task_id, index) == stream_item_id_reference(task_id, index)
+    with pytest.raises(TypeError, match="stream_item_id"):
+        stream_item_id("1", 2)
+    with pytest.raises(OverflowError):
+        stream_item_id(-1, 0)
+    with pytest.raises(OverflowError):
+        stream_item_id(1, -1)
+
+
 def test_inline_values():
     ObjectRef = shmray.ObjectRef
     ids = [new_base_id() for _ in range(4)]

@@ -84,7 +84,8 @@ class GeneratorTable:
         # The next one pending first: a reader without the lock who finds no value for
         # it must find it coming (see ObjectStore.coming_or_there).
         store.pending.add(stream_item_id(s.task_id, s.produced + 1))
-        store.need(oid)  # the stream holds it until it is handed out
+        needed = store._needed  # the stream holds it until it is handed out (store.need,
+        needed[oid] = needed.get(oid, 0) + 1  # inlined: once per item)
         store.put(oid, stored, s.name, inner)
         s.produced += 1
         return oid
@@ -119,15 +120,23 @@ class GeneratorTable:
     def take_handed_out(self):
         """The items the driver handed out (generator_next, without the lock): the
         streams let go of them (their refs were counted before, by the hooks)."""
-        taken = self.store.generator_taken
         store = self.store
+        taken, streams, needed = store.generator_taken, self.streams, store._needed
         n = len(taken)  # each one's ref was queued before it: counted now, before it counts
         store.count_created()
         for _ in range(n):
             task_id, index = taken.popleft()
-            s = self.streams.get(task_id)
+            s = streams.get(task_id)
             if s is not None and index >= s.consumed:
-                store.unneed(stream_item_id(task_id, index))
+                oid = stream_item_id(task_id, index)
+                left = needed.get(oid, 0) - 1
+                if left > 0 or oid in store._local:  # (store.unneed's common case: the
+                    if left > 0:                      # consumer's ref holds it still)
+                        needed[oid] = left
+                    else:
+                        needed.pop(oid, None)
+                else:
+                    store.unneed(oid)
                 self._consumed(s, index)
 
     def _consumed(self, s, index):

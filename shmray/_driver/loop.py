@@ -238,10 +238,13 @@ class MessageLoop(Background):
                 self.actors.place_unplaced()
         if self.dispatch.batched:
             self.lane.push_batches(burst)  # (Dispatcher.push_batches, in C)
+        # The streams let go of the items handed out before the drops are counted: an
+        # item fetched and dropped since then ends with its drop, in C (the other way
+        # round, its end was the store's Python, in the stream's unneed).
+        if store.generator_taken:  # (the refs' creations counted first, by it)
+            self.generators.take_handed_out()
         if store.drop_queue or store.created_queue:
             self.lane.process_refs()  # (ObjectStore.process_refs, its common case in C)
-        if store.generator_taken:  # (after the refs' creations: counted first)
-            self.generators.take_handed_out()
         if store.tokens_freed:
             self.life.end_unreferenced()
         if store.generators_freed:

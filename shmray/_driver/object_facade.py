@@ -8,9 +8,10 @@ _driver.generators).
 from __future__ import annotations
 
 import sys
+from pickle import loads
 
 from .. import _gpu, _serialization as ser, _shm
-from .._crecords import not_stored
+from .._crecords import inline_values, not_stored
 from .._object_ref import ObjectRef, collect_refs, new_base_id, stream_item_id
 from .._protocol import SHM
 from .._segment_writer import segment_layout
@@ -64,6 +65,10 @@ class ObjectFacade:
 
     def get(self, refs: list, timeout):
         store = self.store
+        if len(refs) == 1:  # get(ref), a generator's item: stored, small and inline, read
+            out = inline_values(refs, store.values, ObjectRef, loads)  # here, in C
+            if out is not None:
+                return out
         # the ids not stored yet (store.coming_or_there, in C: pending read first)
         missing = not_stored(refs, ObjectRef, store.pending, store.values)
         if missing is None:  # one is lost
