@@ -93,6 +93,7 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         !(self->unwoken = PyObject_GetAttrString(dispatch, "unwoken")) ||
         !(self->functions = PyObject_GetAttrString(session, "functions")) ||
         !(self->actors_by_id = get_path(session, "actors", "by_id")) ||
+        !(self->streams = get_path(session, "generators", "streams")) ||
         !(lock = PyObject_GetAttrString(session, "lock")) ||
         !(raw = PyObject_GetAttrString(lock, "raw")) ||
         !(self->raw_lock = Py_NewRef(raw)) ||
@@ -121,7 +122,8 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (!PyDict_CheckExact(self->tasks) || !PyDict_CheckExact(self->ready) ||
         !PyDict_CheckExact(self->fn_mean) || !PyDict_CheckExact(self->available) ||
         !PyDict_CheckExact(self->callbacks) || !PyDict_CheckExact(self->functions) ||
-        !PyDict_CheckExact(self->unwoken) || !PyDict_CheckExact(self->actors_by_id)) {
+        !PyDict_CheckExact(self->unwoken) || !PyDict_CheckExact(self->actors_by_id) ||
+        !PyDict_CheckExact(self->streams)) {
         PyErr_SetString(PyExc_TypeError, "the components' tables must be dicts");
         goto fail;
     }
@@ -363,7 +365,8 @@ int lane_init_strings(void) {
     if (lane_refs_init_strings() < 0 || lane_queue_init_strings() < 0 ||
         lane_remote_init_strings() < 0 || lane_place_init_strings() < 0 ||
         remote_call_init_strings() < 0 || lane_send_init_strings() < 0 ||
-        actor_call_init_strings() < 0 || actor_method_init_strings() < 0)
+        actor_call_init_strings() < 0 || actor_method_init_strings() < 0 ||
+        item_form_init_strings() < 0)
         return -1;
     one = PyLong_FromLong(1);
     zero_seconds = PyFloat_FromDouble(0.0);

@@ -36,6 +36,7 @@ typedef struct {
     PyObject *functions;  /* the session's functions shipped: fn_id -> (pickle, name) */
     PyObject *actors_by_id, *actor_spec_type, *alive;  /* ActorTable.by_id, ActorCallSpec,
                                                          * the ALIVE state */
+    PyObject *streams;    /* GeneratorTable.streams: task id -> Stream */
     PyObject *unwoken;    /* the Dispatcher's: worker -> tasks pushed to it without a wake */
     /* the options object last submitted, and what its tasks read of it (options are
      * frozen: read once per object, not per task) */
@@ -60,7 +61,7 @@ typedef struct {
     X(sections) X(no_args) X(drain_batch) X(pump_acquire) X(pump_release) X(drain)          \
     X(deferred) X(run_deferred) X(created_queue) X(drop_queue) X(needed) X(borrowed)         \
     X(contained) X(escaped) X(inner) X(tokens) X(generators) X(gpu_producers) X(functions) \
-    X(unwoken) X(actors_by_id) X(actor_spec_type) X(alive) X(last_options) X(last_request)   \
+    X(unwoken) X(actors_by_id) X(actor_spec_type) X(alive) X(streams) X(last_options) X(last_request)   \
     X(last_num_returns) X(last_backpressure)
 
 extern PyObject *s_values, *s_pending, *s_local, *s_request, *s_num_returns, *s_workers,
@@ -87,6 +88,16 @@ PyObject *stored_form(const DoneForm *form, PyObject *none_stored);
 PyObject *pack_done(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *unpack_done(PyObject *mod, PyObject *data);
 PyObject *set_none_stored(PyObject *mod, PyObject *stored);
+
+/* item_form.c: a generator's item, compact, and its handling (lane_item) */
+int item_form_init_strings(void);
+PyObject *pack_item(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *unpack_item(PyObject *mod, PyObject *data);
+int lane_item(LaneObject *self, PyObject *w, PyObject *data, PyObject *values,
+              PyObject *pending, PyObject **stored_oid);
+extern PyObject *none_stored_form;  /* (done_form.c: set_none_stored's) */
+/* recordsmodule.c: the id of item `index` of generator task `task_id` */
+PyObject *item_id(PyObject *task_id, unsigned long long index);
 
 /* lane_done.c: Lane.done, Lane.drain */
 PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -102,6 +102,44 @@ static int record_duration(LaneObject *self, Batch *b, PyObject *fn_id, double s
     return 0;
 }
 
+/* ObjectStore.put's end for `oid`, stored: its callbacks (the driver's own), if any,
+ * popped and called, what they may read written back first. 1 if some ran, 0 if none,
+ * -1 on an error. */
+static int run_callbacks(LaneObject *self, Batch *b, PyObject *oid) {
+    if (!PyDict_GET_SIZE(self->callbacks)) return 0;
+    PyObject *cbs = PyDict_GetItemWithError(self->callbacks, oid);
+    if (!cbs) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(cbs);
+    if (PyDict_DelItem(self->callbacks, oid) < 0 || flush(self, b) < 0) {
+        Py_DECREF(cbs);  /* (Python runs next: what it may read, written back) */
+        return -1;
+    }
+    PyObject *it = PyObject_GetIter(cbs);
+    Py_DECREF(cbs);
+    if (!it) return -1;
+    PyObject *cb;
+    while ((cb = PyIter_Next(it))) {
+        PyObject *res = PyObject_CallOneArg(cb, oid);
+        Py_DECREF(cb);
+        if (!res) { Py_DECREF(it); return -1; }
+        Py_DECREF(res);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* A generator's compact item, handled by lane_item (item_form.c), then its callbacks */
+static int item_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
+    PyObject *oid = NULL;
+    if (read_tables(self, b) < 0) return -1;
+    int r = lane_item(self, w, data, b->values, b->pending, &oid);
+    if (r > 0) {
+        r = run_callbacks(self, b, oid) < 0 ? -1 : 1;
+        Py_DECREF(oid);
+    }
+    return r;
+}
+
 /* RpcTable.resume's other way: `w` still has tasks and holds nothing, so it holds the
  * next one's request (an actor's call's is empty: nothing taken, as ledger.charge) */
 static int charge_next(LaneObject *self, WorkerObject *w) {
@@ -178,31 +216,9 @@ static int done_here(LaneObject *self, Batch *b, PyObject *w, PyObject *data) {
     /* the value first, then out of pending (get reads them without the lock) */
     if (PyDict_SetItem(b->values, task_id, stored) < 0 || PySet_Discard(b->pending, task_id) < 0)
         goto fail;
-    int called = 0;  /* (a callback ran: Python that may change anything) */
-    if (PyDict_GET_SIZE(self->callbacks)) {
-        PyObject *cbs = PyDict_GetItemWithError(self->callbacks, task_id);
-        if (cbs) {
-            called = 1;
-            Py_INCREF(cbs);
-            if (PyDict_DelItem(self->callbacks, task_id) < 0 || flush(self, b) < 0) {
-                Py_DECREF(cbs);  /* (Python runs next: what it may read, written back) */
-                goto fail;
-            }
-            PyObject *it = PyObject_GetIter(cbs);
-            Py_DECREF(cbs);
-            if (!it) goto fail;
-            PyObject *cb;
-            while ((cb = PyIter_Next(it))) {
-                res = PyObject_CallOneArg(cb, task_id);
-                Py_DECREF(cb);
-                if (!res) { Py_DECREF(it); goto fail; }
-                Py_DECREF(res);
-            }
-            Py_DECREF(it);
-        }
-        if (PyErr_Occurred()) goto fail;
-    }
-    if (actor && call_finished(self, x, spec, called) < 0) goto fail;
+    int called = run_callbacks(self, b, task_id);  /* (1: Python ran, that may change
+                                                      * anything) */
+    if (called < 0 || (actor && call_finished(self, x, spec, called) < 0)) goto fail;
     Py_DECREF(first); Py_DECREF(inflight); Py_DECREF(task_id); Py_DECREF(stored);
     return 1;
 fail:
@@ -210,7 +226,7 @@ fail:
     return -1;
 }
 
-/* Lane.done(w, data) -> bool: done_here's 1 or 0 */
+/* Lane.done(w, data) -> bool: a compact Done or item handled here (1), or not (0) */
 PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "done(w, data)");
@@ -218,6 +234,7 @@ PyObject *Lane_done(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     Batch b = {0};
     int r = done_here(self, &b, args[0], args[1]);
+    if (r == 0) r = item_here(self, &b, args[0], args[1]);
     if (flush(self, &b) < 0) r = -1;
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
@@ -253,7 +270,9 @@ PyObject *Lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
         self->rr = (long)i + 1;
         PyObject *data = PyTuple_GET_ITEM(got, 1);
-        int r = done_here(self, &b, PyTuple_GET_ITEM(workers, i), data);
+        PyObject *w = PyTuple_GET_ITEM(workers, i);
+        int r = done_here(self, &b, w, data);
+        if (r == 0) r = item_here(self, &b, w, data);
         if (r <= 0) {
             if (r == 0) out = Py_BuildValue("(lnO)", handled, i, data);
             Py_DECREF(got);

@@ -288,18 +288,11 @@ static PyObject *reset_ids(PyObject *mod, PyObject *prefix) {
     Py_RETURN_NONE;
 }
 
-/* stream_item_id(task_id, index): _object_ref.stream_item_id's formula, in 128 bits
- * (it runs four times per generator item in the driver) */
-static PyObject *stream_item_id(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+/* (see lane.h) _object_ref.stream_item_id_reference's formula, in 128 bits (it runs
+ * four times per generator item in the driver) */
+PyObject *item_id(PyObject *task_id, unsigned long long index) {
     unsigned char bytes[16];
-    if (nargs != 2 || !PyLong_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "stream_item_id(task_id: int, index: int)");
-        return NULL;
-    }
-    unsigned long long index = PyLong_AsUnsignedLongLong(args[1]);
-    if ((index == (unsigned long long)-1 && PyErr_Occurred()) ||
-        _PyLong_AsByteArray((PyLongObject *)args[0], bytes, 16, 1, 0) < 0)
-        return NULL;
+    if (_PyLong_AsByteArray((PyLongObject *)task_id, bytes, 16, 1, 0) < 0) return NULL;
     unsigned __int128 task = 0;
     for (int i = 15; i >= 0; i--) task = task << 8 | bytes[i];
     const unsigned long long k = 0x9E3779B97F4A7C15ULL, lo = (unsigned long long)task;
@@ -311,6 +304,17 @@ static PyObject *stream_item_id(PyObject *mod, PyObject *const *args, Py_ssize_t
                            (unsigned __int128)(mixed & ((1ULL << 45) - 1)) << 16 | 0xFFFF;
     for (int i = 0; i < 16; i++, id >>= 8) bytes[i] = (unsigned char)id;
     return _PyLong_FromByteArray(bytes, 16, 1, 0);
+}
+
+/* stream_item_id(task_id, index) */
+static PyObject *stream_item_id(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "stream_item_id(task_id: int, index: int)");
+        return NULL;
+    }
+    unsigned long long index = PyLong_AsUnsignedLongLong(args[1]);
+    if (index == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    return item_id(args[0], index);
 }
 
 static PyObject *set_hooks(PyObject *mod, PyObject *obj) {
@@ -347,6 +351,11 @@ static PyMethodDef module_methods[] = {
     {"set_lane", set_lane, METH_O,
      "set_lane(lane or None): the lane RemoteBase.remote takes f.remote() to (see "
      "csrc/remote_call.c)"},
+    {"pack_item", (PyCFunction)(void (*)(void))pack_item, METH_FASTCALL,
+     "pack_item(task_id, index, stored, inner, gpu, limit) -> a generator item's compact "
+     "form (csrc/item_form.c), or None if it has none"},
+    {"unpack_item", unpack_item, METH_O,
+     "unpack_item(data) -> the GenItem record's tuple of a compact item, or None"},
     {"set_method_type", set_method_type, METH_O,
      "set_method_type(ActorMethod): what an ActorHandleBase's method attribute makes (see "
      "csrc/actor_method.c)"},

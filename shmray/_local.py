@@ -30,7 +30,7 @@ from . import _serialization as ser
 from ._generator import returned as returned_generator
 from ._local_actors import LocalActors
 from ._object_ref import ObjectRef, _hooks, collect_refs, new_base_id, stream_item_id
-from ._protocol import ERROR, GEN_ITEM, INLINE, STREAMING
+from ._protocol import ERROR, INLINE, STREAMING
 from ._driver.placement_groups import PlacementGroupTable
 from ._resources import ResourceLedger, infeasible
 from ._runtime import Runtime
@@ -191,10 +191,8 @@ class LocalRuntime(LocalActors, Runtime):
     def is_cancelled(self, task_id) -> bool:
         return False
 
-    def send(self, msg, grants=()):
+    def send_item(self, task_id, index, stored, inner, gpu):
         """A streaming generator's item (the only message the worker's code sends here)."""
-        assert msg[0] == GEN_ITEM, msg
-        _, task_id, index, stored, inner, _ = msg
         with self._lock:
             self._item(task_id, self._streams[task_id], stored, inner)
 

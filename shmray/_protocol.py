@@ -42,6 +42,9 @@ DONE_MARK = 1
 # ... a Tasks message of plain tasks in their compact form (csrc/task_form.c has its
 # layout; _crecords.pack_tasks makes it, _ring.decode reads it back as a Tasks record).
 TASKS_MARK = 3
+# ... a streaming generator's small inline item in its compact form (csrc/item_form.c has
+# its layout; _crecords.pack_item makes it, _ring.decode reads it back as a GenItem).
+ITEM_MARK = 4
 
 # A Task's num_returns for a generator: its items are streamed as they are yielded
 # (see shmray._generator), or stored and listed in its one result ("dynamic").

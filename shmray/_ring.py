@@ -16,8 +16,8 @@ import os
 import pickle
 
 from . import _shm
-from ._crecords import unpack_done, unpack_tasks
-from ._protocol import DONE_MARK, LARGE, TASKS_MARK, Large
+from ._crecords import unpack_done, unpack_item, unpack_tasks
+from ._protocol import DONE_MARK, ITEM_MARK, LARGE, TASKS_MARK, Large
 from ._cring import DOORBELL_SIZE, HEADER_SIZE, Doorbell, Ring
 
 
@@ -117,6 +117,8 @@ def decode(data: bytes) -> tuple:
         return unpack_done(data)
     if data[0] == TASKS_MARK:  # plain tasks in their compact form (csrc/task_form.c)
         return unpack_tasks(data)
+    if data[0] == ITEM_MARK:  # a generator's small item, compact (csrc/item_form.c)
+        return unpack_item(data)
     msg = _loads(data)
     if msg[0] == LARGE:
         large = Large(*msg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import _serialization as ser
 from ._generator import DynamicObjectRefGenerator
 from ._object_ref import ObjectRef, collect_refs, new_base_id, stream_item_id
-from ._protocol import DYNAMIC, GEN_ITEM, GEN_NEXT, GEN_PAUSE, GenNext, GenPause
+from ._protocol import DYNAMIC, GEN_NEXT, GEN_PAUSE, GenNext, GenPause
 from ._worker_tasks import store_value
 from .exceptions import GetTimeoutError
 
@@ -105,7 +105,7 @@ def _iterator(result, name):
 
 def _send_item(rt, task_id, index, value):
     stored, inner, gpu = store_value(rt, value, stream_item_id(task_id, index))
-    rt.send((GEN_ITEM, task_id, index, stored, inner or None, gpu))  # (a GenItem)
+    rt.send_item(task_id, index, stored, inner, gpu)
 
 
 def _pause(rt, task_id, produced) -> int:

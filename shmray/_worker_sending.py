@@ -18,7 +18,8 @@ import gc
 from threading import get_ident
 
 from . import _mappings, _ring
-from ._protocol import MAPS, REFS, Maps, Refs
+from ._crecords import pack_item
+from ._protocol import GEN_ITEM, MAPS, REFS, Maps, Refs
 
 _map_events = _mappings.events  # (one deque for the process's life)
 
@@ -43,6 +44,13 @@ class WorkerSending:
         finally:
             if held:
                 self._release_interrupts()
+
+    def send_item(self, task_id, index, stored, inner, gpu):
+        """A streaming generator's item (a GenItem): a small inline one in its compact
+        form (csrc/item_form.c), which the driver handles in C."""
+        data = pack_item(task_id, index, stored, inner, gpu, self.results.max_message)
+        self.send(data if data is not None else
+                  (GEN_ITEM, task_id, index, stored, inner or None, gpu))  # (a GenItem)
 
     def send_ref_changes(self):
         """Tell the driver about refs created or dropped since the last message."""

@@ -358,7 +358,8 @@ CRECORDS_SOURCES = re.findall(r'"csrc/([a-z_]+\.c)"', re.search(
     r'"shmray\._crecords",\s*sources=\[([^\]]*)\]', (ROOT / "setup.py").read_text()).group(1))
 # the lane's, run in the same build
 LANE_TESTS = [str(ROOT / "tests" / name)
-              for name in ("test_lane.py", "test_lane_forms.py", "test_actor_lane.py")]
+              for name in ("test_lane.py", "test_lane_forms.py", "test_actor_lane.py",
+                           "test_generator_lane.py")]
 
 
 def _libasan():

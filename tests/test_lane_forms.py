@@ -22,6 +22,8 @@ def test_the_c_constants_are_the_protocols():
     assert data[0] == _protocol.DONE_MARK != pickle.dumps(None, protocol=5)[0]
     msg = _ring.decode(data)
     assert msg[0] == _protocol.DONE and msg[2][0][0] == _protocol.INLINE
+    item = _ring.decode(_crecords.pack_item(new_base_id(), 3, ser.NONE, None, None, 1 << 20))
+    assert item[0] == _protocol.GEN_ITEM and item[2] == 3
 
 
 def test_a_compact_done_reads_back_as_the_record():
@@ -59,6 +61,42 @@ def test_what_has_no_compact_form():
         _crecords.pack_done(oid, (small,))
     with pytest.raises(OverflowError):
         _crecords.pack_done(oid, (small,), 2**70, 0, None, None, False, 1 << 20)
+
+
+# ------------------------------------------------------------------ the compact item
+def test_a_compact_item_reads_back_as_the_gen_item_record():
+    task = new_base_id()
+    for index, value in ((0, None), (1, 7), (2**40 - 1, "é" * 50), (5, (1, [2, {3: None}]))):
+        stored = ser.to_stored(value, None)
+        data = _crecords.pack_item(task, index, stored, None, None, 1 << 20)
+        assert data[0] == _protocol.ITEM_MARK != pickle.dumps(None, protocol=5)[0]
+        msg = _ring.decode(data)
+        assert msg == (_protocol.GEN_ITEM, task, index, stored, None, None)
+        assert ser.from_stored(msg[3]) == value
+    assert _ring.decode(_crecords.pack_item(task, 0, ser.NONE, (), False, 99))[3] is ser.NONE
+    assert _crecords.unpack_item(pickle.dumps((1, 2))) is None
+    assert _crecords.unpack_item(_crecords.pack_done(task, (ser.NONE,), 0, 0, None, None,
+                                                     False, 99)) is None
+
+
+def test_what_item_has_no_compact_form():
+    task, small = new_base_id(), ser.to_stored(7, None)
+    cases = [
+        (task, 0, small, [5], None, 1 << 20),                      # refs inside it
+        (task, 0, small, None, True, 1 << 20),                     # GPU arrays kept
+        (task, 0, small, None, None, 20),                          # over the limit
+        (-1, 0, small, None, None, 1 << 20),                       # not an id
+        (task, -1, small, None, None, 1 << 20),                    # not an index
+        (task, 1 << 64, small, None, None, 1 << 20),               # nor this
+        (task, 0, (_protocol.INLINE, b"x", (b"buf",)), None, None, 1 << 20),
+        (task, 0, (_protocol.SHM, "name", 10), None, None, 1 << 20),
+        (task, 0, ser.error_stored(ValueError("no")), None, None, 1 << 20),
+        (task, 0, [0, b"", ()], None, None, 1 << 20),              # not a tuple
+    ]
+    for args in cases:
+        assert _crecords.pack_item(*args) is None, args
+    with pytest.raises(TypeError, match="pack_item"):
+        _crecords.pack_item(task, 0, small)
 
 
 def test_ids_from_c():
