@@ -16,7 +16,7 @@ setup(
                      "csrc/lane_queue.c", "csrc/lane_remote.c", "csrc/remote_call.c", "csrc/section_lock.c", "csrc/lane_send.c",
                      "csrc/inline_values.c", "csrc/task_form.c", "csrc/actor_call.c",
                      "csrc/actor_method.c", "csrc/status_words.c",
-                     "csrc/item_form.c"],
+                     "csrc/item_form.c", "csrc/ids.c"],
             depends=["csrc/records.h", "csrc/lane.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],

@@ -96,7 +96,7 @@ PyObject *unpack_item(PyObject *mod, PyObject *data);
 int lane_item(LaneObject *self, PyObject *w, PyObject *data, PyObject *values,
               PyObject *pending, PyObject **stored_oid);
 extern PyObject *none_stored_form;  /* (done_form.c: set_none_stored's) */
-/* recordsmodule.c: the id of item `index` of generator task `task_id` */
+/* ids.c: the id of item `index` of generator task `task_id` */
 PyObject *item_id(PyObject *task_id, unsigned long long index);
 
 /* lane_done.c: Lane.done, Lane.drain */

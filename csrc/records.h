@@ -45,8 +45,12 @@ typedef struct {
 
 extern PyTypeObject SpecType, RefType, LaneType, WorkerType;
 
-/* The next task or put id, as _object_ref documents them (recordsmodule.c). */
+/* ids.c: the next task or put id, as _object_ref documents them; the module's
+ * new_base_id, reset_ids, stream_item_id */
 PyObject *records_new_base_id(void);
+PyObject *new_base_id(PyObject *mod, PyObject *unused);
+PyObject *reset_ids(PyObject *mod, PyObject *prefix);
+PyObject *stream_item_id(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 /* lane.c's names, made once at import. */
 int lane_init_strings(void);
