@@ -16,13 +16,12 @@
 #include "lane.h"
 #include <structmember.h>
 
-static PyObject *s__missing, *s__remote;
+static PyObject *s__missing;
 static PyTypeObject *method_type;  /* shmray.actor.ActorMethod (set_method_type) */
 
 int actor_method_init_strings(void) {
     s__missing = PyUnicode_InternFromString("_missing");
-    s__remote = PyUnicode_InternFromString("_remote");
-    return s__missing && s__remote ? 0 : -1;
+    return s__missing ? 0 : -1;
 }
 
 /* set_method_type(ActorMethod): what `handle.f` makes */
@@ -124,11 +123,7 @@ static PyObject *Method_remote(MethodObject *self, PyObject *const *args, Py_ssi
         if (ref != Py_None) return ref;  /* (or NULL: its error) */
         Py_DECREF(ref);
     }
-    PyObject *slow = PyObject_GetAttr((PyObject *)self, s__remote);
-    if (!slow) return NULL;
-    PyObject *res = PyObject_Vectorcall(slow, args, nargs, kwnames);
-    Py_DECREF(slow);
-    return res;
+    return python_remote((PyObject *)self, args, nargs, kwnames);
 }
 
 static PyMethodDef Method_methods[] = {

@@ -163,6 +163,9 @@ PyObject *set_lane(PyObject *mod, PyObject *lane);
 /* The lane set, if its session is the process's runtime (borrowed), or NULL (-1 in
  * *error on an error) */
 LaneObject *driver_lane(int *error);
+/* self._remote(*args, **kwargs): a .remote() call the C does not take, the Python's */
+PyObject *python_remote(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames);
 
 /* status_words.c: a worker's status words and task records */
 extern PyTypeObject StatusWordsType;

@@ -84,7 +84,13 @@ static PyObject *Remote_remote(RemoteObject *self, PyObject *const *args, Py_ssi
             Py_DECREF(ref);
         }
     }
-    PyObject *slow = PyObject_GetAttr((PyObject *)self, s__remote);
+    return python_remote((PyObject *)self, args, nargs, kwnames);
+}
+
+/* (see lane.h) */
+PyObject *python_remote(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames) {
+    PyObject *slow = PyObject_GetAttr(self, s__remote);
     if (!slow) return NULL;
     PyObject *res = PyObject_Vectorcall(slow, args, nargs, kwnames);
     Py_DECREF(slow);

@@ -26,6 +26,16 @@ def session(ray):
     return shmray._context.get_runtime()
 
 
+def first_args_of(monkeypatch, obj, name) -> list:
+    """The first argument of each call of obj.name from now on, as a list kept up to date
+    (the method still runs: which way a task or call took, seen from the real one)."""
+    seen = []
+    method = getattr(obj, name)
+    monkeypatch.setattr(obj, name,
+                        lambda first, *a, **k: (seen.append(first), method(first, *a, **k))[1])
+    return seen
+
+
 def settled(session, predicate, timeout=10.0) -> bool:
     """Wait until `predicate()` holds under the session's lock, the refs dropped so far
     counted; whether it did."""

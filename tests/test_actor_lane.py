@@ -18,7 +18,7 @@ import shmray
 from shmray import _crecords
 from shmray.exceptions import ActorDiedError
 
-from conftest import settled, wait_gone
+from conftest import first_args_of, settled, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,21 +53,13 @@ def slow(x, seconds):
 
 
 def taken_by_python(session, monkeypatch):
-    """The specs that TaskTable.add saw (the Python way), as a list kept up to date."""
-    seen = []
-    add = session.tasks.add
-    monkeypatch.setattr(session.tasks, "add",
-                        lambda spec, *a, **k: (seen.append(spec), add(spec, *a, **k))[1])
-    return seen
+    """The specs that TaskTable.add saw (the Python way)."""
+    return first_args_of(monkeypatch, session.tasks, "add")
 
 
 def ended_by_python(session, monkeypatch):
     """The specs that TaskTable.finish saw (the long way)."""
-    seen = []
-    finish = session.tasks.finish
-    monkeypatch.setattr(session.tasks, "finish",
-                        lambda spec, *a, **k: (seen.append(spec), finish(spec, *a, **k))[1])
-    return seen
+    return first_args_of(monkeypatch, session.tasks, "finish")
 
 
 def test_the_lane_takes_the_common_call_whole(ray, session, monkeypatch):

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @shmray.remote
 def count_to(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
 
 
 @shmray.remote
@@ -43,11 +42,11 @@ def paced(n):
 
 
 def items_in_python(session, monkeypatch):
+    """The (task id, index) of each item GeneratorTable.on_item saw (the Python way)."""
     seen = []
     on_item = session.generators.on_item
-    monkeypatch.setattr(session.generators, "on_item",
-                        lambda task_id, index, *a: (seen.append(index),
-                                                    on_item(task_id, index, *a))[1])
+    monkeypatch.setattr(session.generators, "on_item", lambda task_id, index, *a: (
+        seen.append(index), on_item(task_id, index, *a))[1])
     return seen
 
 

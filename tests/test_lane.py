@@ -16,7 +16,7 @@ import pytest
 import shmray
 from shmray import _crecords, _serialization as ser
 
-from conftest import settled
+from conftest import first_args_of, settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,11 +44,7 @@ def nap(seconds):
 
 def python_way(session, monkeypatch):
     """The specs that TaskTable.add saw (the Python way), as a list kept up to date."""
-    seen = []
-    add = session.tasks.add
-    monkeypatch.setattr(session.tasks, "add",
-                        lambda spec, *a, **k: (seen.append(spec), add(spec, *a, **k))[1])
-    return seen
+    return first_args_of(monkeypatch, session.tasks, "add")
 
 
 def test_the_lane_takes_the_common_task(session, monkeypatch):
